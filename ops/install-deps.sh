@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs what a fresh Debian 12 machine lacks to build and test voucherd:
+# libclang-dev (bindings of the rocksdb crate). Idempotent; quiet when all is present.
+set -eu
+
+missing=""
+for package in libclang-dev; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing" >&2
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || {
+    echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2
+    exit 1
+}

@@ -1,0 +1,103 @@
+//! The data folder: the RocksDB store, the per-deployment person-key secret,
+//! and the campaigns this ledger has run with (kept so a restart, a replay or
+//! a new year's campaign never changes the rules of vouchers already issued).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::RngCore;
+
+use crate::domain::campaign::{Campaign, Campaigns};
+use crate::domain::ids::PersonSecret;
+use crate::domain::time::Clock;
+use crate::error::Error;
+use crate::journal::{Journal, Table};
+use crate::ledger::{Ledger, LedgerConfig};
+use crate::store::Store;
+
+const SECRET_FILE: &str = "person.key";
+const STORE_DIR: &str = "ledger";
+
+/// Reads the secret that keys ID-number hashes, creating it (mode 0600) on first start.
+pub fn load_or_create_secret(data: &Path) -> Result<PersonSecret, Error> {
+    let path = data.join(SECRET_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let key: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| Error::Corrupt(format!("{} must hold exactly 32 bytes", path.display())))?;
+            Ok(PersonSecret(key))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&path)?;
+            file.write_all(&key)?;
+            file.sync_all()?;
+            Ok(PersonSecret(key))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn campaign_key(year: u16) -> Vec<u8> {
+    format!("campaign/{year}").into_bytes()
+}
+
+/// The ledger opened on a data folder.
+pub struct Opened {
+    pub ledger: Arc<Ledger>,
+    pub store: Arc<Store>,
+}
+
+/// Opens the data folder: store, secret, campaigns (the given current one plus
+/// every one recorded before), then the ledger with its indexes rebuilt.
+/// A campaign whose rules differ from those recorded for its year is refused.
+pub fn open(data: &Path, current: Campaign, clock: Arc<dyn Clock>) -> Result<Opened, Error> {
+    std::fs::create_dir_all(data)?;
+    let secret = load_or_create_secret(data)?;
+    let store = Arc::new(Store::open(&data.join(STORE_DIR))?);
+    let mut campaigns = Vec::new();
+    let mut recorded_current = false;
+    store.scan(Table::Meta, &mut |key, value| {
+        if key.starts_with(b"campaign/") {
+            let text = std::str::from_utf8(value).map_err(|_| Error::Corrupt("campaign text".into()))?;
+            let campaign = Campaign::from_toml(text).map_err(|why| Error::Corrupt(format!("recorded campaign: {why}")))?;
+            if campaign.year == current.year {
+                if campaign != current {
+                    return Err(Error::InvalidInput(format!(
+                        "the {} campaign differs from the one this ledger ran with; keep its file unchanged",
+                        current.year
+                    )));
+                }
+                recorded_current = true;
+            } else {
+                campaigns.push(campaign);
+            }
+        }
+        Ok(())
+    })?;
+    if !recorded_current {
+        record_campaign(&store, &current)?;
+    }
+    campaigns.push(current);
+    let campaigns = Campaigns::new(campaigns).map_err(Error::InvalidInput)?;
+    let journal: Arc<dyn Journal> = store.clone();
+    let ledger = Ledger::open(LedgerConfig { campaigns, secret, clock }, journal)?;
+    Ok(Opened { ledger: Arc::new(ledger), store })
+}
+
+/// Writes a campaign into the meta table, synced, before any voucher uses it.
+fn record_campaign(store: &Store, campaign: &Campaign) -> Result<(), Error> {
+    store.put_meta(&campaign_key(campaign.year), campaign.to_toml().as_bytes())
+}
+
+/// The folder of the store inside a data folder.
+pub fn store_path(data: &Path) -> PathBuf {
+    data.join(STORE_DIR)
+}

@@ -1,0 +1,264 @@
+//! Identifier types: vouchers, institutions, districts, operators, persons.
+//!
+//! Each id parses from and prints to the text form of API.md, so malformed ids
+//! are refused at the edge. Resident ID numbers are checked (GB 11643) and only
+//! ever kept as a keyed blake3 hash (`PersonKey`).
+
+use std::fmt;
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use crate::limits::OPERATOR_BYTES_MAX;
+
+/// A voucher, printed as `V` and ten or more digits (`V0000000042`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct VoucherId(pub u64);
+
+impl fmt::Display for VoucherId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "V{:010}", self.0)
+    }
+}
+
+impl std::str::FromStr for VoucherId {
+    type Err = String;
+    fn from_str(text: &str) -> Result<VoucherId, String> {
+        let digits = text
+            .strip_prefix('V')
+            .ok_or_else(|| format!("voucher id {text:?} must start with V"))?;
+        if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("voucher id {text:?} must be V and 1 to 19 digits"));
+        }
+        digits
+            .parse()
+            .map(VoucherId)
+            .map_err(|_| format!("voucher id {text:?} is out of range"))
+    }
+}
+
+/// A 7-digit institution code (attachment 2), leading zeros kept.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct InstitutionCode(pub u32);
+
+impl fmt::Display for InstitutionCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:07}", self.0)
+    }
+}
+
+impl std::str::FromStr for InstitutionCode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<InstitutionCode, String> {
+        if text.len() != 7 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("institution code {text:?} must be exactly 7 digits"));
+        }
+        Ok(InstitutionCode(text.parse().expect("7 digits fit in u32")))
+    }
+}
+
+/// A district code: GB/T 2260 digits (`500101`) or a zone's letters (`LJXQ`).
+/// Stored inline (at most 8 ASCII letters or digits), so it is `Copy`.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct DistrictCode([u8; 8]);
+
+impl DistrictCode {
+    pub fn as_str(&self) -> &str {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(8);
+        std::str::from_utf8(&self.0[..len]).expect("district codes are ASCII")
+    }
+}
+
+impl fmt::Display for DistrictCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for DistrictCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DistrictCode({})", self.as_str())
+    }
+}
+
+impl std::str::FromStr for DistrictCode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<DistrictCode, String> {
+        if text.is_empty() || text.len() > 8 || !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "district code {text:?} must be 1 to 8 ASCII letters or digits"
+            ));
+        }
+        let mut bytes = [0u8; 8];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Ok(DistrictCode(bytes))
+    }
+}
+
+/// An operator (核券人员) an institution's admin authorises to scan vouchers.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct OperatorId(String);
+
+impl OperatorId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OperatorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for OperatorId {
+    type Err = String;
+    fn from_str(text: &str) -> Result<OperatorId, String> {
+        if !is_printable_ascii(text, OPERATOR_BYTES_MAX) {
+            return Err(format!(
+                "operator must be 1 to {OPERATOR_BYTES_MAX} printable ASCII characters"
+            ));
+        }
+        Ok(OperatorId(text.to_owned()))
+    }
+}
+
+/// True for 1..=max bytes of printable ASCII (space excluded).
+pub fn is_printable_ascii(text: &str, bytes_max: usize) -> bool {
+    !text.is_empty() && text.len() <= bytes_max && text.bytes().all(|b| b.is_ascii_graphic())
+}
+
+macro_rules! string_conversions {
+    ($($name:ident),*) => {$(
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(text: String) -> Result<$name, String> {
+                text.parse()
+            }
+        }
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.to_string()
+            }
+        }
+    )*};
+}
+string_conversions!(VoucherId, InstitutionCode, DistrictCode, OperatorId);
+
+/// A resident ID number (居民身份证号码) whose GB 11643 check digit validates.
+/// Held only long enough to hash it; never stored, logged or printed.
+pub struct IdNumber([u8; 18]);
+
+impl IdNumber {
+    /// Checks form and check digit (ISO 7064 MOD 11-2). A lowercase `x` is accepted.
+    pub fn parse(text: &str) -> Result<IdNumber, String> {
+        const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+        const CHECK: &[u8; 11] = b"10X98765432";
+        let bytes = text.as_bytes();
+        if bytes.len() != 18 {
+            return Err("an ID number has 18 characters".into());
+        }
+        let mut normal = [0u8; 18];
+        normal.copy_from_slice(bytes);
+        normal[17] = normal[17].to_ascii_uppercase();
+        if !normal[..17].iter().all(u8::is_ascii_digit) {
+            return Err("an ID number's first 17 characters are digits".into());
+        }
+        let sum: u32 = normal[..17]
+            .iter()
+            .zip(WEIGHTS)
+            .map(|(digit, weight)| u32::from(digit - b'0') * weight)
+            .sum();
+        if normal[17] != CHECK[(sum % 11) as usize] {
+            return Err("the ID number's check digit does not match".into());
+        }
+        Ok(IdNumber(normal))
+    }
+
+    /// The keyed hash under which the ledger knows this person.
+    pub fn key(&self, secret: &PersonSecret) -> PersonKey {
+        PersonKey(*blake3::keyed_hash(&secret.0, &self.0).as_bytes())
+    }
+}
+
+impl fmt::Debug for IdNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdNumber(<redacted>)")
+    }
+}
+
+/// The per-deployment secret that keys ID-number hashes (a file created on first start).
+#[derive(Clone)]
+pub struct PersonSecret(pub [u8; 32]);
+
+impl fmt::Debug for PersonSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PersonSecret(<redacted>)")
+    }
+}
+
+/// A person (or an institution admin) as the ledger knows them: blake3 keyed hash of the ID number.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
+)]
+pub struct PersonKey(pub [u8; 32]);
+
+impl fmt::Debug for PersonKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PersonKey({})", hex::encode(&self.0[..6]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_number_check_digit_follows_gb11643() {
+        assert!(IdNumber::parse("11010519491231002X").is_ok());
+        assert!(IdNumber::parse("11010519491231002x").is_ok());
+        assert!(IdNumber::parse("110105194912310021").is_err(), "wrong check digit");
+        assert!(IdNumber::parse("11010519491231002").is_err(), "17 characters");
+        assert!(IdNumber::parse("1101051949123100AX").is_err(), "letter in body");
+    }
+
+    #[test]
+    fn person_key_depends_on_the_secret_and_normalises_x() {
+        let a = PersonSecret([1; 32]);
+        let b = PersonSecret([2; 32]);
+        let upper = IdNumber::parse("11010519491231002X").unwrap();
+        let lower = IdNumber::parse("11010519491231002x").unwrap();
+        assert_eq!(upper.key(&a), lower.key(&a));
+        assert_ne!(upper.key(&a), upper.key(&b));
+    }
+
+    #[test]
+    fn ids_round_trip_through_text() {
+        let voucher: VoucherId = "V0000000042".parse().unwrap();
+        assert_eq!(voucher, VoucherId(42));
+        assert_eq!(voucher.to_string(), "V0000000042");
+        assert!("X12".parse::<VoucherId>().is_err());
+        assert!("V".parse::<VoucherId>().is_err());
+        let code: InstitutionCode = "0012345".parse().unwrap();
+        assert_eq!(code.to_string(), "0012345");
+        assert!("123456".parse::<InstitutionCode>().is_err());
+        assert!("12345678".parse::<InstitutionCode>().is_err());
+        let district: DistrictCode = "LJXQ".parse().unwrap();
+        assert_eq!(district.as_str(), "LJXQ");
+        assert!("50-101".parse::<DistrictCode>().is_err());
+        assert!("".parse::<OperatorId>().is_err());
+        assert!("op 1".parse::<OperatorId>().is_err());
+    }
+}

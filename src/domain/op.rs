@@ -1,0 +1,375 @@
+//! Requests and answers: the operations of API.md as typed values.
+//!
+//! `Op` is what a caller sends (JSON with an `"op"` tag, or bincode on the
+//! wire); `Answer` is what it gets back. `Role` is who is calling.
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use super::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
+use super::ids::{DistrictCode, InstitutionCode, OperatorId, VoucherId};
+use crate::error::{Reason, Refusal};
+
+/// Who is calling, taken from the client certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum Role {
+    Gateway,
+    Bureau,
+    /// A district agency (区县经办机构) of one district.
+    District(DistrictCode),
+    Auditor,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Gateway => f.write_str("gateway"),
+            Role::Bureau => f.write_str("bureau"),
+            Role::District(code) => write!(f, "district:{code}"),
+            Role::Auditor => f.write_str("auditor"),
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Role, String> {
+        match text {
+            "gateway" => Ok(Role::Gateway),
+            "bureau" => Ok(Role::Bureau),
+            "auditor" => Ok(Role::Auditor),
+            _ => match text.strip_prefix("district:") {
+                Some(code) => Ok(Role::District(code.parse()?)),
+                None => Err(format!(
+                    "unknown role {text:?} (gateway, bureau, district:<code>, auditor)"
+                )),
+            },
+        }
+    }
+}
+
+/// A training site as given in a request; `radius_m` defaults to 500.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct SiteSpec {
+    pub lat: f64,
+    pub lon: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub radius_m: Option<u32>,
+}
+
+/// One operation of API.md with its fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    RegisterInstitution {
+        code: InstitutionCode,
+        name: String,
+        district: DistrictCode,
+        address: String,
+        phone: String,
+        #[serde(rename = "type")]
+        kind: InstitutionType,
+        admin_name: String,
+        admin_id_number: String,
+        sites: Vec<SiteSpec>,
+    },
+    SetInstitutionAdmin {
+        institution: InstitutionCode,
+        admin_name: String,
+        admin_id_number: String,
+    },
+    AuthoriseOperator {
+        institution: InstitutionCode,
+        admin_id_number: String,
+        operator: OperatorId,
+    },
+    RevokeOperator {
+        institution: InstitutionCode,
+        admin_id_number: String,
+        operator: OperatorId,
+    },
+    Issue {
+        id_number: String,
+        category: Category,
+        kind: Kind,
+        face_value_fen: u64,
+        channel: Channel,
+        district: DistrictCode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        year: Option<u16>,
+    },
+    Claim {
+        voucher: VoucherId,
+        id_number: String,
+    },
+    Redeem {
+        voucher: VoucherId,
+        institution: InstitutionCode,
+        operator: OperatorId,
+        class: String,
+    },
+    Checkin {
+        voucher: VoucherId,
+        lat: f64,
+        lon: f64,
+    },
+    Complete {
+        voucher: VoucherId,
+        institution: InstitutionCode,
+    },
+    Evaluate {
+        voucher: VoucherId,
+        id_number: String,
+        score: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    Settle {
+        voucher: VoucherId,
+        amount_fen: u64,
+    },
+    Release {
+        voucher: VoucherId,
+        institution: InstitutionCode,
+    },
+    Expire {
+        year: u16,
+    },
+    GetVoucher {
+        voucher: VoucherId,
+    },
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        district: Option<DistrictCode>,
+        /// Addition to API.md: the campaign year (default: the current campaign).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        year: Option<u16>,
+    },
+    AuditHead,
+}
+
+impl Op {
+    /// The operation's wire name (`"redeem"`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::RegisterInstitution { .. } => "register_institution",
+            Op::SetInstitutionAdmin { .. } => "set_institution_admin",
+            Op::AuthoriseOperator { .. } => "authorise_operator",
+            Op::RevokeOperator { .. } => "revoke_operator",
+            Op::Issue { .. } => "issue",
+            Op::Claim { .. } => "claim",
+            Op::Redeem { .. } => "redeem",
+            Op::Checkin { .. } => "checkin",
+            Op::Complete { .. } => "complete",
+            Op::Evaluate { .. } => "evaluate",
+            Op::Settle { .. } => "settle",
+            Op::Release { .. } => "release",
+            Op::Expire { .. } => "expire",
+            Op::GetVoucher { .. } => "get_voucher",
+            Op::Stats { .. } => "stats",
+            Op::AuditHead => "audit_head",
+        }
+    }
+
+    /// Reads change nothing, are not audited and are not remembered by request id.
+    pub fn is_read(&self) -> bool {
+        matches!(self, Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead)
+    }
+
+    /// API.md's role table. Finer checks (a district settles only its own
+    /// district's vouchers, sees only its own stats) happen in the ledger.
+    pub fn allows(&self, role: Role) -> bool {
+        match self {
+            Op::RegisterInstitution { .. } | Op::SetInstitutionAdmin { .. } | Op::Issue { .. } => {
+                role == Role::Bureau
+            }
+            Op::Expire { .. } => role == Role::Bureau,
+            Op::AuthoriseOperator { .. }
+            | Op::RevokeOperator { .. }
+            | Op::Claim { .. }
+            | Op::Redeem { .. }
+            | Op::Checkin { .. }
+            | Op::Complete { .. }
+            | Op::Evaluate { .. }
+            | Op::Release { .. } => role == Role::Gateway,
+            Op::Settle { .. } => matches!(role, Role::District(_)),
+            Op::Stats { .. } => matches!(role, Role::Bureau | Role::District(_) | Role::Auditor),
+            Op::GetVoucher { .. } | Op::AuditHead => true,
+        }
+    }
+}
+
+/// A request: the caller's request id and one operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct Request {
+    pub id: String,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// What an accepted operation answers, besides `ok`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(untagged)]
+pub enum Reply {
+    Issued { voucher: VoucherId },
+    Redeemed { uses_this_year: u8 },
+    CheckedIn { session: String, checkins: u32 },
+    Expired { expired: u64 },
+    Voucher(Box<VoucherView>),
+    Stats(Box<StatsView>),
+    AuditHead { seq: u64, hash: String, state_digest: String },
+    Done {},
+}
+
+/// `get_voucher`'s answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct VoucherView {
+    pub voucher: VoucherId,
+    pub state: VoucherState,
+    pub kind: Kind,
+    pub category: Category,
+    pub channel: Channel,
+    pub face_value_fen: u64,
+    pub year: u16,
+    /// Where the voucher was redeemed (absent before redemption).
+    pub institution: Option<InstitutionCode>,
+    /// The district where the person's social security is registered.
+    pub district: DistrictCode,
+    pub checkins: u32,
+    pub score: Option<u8>,
+    pub settled_fen: Option<u64>,
+}
+
+/// `stats`' answer: per district, the city, and the coverage figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct StatsView {
+    pub year: u16,
+    pub districts: Vec<DistrictStats>,
+    pub city: CityStats,
+    pub coverage: Coverage,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct DistrictStats {
+    pub code: DistrictCode,
+    pub name: String,
+    pub target: u64,
+    pub issued: u64,
+    pub claimed: u64,
+    pub used: u64,
+    pub percent_of_target: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct CityStats {
+    pub target: u64,
+    pub issued: u64,
+    pub claimed: u64,
+    pub used: u64,
+    pub percent_of_target: f64,
+    pub issued_goal: u64,
+    pub used_goal: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct Coverage {
+    pub districts_used: u64,
+    pub districts_total: u64,
+    pub institutions_used: u64,
+    pub institutions_registered: u64,
+    pub used_with_checkin: u64,
+    pub used: u64,
+}
+
+/// The answer to one request, in the order requests came.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct Answer {
+    pub id: String,
+    pub outcome: Result<Reply, Refusal>,
+}
+
+impl Answer {
+    pub fn refused(id: &str, reason: Reason, message: impl Into<String>) -> Answer {
+        Answer {
+            id: id.to_owned(),
+            outcome: Err(Refusal::new(reason, message)),
+        }
+    }
+
+    /// API.md's JSON form: `{"id", "ok": true, ...}` or `{"id", "ok": false, "reason", "message"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut object = serde_json::Map::new();
+        object.insert("id".into(), self.id.clone().into());
+        match &self.outcome {
+            Ok(reply) => {
+                object.insert("ok".into(), true.into());
+                match serde_json::to_value(reply).expect("replies serialise") {
+                    serde_json::Value::Object(fields) => object.extend(fields),
+                    other => unreachable!("replies are objects, got {other}"),
+                }
+            }
+            Err(refusal) => {
+                object.insert("ok".into(), false.into());
+                object.insert("reason".into(), refusal.reason.as_str().into());
+                object.insert("message".into(), refusal.message.clone().into());
+            }
+        }
+        serde_json::Value::Object(object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_from_api_json() {
+        let line = r#"{"id":"r1","op":"redeem","voucher":"V0000000007","institution":"5000001","operator":"op-1","class":"电工 2026-12"}"#;
+        let request: Request = serde_json::from_str(line).unwrap();
+        assert_eq!(request.id, "r1");
+        assert_eq!(request.op.name(), "redeem");
+        let back = serde_json::to_value(&request).unwrap();
+        assert_eq!(back["op"], "redeem");
+        assert_eq!(back["voucher"], "V0000000007");
+        let head: Request = serde_json::from_str(r#"{"id":"h","op":"audit_head"}"#).unwrap();
+        assert_eq!(head.op, Op::AuditHead);
+    }
+
+    #[test]
+    fn malformed_fields_do_not_parse() {
+        for line in [
+            r#"{"id":"x","op":"redeem","voucher":"7","institution":"5000001","operator":"o","class":"c"}"#,
+            r#"{"id":"x","op":"issue","id_number":"1","category":"alien","kind":"hr_services","face_value_fen":1,"channel":"wechat","district":"500101"}"#,
+            r#"{"id":"x","op":"teleport"}"#,
+            r#"{"id":"x","op":"evaluate","voucher":"V1","id_number":"1","score":300}"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn answers_print_in_api_form() {
+        let ok = Answer {
+            id: "a".into(),
+            outcome: Ok(Reply::Issued { voucher: VoucherId(3) }),
+        };
+        assert_eq!(
+            ok.to_json(),
+            serde_json::json!({"id": "a", "ok": true, "voucher": "V0000000003"})
+        );
+        let done = Answer { id: "b".into(), outcome: Ok(Reply::Done {}) };
+        assert_eq!(done.to_json(), serde_json::json!({"id": "b", "ok": true}));
+        let refused = Answer::refused("c", Reason::AlreadyRedeemed, "voucher V0000000003 is redeemed");
+        assert_eq!(refused.to_json()["reason"], "already_redeemed");
+        assert_eq!(refused.to_json()["ok"], false);
+    }
+
+    #[test]
+    fn roles_parse_and_print() {
+        for text in ["gateway", "bureau", "auditor", "district:500101", "district:LJXQ"] {
+            assert_eq!(text.parse::<Role>().unwrap().to_string(), text);
+        }
+        assert!("admin".parse::<Role>().is_err());
+        assert!("district:".parse::<Role>().is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! The ledger's records: vouchers, persons' yearly use, institutions, and the
+//! figures derived from vouchers. Held in memory by the indexes and written to
+//! RocksDB as they are (bincode, one version byte in front).
+
+use std::collections::BTreeSet;
+
+use bincode::{Decode, Encode};
+
+use super::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
+use super::ids::{DistrictCode, InstitutionCode, OperatorId, PersonKey, VoucherId};
+use super::op::VoucherView;
+use super::time::Timestamp;
+
+/// A voucher and every step it went through.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct Voucher {
+    pub id: VoucherId,
+    pub holder: PersonKey,
+    pub year: u16,
+    pub kind: Kind,
+    pub category: Category,
+    pub channel: Channel,
+    /// Where the holder's social security is registered (counts issued/claimed).
+    pub district: DistrictCode,
+    pub face_value_fen: u64,
+    pub state: VoucherState,
+    /// The institution it is redeemed at, and that institution's district (counts used).
+    pub institution: Option<(InstitutionCode, DistrictCode)>,
+    pub issued_at: Timestamp,
+    pub claimed_at: Option<Timestamp>,
+    pub redeemed_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    pub settled_at: Option<Timestamp>,
+    pub expired_at: Option<Timestamp>,
+    /// Check-ins during the current enrollment and the local day of the last one.
+    pub checkins: u32,
+    pub last_checkin_day: Option<i32>,
+    pub score: Option<u8>,
+    pub settled_fen: Option<u64>,
+}
+
+impl Voucher {
+    pub fn view(&self) -> VoucherView {
+        VoucherView {
+            voucher: self.id,
+            state: self.state,
+            kind: self.kind,
+            category: self.category,
+            channel: self.channel,
+            face_value_fen: self.face_value_fen,
+            year: self.year,
+            institution: self.institution.map(|(code, _)| code),
+            district: self.district,
+            checkins: self.checkins,
+            score: self.score,
+            settled_fen: self.settled_fen,
+        }
+    }
+}
+
+/// What the ledger knows of one person in one campaign year.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct PersonYear {
+    /// Vouchers of this year now redeemed, completed or settled.
+    pub uses: u8,
+    /// One bit per `Kind` claimed this year.
+    pub kinds_claimed: u16,
+}
+
+/// A training site where trainees check in.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct Site {
+    pub lat: f64,
+    pub lon: f64,
+    pub radius_m: u32,
+}
+
+/// A training institution (attachment 2) and who may scan for it.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct Institution {
+    pub code: InstitutionCode,
+    pub name: String,
+    pub district: DistrictCode,
+    pub address: String,
+    pub phone: String,
+    pub kind: InstitutionType,
+    /// The institution's one admin (机构专员).
+    pub admin_name: String,
+    pub admin: PersonKey,
+    /// How many times the admin was changed (上报变更).
+    pub admin_changes: u32,
+    pub sites: Vec<Site>,
+    /// Operators the current admin authorised.
+    pub operators: BTreeSet<OperatorId>,
+    pub registered_at: Timestamp,
+}
+
+/// A counter the ledger keeps, derived from vouchers (see `figure_contributions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+pub enum Figure {
+    /// Vouchers ever issued, by the voucher's district.
+    Issued(u16, DistrictCode),
+    /// Vouchers ever claimed, by the voucher's district.
+    Claimed(u16, DistrictCode),
+    /// Vouchers now used, by the redeeming institution's district.
+    Used(u16, DistrictCode),
+    /// Used vouchers with at least one check-in, by the institution's district.
+    UsedWithCheckin(u16, DistrictCode),
+    /// Vouchers now used at one institution.
+    InstitutionUsed(u16, InstitutionCode),
+    /// Evaluations an institution received, and the sum of their scores.
+    InstitutionEvaluations(u16, InstitutionCode),
+    InstitutionScoreSum(u16, InstitutionCode),
+    /// Institutions registered (all years).
+    Registered,
+}
+
+/// The figures one voucher adds to; a change adds the new voucher's and takes
+/// away the old one's, so figures always equal a recount over all vouchers.
+pub fn figure_contributions(voucher: &Voucher) -> Vec<(Figure, u64)> {
+    let year = voucher.year;
+    let mut figures = vec![(Figure::Issued(year, voucher.district), 1)];
+    if voucher.claimed_at.is_some() {
+        figures.push((Figure::Claimed(year, voucher.district), 1));
+    }
+    if let Some((institution, district)) = voucher.institution {
+        if voucher.state.is_used() {
+            figures.push((Figure::Used(year, district), 1));
+            figures.push((Figure::InstitutionUsed(year, institution), 1));
+            if voucher.checkins > 0 {
+                figures.push((Figure::UsedWithCheckin(year, district), 1));
+            }
+        }
+        if let Some(score) = voucher.score {
+            figures.push((Figure::InstitutionEvaluations(year, institution), 1));
+            figures.push((Figure::InstitutionScoreSum(year, institution), u64::from(score)));
+        }
+    }
+    figures
+}

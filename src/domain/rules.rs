@@ -1,0 +1,489 @@
+//! The rules of DOMAIN.md, one function per operation, pure.
+//!
+//! Each takes the records the operation touches (as they are now), the
+//! command, and the injected time, and returns the records as they must become
+//! or a refusal. No I/O, no clock, no locks: the ledger brings and stores records.
+
+use super::campaign::{Campaign, Campaigns};
+use super::command::Registration;
+use super::enums::{Category, Channel, Kind, VoucherState};
+use super::geo;
+use super::ids::{DistrictCode, InstitutionCode, OperatorId, PersonKey, VoucherId};
+use super::records::{Institution, PersonYear, Voucher};
+use super::time::Timestamp;
+use crate::error::{refuse, Reason, Refusal};
+use crate::limits::OPERATORS_PER_INSTITUTION_MAX;
+
+/// What every rule may consult besides the records: the campaigns and "now".
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub campaigns: &'a Campaigns,
+    pub now: Timestamp,
+}
+
+impl Context<'_> {
+    fn campaign(&self, year: u16) -> Result<&Campaign, Refusal> {
+        match self.campaigns.year(year) {
+            Some(campaign) => Ok(campaign),
+            None => refuse(Reason::InvalidRequest, format!("no campaign for year {year}")),
+        }
+    }
+
+    /// True once the voucher's campaign deadline has passed (or it was expired).
+    fn is_expired(&self, voucher: &Voucher) -> Result<bool, Refusal> {
+        Ok(voucher.state == VoucherState::Expired || !self.campaign(voucher.year)?.is_open(self.now))
+    }
+}
+
+fn known(voucher: Option<&Voucher>, id: VoucherId) -> Result<&Voucher, Refusal> {
+    voucher.ok_or_else(|| Refusal::new(Reason::UnknownVoucher, format!("no voucher {id}")))
+}
+
+fn known_institution(
+    institution: Option<&Institution>,
+    code: InstitutionCode,
+) -> Result<&Institution, Refusal> {
+    institution
+        .ok_or_else(|| Refusal::new(Reason::UnknownInstitution, format!("no institution {code}")))
+}
+
+fn expired(voucher: &Voucher) -> Result<Voucher, Refusal> {
+    refuse(Reason::Expired, format!("voucher {} has expired", voucher.id))
+}
+
+fn expired_pair<T>(voucher: &Voucher) -> Result<T, Refusal> {
+    refuse(Reason::Expired, format!("voucher {} has expired", voucher.id))
+}
+
+fn not_redeemed<T>(voucher: &Voucher) -> Result<T, Refusal> {
+    refuse(Reason::NotRedeemed, format!("voucher {} is not redeemed", voucher.id))
+}
+
+fn check_institution(voucher: &Voucher, institution: InstitutionCode) -> Result<(), Refusal> {
+    match voucher.institution {
+        Some((code, _)) if code == institution => Ok(()),
+        _ => refuse(
+            Reason::WrongInstitution,
+            format!("voucher {} is not redeemed at {institution}", voucher.id),
+        ),
+    }
+}
+
+pub fn register_institution(
+    context: Context,
+    existing: Option<&Institution>,
+    registration: &Registration,
+) -> Result<Institution, Refusal> {
+    if existing.is_some() {
+        return refuse(
+            Reason::InstitutionExists,
+            format!("institution {} is registered", registration.code),
+        );
+    }
+    if context.campaigns.current().district(registration.district).is_none() {
+        return refuse(
+            Reason::UnknownDistrict,
+            format!("district {} is not in the current campaign", registration.district),
+        );
+    }
+    Ok(Institution {
+        code: registration.code,
+        name: registration.name.clone(),
+        district: registration.district,
+        address: registration.address.clone(),
+        phone: registration.phone.clone(),
+        kind: registration.kind,
+        admin_name: registration.admin_name.clone(),
+        admin: registration.admin,
+        admin_changes: 0,
+        sites: registration.sites.clone(),
+        operators: Default::default(),
+        registered_at: context.now,
+    })
+}
+
+/// A new admin takes over with no operators: operators are authorised by the
+/// admin, so the new admin authorises again. Same admin: only the name changes.
+pub fn set_institution_admin(
+    institution: Option<&Institution>,
+    code: InstitutionCode,
+    admin_name: &str,
+    admin: PersonKey,
+) -> Result<Institution, Refusal> {
+    let mut changed = known_institution(institution, code)?.clone();
+    if changed.admin != admin {
+        changed.admin = admin;
+        changed.admin_changes += 1;
+        changed.operators.clear();
+    }
+    changed.admin_name = admin_name.to_owned();
+    Ok(changed)
+}
+
+fn check_admin(institution: &Institution, admin: PersonKey) -> Result<(), Refusal> {
+    if institution.admin == admin {
+        Ok(())
+    } else {
+        refuse(
+            Reason::NotAuthorised,
+            format!("not the current admin of institution {}", institution.code),
+        )
+    }
+}
+
+pub fn authorise_operator(
+    institution: Option<&Institution>,
+    code: InstitutionCode,
+    admin: PersonKey,
+    operator: &OperatorId,
+) -> Result<Institution, Refusal> {
+    let institution = known_institution(institution, code)?;
+    check_admin(institution, admin)?;
+    let mut changed = institution.clone();
+    if !changed.operators.contains(operator) && changed.operators.len() >= OPERATORS_PER_INSTITUTION_MAX {
+        return refuse(
+            Reason::InvalidRequest,
+            format!("an institution authorises at most {OPERATORS_PER_INSTITUTION_MAX} operators"),
+        );
+    }
+    changed.operators.insert(operator.clone());
+    Ok(changed)
+}
+
+pub fn revoke_operator(
+    institution: Option<&Institution>,
+    code: InstitutionCode,
+    admin: PersonKey,
+    operator: &OperatorId,
+) -> Result<Institution, Refusal> {
+    let institution = known_institution(institution, code)?;
+    check_admin(institution, admin)?;
+    let mut changed = institution.clone();
+    if !changed.operators.remove(operator) {
+        return refuse(
+            Reason::NotAuthorised,
+            format!("operator {operator} is not authorised by institution {code}"),
+        );
+    }
+    Ok(changed)
+}
+
+/// The fields of an `issue` command.
+pub struct Issue {
+    pub holder: PersonKey,
+    pub category: Category,
+    pub kind: Kind,
+    pub face_value_fen: u64,
+    pub channel: Channel,
+    pub district: DistrictCode,
+    pub year: u16,
+}
+
+pub fn issue(context: Context, issue: &Issue, id: VoucherId) -> Result<Voucher, Refusal> {
+    let campaign = context.campaign(issue.year)?;
+    if campaign.district(issue.district).is_none() {
+        return refuse(
+            Reason::UnknownDistrict,
+            format!("district {} is not in the {} campaign", issue.district, issue.year),
+        );
+    }
+    if !campaign.is_open(context.now) {
+        return refuse(
+            Reason::Expired,
+            format!("the {} campaign ended {}", issue.year, campaign.deadline_text()),
+        );
+    }
+    Ok(Voucher {
+        id,
+        holder: issue.holder,
+        year: issue.year,
+        kind: issue.kind,
+        category: issue.category,
+        channel: issue.channel,
+        district: issue.district,
+        face_value_fen: issue.face_value_fen,
+        state: VoucherState::Issued,
+        institution: None,
+        issued_at: context.now,
+        claimed_at: None,
+        redeemed_at: None,
+        completed_at: None,
+        settled_at: None,
+        expired_at: None,
+        checkins: 0,
+        last_checkin_day: None,
+        score: None,
+        settled_fen: None,
+    })
+}
+
+pub fn claim(
+    context: Context,
+    voucher: Option<&Voucher>,
+    id: VoucherId,
+    holder: PersonKey,
+    person: PersonYear,
+) -> Result<(Voucher, PersonYear), Refusal> {
+    let voucher = known(voucher, id)?;
+    if voucher.holder != holder {
+        return refuse(Reason::NotHolder, format!("voucher {id} belongs to someone else"));
+    }
+    if context.is_expired(voucher)? {
+        return expired_pair(voucher);
+    }
+    if voucher.state != VoucherState::Issued || person.kinds_claimed & voucher.kind.bit() != 0 {
+        return refuse(
+            Reason::KindAlreadyClaimed,
+            format!(
+                "a {} voucher was already claimed in {}",
+                super::enums::wire_name(&voucher.kind),
+                voucher.year
+            ),
+        );
+    }
+    let mut claimed = voucher.clone();
+    claimed.state = VoucherState::Claimed;
+    claimed.claimed_at = Some(context.now);
+    let mut person = person;
+    person.kinds_claimed |= voucher.kind.bit();
+    Ok((claimed, person))
+}
+
+/// Redeem (核销): the checks run in this order, so each refusal names the first problem.
+pub fn redeem(
+    context: Context,
+    voucher: Option<&Voucher>,
+    id: VoucherId,
+    person: PersonYear,
+    institution: Option<&Institution>,
+    code: InstitutionCode,
+    operator: &OperatorId,
+) -> Result<(Voucher, PersonYear), Refusal> {
+    let voucher = known(voucher, id)?;
+    let institution = known_institution(institution, code)?;
+    if !institution.operators.contains(operator) {
+        return refuse(
+            Reason::NotAuthorised,
+            format!("operator {operator} is not authorised by institution {code}"),
+        );
+    }
+    if context.is_expired(voucher)? {
+        return expired_pair(voucher);
+    }
+    match voucher.state {
+        VoucherState::Issued => {
+            return refuse(Reason::NotClaimed, format!("voucher {id} is not claimed"))
+        }
+        VoucherState::Claimed => {}
+        _ => return refuse(Reason::AlreadyRedeemed, format!("voucher {id} is already redeemed")),
+    }
+    let uses_max = context.campaign(voucher.year)?.uses_per_person_max;
+    if person.uses >= uses_max {
+        return refuse(
+            Reason::UseLimitReached,
+            format!("the holder used {uses_max} vouchers in {} already", voucher.year),
+        );
+    }
+    let mut redeemed = voucher.clone();
+    redeemed.state = VoucherState::Redeemed;
+    redeemed.institution = Some((code, institution.district));
+    redeemed.redeemed_at = Some(context.now);
+    let mut person = person;
+    person.uses += 1;
+    assert!(person.uses <= uses_max, "a person's uses never exceed the limit");
+    Ok((redeemed, person))
+}
+
+/// Check-in (打卡): returns the voucher and the session (local day) checked in.
+pub fn checkin(
+    context: Context,
+    voucher: Option<&Voucher>,
+    id: VoucherId,
+    institution: Option<&Institution>,
+    lat: f64,
+    lon: f64,
+) -> Result<(Voucher, i32), Refusal> {
+    let voucher = known(voucher, id)?;
+    if context.is_expired(voucher)? {
+        return expired_pair(voucher);
+    }
+    match voucher.state {
+        VoucherState::Redeemed => {}
+        VoucherState::Completed | VoucherState::Settled => {
+            return refuse(Reason::AlreadyCompleted, format!("voucher {id} completed its training"))
+        }
+        _ => return not_redeemed(voucher),
+    }
+    let institution = institution.expect("a redeemed voucher's institution is registered");
+    let inside = institution
+        .sites
+        .iter()
+        .any(|site| geo::distance_m(site.lat, site.lon, lat, lon) <= f64::from(site.radius_m));
+    if !inside {
+        return refuse(
+            Reason::OutsideSite,
+            format!("({lat}, {lon}) is not at a training site of institution {}", institution.code),
+        );
+    }
+    let campaign = context.campaign(voucher.year)?;
+    let day = context.now.local_day(campaign.utc_offset_s);
+    if voucher.last_checkin_day == Some(day) {
+        return refuse(
+            Reason::DuplicateCheckin,
+            format!("voucher {id} checked in on {} already", super::time::day_text(day)),
+        );
+    }
+    let mut checked = voucher.clone();
+    checked.checkins += 1;
+    checked.last_checkin_day = Some(day);
+    Ok((checked, day))
+}
+
+pub fn complete(
+    context: Context,
+    voucher: Option<&Voucher>,
+    id: VoucherId,
+    institution: InstitutionCode,
+) -> Result<Voucher, Refusal> {
+    let voucher = known(voucher, id)?;
+    match voucher.state {
+        VoucherState::Completed | VoucherState::Settled => {
+            check_institution(voucher, institution)?;
+            refuse(Reason::AlreadyCompleted, format!("voucher {id} is already completed"))
+        }
+        _ if context.is_expired(voucher)? => expired(voucher),
+        VoucherState::Redeemed => {
+            check_institution(voucher, institution)?;
+            let mut completed = voucher.clone();
+            completed.state = VoucherState::Completed;
+            completed.completed_at = Some(context.now);
+            Ok(completed)
+        }
+        _ => not_redeemed(voucher),
+    }
+}
+
+pub fn evaluate(
+    context: Context,
+    voucher: Option<&Voucher>,
+    id: VoucherId,
+    holder: PersonKey,
+    score: u8,
+) -> Result<Voucher, Refusal> {
+    let voucher = known(voucher, id)?;
+    if voucher.holder != holder {
+        return refuse(Reason::NotHolder, format!("voucher {id} belongs to someone else"));
+    }
+    if !matches!(voucher.state, VoucherState::Completed | VoucherState::Settled) {
+        return refuse(Reason::NotCompleted, format!("voucher {id} has not completed training"));
+    }
+    if voucher.score.is_some() {
+        return refuse(Reason::AlreadyEvaluated, format!("voucher {id} was already evaluated"));
+    }
+    assert!((1..=5).contains(&score), "scores are validated before the rules");
+    let _ = context;
+    let mut evaluated = voucher.clone();
+    evaluated.score = Some(score);
+    Ok(evaluated)
+}
+
+/// Settle (补贴): only the agency of the redeeming institution's district.
+pub fn settle(
+    context: Context,
+    voucher: Option<&Voucher>,
+    id: VoucherId,
+    agency: DistrictCode,
+    amount_fen: u64,
+) -> Result<Voucher, Refusal> {
+    let voucher = known(voucher, id)?;
+    let Some((_, district)) = voucher.institution else {
+        return refuse(Reason::NotCompleted, format!("voucher {id} has not completed training"));
+    };
+    if district != agency {
+        return refuse(
+            Reason::ForbiddenRole,
+            format!("voucher {id} was used in district {district}, not {agency}"),
+        );
+    }
+    match voucher.state {
+        VoucherState::Settled => {
+            return refuse(Reason::AlreadySettled, format!("voucher {id} is already settled"))
+        }
+        VoucherState::Completed => {}
+        _ => return refuse(Reason::NotCompleted, format!("voucher {id} has not completed training")),
+    }
+    if amount_fen > voucher.face_value_fen {
+        return refuse(
+            Reason::AmountExceedsFaceValue,
+            format!("{amount_fen} fen exceeds the face value of {} fen", voucher.face_value_fen),
+        );
+    }
+    let mut settled = voucher.clone();
+    settled.state = VoucherState::Settled;
+    settled.settled_fen = Some(amount_fen);
+    settled.settled_at = Some(context.now);
+    Ok(settled)
+}
+
+/// Release: a cancelled enrollment returns the voucher to claimed and the use
+/// to the person; the enrollment's check-ins go with it.
+pub fn release(
+    context: Context,
+    voucher: Option<&Voucher>,
+    id: VoucherId,
+    person: PersonYear,
+    institution: InstitutionCode,
+) -> Result<(Voucher, PersonYear), Refusal> {
+    let voucher = known(voucher, id)?;
+    match voucher.state {
+        VoucherState::Completed | VoucherState::Settled => {
+            check_institution(voucher, institution)?;
+            return refuse(Reason::AlreadyCompleted, format!("voucher {id} is already completed"));
+        }
+        _ if context.is_expired(voucher)? => return expired_pair(voucher),
+        VoucherState::Redeemed => check_institution(voucher, institution)?,
+        _ => return not_redeemed(voucher),
+    }
+    let mut released = voucher.clone();
+    released.state = VoucherState::Claimed;
+    released.institution = None;
+    released.redeemed_at = None;
+    released.checkins = 0;
+    released.last_checkin_day = None;
+    let mut person = person;
+    assert!(person.uses > 0, "a redeemed voucher counts as one of its holder's uses");
+    person.uses -= 1;
+    Ok((released, person))
+}
+
+/// Expire may run only once the year's deadline has passed.
+pub fn check_expire(context: Context, year: u16) -> Result<(), Refusal> {
+    let campaign = context.campaign(year)?;
+    if campaign.is_open(context.now) {
+        return refuse(
+            Reason::CampaignOpen,
+            format!("the {year} campaign runs until {}", campaign.deadline_text()),
+        );
+    }
+    Ok(())
+}
+
+/// One voucher at expiry: unfinished vouchers of the year become expired and
+/// give their use back. Returns `None` for vouchers expiry leaves alone.
+pub fn expire_voucher(
+    context: Context,
+    voucher: &Voucher,
+    year: u16,
+) -> Option<(Voucher, bool)> {
+    let unfinished = matches!(
+        voucher.state,
+        VoucherState::Issued | VoucherState::Claimed | VoucherState::Redeemed
+    );
+    if voucher.year != year || !unfinished {
+        return None;
+    }
+    let mut expired = voucher.clone();
+    expired.state = VoucherState::Expired;
+    expired.expired_at = Some(context.now);
+    Some((expired, voucher.state == VoucherState::Redeemed))
+}

@@ -1,0 +1,170 @@
+//! The reason codes of API.md and the one error enum of the crate.
+//!
+//! `Reason` is the stable, wire-visible refusal code. `Error` sorts failures
+//! by what the caller must do: fix input, retry later, or stop (corrupt data, I/O).
+
+use serde::{Deserialize, Serialize};
+
+/// A stable refusal code (API.md, "Reason codes"). Never rename a variant.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    InvalidRequest,
+    InvalidIdNumber,
+    UnknownVoucher,
+    UnknownInstitution,
+    UnknownDistrict,
+    InstitutionExists,
+    NotHolder,
+    KindAlreadyClaimed,
+    NotClaimed,
+    AlreadyRedeemed,
+    UseLimitReached,
+    Expired,
+    NotAuthorised,
+    OutsideSite,
+    DuplicateCheckin,
+    NotRedeemed,
+    WrongInstitution,
+    AlreadyCompleted,
+    NotCompleted,
+    AlreadyEvaluated,
+    AlreadySettled,
+    AmountExceedsFaceValue,
+    CampaignOpen,
+    RequestIdReused,
+    ForbiddenRole,
+    Overloaded,
+    ShuttingDown,
+    /// Addition to API.md: the store cannot take writes (disk full, I/O error).
+    StorageUnavailable,
+}
+
+impl Reason {
+    /// Every code, in API.md order (additions last).
+    pub const ALL: [Reason; 28] = [
+        Reason::InvalidRequest,
+        Reason::InvalidIdNumber,
+        Reason::UnknownVoucher,
+        Reason::UnknownInstitution,
+        Reason::UnknownDistrict,
+        Reason::InstitutionExists,
+        Reason::NotHolder,
+        Reason::KindAlreadyClaimed,
+        Reason::NotClaimed,
+        Reason::AlreadyRedeemed,
+        Reason::UseLimitReached,
+        Reason::Expired,
+        Reason::NotAuthorised,
+        Reason::OutsideSite,
+        Reason::DuplicateCheckin,
+        Reason::NotRedeemed,
+        Reason::WrongInstitution,
+        Reason::AlreadyCompleted,
+        Reason::NotCompleted,
+        Reason::AlreadyEvaluated,
+        Reason::AlreadySettled,
+        Reason::AmountExceedsFaceValue,
+        Reason::CampaignOpen,
+        Reason::RequestIdReused,
+        Reason::ForbiddenRole,
+        Reason::Overloaded,
+        Reason::ShuttingDown,
+        Reason::StorageUnavailable,
+    ];
+
+    /// The code as it appears on the wire and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidRequest => "invalid_request",
+            Reason::InvalidIdNumber => "invalid_id_number",
+            Reason::UnknownVoucher => "unknown_voucher",
+            Reason::UnknownInstitution => "unknown_institution",
+            Reason::UnknownDistrict => "unknown_district",
+            Reason::InstitutionExists => "institution_exists",
+            Reason::NotHolder => "not_holder",
+            Reason::KindAlreadyClaimed => "kind_already_claimed",
+            Reason::NotClaimed => "not_claimed",
+            Reason::AlreadyRedeemed => "already_redeemed",
+            Reason::UseLimitReached => "use_limit_reached",
+            Reason::Expired => "expired",
+            Reason::NotAuthorised => "not_authorised",
+            Reason::OutsideSite => "outside_site",
+            Reason::DuplicateCheckin => "duplicate_checkin",
+            Reason::NotRedeemed => "not_redeemed",
+            Reason::WrongInstitution => "wrong_institution",
+            Reason::AlreadyCompleted => "already_completed",
+            Reason::NotCompleted => "not_completed",
+            Reason::AlreadyEvaluated => "already_evaluated",
+            Reason::AlreadySettled => "already_settled",
+            Reason::AmountExceedsFaceValue => "amount_exceeds_face_value",
+            Reason::CampaignOpen => "campaign_open",
+            Reason::RequestIdReused => "request_id_reused",
+            Reason::ForbiddenRole => "forbidden_role",
+            Reason::Overloaded => "overloaded",
+            Reason::ShuttingDown => "shutting_down",
+            Reason::StorageUnavailable => "storage_unavailable",
+        }
+    }
+
+    /// Transient refusals are not remembered for the request id: a retry may succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Reason::Overloaded | Reason::ShuttingDown | Reason::StorageUnavailable
+        )
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused operation: a stable code and a human message. Changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Refusal {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Refusal {
+        Refusal {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Shorthand for building a refusal in rule code: `refuse(Reason::Expired, "...")`.
+pub fn refuse<T>(reason: Reason, message: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal::new(reason, message))
+}
+
+/// Failures below the rules, sorted by what the caller must do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input from a file, flag or peer: fix it and try again.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Stored data failed a check after reading it back: stop and investigate.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// The operating system or RocksDB failed: retry later or stop.
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(error: rocksdb::Error) -> Error {
+        Error::Storage(error.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,43 @@
+//! Storage keys of each table. Big-endian numbers so keys sort in number order.
+
+use crate::domain::ids::{InstitutionCode, PersonKey, VoucherId};
+use crate::domain::op::Role;
+
+pub fn voucher(id: VoucherId) -> Vec<u8> {
+    id.0.to_be_bytes().to_vec()
+}
+
+pub fn person(key: PersonKey, year: u16) -> Vec<u8> {
+    let mut bytes = key.0.to_vec();
+    bytes.extend_from_slice(&year.to_be_bytes());
+    bytes
+}
+
+pub fn institution(code: InstitutionCode) -> Vec<u8> {
+    code.0.to_be_bytes().to_vec()
+}
+
+/// Texts (a redemption's class, an evaluation's comment) are never overwritten:
+/// each is keyed by the audit record that wrote it.
+pub fn text(voucher: VoucherId, tag: u8, seq: u64) -> Vec<u8> {
+    let mut bytes = voucher.0.to_be_bytes().to_vec();
+    bytes.push(tag);
+    bytes.extend_from_slice(&seq.to_be_bytes());
+    bytes
+}
+
+pub fn audit(seq: u64) -> Vec<u8> {
+    seq.to_be_bytes().to_vec()
+}
+
+/// Request ids are remembered per caller role, so two callers cannot collide.
+pub fn request(role: Role, id: &str) -> Vec<u8> {
+    format!("{role}\n{id}").into_bytes()
+}
+
+pub fn decode_u64(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+pub const TEXT_CLASS: u8 = b'c';
+pub const TEXT_COMMENT: u8 = b'e';

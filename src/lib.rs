@@ -1,0 +1,24 @@
+//! voucherd: the redemption ledger of Chongqing's vocational training vouchers.
+//!
+//! Layout (see README.md for the whole picture):
+//! - `domain/`: ids, enumerations, campaigns, records and the pure rules of
+//!   DOMAIN.md (`rules.rs`, one function per operation; `command.rs` validates).
+//! - `ledger/`: the rules over lock-sharded in-memory indexes, the audit chain
+//!   head, idempotent request ids, recovery at start.
+//! - `journal.rs`: the durability contract the ledger writes through;
+//!   `store/`: its RocksDB implementation with a group-committing thread.
+//! - `audit.rs`: audit records, chain verification, the binary export.
+//! - `codec.rs`, `digest.rs`, `limits.rs`, `error.rs`: encoding, state digest,
+//!   every limit, and the error and reason-code types.
+
+pub mod audit;
+pub mod codec;
+pub mod data;
+pub mod digest;
+pub mod domain;
+pub mod error;
+pub mod journal;
+pub mod ledger;
+pub mod limits;
+pub mod store;
+pub mod tools;

@@ -1,0 +1,40 @@
+//! Every limit the daemon enforces, in one place, units last.
+//!
+//! A limit here is a promise: the code that reads input or grows a queue checks
+//! against one of these constants and refuses (or applies backpressure) past it.
+
+/// Longest request id a caller may choose (printable ASCII).
+pub const REQUEST_ID_BYTES_MAX: usize = 64;
+/// Longest institution name, address, admin name or class name, in characters.
+pub const TEXT_CHARS_MAX: usize = 200;
+/// Longest evaluation comment, in characters (API.md: at most 200).
+pub const COMMENT_CHARS_MAX: usize = 200;
+/// Longest operator id, in bytes of printable ASCII.
+pub const OPERATOR_BYTES_MAX: usize = 64;
+/// Training sites one institution may register.
+pub const SITES_PER_INSTITUTION_MAX: usize = 32;
+/// Operators one institution may authorise at a time.
+pub const OPERATORS_PER_INSTITUTION_MAX: usize = 1_000;
+/// Default check-in radius around a training site, metres.
+pub const SITE_RADIUS_M_DEFAULT: u32 = 500;
+/// Largest check-in radius a site may declare, metres.
+pub const SITE_RADIUS_M_MAX: u32 = 10_000;
+/// Largest face value of one voucher, fen (100,000 yuan).
+pub const FACE_VALUE_FEN_MAX: u64 = 10_000_000;
+/// Districts one campaign may define.
+pub const DISTRICTS_PER_CAMPAIGN_MAX: usize = 128;
+
+/// Shards of each in-memory index (vouchers, persons, institutions).
+pub const INDEX_SHARDS: usize = 256;
+/// Commits the committer queue holds; when full, writers are refused `overloaded`.
+pub const COMMIT_QUEUE_DEPTH_MAX: usize = 16_384;
+/// Commits the committer gathers into one synced RocksDB write.
+pub const GROUP_COMMIT_BATCHES_MAX: usize = 4_096;
+/// Requests whose answers are kept for retries, at least (see also the age).
+pub const REQUESTS_REMEMBERED_MIN: u64 = 10_000_000;
+/// Age under which a request's answer is always kept, seconds (24 hours).
+pub const REQUEST_RETENTION_S_MIN: i64 = 24 * 3600;
+/// Request records the pruner deletes in one pass.
+pub const REQUEST_PRUNE_BATCH_MAX: usize = 10_000;
+/// Longest encoded record read back from storage or an audit export, bytes.
+pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
