@@ -75,10 +75,15 @@ impl ChainVerifier {
         let position = self.next_seq;
         let (record, hash) = open(entry).map_err(|why| format!("record {position}: {why}"))?;
         if record.seq != self.next_seq {
-            return Err(format!("record {position}: sequence number is {}", record.seq));
+            return Err(format!(
+                "record {position}: sequence number is {}",
+                record.seq
+            ));
         }
         if record.prev_hash != self.prev_hash {
-            return Err(format!("record {position}: does not link to the record before it"));
+            return Err(format!(
+                "record {position}: does not link to the record before it"
+            ));
         }
         self.next_seq += 1;
         self.prev_hash = hash;
@@ -102,7 +107,8 @@ impl<W: Write> ExportWriter<W> {
     }
 
     pub fn write(&mut self, entry: &[u8]) -> Result<(), Error> {
-        let len = u32::try_from(entry.len()).map_err(|_| Error::Corrupt("entry over 4 GiB".into()))?;
+        let len =
+            u32::try_from(entry.len()).map_err(|_| Error::Corrupt("entry over 4 GiB".into()))?;
         self.out.write_all(&len.to_be_bytes())?;
         self.out.write_all(entry)?;
         Ok(())
@@ -145,7 +151,9 @@ impl<R: Read> ExportReader<R> {
         }
         let len = u32::from_be_bytes(len) as usize;
         if len > RECORD_BYTES_MAX {
-            return Err(Error::Corrupt(format!("export entry of {len} bytes is over the limit")));
+            return Err(Error::Corrupt(format!(
+                "export entry of {len} bytes is over the limit"
+            )));
         }
         let mut entry = vec![0u8; len];
         self.input.read_exact(&mut entry)?;

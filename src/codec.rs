@@ -31,7 +31,8 @@ pub fn decode_plain<T: Decode<()>>(bytes: &[u8]) -> Result<T, String> {
 /// Encodes a stored record: version byte, then bincode.
 pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
     let mut bytes = vec![RECORD_VERSION];
-    bincode::encode_into_std_write(value, &mut bytes, config()).expect("in-memory values always encode");
+    bincode::encode_into_std_write(value, &mut bytes, config())
+        .expect("in-memory values always encode");
     bytes
 }
 
@@ -41,7 +42,9 @@ pub fn decode<T: Decode<()>>(bytes: &[u8], what: &str) -> Result<T, Error> {
         Some((&RECORD_VERSION, body)) => {
             decode_plain(body).map_err(|why| Error::Corrupt(format!("{what}: {why}")))
         }
-        Some((version, _)) => Err(Error::Corrupt(format!("{what}: unknown record version {version}"))),
+        Some((version, _)) => Err(Error::Corrupt(format!(
+            "{what}: unknown record version {version}"
+        ))),
         None => Err(Error::Corrupt(format!("{what}: empty record"))),
     }
 }
@@ -55,10 +58,16 @@ mod tests {
         let value = (42u64, String::from("电工"), Some(3u8));
         let bytes = encode(&value);
         assert_eq!(bytes[0], RECORD_VERSION);
-        assert_eq!(decode::<(u64, String, Option<u8>)>(&bytes, "t").unwrap(), value);
+        assert_eq!(
+            decode::<(u64, String, Option<u8>)>(&bytes, "t").unwrap(),
+            value
+        );
         let mut wrong_version = bytes.clone();
         wrong_version[0] = 9;
-        assert!(matches!(decode::<(u64, String, Option<u8>)>(&wrong_version, "t"), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            decode::<(u64, String, Option<u8>)>(&wrong_version, "t"),
+            Err(Error::Corrupt(_))
+        ));
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert!(decode::<(u64, String, Option<u8>)>(&trailing, "t").is_err());

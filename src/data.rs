@@ -24,9 +24,9 @@ pub fn load_or_create_secret(data: &Path) -> Result<PersonSecret, Error> {
     let path = data.join(SECRET_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let key: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| Error::Corrupt(format!("{} must hold exactly 32 bytes", path.display())))?;
+            let key: [u8; 32] = bytes.try_into().map_err(|_| {
+                Error::Corrupt(format!("{} must hold exactly 32 bytes", path.display()))
+            })?;
             Ok(PersonSecret(key))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -88,8 +88,18 @@ pub fn open(data: &Path, current: Campaign, clock: Arc<dyn Clock>) -> Result<Ope
     campaigns.push(current);
     let campaigns = Campaigns::new(campaigns).map_err(Error::InvalidInput)?;
     let journal: Arc<dyn Journal> = store.clone();
-    let ledger = Ledger::open(LedgerConfig { campaigns, secret, clock }, journal)?;
-    Ok(Opened { ledger: Arc::new(ledger), store })
+    let ledger = Ledger::open(
+        LedgerConfig {
+            campaigns,
+            secret,
+            clock,
+        },
+        journal,
+    )?;
+    Ok(Opened {
+        ledger: Arc::new(ledger),
+        store,
+    })
 }
 
 /// Writes a campaign into the meta table, synced, before any voucher uses it.

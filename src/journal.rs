@@ -91,7 +91,11 @@ pub trait Journal: Send + Sync {
     /// Reads a key as of the last durable commit.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
     /// Calls `visit` for every (key, value) of a table, in key order.
-    fn scan(&self, table: Table, visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), Error>) -> Result<(), Error>;
+    fn scan(
+        &self,
+        table: Table,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error>;
     /// The last (key, value) of a table in key order.
     fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error>;
 }
@@ -115,13 +119,17 @@ impl MemoryJournal {
     /// Flips one bit of a stored value (to test that damage is detected).
     pub fn corrupt(&self, table: Table, key: &[u8], byte: usize) {
         let mut tables = self.tables.lock();
-        let value = tables.get_mut(&table).and_then(|rows| rows.get_mut(key)).expect("key exists");
+        let value = tables
+            .get_mut(&table)
+            .and_then(|rows| rows.get_mut(key))
+            .expect("key exists");
         value[byte] ^= 1;
     }
 
     /// Makes `submit` refuse (to test the overloaded path).
     pub fn set_full(&self, full: bool) {
-        self.refuse_writes.store(full, std::sync::atomic::Ordering::SeqCst);
+        self.refuse_writes
+            .store(full, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -132,7 +140,10 @@ impl Journal for MemoryJournal {
 
     fn submit(&self, commit: Commit) -> Result<(), Refusal> {
         if self.is_full() {
-            return Err(Refusal::new(Reason::Overloaded, "the journal is full; retry"));
+            return Err(Refusal::new(
+                Reason::Overloaded,
+                "the journal is full; retry",
+            ));
         }
         let mut tables = self.tables.lock();
         for put in commit.puts {
@@ -150,10 +161,18 @@ impl Journal for MemoryJournal {
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.tables.lock().get(&table).and_then(|rows| rows.get(key).cloned()))
+        Ok(self
+            .tables
+            .lock()
+            .get(&table)
+            .and_then(|rows| rows.get(key).cloned()))
     }
 
-    fn scan(&self, table: Table, visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), Error>) -> Result<(), Error> {
+    fn scan(
+        &self,
+        table: Table,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         for (key, value) in self.rows(table) {
             visit(&key, &value)?;
         }

@@ -12,7 +12,10 @@
 //!   every limit, and the error and reason-code types.
 
 pub mod audit;
+pub mod client;
 pub mod codec;
+pub mod ctl;
+pub mod daemon;
 pub mod data;
 pub mod digest;
 pub mod domain;
@@ -20,5 +23,8 @@ pub mod error;
 pub mod journal;
 pub mod ledger;
 pub mod limits;
+pub mod server;
 pub mod store;
+pub mod tls;
 pub mod tools;
+pub mod wire;

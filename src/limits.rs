@@ -38,3 +38,25 @@ pub const REQUEST_RETENTION_S_MIN: i64 = 24 * 3600;
 pub const REQUEST_PRUNE_BATCH_MAX: usize = 10_000;
 /// Longest encoded record read back from storage or an audit export, bytes.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Version of the wire protocol a frame carries; others are refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest frame (request or answer), bytes, length prefix excluded.
+pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Operations one request frame may carry.
+pub const BATCH_OPS_MAX: usize = 4_096;
+/// Requests (bidirectional streams) in flight on one connection.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 64;
+/// Connections served at once; more are refused at the handshake.
+pub const CONNECTIONS_MAX: usize = 1_024;
+/// A connection with no traffic for this long is closed, milliseconds.
+pub const IDLE_TIMEOUT_MS: u32 = 30_000;
+/// How long a stream may take to deliver its request frame, milliseconds.
+pub const REQUEST_READ_TIMEOUT_MS: u64 = 10_000;
+/// Batches being applied or waiting for durability at once, across connections;
+/// a stream that cannot get a slot within `BATCH_SLOT_WAIT_MS` is answered `overloaded`.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 256;
+/// How long a request waits for a batch slot before `overloaded`, milliseconds.
+pub const BATCH_SLOT_WAIT_MS: u64 = 2_000;
+/// How long shutdown waits for in-flight requests, milliseconds.
+pub const SHUTDOWN_GRACE_MS: u64 = 10_000;

@@ -31,7 +31,11 @@ pub fn verify_journal(journal: &dyn Journal) -> Result<Result<Verified, String>,
             return Ok(());
         }
         if decode_u64(key) != Some(verifier.next_seq) {
-            broken = Some(format!("record {}: stored under key {}", verifier.next_seq, hex::encode(key)));
+            broken = Some(format!(
+                "record {}: stored under key {}",
+                verifier.next_seq,
+                hex::encode(key)
+            ));
             return Ok(());
         }
         if let Err(why) = verifier.check(entry) {
@@ -41,7 +45,10 @@ pub fn verify_journal(journal: &dyn Journal) -> Result<Result<Verified, String>,
     })?;
     Ok(match broken {
         Some(why) => Err(why),
-        None => Ok(Verified { records: verifier.next_seq - 1, head_hash: verifier.prev_hash }),
+        None => Ok(Verified {
+            records: verifier.next_seq - 1,
+            head_hash: verifier.prev_hash,
+        }),
     })
 }
 
@@ -56,7 +63,10 @@ pub fn recorded_campaigns(journal: &dyn Journal) -> Result<Vec<String>, Error> {
     let mut campaigns = Vec::new();
     journal.scan(Table::Meta, &mut |key, value| {
         if key.starts_with(b"campaign/") {
-            campaigns.push(String::from_utf8(value.to_vec()).map_err(|_| Error::Corrupt("campaign text".into()))?);
+            campaigns.push(
+                String::from_utf8(value.to_vec())
+                    .map_err(|_| Error::Corrupt("campaign text".into()))?,
+            );
         }
         Ok(())
     })?;
@@ -64,7 +74,11 @@ pub fn recorded_campaigns(journal: &dyn Journal) -> Result<Vec<String>, Error> {
 }
 
 /// Writes the whole chain of a journal as a binary export. Returns the records written.
-pub fn export_journal(journal: &dyn Journal, campaigns: &[String], out: impl Write) -> Result<u64, Error> {
+pub fn export_journal(
+    journal: &dyn Journal,
+    campaigns: &[String],
+    out: impl Write,
+) -> Result<u64, Error> {
     let mut writer = ExportWriter::new(out, campaigns)?;
     let mut records = 0;
     journal.scan(Table::Audit, &mut |_, entry| {
@@ -121,5 +135,9 @@ pub fn replay(input: impl Read) -> Result<Result<Replayed, String>, Error> {
         records += 1;
     }
     let (_, _, state_digest) = ledger.head();
-    Ok(Ok(Replayed { records, state_digest, ledger }))
+    Ok(Ok(Replayed {
+        records,
+        state_digest,
+        ledger,
+    }))
 }

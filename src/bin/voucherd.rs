@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "voucherd", version, about = "Redemption ledger for Chongqing's vocational training vouchers")]
+#[command(
+    name = "voucherd",
+    version,
+    about = "Redemption ledger for Chongqing's vocational training vouchers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,6 +18,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: QUIC on 127.0.0.1:7443, data in ./voucherd-data,
+    /// certificates in ./certs (development certificates are created if missing).
+    Serve(ServeArgs),
+    /// Create a development CA, the server certificate and one client certificate per role.
+    Certs {
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Campaign whose districts get a district-agency certificate each (default: embedded).
+        #[arg(long)]
+        campaign: Option<PathBuf>,
+    },
     /// Check, export or inspect the audit chain of a data folder.
     Audit {
         #[command(subcommand)]
@@ -25,6 +40,25 @@ enum Command {
         #[arg(long)]
         log: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file (keys: listen, data, campaign, certs); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Campaign file (default: the embedded 2021 rules on the next deadline to come).
+    #[arg(long)]
+    campaign: Option<PathBuf>,
+    #[arg(long)]
+    certs: Option<PathBuf>,
+    /// Log as JSON lines instead of human text.
+    #[arg(long)]
+    log_json: bool,
 }
 
 #[derive(Subcommand)]
@@ -53,9 +87,77 @@ fn main() -> ExitCode {
     }
 }
 
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logs(args.log_json);
+    let mut config = match &args.config {
+        Some(path) => voucherd::daemon::DaemonConfig::from_file(path)?,
+        None => voucherd::daemon::DaemonConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data) = args.data {
+        config.data = data;
+    }
+    if let Some(campaign) = args.campaign {
+        config.campaign = Some(campaign);
+    }
+    if let Some(certs) = args.certs {
+        config.certs = certs;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(voucherd::daemon::run(
+        config,
+        |address| {
+            println!("voucherd: listening on {address}");
+        },
+        shutdown_signal(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Audit { command: AuditCommand::Verify { data } } => match voucherd::tools::verify(&data)? {
+        Command::Serve(args) => serve(args),
+        Command::Certs { out, campaign } => {
+            let config = voucherd::daemon::DaemonConfig {
+                campaign,
+                ..Default::default()
+            };
+            let campaign =
+                voucherd::daemon::campaign(&config, &voucherd::domain::time::SystemClock)?;
+            let districts: Vec<_> = campaign.districts.iter().map(|d| d.code).collect();
+            voucherd::tls::generate(&out, &districts)?;
+            println!("development certificates written to {} (CA, server, gateway, bureau, auditor, {} districts)", out.display(), districts.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { data },
+        } => match voucherd::tools::verify(&data)? {
             Ok(verified) => {
                 println!(
                     "audit chain verified: {} records, head {}",
@@ -69,7 +171,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Audit { command: AuditCommand::Export { data, out } } => {
+        Command::Audit {
+            command: AuditCommand::Export { data, out },
+        } => {
             let records = voucherd::tools::export(&data, &out)?;
             println!("exported {records} audit records to {}", out.display());
             Ok(ExitCode::SUCCESS)

@@ -221,7 +221,10 @@ mod tests {
         let campaign = Campaign::from_toml(CAMPAIGN_2021_TOML).unwrap();
         assert_eq!(campaign.year, 2021);
         assert_eq!(campaign.districts.len(), 41);
-        assert_eq!(campaign.districts.iter().map(|d| d.target).sum::<u64>(), 120_000);
+        assert_eq!(
+            campaign.districts.iter().map(|d| d.target).sum::<u64>(),
+            120_000
+        );
         assert_eq!(campaign.uses_per_person_max, 3);
         assert_eq!(campaign.deadline, at("2021-11-30T23:59:59+08:00"));
         let wanzhou = campaign.district("500101".parse().unwrap()).unwrap();
@@ -251,11 +254,15 @@ mod tests {
     #[test]
     fn bad_files_are_refused_with_a_reason() {
         let bad_year = CAMPAIGN_2021_TOML.replace("year = 2021", "year = 2022");
-        assert!(Campaign::from_toml(&bad_year).unwrap_err().contains("not in the campaign year"));
+        assert!(Campaign::from_toml(&bad_year)
+            .unwrap_err()
+            .contains("not in the campaign year"));
         let twice = format!(
             "{CAMPAIGN_2021_TOML}\n[[districts]]\ncode = \"500101\"\nname = \"x\"\ntarget = 1\n"
         );
-        assert!(Campaign::from_toml(&twice).unwrap_err().contains("listed twice"));
+        assert!(Campaign::from_toml(&twice)
+            .unwrap_err()
+            .contains("listed twice"));
         assert!(Campaign::from_toml("year = 2021").is_err());
     }
 }

@@ -131,7 +131,10 @@ fn text(value: &str, field: &str, required: bool) -> Result<String, Refusal> {
         );
     }
     if value.chars().any(char::is_control) {
-        return refuse(Reason::InvalidRequest, format!("{field} contains control characters"));
+        return refuse(
+            Reason::InvalidRequest,
+            format!("{field} contains control characters"),
+        );
     }
     Ok(value.to_owned())
 }
@@ -146,7 +149,9 @@ fn sites(specs: &[super::op::SiteSpec]) -> Result<Vec<Site>, Refusal> {
     specs
         .iter()
         .map(|spec| {
-            if !geo::is_valid_position(spec.lat, spec.lon) || !geo::is_in_chongqing(spec.lat, spec.lon) {
+            if !geo::is_valid_position(spec.lat, spec.lon)
+                || !geo::is_in_chongqing(spec.lat, spec.lon)
+            {
                 return refuse(
                     Reason::InvalidRequest,
                     format!("site ({}, {}) is not inside Chongqing", spec.lat, spec.lon),
@@ -159,7 +164,11 @@ fn sites(specs: &[super::op::SiteSpec]) -> Result<Vec<Site>, Refusal> {
                     format!("site radius_m must be 1 to {SITE_RADIUS_M_MAX}"),
                 );
             }
-            Ok(Site { lat: spec.lat, lon: spec.lon, radius_m })
+            Ok(Site {
+                lat: spec.lat,
+                lon: spec.lon,
+                radius_m,
+            })
         })
         .collect()
 }
@@ -194,28 +203,42 @@ impl Command {
                 admin: person(admin_id_number, "admin_id_number", secret)?,
                 sites: sites(site_specs)?,
             })),
-            Op::SetInstitutionAdmin { institution, admin_name, admin_id_number } => {
-                Command::SetInstitutionAdmin {
-                    institution: *institution,
-                    admin_name: text(admin_name, "admin_name", true)?,
-                    admin: person(admin_id_number, "admin_id_number", secret)?,
-                }
-            }
-            Op::AuthoriseOperator { institution, admin_id_number, operator } => {
-                Command::AuthoriseOperator {
-                    institution: *institution,
-                    admin: person(admin_id_number, "admin_id_number", secret)?,
-                    operator: operator.clone(),
-                }
-            }
-            Op::RevokeOperator { institution, admin_id_number, operator } => {
-                Command::RevokeOperator {
-                    institution: *institution,
-                    admin: person(admin_id_number, "admin_id_number", secret)?,
-                    operator: operator.clone(),
-                }
-            }
-            Op::Issue { id_number, category, kind, face_value_fen, channel, district, year } => {
+            Op::SetInstitutionAdmin {
+                institution,
+                admin_name,
+                admin_id_number,
+            } => Command::SetInstitutionAdmin {
+                institution: *institution,
+                admin_name: text(admin_name, "admin_name", true)?,
+                admin: person(admin_id_number, "admin_id_number", secret)?,
+            },
+            Op::AuthoriseOperator {
+                institution,
+                admin_id_number,
+                operator,
+            } => Command::AuthoriseOperator {
+                institution: *institution,
+                admin: person(admin_id_number, "admin_id_number", secret)?,
+                operator: operator.clone(),
+            },
+            Op::RevokeOperator {
+                institution,
+                admin_id_number,
+                operator,
+            } => Command::RevokeOperator {
+                institution: *institution,
+                admin: person(admin_id_number, "admin_id_number", secret)?,
+                operator: operator.clone(),
+            },
+            Op::Issue {
+                id_number,
+                category,
+                kind,
+                face_value_fen,
+                channel,
+                district,
+                year,
+            } => {
                 if *face_value_fen == 0 || *face_value_fen > FACE_VALUE_FEN_MAX {
                     return refuse(
                         Reason::InvalidRequest,
@@ -224,7 +247,10 @@ impl Command {
                 }
                 let year = year.unwrap_or(campaigns.current().year);
                 if campaigns.year(year).is_none() {
-                    return refuse(Reason::InvalidRequest, format!("no campaign for year {year}"));
+                    return refuse(
+                        Reason::InvalidRequest,
+                        format!("no campaign for year {year}"),
+                    );
                 }
                 Command::Issue {
                     holder: person(id_number, "id_number", secret)?,
@@ -240,7 +266,12 @@ impl Command {
                 voucher: *voucher,
                 holder: person(id_number, "id_number", secret)?,
             },
-            Op::Redeem { voucher, institution, operator, class } => Command::Redeem {
+            Op::Redeem {
+                voucher,
+                institution,
+                operator,
+                class,
+            } => Command::Redeem {
                 voucher: *voucher,
                 institution: *institution,
                 operator: operator.clone(),
@@ -253,13 +284,25 @@ impl Command {
                         "lat must be within ±90 and lon within ±180",
                     );
                 }
-                Command::Checkin { voucher: *voucher, lat: *lat, lon: *lon }
+                Command::Checkin {
+                    voucher: *voucher,
+                    lat: *lat,
+                    lon: *lon,
+                }
             }
-            Op::Complete { voucher, institution } => Command::Complete {
+            Op::Complete {
+                voucher,
+                institution,
+            } => Command::Complete {
                 voucher: *voucher,
                 institution: *institution,
             },
-            Op::Evaluate { voucher, id_number, score, comment } => {
+            Op::Evaluate {
+                voucher,
+                id_number,
+                score,
+                comment,
+            } => {
                 if !(1..=5).contains(score) {
                     return refuse(Reason::InvalidRequest, "score must be 1 to 5");
                 }
@@ -280,17 +323,26 @@ impl Command {
                     comment,
                 }
             }
-            Op::Settle { voucher, amount_fen } => Command::Settle {
+            Op::Settle {
+                voucher,
+                amount_fen,
+            } => Command::Settle {
                 voucher: *voucher,
                 amount_fen: *amount_fen,
             },
-            Op::Release { voucher, institution } => Command::Release {
+            Op::Release {
+                voucher,
+                institution,
+            } => Command::Release {
                 voucher: *voucher,
                 institution: *institution,
             },
             Op::Expire { year } => {
                 if campaigns.year(*year).is_none() {
-                    return refuse(Reason::InvalidRequest, format!("no campaign for year {year}"));
+                    return refuse(
+                        Reason::InvalidRequest,
+                        format!("no campaign for year {year}"),
+                    );
                 }
                 Command::Expire { year: *year }
             }

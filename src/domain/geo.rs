@@ -15,13 +15,17 @@ pub fn distance_m(lat_a: f64, lon_a: f64, lat_b: f64, lon_b: f64) -> f64 {
     let (phi_a, phi_b) = (lat_a.to_radians(), lat_b.to_radians());
     let d_phi = (lat_b - lat_a).to_radians();
     let d_lambda = (lon_b - lon_a).to_radians();
-    let h = (d_phi / 2.0).sin().powi(2) + phi_a.cos() * phi_b.cos() * (d_lambda / 2.0).sin().powi(2);
+    let h =
+        (d_phi / 2.0).sin().powi(2) + phi_a.cos() * phi_b.cos() * (d_lambda / 2.0).sin().powi(2);
     2.0 * EARTH_RADIUS_M * h.sqrt().min(1.0).asin()
 }
 
 /// A valid position anywhere on Earth (finite, lat within ±90, lon within ±180).
 pub fn is_valid_position(lat: f64, lon: f64) -> bool {
-    lat.is_finite() && lon.is_finite() && (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)
+    lat.is_finite()
+        && lon.is_finite()
+        && (-90.0..=90.0).contains(&lat)
+        && (-180.0..=180.0).contains(&lon)
 }
 
 /// A position inside Chongqing's bounding box.

@@ -57,7 +57,9 @@ impl std::str::FromStr for InstitutionCode {
     type Err = String;
     fn from_str(text: &str) -> Result<InstitutionCode, String> {
         if text.len() != 7 || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("institution code {text:?} must be exactly 7 digits"));
+            return Err(format!(
+                "institution code {text:?} must be exactly 7 digits"
+            ));
         }
         Ok(InstitutionCode(text.parse().expect("7 digits fit in u32")))
     }
@@ -229,9 +231,18 @@ mod tests {
     fn id_number_check_digit_follows_gb11643() {
         assert!(IdNumber::parse("11010519491231002X").is_ok());
         assert!(IdNumber::parse("11010519491231002x").is_ok());
-        assert!(IdNumber::parse("110105194912310021").is_err(), "wrong check digit");
-        assert!(IdNumber::parse("11010519491231002").is_err(), "17 characters");
-        assert!(IdNumber::parse("1101051949123100AX").is_err(), "letter in body");
+        assert!(
+            IdNumber::parse("110105194912310021").is_err(),
+            "wrong check digit"
+        );
+        assert!(
+            IdNumber::parse("11010519491231002").is_err(),
+            "17 characters"
+        );
+        assert!(
+            IdNumber::parse("1101051949123100AX").is_err(),
+            "letter in body"
+        );
     }
 
     #[test]

@@ -173,7 +173,10 @@ impl Op {
 
     /// Reads change nothing, are not audited and are not remembered by request id.
     pub fn is_read(&self) -> bool {
-        matches!(self, Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead)
+        matches!(
+            self,
+            Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead
+        )
     }
 
     /// API.md's role table. Finer checks (a district settles only its own
@@ -211,13 +214,26 @@ pub struct Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
 #[serde(untagged)]
 pub enum Reply {
-    Issued { voucher: VoucherId },
-    Redeemed { uses_this_year: u8 },
-    CheckedIn { session: String, checkins: u32 },
-    Expired { expired: u64 },
+    Issued {
+        voucher: VoucherId,
+    },
+    Redeemed {
+        uses_this_year: u8,
+    },
+    CheckedIn {
+        session: String,
+        checkins: u32,
+    },
+    Expired {
+        expired: u64,
+    },
     Voucher(Box<VoucherView>),
     Stats(Box<StatsView>),
-    AuditHead { seq: u64, hash: String, state_digest: String },
+    AuditHead {
+        seq: u64,
+        hash: String,
+        state_digest: String,
+    },
     Done {},
 }
 
@@ -351,22 +367,37 @@ mod tests {
     fn answers_print_in_api_form() {
         let ok = Answer {
             id: "a".into(),
-            outcome: Ok(Reply::Issued { voucher: VoucherId(3) }),
+            outcome: Ok(Reply::Issued {
+                voucher: VoucherId(3),
+            }),
         };
         assert_eq!(
             ok.to_json(),
             serde_json::json!({"id": "a", "ok": true, "voucher": "V0000000003"})
         );
-        let done = Answer { id: "b".into(), outcome: Ok(Reply::Done {}) };
+        let done = Answer {
+            id: "b".into(),
+            outcome: Ok(Reply::Done {}),
+        };
         assert_eq!(done.to_json(), serde_json::json!({"id": "b", "ok": true}));
-        let refused = Answer::refused("c", Reason::AlreadyRedeemed, "voucher V0000000003 is redeemed");
+        let refused = Answer::refused(
+            "c",
+            Reason::AlreadyRedeemed,
+            "voucher V0000000003 is redeemed",
+        );
         assert_eq!(refused.to_json()["reason"], "already_redeemed");
         assert_eq!(refused.to_json()["ok"], false);
     }
 
     #[test]
     fn roles_parse_and_print() {
-        for text in ["gateway", "bureau", "auditor", "district:500101", "district:LJXQ"] {
+        for text in [
+            "gateway",
+            "bureau",
+            "auditor",
+            "district:500101",
+            "district:LJXQ",
+        ] {
             assert_eq!(text.parse::<Role>().unwrap().to_string(), text);
         }
         assert!("admin".parse::<Role>().is_err());

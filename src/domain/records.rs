@@ -133,7 +133,10 @@ pub fn figure_contributions(voucher: &Voucher) -> Vec<(Figure, u64)> {
         }
         if let Some(score) = voucher.score {
             figures.push((Figure::InstitutionEvaluations(year, institution), 1));
-            figures.push((Figure::InstitutionScoreSum(year, institution), u64::from(score)));
+            figures.push((
+                Figure::InstitutionScoreSum(year, institution),
+                u64::from(score),
+            ));
         }
     }
     figures

@@ -25,13 +25,17 @@ impl Context<'_> {
     fn campaign(&self, year: u16) -> Result<&Campaign, Refusal> {
         match self.campaigns.year(year) {
             Some(campaign) => Ok(campaign),
-            None => refuse(Reason::InvalidRequest, format!("no campaign for year {year}")),
+            None => refuse(
+                Reason::InvalidRequest,
+                format!("no campaign for year {year}"),
+            ),
         }
     }
 
     /// True once the voucher's campaign deadline has passed (or it was expired).
     fn is_expired(&self, voucher: &Voucher) -> Result<bool, Refusal> {
-        Ok(voucher.state == VoucherState::Expired || !self.campaign(voucher.year)?.is_open(self.now))
+        Ok(voucher.state == VoucherState::Expired
+            || !self.campaign(voucher.year)?.is_open(self.now))
     }
 }
 
@@ -48,15 +52,24 @@ fn known_institution(
 }
 
 fn expired(voucher: &Voucher) -> Result<Voucher, Refusal> {
-    refuse(Reason::Expired, format!("voucher {} has expired", voucher.id))
+    refuse(
+        Reason::Expired,
+        format!("voucher {} has expired", voucher.id),
+    )
 }
 
 fn expired_pair<T>(voucher: &Voucher) -> Result<T, Refusal> {
-    refuse(Reason::Expired, format!("voucher {} has expired", voucher.id))
+    refuse(
+        Reason::Expired,
+        format!("voucher {} has expired", voucher.id),
+    )
 }
 
 fn not_redeemed<T>(voucher: &Voucher) -> Result<T, Refusal> {
-    refuse(Reason::NotRedeemed, format!("voucher {} is not redeemed", voucher.id))
+    refuse(
+        Reason::NotRedeemed,
+        format!("voucher {} is not redeemed", voucher.id),
+    )
 }
 
 fn check_institution(voucher: &Voucher, institution: InstitutionCode) -> Result<(), Refusal> {
@@ -80,10 +93,18 @@ pub fn register_institution(
             format!("institution {} is registered", registration.code),
         );
     }
-    if context.campaigns.current().district(registration.district).is_none() {
+    if context
+        .campaigns
+        .current()
+        .district(registration.district)
+        .is_none()
+    {
         return refuse(
             Reason::UnknownDistrict,
-            format!("district {} is not in the current campaign", registration.district),
+            format!(
+                "district {} is not in the current campaign",
+                registration.district
+            ),
         );
     }
     Ok(Institution {
@@ -140,7 +161,9 @@ pub fn authorise_operator(
     let institution = known_institution(institution, code)?;
     check_admin(institution, admin)?;
     let mut changed = institution.clone();
-    if !changed.operators.contains(operator) && changed.operators.len() >= OPERATORS_PER_INSTITUTION_MAX {
+    if !changed.operators.contains(operator)
+        && changed.operators.len() >= OPERATORS_PER_INSTITUTION_MAX
+    {
         return refuse(
             Reason::InvalidRequest,
             format!("an institution authorises at most {OPERATORS_PER_INSTITUTION_MAX} operators"),
@@ -184,13 +207,20 @@ pub fn issue(context: Context, issue: &Issue, id: VoucherId) -> Result<Voucher, 
     if campaign.district(issue.district).is_none() {
         return refuse(
             Reason::UnknownDistrict,
-            format!("district {} is not in the {} campaign", issue.district, issue.year),
+            format!(
+                "district {} is not in the {} campaign",
+                issue.district, issue.year
+            ),
         );
     }
     if !campaign.is_open(context.now) {
         return refuse(
             Reason::Expired,
-            format!("the {} campaign ended {}", issue.year, campaign.deadline_text()),
+            format!(
+                "the {} campaign ended {}",
+                issue.year,
+                campaign.deadline_text()
+            ),
         );
     }
     Ok(Voucher {
@@ -226,7 +256,10 @@ pub fn claim(
 ) -> Result<(Voucher, PersonYear), Refusal> {
     let voucher = known(voucher, id)?;
     if voucher.holder != holder {
-        return refuse(Reason::NotHolder, format!("voucher {id} belongs to someone else"));
+        return refuse(
+            Reason::NotHolder,
+            format!("voucher {id} belongs to someone else"),
+        );
     }
     if context.is_expired(voucher)? {
         return expired_pair(voucher);
@@ -275,13 +308,21 @@ pub fn redeem(
             return refuse(Reason::NotClaimed, format!("voucher {id} is not claimed"))
         }
         VoucherState::Claimed => {}
-        _ => return refuse(Reason::AlreadyRedeemed, format!("voucher {id} is already redeemed")),
+        _ => {
+            return refuse(
+                Reason::AlreadyRedeemed,
+                format!("voucher {id} is already redeemed"),
+            )
+        }
     }
     let uses_max = context.campaign(voucher.year)?.uses_per_person_max;
     if person.uses >= uses_max {
         return refuse(
             Reason::UseLimitReached,
-            format!("the holder used {uses_max} vouchers in {} already", voucher.year),
+            format!(
+                "the holder used {uses_max} vouchers in {} already",
+                voucher.year
+            ),
         );
     }
     let mut redeemed = voucher.clone();
@@ -290,7 +331,10 @@ pub fn redeem(
     redeemed.redeemed_at = Some(context.now);
     let mut person = person;
     person.uses += 1;
-    assert!(person.uses <= uses_max, "a person's uses never exceed the limit");
+    assert!(
+        person.uses <= uses_max,
+        "a person's uses never exceed the limit"
+    );
     Ok((redeemed, person))
 }
 
@@ -310,7 +354,10 @@ pub fn checkin(
     match voucher.state {
         VoucherState::Redeemed => {}
         VoucherState::Completed | VoucherState::Settled => {
-            return refuse(Reason::AlreadyCompleted, format!("voucher {id} completed its training"))
+            return refuse(
+                Reason::AlreadyCompleted,
+                format!("voucher {id} completed its training"),
+            )
         }
         _ => return not_redeemed(voucher),
     }
@@ -322,7 +369,10 @@ pub fn checkin(
     if !inside {
         return refuse(
             Reason::OutsideSite,
-            format!("({lat}, {lon}) is not at a training site of institution {}", institution.code),
+            format!(
+                "({lat}, {lon}) is not at a training site of institution {}",
+                institution.code
+            ),
         );
     }
     let campaign = context.campaign(voucher.year)?;
@@ -330,7 +380,10 @@ pub fn checkin(
     if voucher.last_checkin_day == Some(day) {
         return refuse(
             Reason::DuplicateCheckin,
-            format!("voucher {id} checked in on {} already", super::time::day_text(day)),
+            format!(
+                "voucher {id} checked in on {} already",
+                super::time::day_text(day)
+            ),
         );
     }
     let mut checked = voucher.clone();
@@ -349,7 +402,10 @@ pub fn complete(
     match voucher.state {
         VoucherState::Completed | VoucherState::Settled => {
             check_institution(voucher, institution)?;
-            refuse(Reason::AlreadyCompleted, format!("voucher {id} is already completed"))
+            refuse(
+                Reason::AlreadyCompleted,
+                format!("voucher {id} is already completed"),
+            )
         }
         _ if context.is_expired(voucher)? => expired(voucher),
         VoucherState::Redeemed => {
@@ -372,15 +428,30 @@ pub fn evaluate(
 ) -> Result<Voucher, Refusal> {
     let voucher = known(voucher, id)?;
     if voucher.holder != holder {
-        return refuse(Reason::NotHolder, format!("voucher {id} belongs to someone else"));
+        return refuse(
+            Reason::NotHolder,
+            format!("voucher {id} belongs to someone else"),
+        );
     }
-    if !matches!(voucher.state, VoucherState::Completed | VoucherState::Settled) {
-        return refuse(Reason::NotCompleted, format!("voucher {id} has not completed training"));
+    if !matches!(
+        voucher.state,
+        VoucherState::Completed | VoucherState::Settled
+    ) {
+        return refuse(
+            Reason::NotCompleted,
+            format!("voucher {id} has not completed training"),
+        );
     }
     if voucher.score.is_some() {
-        return refuse(Reason::AlreadyEvaluated, format!("voucher {id} was already evaluated"));
+        return refuse(
+            Reason::AlreadyEvaluated,
+            format!("voucher {id} was already evaluated"),
+        );
     }
-    assert!((1..=5).contains(&score), "scores are validated before the rules");
+    assert!(
+        (1..=5).contains(&score),
+        "scores are validated before the rules"
+    );
     let _ = context;
     let mut evaluated = voucher.clone();
     evaluated.score = Some(score);
@@ -397,7 +468,10 @@ pub fn settle(
 ) -> Result<Voucher, Refusal> {
     let voucher = known(voucher, id)?;
     let Some((_, district)) = voucher.institution else {
-        return refuse(Reason::NotCompleted, format!("voucher {id} has not completed training"));
+        return refuse(
+            Reason::NotCompleted,
+            format!("voucher {id} has not completed training"),
+        );
     };
     if district != agency {
         return refuse(
@@ -407,15 +481,26 @@ pub fn settle(
     }
     match voucher.state {
         VoucherState::Settled => {
-            return refuse(Reason::AlreadySettled, format!("voucher {id} is already settled"))
+            return refuse(
+                Reason::AlreadySettled,
+                format!("voucher {id} is already settled"),
+            )
         }
         VoucherState::Completed => {}
-        _ => return refuse(Reason::NotCompleted, format!("voucher {id} has not completed training")),
+        _ => {
+            return refuse(
+                Reason::NotCompleted,
+                format!("voucher {id} has not completed training"),
+            )
+        }
     }
     if amount_fen > voucher.face_value_fen {
         return refuse(
             Reason::AmountExceedsFaceValue,
-            format!("{amount_fen} fen exceeds the face value of {} fen", voucher.face_value_fen),
+            format!(
+                "{amount_fen} fen exceeds the face value of {} fen",
+                voucher.face_value_fen
+            ),
         );
     }
     let mut settled = voucher.clone();
@@ -438,7 +523,10 @@ pub fn release(
     match voucher.state {
         VoucherState::Completed | VoucherState::Settled => {
             check_institution(voucher, institution)?;
-            return refuse(Reason::AlreadyCompleted, format!("voucher {id} is already completed"));
+            return refuse(
+                Reason::AlreadyCompleted,
+                format!("voucher {id} is already completed"),
+            );
         }
         _ if context.is_expired(voucher)? => return expired_pair(voucher),
         VoucherState::Redeemed => check_institution(voucher, institution)?,
@@ -451,7 +539,10 @@ pub fn release(
     released.checkins = 0;
     released.last_checkin_day = None;
     let mut person = person;
-    assert!(person.uses > 0, "a redeemed voucher counts as one of its holder's uses");
+    assert!(
+        person.uses > 0,
+        "a redeemed voucher counts as one of its holder's uses"
+    );
     person.uses -= 1;
     Ok((released, person))
 }
@@ -462,7 +553,10 @@ pub fn check_expire(context: Context, year: u16) -> Result<(), Refusal> {
     if campaign.is_open(context.now) {
         return refuse(
             Reason::CampaignOpen,
-            format!("the {year} campaign runs until {}", campaign.deadline_text()),
+            format!(
+                "the {year} campaign runs until {}",
+                campaign.deadline_text()
+            ),
         );
     }
     Ok(())
@@ -470,11 +564,7 @@ pub fn check_expire(context: Context, year: u16) -> Result<(), Refusal> {
 
 /// One voucher at expiry: unfinished vouchers of the year become expired and
 /// give their use back. Returns `None` for vouchers expiry leaves alone.
-pub fn expire_voucher(
-    context: Context,
-    voucher: &Voucher,
-    year: u16,
-) -> Option<(Voucher, bool)> {
+pub fn expire_voucher(context: Context, voucher: &Voucher, year: u16) -> Option<(Voucher, bool)> {
     let unfinished = matches!(
         voucher.state,
         VoucherState::Issued | VoucherState::Claimed | VoucherState::Redeemed

@@ -81,7 +81,11 @@ struct Change {
 
 impl Change {
     fn put(&mut self, table: Table, key: Vec<u8>, old: Option<Vec<u8>>, new: Vec<u8>) {
-        self.puts.push(Put { table, key, value: Some(new) });
+        self.puts.push(Put {
+            table,
+            key,
+            value: Some(new),
+        });
         self.olds.push(old);
     }
 
@@ -196,7 +200,9 @@ impl Ledger {
             let answer = self.apply_one(role, request, &mut seen, &mut pending);
             pending.answers.push(answer);
         }
-        pending.ticket = pending.ticket.max(self.assigned_ticket.load(Ordering::SeqCst));
+        pending.ticket = pending
+            .ticket
+            .max(self.assigned_ticket.load(Ordering::SeqCst));
         pending
     }
 
@@ -239,7 +245,10 @@ impl Ledger {
         pending: &mut Pending,
     ) -> Answer {
         let id = request.id.as_str();
-        let refused = |refusal: Refusal| Answer { id: id.to_owned(), outcome: Err(refusal) };
+        let refused = |refusal: Refusal| Answer {
+            id: id.to_owned(),
+            outcome: Err(refusal),
+        };
         if let Err(refusal) = check_request_id(id) {
             return refused(refusal);
         }
@@ -254,25 +263,45 @@ impl Ledger {
         let command = match Command::from_op(&request.op, &self.secret, &self.campaigns) {
             Ok(Some(command)) => command,
             Ok(None) => {
-                return Answer { id: id.to_owned(), outcome: self.read(role, &request.op) };
+                return Answer {
+                    id: id.to_owned(),
+                    outcome: self.read(role, &request.op),
+                };
             }
             Err(refusal) => return refused(refusal),
         };
         let content = self.content_hash(&request.op);
         if let Some(&(earlier, position)) = seen.get(id) {
             return if earlier == content {
-                Answer { id: id.to_owned(), outcome: pending.answers[position].outcome.clone() }
+                Answer {
+                    id: id.to_owned(),
+                    outcome: pending.answers[position].outcome.clone(),
+                }
             } else {
-                Answer::refused(id, Reason::RequestIdReused, "request id was used for another request")
+                Answer::refused(
+                    id,
+                    Reason::RequestIdReused,
+                    "request id was used for another request",
+                )
             };
         }
         let key = keys::request(role, id);
         match self.remembered(&key, content) {
-            Ok(Some(outcome)) => return Answer { id: id.to_owned(), outcome },
+            Ok(Some(outcome)) => {
+                return Answer {
+                    id: id.to_owned(),
+                    outcome,
+                }
+            }
             Ok(None) => {}
             Err(refusal) => return refused(refusal),
         }
-        let origin = Origin { role, request_id: id, time: now, remember: Some(content) };
+        let origin = Origin {
+            role,
+            request_id: id,
+            time: now,
+            remember: Some(content),
+        };
         let (outcome, ticket) = self.apply_command(&origin, &command, None);
         let mut inflight = self.inflight_shard(&key).lock();
         match ticket {
@@ -286,13 +315,20 @@ impl Ledger {
                 inflight.remove(&key);
             }
         }
-        Answer { id: id.to_owned(), outcome }
+        Answer {
+            id: id.to_owned(),
+            outcome,
+        }
     }
 
     /// Claims the request id for this operation, or returns the answer a
     /// previous request with that id got. Waits for an identical request in
     /// flight in another batch to become durable first.
-    fn remembered(&self, key: &[u8], content: [u8; 32]) -> Result<Option<Result<Reply, Refusal>>, Refusal> {
+    fn remembered(
+        &self,
+        key: &[u8],
+        content: [u8; 32],
+    ) -> Result<Option<Result<Reply, Refusal>>, Refusal> {
         let mut spins = 0;
         loop {
             let mut inflight = self.inflight_shard(key).lock();
@@ -305,7 +341,10 @@ impl Ledger {
                     drop(inflight);
                     spins += 1;
                     if spins > INFLIGHT_SPINS_MAX {
-                        return Err(Refusal::new(Reason::Overloaded, "the same request id is in flight; retry"));
+                        return Err(Refusal::new(
+                            Reason::Overloaded,
+                            "the same request id is in flight; retry",
+                        ));
                     }
                     std::thread::yield_now();
                 }
@@ -323,7 +362,9 @@ impl Ledger {
             self.inflight_shard(key).lock().remove(key);
             Refusal::new(Reason::StorageUnavailable, e.to_string())
         })?;
-        let Some(stored) = stored else { return Ok(None) };
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
         self.inflight_shard(key).lock().remove(key);
         let remembered: Remembered = codec::decode(&stored, "remembered request")
             .map_err(|e| Refusal::new(Reason::StorageUnavailable, e.to_string()))?;
@@ -337,7 +378,10 @@ impl Ledger {
     }
 
     fn context(&self, now: Timestamp) -> Context<'_> {
-        Context { campaigns: &self.campaigns, now }
+        Context {
+            campaigns: &self.campaigns,
+            now,
+        }
     }
 
     /// Applies one validated command. Returns the outcome and, when something
@@ -363,22 +407,36 @@ impl Ledger {
                         Ok((done(), ticket))
                     })
             }
-            Command::SetInstitutionAdmin { institution, admin_name, admin } => {
-                self.change_institution(origin, command, *institution, |existing| {
-                    rules::set_institution_admin(existing, *institution, admin_name, *admin)
-                })
-            }
-            Command::AuthoriseOperator { institution, admin, operator } => {
-                self.change_institution(origin, command, *institution, |existing| {
-                    rules::authorise_operator(existing, *institution, *admin, operator)
-                })
-            }
-            Command::RevokeOperator { institution, admin, operator } => {
-                self.change_institution(origin, command, *institution, |existing| {
-                    rules::revoke_operator(existing, *institution, *admin, operator)
-                })
-            }
-            Command::Issue { holder, category, kind, face_value_fen, channel, district, year } => {
+            Command::SetInstitutionAdmin {
+                institution,
+                admin_name,
+                admin,
+            } => self.change_institution(origin, command, *institution, |existing| {
+                rules::set_institution_admin(existing, *institution, admin_name, *admin)
+            }),
+            Command::AuthoriseOperator {
+                institution,
+                admin,
+                operator,
+            } => self.change_institution(origin, command, *institution, |existing| {
+                rules::authorise_operator(existing, *institution, *admin, operator)
+            }),
+            Command::RevokeOperator {
+                institution,
+                admin,
+                operator,
+            } => self.change_institution(origin, command, *institution, |existing| {
+                rules::revoke_operator(existing, *institution, *admin, operator)
+            }),
+            Command::Issue {
+                holder,
+                category,
+                kind,
+                face_value_fen,
+                channel,
+                district,
+                year,
+            } => {
                 let id = voucher_id
                     .unwrap_or_else(|| VoucherId(self.next_voucher.fetch_add(1, Ordering::SeqCst)));
                 let issue = rules::Issue {
@@ -401,13 +459,23 @@ impl Ledger {
                     Ok((reply, ticket))
                 })
             }
-            Command::Claim { voucher, holder } => {
-                self.change_voucher(origin, command, *voucher, Touch::person(), |context, found| {
-                    let (claimed, person) = rules::claim(context, found.voucher, *voucher, *holder, found.person)?;
+            Command::Claim { voucher, holder } => self.change_voucher(
+                origin,
+                command,
+                *voucher,
+                Touch::person(),
+                |context, found| {
+                    let (claimed, person) =
+                        rules::claim(context, found.voucher, *voucher, *holder, found.person)?;
                     Ok((claimed, Some(person), done()))
-                })
-            }
-            Command::Redeem { voucher, institution, operator, class } => {
+                },
+            ),
+            Command::Redeem {
+                voucher,
+                institution,
+                operator,
+                class,
+            } => {
                 let touch = Touch {
                     person: true,
                     institution: At::Given(*institution),
@@ -423,44 +491,110 @@ impl Ledger {
                         *institution,
                         operator,
                     )?;
-                    Ok((redeemed, Some(person), Reply::Redeemed { uses_this_year: person.uses }))
+                    Ok((
+                        redeemed,
+                        Some(person),
+                        Reply::Redeemed {
+                            uses_this_year: person.uses,
+                        },
+                    ))
                 })
             }
             Command::Checkin { voucher, lat, lon } => {
-                let touch = Touch { institution: At::Voucher, ..Touch::default() };
+                let touch = Touch {
+                    institution: At::Voucher,
+                    ..Touch::default()
+                };
                 self.change_voucher(origin, command, *voucher, touch, |context, found| {
-                    let (checked, day) =
-                        rules::checkin(context, found.voucher, *voucher, found.institution, *lat, *lon)?;
-                    let reply = Reply::CheckedIn { session: day_text(day), checkins: checked.checkins };
+                    let (checked, day) = rules::checkin(
+                        context,
+                        found.voucher,
+                        *voucher,
+                        found.institution,
+                        *lat,
+                        *lon,
+                    )?;
+                    let reply = Reply::CheckedIn {
+                        session: day_text(day),
+                        checkins: checked.checkins,
+                    };
                     Ok((checked, None, reply))
                 })
             }
-            Command::Complete { voucher, institution } => {
-                self.change_voucher(origin, command, *voucher, Touch::default(), |context, found| {
-                    Ok((rules::complete(context, found.voucher, *voucher, *institution)?, None, done()))
-                })
-            }
-            Command::Evaluate { voucher, holder, score, comment } => {
-                let touch = Touch { text: comment.as_ref().map(|c| (keys::TEXT_COMMENT, c)), ..Touch::default() };
+            Command::Complete {
+                voucher,
+                institution,
+            } => self.change_voucher(
+                origin,
+                command,
+                *voucher,
+                Touch::default(),
+                |context, found| {
+                    Ok((
+                        rules::complete(context, found.voucher, *voucher, *institution)?,
+                        None,
+                        done(),
+                    ))
+                },
+            ),
+            Command::Evaluate {
+                voucher,
+                holder,
+                score,
+                comment,
+            } => {
+                let touch = Touch {
+                    text: comment.as_ref().map(|c| (keys::TEXT_COMMENT, c)),
+                    ..Touch::default()
+                };
                 self.change_voucher(origin, command, *voucher, touch, |context, found| {
-                    Ok((rules::evaluate(context, found.voucher, *voucher, *holder, *score)?, None, done()))
+                    Ok((
+                        rules::evaluate(context, found.voucher, *voucher, *holder, *score)?,
+                        None,
+                        done(),
+                    ))
                 })
             }
-            Command::Settle { voucher, amount_fen } => {
+            Command::Settle {
+                voucher,
+                amount_fen,
+            } => {
                 let Role::District(agency) = origin.role else {
                     unreachable!("settle is refused for other roles before the rules");
                 };
-                self.change_voucher(origin, command, *voucher, Touch::default(), |context, found| {
-                    Ok((rules::settle(context, found.voucher, *voucher, agency, *amount_fen)?, None, done()))
-                })
+                self.change_voucher(
+                    origin,
+                    command,
+                    *voucher,
+                    Touch::default(),
+                    |context, found| {
+                        Ok((
+                            rules::settle(context, found.voucher, *voucher, agency, *amount_fen)?,
+                            None,
+                            done(),
+                        ))
+                    },
+                )
             }
-            Command::Release { voucher, institution } => {
-                self.change_voucher(origin, command, *voucher, Touch::person(), |context, found| {
-                    let (released, person) =
-                        rules::release(context, found.voucher, *voucher, found.person, *institution)?;
+            Command::Release {
+                voucher,
+                institution,
+            } => self.change_voucher(
+                origin,
+                command,
+                *voucher,
+                Touch::person(),
+                |context, found| {
+                    let (released, person) = rules::release(
+                        context,
+                        found.voucher,
+                        *voucher,
+                        found.person,
+                        *institution,
+                    )?;
                     Ok((released, Some(person), done()))
-                })
-            }
+                },
+            ),
             Command::Expire { year } => self.expire(origin, command, *year),
         };
         match result {
@@ -521,7 +655,11 @@ impl Ledger {
             (Some(guard), Some(code)) => guard.get(&code),
             _ => None,
         };
-        let found = Found { voucher, person: person.unwrap_or_default(), institution };
+        let found = Found {
+            voucher,
+            person: person.unwrap_or_default(),
+            institution,
+        };
         let (new_voucher, new_person, reply) = rule(self.context(origin.time), found)?;
         let mut change = Change::default();
         change.voucher(voucher, &new_voucher);
@@ -533,7 +671,9 @@ impl Ledger {
         }
         let ticket = self.commit(origin, command, &reply, change)?;
         vouchers.insert(id, new_voucher);
-        if let (Some(guard), Some(new_person), Some(key)) = (persons.as_mut(), new_person, person_key) {
+        if let (Some(guard), Some(new_person), Some(key)) =
+            (persons.as_mut(), new_person, person_key)
+        {
             guard.insert(key, new_person);
         }
         Ok((reply, ticket))
@@ -541,11 +681,26 @@ impl Ledger {
 
     /// Expires every unfinished voucher of a year: locks every voucher shard,
     /// then every person shard, in index order.
-    fn expire(&self, origin: &Origin, command: &Command, year: u16) -> Result<(Reply, u64), Refusal> {
+    fn expire(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        year: u16,
+    ) -> Result<(Reply, u64), Refusal> {
         let context = self.context(origin.time);
         rules::check_expire(context, year)?;
-        let mut vouchers: Vec<_> = self.vouchers.all().iter().map(|shard| shard.write()).collect();
-        let mut persons: Vec<_> = self.persons.all().iter().map(|shard| shard.write()).collect();
+        let mut vouchers: Vec<_> = self
+            .vouchers
+            .all()
+            .iter()
+            .map(|shard| shard.write())
+            .collect();
+        let mut persons: Vec<_> = self
+            .persons
+            .all()
+            .iter()
+            .map(|shard| shard.write())
+            .collect();
         let mut change = Change::default();
         let mut expired = Vec::new();
         let mut uses_back: HashMap<(PersonKey, u16), u8> = HashMap::new();
@@ -562,13 +717,21 @@ impl Ledger {
         }
         let mut people = Vec::new();
         for (key, back) in uses_back {
-            let old = persons[shards::ShardKey::shard(&key)].get(&key).copied().unwrap_or_default();
+            let old = persons[shards::ShardKey::shard(&key)]
+                .get(&key)
+                .copied()
+                .unwrap_or_default();
             assert!(old.uses >= back, "uses count every redeemed voucher");
-            let new = PersonYear { uses: old.uses - back, ..old };
+            let new = PersonYear {
+                uses: old.uses - back,
+                ..old
+            };
             change.person(key.0, key.1, Some(old), new);
             people.push((key, new));
         }
-        let reply = Reply::Expired { expired: expired.len() as u64 };
+        let reply = Reply::Expired {
+            expired: expired.len() as u64,
+        };
         let ticket = self.commit(origin, command, &reply, change)?;
         for voucher in expired {
             vouchers[shards::ShardKey::shard(&voucher.id)].insert(voucher.id, voucher);
@@ -581,11 +744,25 @@ impl Ledger {
 
     /// Seals the change into the audit chain and submits it. Nothing in the
     /// tail changes unless the journal takes the commit.
-    fn commit(&self, origin: &Origin, command: &Command, reply: &Reply, change: Change) -> Result<u64, Refusal> {
-        let Change { mut puts, olds, figures, texts } = change;
+    fn commit(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        reply: &Reply,
+        change: Change,
+    ) -> Result<u64, Refusal> {
+        let Change {
+            mut puts,
+            olds,
+            figures,
+            texts,
+        } = change;
         let mut tail = self.tail.lock();
         if self.journal.is_full() {
-            return Err(Refusal::new(Reason::Overloaded, "the commit queue is full; retry"));
+            return Err(Refusal::new(
+                Reason::Overloaded,
+                "the commit queue is full; retry",
+            ));
         }
         let seq = tail.seq + 1;
         let mut digest = tail.digest;
@@ -601,7 +778,11 @@ impl Ledger {
             let key = keys::text(voucher, tag, seq);
             let value = codec::encode(&text);
             digest.add(Table::Texts.tag(), &key, &value);
-            puts.push(Put { table: Table::Texts, key, value: Some(value) });
+            puts.push(Put {
+                table: Table::Texts,
+                key,
+                value: Some(value),
+            });
         }
         let mut new_figures = Vec::new();
         for (figure, delta) in figures {
@@ -617,7 +798,11 @@ impl Ledger {
             if new != 0 {
                 digest.add(Table::Counters.tag(), &key, &new.to_be_bytes());
             }
-            puts.push(Put { table: Table::Counters, key, value: (new != 0).then(|| new.to_be_bytes().to_vec()) });
+            puts.push(Put {
+                table: Table::Counters,
+                key,
+                value: (new != 0).then(|| new.to_be_bytes().to_vec()),
+            });
             new_figures.push((figure, new));
         }
         let record = AuditRecord {
@@ -630,7 +815,11 @@ impl Ledger {
             prev_hash: tail.hash,
         };
         let (entry, hash) = audit::seal(&record);
-        puts.push(Put { table: Table::Audit, key: keys::audit(seq), value: Some(entry) });
+        puts.push(Put {
+            table: Table::Audit,
+            key: keys::audit(seq),
+            value: Some(entry),
+        });
         if let Some(content) = origin.remember {
             puts.push(self.remember_put(origin, content, Ok(reply.clone())));
         }
@@ -656,21 +845,38 @@ impl Ledger {
 
     /// Remembers a refusal for its request id (no audit record: nothing changed).
     fn commit_refusal(&self, origin: &Origin, refusal: &Refusal) -> Result<u64, Refusal> {
-        let content = origin.remember.expect("only remembered requests store refusals");
+        let content = origin
+            .remember
+            .expect("only remembered requests store refusals");
         let mut tail = self.tail.lock();
         if self.journal.is_full() {
-            return Err(Refusal::new(Reason::Overloaded, "the commit queue is full; retry"));
+            return Err(Refusal::new(
+                Reason::Overloaded,
+                "the commit queue is full; retry",
+            ));
         }
         let ticket = tail.ticket + 1;
         let put = self.remember_put(origin, content, Err(refusal.clone()));
-        self.journal.submit(Commit { ticket, puts: vec![put] })?;
+        self.journal.submit(Commit {
+            ticket,
+            puts: vec![put],
+        })?;
         tail.ticket = ticket;
         self.assigned_ticket.store(ticket, Ordering::SeqCst);
         Ok(ticket)
     }
 
-    fn remember_put(&self, origin: &Origin, content: [u8; 32], outcome: Result<Reply, Refusal>) -> Put {
-        let remembered = Remembered { content, time: origin.time, outcome };
+    fn remember_put(
+        &self,
+        origin: &Origin,
+        content: [u8; 32],
+        outcome: Result<Reply, Refusal>,
+    ) -> Put {
+        let remembered = Remembered {
+            content,
+            time: origin.time,
+            outcome,
+        };
         Put {
             table: Table::Requests,
             key: keys::request(origin.role, origin.request_id),
@@ -683,9 +889,14 @@ impl Ledger {
         match op {
             Op::GetVoucher { voucher } => match self.vouchers.of(voucher).read().get(voucher) {
                 Some(found) => Ok(Reply::Voucher(Box::new(found.view()))),
-                None => Err(Refusal::new(Reason::UnknownVoucher, format!("no voucher {voucher}"))),
+                None => Err(Refusal::new(
+                    Reason::UnknownVoucher,
+                    format!("no voucher {voucher}"),
+                )),
             },
-            Op::Stats { district, year } => self.stats(role, *district, *year).map(|s| Reply::Stats(Box::new(s))),
+            Op::Stats { district, year } => self
+                .stats(role, *district, *year)
+                .map(|s| Reply::Stats(Box::new(s))),
             Op::AuditHead => {
                 let tail = self.tail.lock();
                 Ok(Reply::AuditHead {
@@ -699,7 +910,12 @@ impl Ledger {
     }
 
     /// The bureau's figures for a campaign year, one district or all.
-    pub fn stats(&self, role: Role, district: Option<DistrictCode>, year: Option<u16>) -> Result<StatsView, Refusal> {
+    pub fn stats(
+        &self,
+        role: Role,
+        district: Option<DistrictCode>,
+        year: Option<u16>,
+    ) -> Result<StatsView, Refusal> {
         let district = match (role, district) {
             (Role::District(own), None) => Some(own),
             (Role::District(own), Some(asked)) if asked != own => {
@@ -712,17 +928,27 @@ impl Ledger {
         };
         let year = year.unwrap_or(self.campaigns.current().year);
         let Some(campaign) = self.campaigns.year(year) else {
-            return Err(Refusal::new(Reason::InvalidRequest, format!("no campaign for year {year}")));
+            return Err(Refusal::new(
+                Reason::InvalidRequest,
+                format!("no campaign for year {year}"),
+            ));
         };
         if let Some(code) = district {
             if campaign.district(code).is_none() {
-                return Err(Refusal::new(Reason::UnknownDistrict, format!("district {code} is not in the {year} campaign")));
+                return Err(Refusal::new(
+                    Reason::UnknownDistrict,
+                    format!("district {code} is not in the {year} campaign"),
+                ));
             }
         }
         let tail = self.tail.lock();
         let figure = |figure: Figure| tail.figures.get(&figure).copied().unwrap_or(0);
         let percent = |used: u64, target: u64| {
-            if target == 0 { 0.0 } else { (used as f64 * 10_000.0 / target as f64).round() / 100.0 }
+            if target == 0 {
+                0.0
+            } else {
+                (used as f64 * 10_000.0 / target as f64).round() / 100.0
+            }
         };
         let all: Vec<DistrictStats> = campaign
             .districts
@@ -761,11 +987,23 @@ impl Ledger {
             districts_total: all.len() as u64,
             institutions_used,
             institutions_registered: tail.institutions_registered,
-            used_with_checkin: campaign.districts.iter().map(|d| figure(Figure::UsedWithCheckin(year, d.code))).sum(),
+            used_with_checkin: campaign
+                .districts
+                .iter()
+                .map(|d| figure(Figure::UsedWithCheckin(year, d.code)))
+                .sum(),
             used,
         };
-        let districts = all.into_iter().filter(|d| district.is_none_or(|code| d.code == code)).collect();
-        Ok(StatsView { year, districts, city, coverage })
+        let districts = all
+            .into_iter()
+            .filter(|d| district.is_none_or(|code| d.code == code))
+            .collect();
+        Ok(StatsView {
+            year,
+            districts,
+            city,
+            coverage,
+        })
     }
 
     /// The audit chain's head: sequence number, hash, and state digest.
@@ -776,7 +1014,11 @@ impl Ledger {
 
     /// Counts of records held (vouchers, person-years, institutions).
     pub fn sizes(&self) -> (usize, usize, usize) {
-        (self.vouchers.len(), self.persons.len(), self.institutions.len())
+        (
+            self.vouchers.len(),
+            self.persons.len(),
+            self.institutions.len(),
+        )
     }
 
     /// Re-applies one audit record (replay): same command, time, role and
@@ -789,16 +1031,34 @@ impl Ledger {
         if let Some(id) = voucher_id {
             self.next_voucher.fetch_max(id.0 + 1, Ordering::SeqCst);
         }
-        let origin = Origin { role: record.role, request_id: &record.request_id, time: record.time, remember: None };
+        let origin = Origin {
+            role: record.role,
+            request_id: &record.request_id,
+            time: record.time,
+            remember: None,
+        };
         let (outcome, _) = self.apply_command(&origin, &record.command, voucher_id);
         match outcome {
             Ok(reply) if reply == record.reply => {}
-            Ok(reply) => return Err(format!("record {}: replay answered {reply:?}, log says {:?}", record.seq, record.reply)),
-            Err(refusal) => return Err(format!("record {}: replay refused it: {} ({})", record.seq, refusal.reason, refusal.message)),
+            Ok(reply) => {
+                return Err(format!(
+                    "record {}: replay answered {reply:?}, log says {:?}",
+                    record.seq, record.reply
+                ))
+            }
+            Err(refusal) => {
+                return Err(format!(
+                    "record {}: replay refused it: {} ({})",
+                    record.seq, refusal.reason, refusal.message
+                ))
+            }
         }
         let (seq, head, _) = self.head();
         if seq != record.seq || &head != hash {
-            return Err(format!("record {}: replay produced a different record", record.seq));
+            return Err(format!(
+                "record {}: replay produced a different record",
+                record.seq
+            ));
         }
         Ok(())
     }
@@ -817,7 +1077,10 @@ struct Touch<'a> {
 
 impl Touch<'_> {
     fn person() -> Self {
-        Touch { person: true, ..Touch::default() }
+        Touch {
+            person: true,
+            ..Touch::default()
+        }
     }
 }
 

@@ -41,7 +41,9 @@ pub struct Shards<K, V> {
 impl<K: ShardKey + Eq + Hash, V> Default for Shards<K, V> {
     fn default() -> Self {
         Shards {
-            shards: (0..INDEX_SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..INDEX_SHARDS)
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
         }
     }
 }

@@ -70,7 +70,8 @@ impl Store {
         let durable = Arc::new(Durable::default());
         let figures = Arc::new(Mutex::new(CommitterFigures::default()));
         let committer = {
-            let (db, durable, figures) = (Arc::clone(&db), Arc::clone(&durable), Arc::clone(&figures));
+            let (db, durable, figures) =
+                (Arc::clone(&db), Arc::clone(&durable), Arc::clone(&figures));
             std::thread::Builder::new()
                 .name("committer".into())
                 .spawn(move || run_committer(&db, &receiver, &durable, &figures))?
@@ -128,16 +129,24 @@ impl Store {
     pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
-        self.db.put_cf_opt(self.family(Table::Meta), key, value, &sync)?;
+        self.db
+            .put_cf_opt(self.family(Table::Meta), key, value, &sync)?;
         Ok(())
     }
 
     fn family(&self, table: Table) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(table.name()).expect("every table's family is opened")
+        self.db
+            .cf_handle(table.name())
+            .expect("every table's family is opened")
     }
 }
 
-fn run_committer(db: &DB, receiver: &Receiver<Commit>, durable: &Durable, figures: &Mutex<CommitterFigures>) {
+fn run_committer(
+    db: &DB,
+    receiver: &Receiver<Commit>,
+    durable: &Durable,
+    figures: &Mutex<CommitterFigures>,
+) {
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
     let mut last_ticket = 0;
@@ -151,10 +160,16 @@ fn run_committer(db: &DB, receiver: &Receiver<Commit>, durable: &Durable, figure
         }
         let mut batch = WriteBatch::default();
         for commit in &group {
-            assert_eq!(commit.ticket, last_ticket + 1, "commits arrive in ticket order");
+            assert_eq!(
+                commit.ticket,
+                last_ticket + 1,
+                "commits arrive in ticket order"
+            );
             last_ticket = commit.ticket;
             for put in &commit.puts {
-                let family = db.cf_handle(put.table.name()).expect("every table's family is opened");
+                let family = db
+                    .cf_handle(put.table.name())
+                    .expect("every table's family is opened");
                 match &put.value {
                     Some(value) => batch.put_cf(family, &put.key, value),
                     None => batch.delete_cf(family, &put.key),
@@ -191,15 +206,26 @@ impl Journal for Store {
 
     fn submit(&self, commit: Commit) -> Result<(), Refusal> {
         if let Some(why) = &self.durable.state.lock().failed {
-            return Err(Refusal::new(Reason::StorageUnavailable, format!("the store failed: {why}")));
+            return Err(Refusal::new(
+                Reason::StorageUnavailable,
+                format!("the store failed: {why}"),
+            ));
         }
         let Some(sender) = self.sender.as_ref() else {
-            return Err(Refusal::new(Reason::StorageUnavailable, "the store is open read-only"));
+            return Err(Refusal::new(
+                Reason::StorageUnavailable,
+                "the store is open read-only",
+            ));
         };
         match sender.try_send(commit) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(Refusal::new(Reason::Overloaded, "the commit queue is full; retry")),
-            Err(TrySendError::Disconnected(_)) => Err(Refusal::new(Reason::ShuttingDown, "the store is closing")),
+            Err(TrySendError::Full(_)) => Err(Refusal::new(
+                Reason::Overloaded,
+                "the commit queue is full; retry",
+            )),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(Refusal::new(Reason::ShuttingDown, "the store is closing"))
+            }
         }
     }
 
@@ -210,7 +236,10 @@ impl Journal for Store {
                 return Ok(());
             }
             if let Some(why) = &state.failed {
-                return Err(Refusal::new(Reason::StorageUnavailable, format!("the store failed: {why}")));
+                return Err(Refusal::new(
+                    Reason::StorageUnavailable,
+                    format!("the store failed: {why}"),
+                ));
             }
             self.durable.changed.wait(&mut state);
         }
@@ -220,7 +249,11 @@ impl Journal for Store {
         Ok(self.db.get_cf(self.family(table), key)?)
     }
 
-    fn scan(&self, table: Table, visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), Error>) -> Result<(), Error> {
+    fn scan(
+        &self,
+        table: Table,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         for item in self.db.iterator_cf(self.family(table), IteratorMode::Start) {
             let (key, value) = item?;
             visit(&key, &value)?;
@@ -229,7 +262,11 @@ impl Journal for Store {
     }
 
     fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
-        match self.db.iterator_cf(self.family(table), IteratorMode::End).next() {
+        match self
+            .db
+            .iterator_cf(self.family(table), IteratorMode::End)
+            .next()
+        {
             Some(item) => {
                 let (key, value) = item?;
                 Ok(Some((key.to_vec(), value.to_vec())))

@@ -1,0 +1,115 @@
+//! The QUIC client used by `voucherctl`, the load generator and the tests:
+//! one connection, one bidirectional stream per batch, many batches in flight.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use quinn::{Connection, Endpoint};
+
+use crate::domain::op::{Answer, Request, Role};
+use crate::error::{Error, Refusal};
+use crate::limits::FRAME_BYTES_MAX;
+use crate::tls::{self, CertPaths};
+use crate::wire::{self, Reply};
+
+/// Why a batch got no answers.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The daemon refused the whole frame (nothing ran).
+    #[error("the daemon refused the batch: {} ({})", .0.reason, .0.message)]
+    Refused(Refusal),
+    /// The connection or stream failed; the batch may or may not have run.
+    #[error("connection: {0}")]
+    Connection(String),
+}
+
+fn connection_error(error: impl std::fmt::Display) -> ClientError {
+    ClientError::Connection(error.to_string())
+}
+
+pub struct Client {
+    endpoint: Endpoint,
+    connection: Connection,
+}
+
+impl Client {
+    /// Connects as `role` with the certificates in `certs` (see `voucherd certs`).
+    pub async fn connect(server: SocketAddr, certs: &Path, role: Role) -> Result<Client, Error> {
+        let paths = CertPaths {
+            dir: certs.to_owned(),
+        };
+        let config = tls::client_config(
+            &paths.ca_cert(),
+            &paths.client_cert(role),
+            &paths.client_key(role),
+        )?;
+        Client::connect_with(server, config).await
+    }
+
+    /// Connects with any TLS client configuration (tests use foreign CAs).
+    pub async fn connect_with(
+        server: SocketAddr,
+        config: rustls::ClientConfig,
+    ) -> Result<Client, Error> {
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)
+            .map_err(|e| Error::InvalidInput(format!("QUIC TLS: {e}")))?;
+        let bind: SocketAddr = if server.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        }
+        .parse()
+        .expect("literal");
+        let mut endpoint = Endpoint::client(bind)?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let connecting = endpoint
+            .connect(server, "localhost")
+            .map_err(|e| Error::InvalidInput(format!("connect to {server}: {e}")))?;
+        let connection = connecting
+            .await
+            .map_err(|e| Error::Storage(format!("connect to {server}: {e}")))?;
+        Ok(Client {
+            endpoint,
+            connection,
+        })
+    }
+
+    /// Sends one batch and waits for its answers (in request order).
+    pub async fn execute(&self, requests: &[Request]) -> Result<Vec<Answer>, ClientError> {
+        let frame = wire::encode_requests(requests).map_err(ClientError::Refused)?;
+        self.execute_raw(&frame)
+            .await
+            .and_then(|reply| match reply {
+                Reply::Answers(answers) if answers.len() == requests.len() => Ok(answers),
+                Reply::Answers(answers) => Err(ClientError::Connection(format!(
+                    "{} answers for {} requests",
+                    answers.len(),
+                    requests.len()
+                ))),
+                Reply::Refused(refusal) => Err(ClientError::Refused(refusal)),
+            })
+    }
+
+    /// Sends raw bytes as a request frame (tests send garbage this way).
+    pub async fn execute_raw(&self, frame: &[u8]) -> Result<Reply, ClientError> {
+        let (mut send, mut recv) = self.connection.open_bi().await.map_err(connection_error)?;
+        send.write_all(frame).await.map_err(connection_error)?;
+        send.finish().map_err(connection_error)?;
+        let bytes = recv
+            .read_to_end(FRAME_BYTES_MAX + 4)
+            .await
+            .map_err(connection_error)?;
+        wire::decode_reply(&bytes).map_err(ClientError::Refused)
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Closes the connection and waits until the daemon has been told.
+    pub async fn close(self) {
+        self.connection.close(0u32.into(), b"done");
+        self.endpoint.wait_idle().await;
+    }
+}

@@ -1,0 +1,258 @@
+//! The QUIC service: admission in the accept loop, one task per connection,
+//! one task per request stream, graceful shutdown.
+//!
+//! Connections are capped by a semaphore (refused past `CONNECTIONS_MAX`);
+//! the caller's role comes from its verified client certificate. Each stream
+//! carries one request frame; the batch runs on a blocking thread (the ledger
+//! waits for fsync) and the answer frame goes back on the same stream. A
+//! connection that sends an unreadable frame gets a refusal, then is closed
+//! with `CLOSE_PROTOCOL_ERROR`; everyone else is served on.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::domain::op::{Answer, Role};
+use crate::error::{Error, Reason, Refusal};
+use crate::ledger::Ledger;
+use crate::limits::{
+    BATCHES_IN_FLIGHT_MAX, BATCH_SLOT_WAIT_MS, CONNECTIONS_MAX, FRAME_BYTES_MAX, IDLE_TIMEOUT_MS,
+    REQUEST_READ_TIMEOUT_MS, SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
+};
+use crate::tls;
+use crate::wire::{self, Reply};
+
+/// Application close codes.
+pub const CLOSE_SHUTDOWN: u32 = 0;
+pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
+pub const CLOSE_NO_ROLE: u32 = 2;
+
+/// Binds the QUIC endpoint with the deployment's certificates.
+pub fn endpoint(listen: SocketAddr, certs: &Path) -> Result<Endpoint, Error> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(certs)?)
+        .map_err(|e| Error::InvalidInput(format!("QUIC TLS: {e}")))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(STREAMS_PER_CONNECTION_MAX.into());
+    transport.max_concurrent_uni_streams(0u8.into());
+    transport.max_idle_timeout(Some(quinn::VarInt::from_u32(IDLE_TIMEOUT_MS).into()));
+    config.transport_config(Arc::new(transport));
+    Ok(Endpoint::server(config, listen)?)
+}
+
+struct Shared {
+    ledger: Arc<Ledger>,
+    batches: Semaphore,
+    shutting_down: AtomicBool,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests finish (up to `SHUTDOWN_GRACE_MS`), and closes the endpoint.
+pub async fn serve(
+    endpoint: Endpoint,
+    ledger: Arc<Ledger>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let shared = Arc::new(Shared {
+        ledger,
+        batches: Semaphore::new(BATCHES_IN_FLIGHT_MAX),
+        shutting_down: AtomicBool::new(false),
+    });
+    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let (stop_sender, stop) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                match Arc::clone(&connections).try_acquire_owned() {
+                    Ok(permit) => {
+                        let (shared, stop) = (Arc::clone(&shared), stop.clone());
+                        tasks.spawn(async move {
+                            handle_connection(incoming, shared, stop).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        warn!(remote = %incoming.remote_address(), "connection limit reached; refused");
+                        incoming.refuse();
+                    }
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    info!("shutting down: no new connections or requests");
+    shared.shutting_down.store(true, Ordering::SeqCst);
+    endpoint.set_server_config(None);
+    let _ = stop_sender.send(true);
+    let drained = tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), async {
+        while tasks.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        warn!("in-flight requests did not finish within the grace period");
+    }
+    endpoint.close(CLOSE_SHUTDOWN.into(), b"shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+}
+
+fn peer_role(connection: &Connection) -> Result<Role, String> {
+    let identity = connection.peer_identity().ok_or("no client certificate")?;
+    let certs = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .map_err(|_| "unexpected peer identity")?;
+    tls::role_of(certs.first().ok_or("empty certificate chain")?)
+}
+
+async fn handle_connection(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(error) => {
+            debug!(%remote, %error, "handshake failed");
+            return;
+        }
+    };
+    let role = match peer_role(&connection) {
+        Ok(role) => role,
+        Err(why) => {
+            warn!(%remote, why, "client certificate carries no usable role; closed");
+            connection.close(CLOSE_NO_ROLE.into(), b"certificate carries no role");
+            return;
+        }
+    };
+    let span = tracing::info_span!("connection", %remote, %role);
+    async move {
+        debug!("connected");
+        let mut streams = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                stream = connection.accept_bi() => match stream {
+                    Ok((send, recv)) => {
+                        let (shared, connection) = (Arc::clone(&shared), connection.clone());
+                        streams.spawn(handle_stream(send, recv, role, shared, connection).in_current_span());
+                    }
+                    Err(error) => {
+                        debug!(%error, "connection ended");
+                        break;
+                    }
+                },
+                Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            }
+        }
+        while streams.join_next().await.is_some() {}
+        connection.close(CLOSE_SHUTDOWN.into(), b"bye");
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn handle_stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    role: Role,
+    shared: Arc<Shared>,
+    connection: Connection,
+) {
+    let read = tokio::time::timeout(
+        Duration::from_millis(REQUEST_READ_TIMEOUT_MS),
+        recv.read_to_end(FRAME_BYTES_MAX + 4),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(quinn::ReadToEndError::TooLong)) => Err(Refusal::new(
+            Reason::InvalidRequest,
+            format!("frame is over the limit of {FRAME_BYTES_MAX} bytes"),
+        )),
+        Ok(Err(error)) => {
+            debug!(%error, "stream ended before its request");
+            return;
+        }
+        Err(_) => {
+            warn!("request not delivered within {REQUEST_READ_TIMEOUT_MS} ms; stream reset");
+            let _ = recv.stop(CLOSE_PROTOCOL_ERROR.into());
+            let _ = send.reset(CLOSE_PROTOCOL_ERROR.into());
+            return;
+        }
+    };
+    let (reply, misbehaved) = match bytes.and_then(|bytes| wire::decode_requests(&bytes)) {
+        Err(refusal) => (Reply::Refused(refusal), true),
+        Ok(requests) => (
+            Reply::Answers(run_batch(role, requests, &shared).await),
+            false,
+        ),
+    };
+    if let Reply::Refused(refusal) = &reply {
+        warn!(reason = %refusal.reason, message = %refusal.message, "bad frame; closing the connection");
+    }
+    if send.write_all(&wire::encode_reply(&reply)).await.is_err() || send.finish().is_err() {
+        debug!("client went away before its answer");
+        return;
+    }
+    if misbehaved {
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+        connection.close(CLOSE_PROTOCOL_ERROR.into(), b"bad frame");
+    }
+}
+
+fn refuse_all(
+    requests: &[crate::domain::op::Request],
+    reason: Reason,
+    message: &str,
+) -> Vec<Answer> {
+    requests
+        .iter()
+        .map(|r| Answer::refused(&r.id, reason, message))
+        .collect()
+}
+
+async fn run_batch(
+    role: Role,
+    requests: Vec<crate::domain::op::Request>,
+    shared: &Arc<Shared>,
+) -> Vec<Answer> {
+    if shared.shutting_down.load(Ordering::SeqCst) {
+        return refuse_all(
+            &requests,
+            Reason::ShuttingDown,
+            "the daemon is shutting down; retry elsewhere or later",
+        );
+    }
+    let slot = tokio::time::timeout(
+        Duration::from_millis(BATCH_SLOT_WAIT_MS),
+        shared.batches.acquire(),
+    )
+    .await;
+    let Ok(Ok(_slot)) = slot else {
+        return refuse_all(
+            &requests,
+            Reason::Overloaded,
+            "too many batches in flight; retry",
+        );
+    };
+    let ledger = Arc::clone(&shared.ledger);
+    match tokio::task::spawn_blocking(move || {
+        let answers = ledger.execute(role, &requests);
+        (answers, requests.len())
+    })
+    .await
+    {
+        Ok((answers, _)) => answers,
+        Err(error) => panic!("a batch panicked: {error}"),
+    }
+}

@@ -1,0 +1,233 @@
+//! Certificates and TLS 1.3 configuration (rustls) for mutual TLS.
+//!
+//! A deployment has one CA. The daemon's certificate names `localhost` and
+//! 127.0.0.1; each client certificate carries its role as a URI subject
+//! alternative name `urn:voucherd:role:<role>`, which the daemon reads after
+//! rustls has checked the chain. `generate` makes a development set with rcgen.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::domain::op::Role;
+use crate::error::Error;
+
+/// ALPN protocol name of voucherd over QUIC.
+pub const ALPN: &[u8] = b"voucherd/1";
+const ROLE_URI_PREFIX: &str = "urn:voucherd:role:";
+
+fn tls_error(what: &str, error: impl std::fmt::Display) -> Error {
+    Error::InvalidInput(format!("{what}: {error}"))
+}
+
+/// File names inside a certificate folder.
+pub struct CertPaths {
+    pub dir: PathBuf,
+}
+
+impl CertPaths {
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+    /// A client's files are named after the role (`district:500101` → `district-500101`).
+    pub fn client_cert(&self, role: Role) -> PathBuf {
+        self.dir
+            .join(format!("{}.pem", role.to_string().replace(':', "-")))
+    }
+    pub fn client_key(&self, role: Role) -> PathBuf {
+        self.dir
+            .join(format!("{}.key", role.to_string().replace(':', "-")))
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), Error> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(path)?, text.as_bytes())?;
+    Ok(())
+}
+
+/// Creates a development CA, the server certificate and one client certificate
+/// per role in `dir` (a district certificate for each code in `districts`).
+pub fn generate(dir: &Path, districts: &[crate::domain::ids::DistrictCode]) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)?;
+    let paths = CertPaths {
+        dir: dir.to_owned(),
+    };
+    let rc = |e: rcgen::Error| tls_error("certificate generation", e);
+    let ca_key = KeyPair::generate().map_err(rc)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "voucherd development CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca_params.self_signed(&ca_key).map_err(rc)?;
+    std::fs::write(paths.ca_cert(), ca.pem())?;
+    write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
+
+    let server_key = KeyPair::generate().map_err(rc)?;
+    let mut server_params = CertificateParams::new(vec!["localhost".to_string()]).map_err(rc)?;
+    server_params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::V4(
+            std::net::Ipv4Addr::LOCALHOST,
+        )));
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "voucherd");
+    let server = server_params
+        .signed_by(&server_key, &ca, &ca_key)
+        .map_err(rc)?;
+    std::fs::write(paths.server_cert(), server.pem())?;
+    write_private(&paths.server_key(), &server_key.serialize_pem())?;
+
+    let mut roles = vec![Role::Gateway, Role::Bureau, Role::Auditor];
+    roles.extend(districts.iter().map(|&code| Role::District(code)));
+    for role in roles {
+        let key = KeyPair::generate().map_err(rc)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("voucherd {role}"));
+        let uri = format!("{ROLE_URI_PREFIX}{role}").try_into().map_err(rc)?;
+        params.subject_alt_names.push(SanType::URI(uri));
+        let cert = params.signed_by(&key, &ca, &ca_key).map_err(rc)?;
+        std::fs::write(paths.client_cert(role), cert.pem())?;
+        write_private(&paths.client_key(role), &key.serialize_pem())?;
+    }
+    Ok(())
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_error(&path.display().to_string(), e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(&path.display().to_string(), e))?;
+    if certs.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| tls_error(&path.display().to_string(), e))
+}
+
+fn roots(ca: &Path) -> Result<Arc<rustls::RootCertStore>, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| tls_error("CA certificate", e))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The daemon's TLS: TLS 1.3 only, client certificates required and checked against the CA.
+pub fn server_config(certs: &Path) -> Result<rustls::ServerConfig, Error> {
+    let paths = CertPaths {
+        dir: certs.to_owned(),
+    };
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots(&paths.ca_cert())?,
+        provider(),
+    )
+    .build()
+    .map_err(|e| tls_error("client verifier", e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error("TLS versions", e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            load_certs(&paths.server_cert())?,
+            load_key(&paths.server_key())?,
+        )
+        .map_err(|e| tls_error("server certificate", e))?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// A client's TLS: trusts the deployment CA, presents the role's certificate.
+pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig, Error> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error("TLS versions", e))?
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|e| tls_error("client certificate", e))?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// The role a (chain-verified) client certificate carries.
+pub fn role_of(cert: &CertificateDer<'_>) -> Result<Role, String> {
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
+    let names = parsed
+        .subject_alternative_name()
+        .map_err(|e| e.to_string())?
+        .ok_or("the certificate has no subject alternative names")?;
+    for name in &names.value.general_names {
+        if let x509_parser::extensions::GeneralName::URI(uri) = name {
+            if let Some(role) = uri.strip_prefix(ROLE_URI_PREFIX) {
+                return role.parse();
+            }
+        }
+    }
+    Err("the certificate carries no voucherd role".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_client_certificates_carry_their_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let district = "500101".parse().unwrap();
+        generate(dir.path(), &[district]).unwrap();
+        let paths = CertPaths {
+            dir: dir.path().to_owned(),
+        };
+        for role in [
+            Role::Gateway,
+            Role::Bureau,
+            Role::Auditor,
+            Role::District(district),
+        ] {
+            let cert = &load_certs(&paths.client_cert(role)).unwrap()[0];
+            assert_eq!(role_of(cert).unwrap(), role);
+        }
+        let server = &load_certs(&paths.server_cert()).unwrap()[0];
+        assert!(
+            role_of(server).is_err(),
+            "the server certificate has no role"
+        );
+        assert!(server_config(dir.path()).is_ok());
+        assert!(client_config(
+            &paths.ca_cert(),
+            &paths.client_cert(Role::Gateway),
+            &paths.client_key(Role::Gateway)
+        )
+        .is_ok());
+    }
+}
