@@ -34,21 +34,50 @@ pub const CLOSE_SHUTDOWN: u32 = 0;
 pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
 pub const CLOSE_NO_ROLE: u32 = 2;
 
+/// The service's limits; `Limits::default()` is the constants of `limits.rs`.
+/// Tests shrink them to show each one is enforced.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub connections_max: usize,
+    pub streams_per_connection_max: u32,
+    pub idle_timeout_ms: u32,
+    pub request_read_timeout_ms: u64,
+    pub batches_in_flight_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections_max: CONNECTIONS_MAX,
+            streams_per_connection_max: STREAMS_PER_CONNECTION_MAX,
+            idle_timeout_ms: IDLE_TIMEOUT_MS,
+            request_read_timeout_ms: REQUEST_READ_TIMEOUT_MS,
+            batches_in_flight_max: BATCHES_IN_FLIGHT_MAX,
+        }
+    }
+}
+
 /// Binds the QUIC endpoint with the deployment's certificates.
 pub fn endpoint(listen: SocketAddr, certs: &Path) -> Result<Endpoint, Error> {
+    endpoint_with(listen, certs, &Limits::default())
+}
+
+/// `endpoint` with other limits.
+pub fn endpoint_with(listen: SocketAddr, certs: &Path, limits: &Limits) -> Result<Endpoint, Error> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(certs)?)
         .map_err(|e| Error::InvalidInput(format!("QUIC TLS: {e}")))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.max_concurrent_bidi_streams(STREAMS_PER_CONNECTION_MAX.into());
+    transport.max_concurrent_bidi_streams(limits.streams_per_connection_max.into());
     transport.max_concurrent_uni_streams(0u8.into());
-    transport.max_idle_timeout(Some(quinn::VarInt::from_u32(IDLE_TIMEOUT_MS).into()));
+    transport.max_idle_timeout(Some(quinn::VarInt::from_u32(limits.idle_timeout_ms).into()));
     config.transport_config(Arc::new(transport));
     Ok(Endpoint::server(config, listen)?)
 }
 
 struct Shared {
     ledger: Arc<Ledger>,
+    limits: Limits,
     batches: Semaphore,
     shutting_down: AtomicBool,
 }
@@ -60,12 +89,23 @@ pub async fn serve(
     ledger: Arc<Ledger>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    serve_with(endpoint, ledger, Limits::default(), shutdown).await;
+}
+
+/// `serve` with other limits (the endpoint's come from `endpoint_with`).
+pub async fn serve_with(
+    endpoint: Endpoint,
+    ledger: Arc<Ledger>,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let shared = Arc::new(Shared {
         ledger,
-        batches: Semaphore::new(BATCHES_IN_FLIGHT_MAX),
+        batches: Semaphore::new(limits.batches_in_flight_max),
         shutting_down: AtomicBool::new(false),
+        limits,
     });
-    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let connections = Arc::new(Semaphore::new(shared.limits.connections_max));
     let (stop_sender, stop) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
@@ -168,8 +208,9 @@ async fn handle_stream(
     shared: Arc<Shared>,
     connection: Connection,
 ) {
+    let read_timeout_ms = shared.limits.request_read_timeout_ms;
     let read = tokio::time::timeout(
-        Duration::from_millis(REQUEST_READ_TIMEOUT_MS),
+        Duration::from_millis(read_timeout_ms),
         recv.read_to_end(FRAME_BYTES_MAX + 4),
     )
     .await;
@@ -184,7 +225,7 @@ async fn handle_stream(
             return;
         }
         Err(_) => {
-            warn!("request not delivered within {REQUEST_READ_TIMEOUT_MS} ms; stream reset");
+            warn!("request not delivered within {read_timeout_ms} ms; stream reset");
             let _ = recv.stop(CLOSE_PROTOCOL_ERROR.into());
             let _ = send.reset(CLOSE_PROTOCOL_ERROR.into());
             return;
