@@ -104,6 +104,8 @@ pub trait Journal: Send + Sync {
 #[derive(Default)]
 pub struct MemoryJournal {
     tables: Mutex<BTreeMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    /// (table, key bytes, value bytes) of each put of the last commit.
+    last_commit: Mutex<Vec<(Table, usize, usize)>>,
     refuse_writes: std::sync::atomic::AtomicBool,
 }
 
@@ -126,6 +128,11 @@ impl MemoryJournal {
         value[byte] ^= 1;
     }
 
+    /// The shape of the last commit: (table, key bytes, value bytes) per put.
+    pub fn last_commit(&self) -> Vec<(Table, usize, usize)> {
+        self.last_commit.lock().clone()
+    }
+
     /// Makes `submit` refuse (to test the overloaded path).
     pub fn set_full(&self, full: bool) {
         self.refuse_writes
@@ -145,6 +152,17 @@ impl Journal for MemoryJournal {
                 "the journal is full; retry",
             ));
         }
+        *self.last_commit.lock() = commit
+            .puts
+            .iter()
+            .map(|put| {
+                (
+                    put.table,
+                    put.key.len(),
+                    put.value.as_ref().map_or(0, Vec::len),
+                )
+            })
+            .collect();
         let mut tables = self.tables.lock();
         for put in commit.puts {
             let rows = tables.entry(put.table).or_default();

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod data;
 pub mod digest;
 pub mod domain;
+pub mod engine_limit;
 pub mod error;
 pub mod journal;
 pub mod ledger;

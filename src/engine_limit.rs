@@ -1,0 +1,186 @@
+//! The engine limit: how many redeems per second RocksDB alone can make
+//! durable on this machine, with no rules, no locks and no network.
+//!
+//! It writes what an accepted redeem writes (the puts of a real redeem on an
+//! in-memory ledger: same tables, same key and value sizes) as synced WriteBatches of `group` redeems each,
+//! from one thread, like the committer. The load test reports end-to-end
+//! throughput as a ratio of this figure, measured in the same run.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use crate::error::Error;
+use crate::journal::Table;
+
+/// What one accepted redeem writes: (table, key bytes, value bytes) per put,
+/// taken from a real redeem on an in-memory ledger.
+pub fn redeem_shape() -> Vec<(Table, usize, usize)> {
+    use std::sync::Arc;
+
+    use crate::domain::campaign::{Campaign, Campaigns};
+    use crate::domain::enums::{Category, Channel, InstitutionType, Kind};
+    use crate::domain::ids::PersonSecret;
+    use crate::domain::op::{Op, Reply, Request, Role, SiteSpec};
+    use crate::domain::time::{Clock, ManualClock, SystemClock};
+    use crate::journal::MemoryJournal;
+    use crate::ledger::{Ledger, LedgerConfig};
+
+    let now = SystemClock.now();
+    let journal = Arc::new(MemoryJournal::default());
+    let config = LedgerConfig {
+        campaigns: Campaigns::new(vec![Campaign::default_for(now)]).expect("one campaign"),
+        secret: PersonSecret([1; 32]),
+        clock: Arc::new(ManualClock::new(now)),
+    };
+    let ledger = Ledger::open(config, journal.clone()).expect("an empty ledger opens");
+    let person = "11010519491231002X".to_string();
+    let run = |role: Role, id: &str, op: Op| {
+        let answer = ledger
+            .execute(role, &[Request { id: id.into(), op }])
+            .remove(0);
+        answer
+            .outcome
+            .expect("the sample redeem's steps are accepted")
+    };
+    run(
+        Role::Bureau,
+        "r1",
+        Op::RegisterInstitution {
+            code: "5000001".parse().expect("code"),
+            name: "重庆技工学校".into(),
+            district: "500101".parse().expect("district"),
+            address: "万州区".into(),
+            phone: "023-1".into(),
+            kind: InstitutionType::TechnicianCollege,
+            admin_name: "刘路".into(),
+            admin_id_number: person.clone(),
+            sites: vec![SiteSpec {
+                lat: 30.8,
+                lon: 108.4,
+                radius_m: None,
+            }],
+        },
+    );
+    run(
+        Role::Gateway,
+        "r2",
+        Op::AuthoriseOperator {
+            institution: "5000001".parse().expect("code"),
+            admin_id_number: person.clone(),
+            operator: "operator-0001".parse().expect("operator"),
+        },
+    );
+    let Reply::Issued { voucher } = run(
+        Role::Bureau,
+        "r3",
+        Op::Issue {
+            id_number: person.clone(),
+            category: Category::RuralMigrant,
+            kind: Kind::EmploymentSkills,
+            face_value_fen: 80_000,
+            channel: Channel::Wechat,
+            district: "500101".parse().expect("district"),
+            year: None,
+        },
+    ) else {
+        unreachable!("issue answers a voucher")
+    };
+    run(
+        Role::Gateway,
+        "r4",
+        Op::Claim {
+            voucher,
+            id_number: person,
+        },
+    );
+    run(
+        Role::Gateway,
+        "gateway-request-000000000005",
+        Op::Redeem {
+            voucher,
+            institution: "5000001".parse().expect("code"),
+            operator: "operator-0001".parse().expect("operator"),
+            class: "电工初级 2026 冬季班".into(),
+        },
+    );
+    journal.last_commit()
+}
+
+/// Result of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct LimitRun {
+    pub group: usize,
+    pub redeems: u64,
+    pub elapsed: Duration,
+}
+
+impl LimitRun {
+    pub fn redeems_per_s(&self) -> f64 {
+        self.redeems as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Writes groups of `group` redeem-shaped record sets for `duration` into a
+/// fresh store in `dir`, each group one synced WriteBatch.
+pub fn measure(dir: &Path, group: usize, duration: Duration) -> Result<LimitRun, Error> {
+    let shape = redeem_shape();
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.increase_parallelism(2);
+    let families = Table::ALL
+        .iter()
+        .map(|t| ColumnFamilyDescriptor::new(t.name(), Options::default()));
+    let db = DB::open_cf_descriptors(&options, dir, families)?;
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    let started = Instant::now();
+    let mut redeems = 0u64;
+    while started.elapsed() < duration {
+        let mut batch = WriteBatch::default();
+        for _ in 0..group {
+            redeems += 1;
+            for (index, (table, key_len, value_len)) in shape.iter().enumerate() {
+                let family = db.cf_handle(table.name()).expect("opened");
+                let mut key = vec![0u8; (*key_len).max(8)];
+                let id = redeems.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64;
+                key[..8].copy_from_slice(&id.to_be_bytes());
+                key.truncate((*key_len).max(8));
+                let value = vec![(redeems & 0xff) as u8; *value_len];
+                batch.put_cf(family, &key, &value);
+            }
+        }
+        db.write_opt(batch, &sync)?;
+    }
+    Ok(LimitRun {
+        group,
+        redeems,
+        elapsed: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redeem_writes_voucher_person_text_counters_audit_and_answer() {
+        let shape = redeem_shape();
+        let tables: Vec<Table> = shape.iter().map(|(table, _, _)| *table).collect();
+        for table in [
+            Table::Vouchers,
+            Table::Persons,
+            Table::Texts,
+            Table::Counters,
+            Table::Audit,
+            Table::Requests,
+        ] {
+            assert!(tables.contains(&table), "{table:?} missing from {shape:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let run = measure(dir.path(), 4, Duration::from_millis(50)).unwrap();
+        assert!(run.redeems >= 4 && run.redeems % 4 == 0);
+    }
+}
