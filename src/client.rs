@@ -68,7 +68,7 @@ impl Client {
             .map_err(|e| Error::InvalidInput(format!("connect to {server}: {e}")))?;
         let connection = connecting
             .await
-            .map_err(|e| Error::Storage(format!("connect to {server}: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("connect to {server}: {e}")))?;
         Ok(Client {
             endpoint,
             connection,

@@ -181,6 +181,6 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let run = measure(dir.path(), 4, Duration::from_millis(50)).unwrap();
-        assert!(run.redeems >= 4 && run.redeems % 4 == 0);
+        assert!(run.redeems >= 4 && run.redeems.is_multiple_of(4));
     }
 }

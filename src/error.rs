@@ -166,6 +166,9 @@ pub enum Error {
     /// The operating system or RocksDB failed: retry later or stop.
     #[error("storage: {0}")]
     Storage(String),
+    /// A peer could not be reached or went away: retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -65,6 +65,12 @@ impl Table {
     }
 }
 
+/// A stored (key, value) pair.
+pub type Row = (Vec<u8>, Vec<u8>);
+
+/// What `Journal::scan` calls for each row; an error stops the scan.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), Error> + 'a;
+
 /// One key written (or deleted, when `value` is `None`).
 #[derive(Clone, Debug)]
 pub struct Put {
@@ -91,26 +97,24 @@ pub trait Journal: Send + Sync {
     /// Reads a key as of the last durable commit.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
     /// Calls `visit` for every (key, value) of a table, in key order.
-    fn scan(
-        &self,
-        table: Table,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), Error>,
-    ) -> Result<(), Error>;
+    fn scan(&self, table: Table, visit: &mut Visit) -> Result<(), Error>;
     /// The last (key, value) of a table in key order.
-    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error>;
+    fn last(&self, table: Table) -> Result<Option<Row>, Error>;
 }
+
+type Rows = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// A journal in memory: durable as soon as submitted. For tests and replay.
 #[derive(Default)]
 pub struct MemoryJournal {
-    tables: Mutex<BTreeMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    tables: Mutex<BTreeMap<Table, Rows>>,
     /// (table, key bytes, value bytes) of each put of the last commit.
     last_commit: Mutex<Vec<(Table, usize, usize)>>,
     refuse_writes: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryJournal {
-    fn rows(&self, table: Table) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn rows(&self, table: Table) -> Vec<Row> {
         let tables = self.tables.lock();
         tables
             .get(&table)
@@ -186,18 +190,14 @@ impl Journal for MemoryJournal {
             .and_then(|rows| rows.get(key).cloned()))
     }
 
-    fn scan(
-        &self,
-        table: Table,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    fn scan(&self, table: Table, visit: &mut Visit) -> Result<(), Error> {
         for (key, value) in self.rows(table) {
             visit(&key, &value)?;
         }
         Ok(())
     }
 
-    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+    fn last(&self, table: Table) -> Result<Option<Row>, Error> {
         let tables = self.tables.lock();
         Ok(tables
             .get(&table)

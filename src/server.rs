@@ -245,8 +245,10 @@ async fn handle_stream(
         debug!("client went away before its answer");
         return;
     }
+    // Wait until the peer has the whole answer, so that closing the connection
+    // (a bad frame, or shutdown) never drops an answer already given.
+    let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
     if misbehaved {
-        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
         connection.close(CLOSE_PROTOCOL_ERROR.into(), b"bad frame");
     }
 }

@@ -59,7 +59,7 @@ impl Campaign {
         let file: CampaignFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let deadline = DateTime::parse_from_rfc3339(&file.deadline)
             .map_err(|e| format!("deadline {:?}: {e}", file.deadline))?;
-        if i32::from(deadline.year()) != i32::from(file.year) {
+        if deadline.year() != i32::from(file.year) {
             return Err(format!(
                 "deadline {} is not in the campaign year {}",
                 file.deadline, file.year

@@ -8,8 +8,7 @@ use super::campaign::Campaigns;
 use super::enums::{Category, Channel, Kind};
 use super::geo;
 use super::ids::{
-    is_printable_ascii, DistrictCode, IdNumber, InstitutionCode, OperatorId, PersonKey,
-    PersonSecret, VoucherId,
+    DistrictCode, IdNumber, InstitutionCode, OperatorId, PersonKey, PersonSecret, VoucherId,
 };
 use super::op::Op;
 use super::records::Site;
@@ -101,7 +100,8 @@ pub enum Command {
 
 /// A request id: 1 to 64 printable ASCII characters.
 pub fn check_request_id(id: &str) -> Result<(), Refusal> {
-    if is_printable_ascii(id, REQUEST_ID_BYTES_MAX) {
+    let printable = id.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    if !id.is_empty() && id.len() <= REQUEST_ID_BYTES_MAX && printable {
         Ok(())
     } else {
         refuse(

@@ -32,10 +32,14 @@ impl Context<'_> {
         }
     }
 
-    /// True once the voucher's campaign deadline has passed (or it was expired).
+    /// True for an expired voucher, and for an unfinished one (not completed
+    /// or settled) once its campaign's deadline has passed.
     fn is_expired(&self, voucher: &Voucher) -> Result<bool, Refusal> {
-        Ok(voucher.state == VoucherState::Expired
-            || !self.campaign(voucher.year)?.is_open(self.now))
+        Ok(match voucher.state {
+            VoucherState::Expired => true,
+            VoucherState::Completed | VoucherState::Settled => false,
+            _ => !self.campaign(voucher.year)?.is_open(self.now),
+        })
     }
 }
 

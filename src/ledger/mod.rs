@@ -64,7 +64,11 @@ struct Remembered {
 struct Origin<'a> {
     role: Role,
     request_id: &'a str,
-    time: Timestamp,
+    /// When the operation happens: read from the clock once its locks are
+    /// held (so times follow the order of conflicting changes), unless fixed.
+    time: std::cell::Cell<Timestamp>,
+    /// Replay: the recorded time, never the clock.
+    fixed_time: bool,
     /// The request's content hash, when its answer is to be remembered.
     remember: Option<[u8; 32]>,
 }
@@ -299,7 +303,8 @@ impl Ledger {
         let origin = Origin {
             role,
             request_id: id,
-            time: now,
+            time: std::cell::Cell::new(now),
+            fixed_time: false,
             remember: Some(content),
         };
         let (outcome, ticket) = self.apply_command(&origin, &command, None);
@@ -377,6 +382,14 @@ impl Ledger {
         Ok(Some(remembered.outcome))
     }
 
+    /// Reads "now" for an operation whose locks are held (see `Origin::time`).
+    fn stamp(&self, origin: &Origin) -> Timestamp {
+        if !origin.fixed_time {
+            origin.time.set(self.clock.now());
+        }
+        origin.time.get()
+    }
+
     fn context(&self, now: Timestamp) -> Context<'_> {
         Context {
             campaigns: &self.campaigns,
@@ -396,7 +409,7 @@ impl Ledger {
         let result = match command {
             Command::RegisterInstitution(registration) => {
                 let mut shard = self.institutions.of(&registration.code).write();
-                let context = self.context(origin.time);
+                let context = self.context(self.stamp(origin));
                 rules::register_institution(context, shard.get(&registration.code), registration)
                     .and_then(|institution| {
                         let mut change = Change::default();
@@ -450,7 +463,7 @@ impl Ledger {
                 };
                 let mut shard = self.vouchers.of(&id).write();
                 assert!(!shard.contains_key(&id), "voucher ids are never reused");
-                rules::issue(self.context(origin.time), &issue, id).and_then(|voucher| {
+                rules::issue(self.context(self.stamp(origin)), &issue, id).and_then(|voucher| {
                     let mut change = Change::default();
                     change.voucher(None, &voucher);
                     let reply = Reply::Issued { voucher: id };
@@ -619,6 +632,7 @@ impl Ledger {
     ) -> Result<(Reply, u64), Refusal> {
         let mut shard = self.institutions.of(&code).write();
         let old = shard.get(&code);
+        self.stamp(origin);
         let new = rule(old)?;
         let mut change = Change::default();
         change.institution(old, &new);
@@ -660,7 +674,7 @@ impl Ledger {
             person: person.unwrap_or_default(),
             institution,
         };
-        let (new_voucher, new_person, reply) = rule(self.context(origin.time), found)?;
+        let (new_voucher, new_person, reply) = rule(self.context(self.stamp(origin)), found)?;
         let mut change = Change::default();
         change.voucher(voucher, &new_voucher);
         if let (Some(new_person), Some((holder, year))) = (new_person, person_key) {
@@ -687,8 +701,6 @@ impl Ledger {
         command: &Command,
         year: u16,
     ) -> Result<(Reply, u64), Refusal> {
-        let context = self.context(origin.time);
-        rules::check_expire(context, year)?;
         let mut vouchers: Vec<_> = self
             .vouchers
             .all()
@@ -701,6 +713,8 @@ impl Ledger {
             .iter()
             .map(|shard| shard.write())
             .collect();
+        let context = self.context(self.stamp(origin));
+        rules::check_expire(context, year)?;
         let mut change = Change::default();
         let mut expired = Vec::new();
         let mut uses_back: HashMap<(PersonKey, u16), u8> = HashMap::new();
@@ -807,7 +821,7 @@ impl Ledger {
         }
         let record = AuditRecord {
             seq,
-            time: origin.time,
+            time: origin.time.get(),
             role: origin.role,
             request_id: origin.request_id.to_owned(),
             command: command.clone(),
@@ -874,7 +888,7 @@ impl Ledger {
     ) -> Put {
         let remembered = Remembered {
             content,
-            time: origin.time,
+            time: origin.time.get(),
             outcome,
         };
         Put {
@@ -1034,7 +1048,8 @@ impl Ledger {
         let origin = Origin {
             role: record.role,
             request_id: &record.request_id,
-            time: record.time,
+            time: std::cell::Cell::new(record.time),
+            fixed_time: true,
             remember: None,
         };
         let (outcome, _) = self.apply_command(&origin, &record.command, voucher_id);

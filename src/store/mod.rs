@@ -249,11 +249,7 @@ impl Journal for Store {
         Ok(self.db.get_cf(self.family(table), key)?)
     }
 
-    fn scan(
-        &self,
-        table: Table,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    fn scan(&self, table: Table, visit: &mut crate::journal::Visit) -> Result<(), Error> {
         for item in self.db.iterator_cf(self.family(table), IteratorMode::Start) {
             let (key, value) = item?;
             visit(&key, &value)?;
@@ -261,7 +257,7 @@ impl Journal for Store {
         Ok(())
     }
 
-    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+    fn last(&self, table: Table) -> Result<Option<crate::journal::Row>, Error> {
         match self
             .db
             .iterator_cf(self.family(table), IteratorMode::End)

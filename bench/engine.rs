@@ -1,0 +1,22 @@
+//! The engine limit: bare RocksDB durable redeems per second at several group
+//! sizes (see `voucherd::engine_limit`). Run with `cargo bench --bench engine`;
+//! `VOUCHERD_LIMIT_S` sets seconds per group size (default 5).
+
+use std::time::Duration;
+
+fn main() {
+    // `cargo test --all-targets` runs benches once in test mode: keep that short.
+    let quick = std::env::args().any(|a| a == "--test" || a == "--list");
+    let seconds: f64 = std::env::var("VOUCHERD_LIMIT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 0.2 } else { 5.0 });
+    println!("{:>6} {:>14}", "group", "redeems/s");
+    for group in [1, 4, 16, 64, 256, 1024] {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let run =
+            voucherd::engine_limit::measure(dir.path(), group, Duration::from_secs_f64(seconds))
+                .expect("RocksDB");
+        println!("{group:>6} {:>14.0}", run.redeems_per_s());
+    }
+}

@@ -1,0 +1,627 @@
+//! The real binaries: `voucherd serve` as a child process, `voucherctl` as
+//! the client. A SIGKILLed daemon keeps every acknowledged operation; a
+//! SIGTERMed one exits 0; `voucherctl batch` answers line by line with the
+//! documented exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::id_number;
+use serde_json::{json, Value};
+
+const VOUCHERD: &str = env!("CARGO_BIN_EXE_voucherd");
+const VOUCHERCTL: &str = env!("CARGO_BIN_EXE_voucherctl");
+/// How long the daemon may take to start listening or to exit.
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `voucherd serve` child process on 127.0.0.1:0.
+struct Daemon {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon on `data` and `certs` and waits for its
+    /// `voucherd: listening on ADDR` line. Its log goes to `log`.
+    fn start(data: &Path, certs: &Path, log: &Path) -> Daemon {
+        let mut child = Command::new(VOUCHERD)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .arg("--certs")
+            .arg(certs)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("voucherd starts");
+        let stdout = child.stdout.take().unwrap();
+        let (lines, received) = mpsc::channel();
+        // Reads stdout to its end so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // Once nobody listens, the lines are dropped; draining goes on.
+                let _ = lines.send(line);
+            }
+        });
+        let started = Instant::now();
+        let addr = loop {
+            let left = DAEMON_TIMEOUT.saturating_sub(started.elapsed());
+            match received.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("voucherd: listening on ") {
+                        break addr.trim().to_owned();
+                    }
+                }
+                Err(error) => {
+                    let _ = child.kill();
+                    panic!(
+                        "voucherd did not report its address ({error}); log:\n{}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    );
+                }
+            }
+        };
+        Daemon {
+            child,
+            addr,
+            log: log.to_owned(),
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Waits for the daemon to exit on its own.
+    fn wait(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > DAEMON_TIMEOUT {
+                let _ = self.child.kill();
+                panic!(
+                    "voucherd did not exit within {DAEMON_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown at all.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `voucherctl --server ADDR --certs CERTS ARGS...` with `stdin`.
+fn ctl_with(addr: &str, certs: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(VOUCHERCTL);
+    command
+        .args(["--server", addr, "--certs"])
+        .arg(certs)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = command.spawn().expect("voucherctl starts");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(text.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn describe(args: &[&str], output: &Output) -> String {
+    format!(
+        "voucherctl {args:?}: {}\nstdout:\n{}stderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    )
+}
+
+/// Runs voucherctl and expects exit code 0; returns stdout.
+fn ctl_ok(addr: &str, certs: &Path, args: &[&str]) -> String {
+    let output = ctl_with(addr, certs, args, None);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(args, &output));
+    text(&output.stdout)
+}
+
+/// Runs voucherctl with `--json` and expects one accepted answer.
+fn ctl_json(addr: &str, certs: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let stdout = ctl_ok(addr, certs, &all);
+    let answer: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("voucherctl {all:?} printed no JSON ({e}): {stdout}");
+    });
+    assert_eq!(answer["ok"], true, "{answer}");
+    answer
+}
+
+/// The JSON answers of `voucherctl batch`, one per line.
+fn answers(output: &Output) -> Vec<Value> {
+    text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+const SITE: &str = "29.5576,106.5775";
+
+fn register_args<'a>(code: &'a str, admin: &'a str) -> Vec<&'a str> {
+    vec![
+        "institution",
+        "register",
+        "--code",
+        code,
+        "--name",
+        "重庆市渝中区职业培训学校",
+        "--district",
+        "500101",
+        "--address",
+        "重庆市渝中区解放碑",
+        "--phone",
+        "023-88126902",
+        "--type",
+        "private_school",
+        "--admin-name",
+        "刘路",
+        "--admin-id-number",
+        admin,
+        "--site",
+        SITE,
+    ]
+}
+
+fn issue_args<'a>(person: &'a str, kind: &'a str) -> Vec<&'a str> {
+    vec![
+        "issue",
+        "--id-number",
+        person,
+        "--category",
+        "rural_migrant",
+        "--kind",
+        kind,
+        "--face-value-fen",
+        "80000",
+        "--district",
+        "500101",
+    ]
+}
+
+fn issue_voucher(addr: &str, certs: &Path, person: &str, kind: &str) -> String {
+    let answer = ctl_json(addr, certs, &issue_args(person, kind));
+    answer["voucher"].as_str().expect("a voucher id").to_owned()
+}
+
+#[test]
+fn acknowledged_operations_survive_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    let daemon = Daemon::start(&data, &certs, &dir.path().join("first.log"));
+    assert!(
+        certs.join("ca.pem").exists(),
+        "serve created development certificates"
+    );
+    let addr = daemon.addr.clone();
+    let admin = id_number(1);
+    let (holder, other) = (id_number(10), id_number(11));
+
+    // Human subcommands.
+    assert_eq!(
+        ctl_ok(&addr, &certs, &register_args("5000001", &admin)).trim(),
+        "ok"
+    );
+    ctl_ok(
+        &addr,
+        &certs,
+        &[
+            "operator",
+            "authorise",
+            "--institution",
+            "5000001",
+            "--admin-id-number",
+            &admin,
+            "--operator",
+            "op-1",
+        ],
+    );
+    let human = ctl_ok(&addr, &certs, &issue_args(&holder, "employment_skills"));
+    let v1 = human
+        .trim()
+        .strip_prefix("issued voucher ")
+        .unwrap_or_else(|| panic!("issue printed {human:?}"))
+        .to_owned();
+    let v2 = issue_voucher(&addr, &certs, &holder, "entrepreneurship");
+    let v3 = issue_voucher(&addr, &certs, &holder, "hr_services");
+    let v4 = issue_voucher(&addr, &certs, &other, "hr_services");
+    ctl_ok(
+        &addr,
+        &certs,
+        &["claim", "--voucher", &v1, "--id-number", &holder],
+    );
+    let redeemed = ctl_ok(
+        &addr,
+        &certs,
+        &[
+            "redeem",
+            "--voucher",
+            &v1,
+            "--institution",
+            "5000001",
+            "--operator",
+            "op-1",
+            "--class",
+            "电工初级",
+        ],
+    );
+    assert!(redeemed.contains("uses this year: 1"), "{redeemed}");
+    let checkin = ctl_json(
+        &addr,
+        &certs,
+        &[
+            "checkin",
+            "--voucher",
+            &v1,
+            "--lat",
+            "29.5576",
+            "--lon",
+            "106.5775",
+        ],
+    );
+    assert_eq!(checkin["checkins"], 1);
+    ctl_ok(
+        &addr,
+        &certs,
+        &["complete", "--voucher", &v1, "--institution", "5000001"],
+    );
+    ctl_ok(
+        &addr,
+        &certs,
+        &[
+            "evaluate",
+            "--voucher",
+            &v1,
+            "--id-number",
+            &holder,
+            "--score",
+            "4",
+            "--comment",
+            "实用",
+        ],
+    );
+    ctl_ok(
+        &addr,
+        &certs,
+        &[
+            "--as",
+            "district:500101",
+            "settle",
+            "--voucher",
+            &v1,
+            "--amount-fen",
+            "70000",
+        ],
+    );
+    // A refused operation exits 3 and changes nothing.
+    let refused = ctl_with(
+        &addr,
+        &certs,
+        &["claim", "--voucher", &v4, "--id-number", &holder],
+        None,
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "{}",
+        describe(&[], &refused)
+    );
+    assert!(text(&refused.stdout).contains("not_holder"));
+
+    // A batch (gateway by default).
+    let batch = [
+        json!({"id": "batch-1", "op": "claim", "voucher": v2, "id_number": holder}),
+        json!({"id": "batch-2", "op": "redeem", "voucher": v2, "institution": "5000001", "operator": "op-1", "class": "育婴员"}),
+        json!({"id": "batch-3", "op": "claim", "voucher": v3, "id_number": holder}),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect::<Vec<_>>()
+    .join("\n");
+    let output = ctl_with(&addr, &certs, &["batch"], Some(&batch));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        describe(&["batch"], &output)
+    );
+    let batch_answers = answers(&output);
+    assert_eq!(batch_answers.len(), 3);
+    assert!(
+        batch_answers.iter().all(|a| a["ok"] == true),
+        "{batch_answers:?}"
+    );
+    // An acknowledged request id, to retry after the restart.
+    let retried_args = [
+        "--json",
+        "--request-id",
+        "retry-me",
+        "--as",
+        "bureau",
+        "issue",
+        "--id-number",
+        &other,
+        "--category",
+        "unemployed",
+        "--kind",
+        "adaptability",
+        "--face-value-fen",
+        "50000",
+        "--district",
+        "500101",
+    ];
+    let first_answer = ctl_ok(&addr, &certs, &retried_args);
+    let v5 = serde_json::from_str::<Value>(&first_answer).unwrap()["voucher"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let head_before = ctl_json(&addr, &certs, &["audit", "head"]);
+    let stats_before = ctl_json(&addr, &certs, &["stats", "--district", "500101"]);
+
+    daemon.kill();
+
+    let daemon = Daemon::start(&data, &certs, &dir.path().join("second.log"));
+    let addr = daemon.addr.clone();
+    let show = |voucher: &str| ctl_json(&addr, &certs, &["voucher", "show", voucher]);
+    let settled = show(&v1);
+    assert_eq!(settled["state"], "settled", "{settled}");
+    assert_eq!(settled["kind"], "employment_skills");
+    assert_eq!(settled["institution"], "5000001");
+    assert_eq!(settled["checkins"], 1);
+    assert_eq!(settled["score"], 4);
+    assert_eq!(settled["settled_fen"], 70_000);
+    assert_eq!(settled["face_value_fen"], 80_000);
+    assert_eq!(show(&v2)["state"], "redeemed");
+    assert_eq!(show(&v3)["state"], "claimed");
+    assert_eq!(show(&v4)["state"], "issued");
+    assert_eq!(show(&v5)["face_value_fen"], 50_000);
+    let human = ctl_ok(&addr, &certs, &["voucher", "show", &v1]);
+    assert!(human.contains("settled"), "{human}");
+
+    let head_after = ctl_json(&addr, &certs, &["audit", "head"]);
+    assert_eq!(head_after["seq"], head_before["seq"]);
+    assert_eq!(head_after["hash"], head_before["hash"]);
+    assert_eq!(head_after["state_digest"], head_before["state_digest"]);
+    let stats_after = ctl_json(&addr, &certs, &["stats", "--district", "500101"]);
+    assert_eq!(stats_after["districts"], stats_before["districts"]);
+    assert_eq!(stats_after["coverage"], stats_before["coverage"]);
+    let row = &stats_after["districts"][0];
+    assert_eq!(row["code"], "500101");
+    assert_eq!(
+        (&row["issued"], &row["claimed"], &row["used"]),
+        (&json!(5), &json!(3), &json!(2)),
+        "{row}"
+    );
+    assert_eq!(stats_after["coverage"]["institutions_registered"], 1);
+    assert_eq!(stats_after["coverage"]["used_with_checkin"], 1);
+
+    // The retried request id answers as before and applies nothing.
+    let again = ctl_ok(&addr, &certs, &retried_args);
+    let first: Value = serde_json::from_str(&first_answer).unwrap();
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(
+        ctl_json(&addr, &certs, &["audit", "head"])["seq"],
+        head_before["seq"]
+    );
+    drop(daemon);
+}
+
+#[test]
+fn voucherctl_batch_answers_every_line_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    let daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"));
+    let addr = daemon.addr.clone();
+    let person = id_number(20);
+    let long_id = "x".repeat(65);
+    let issue = |id: &str, person: &str| {
+        json!({"id": id, "op": "issue", "id_number": person, "category": "college_graduate",
+               "kind": "entrepreneurship", "face_value_fen": 120000, "channel": "yukuaiban",
+               "district": "500101"})
+        .to_string()
+    };
+    let lines = [
+        issue("b-1", &person),
+        issue("b-2", "500101199001011234"),
+        "{not json".to_string(),
+        json!({"id": long_id, "op": "audit_head"}).to_string(),
+        json!({"id": "b-5", "op": "get_voucher", "voucher": "V9999999999"}).to_string(),
+        json!({"id": "b-6", "op": "audit_head"}).to_string(),
+        json!({"id": "b-7", "op": "claim", "voucher": "V0000000001", "id_number": person})
+            .to_string(),
+        json!({"id": "b-8", "op": "issue", "id_number": person}).to_string(),
+    ];
+    let input = lines.join("\n") + "\n";
+    let seq_before = ctl_json(&addr, &certs, &["audit", "head"])["seq"]
+        .as_u64()
+        .unwrap();
+    let args = ["--as", "bureau", "batch"];
+    let output = ctl_with(&addr, &certs, &args, Some(&input));
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        describe(&args, &output)
+    );
+    let got = answers(&output);
+    assert_eq!(got.len(), lines.len(), "{}", describe(&args, &output));
+    let expected: [(&str, Option<&str>); 8] = [
+        ("b-1", None),
+        ("b-2", Some("invalid_id_number")),
+        ("line:3", Some("invalid_request")),
+        (&long_id, Some("invalid_request")),
+        ("b-5", Some("unknown_voucher")),
+        ("b-6", None),
+        ("b-7", Some("forbidden_role")),
+        ("b-8", Some("invalid_request")),
+    ];
+    for (n, (answer, (id, reason))) in got.iter().zip(expected).enumerate() {
+        assert_eq!(answer["id"], id, "line {}: {answer}", n + 1);
+        match reason {
+            None => assert_eq!(answer["ok"], true, "line {}: {answer}", n + 1),
+            Some(reason) => {
+                assert_eq!(answer["ok"], false, "line {}: {answer}", n + 1);
+                assert_eq!(answer["reason"], reason, "line {}: {answer}", n + 1);
+                assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
+            }
+        }
+    }
+    let voucher = got[0]["voucher"].as_str().unwrap().to_owned();
+    assert_eq!(got[5]["seq"], seq_before + 1, "only b-1 changed the ledger");
+
+    // Every line accepted: exit 0; from a file this time, as the gateway.
+    let file = dir.path().join("claims.jsonl");
+    std::fs::write(
+        &file,
+        [
+            json!({"id": "c-1", "op": "claim", "voucher": voucher, "id_number": person}),
+            json!({"id": "c-2", "op": "get_voucher", "voucher": voucher}),
+        ]
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n"),
+    )
+    .unwrap();
+    let args = ["batch", file.to_str().unwrap()];
+    let output = ctl_with(&addr, &certs, &args, None);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        describe(&args, &output)
+    );
+    let got = answers(&output);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], json!({"id": "c-1", "ok": true}));
+    assert_eq!(got[1]["state"], "claimed");
+
+    // A usage error voucherctl itself detects: settle needs a district role.
+    let args = ["settle", "--voucher", &voucher, "--amount-fen", "1"];
+    let output = ctl_with(&addr, &certs, &args, None);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        describe(&args, &output)
+    );
+    assert!(
+        text(&output.stderr).contains("--as district:"),
+        "{}",
+        describe(&args, &output)
+    );
+    assert!(output.stdout.is_empty());
+    drop(daemon);
+}
+
+/// API of voucherctl: "1 usage or connection error".
+#[test]
+
+fn voucherctl_usage_errors_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--no-such-flag", "audit", "head"][..],
+        &["--as", "emperor", "audit", "head"][..],
+        &["issue", "--id-number", "1"][..],
+        &["teleport"][..],
+    ] {
+        let output = ctl_with("127.0.0.1:9", dir.path(), args, None);
+        assert_eq!(output.status.code(), Some(1), "{}", describe(args, &output));
+        assert!(!output.stderr.is_empty(), "{}", describe(args, &output));
+        assert!(output.stdout.is_empty(), "{}", describe(args, &output));
+    }
+}
+
+#[test]
+fn voucherctl_reports_an_unreachable_server_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let status = Command::new(VOUCHERD)
+        .args(["certs", "--out"])
+        .arg(&certs)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // A port nobody answers on: a bound UDP socket that never replies.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let output = ctl_with(&addr, &certs, &["audit", "head"], None);
+    eprintln!("voucherctl gave up after {:?}", started.elapsed());
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&[], &output));
+    let stderr = text(&output.stderr);
+    assert!(stderr.starts_with("voucherctl: "), "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+    assert!(output.stdout.is_empty());
+    drop(silent);
+    // Missing certificates are a clear error too, and fast.
+    let output = ctl_with(&addr, &dir.path().join("nowhere"), &["audit", "head"], None);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&[], &output));
+    assert!(text(&output.stderr).contains("ca.pem"));
+}
+
+#[test]
+fn sigterm_stops_the_daemon_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    let mut daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"));
+    let voucher = issue_voucher(&daemon.addr, &certs, &id_number(30), "hr_services");
+    let status = Command::new("kill")
+        .args(["-TERM", &daemon.pid()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = daemon.wait();
+    assert_eq!(status.code(), Some(0), "{status}; log:\n{}", daemon.log());
+    drop(daemon);
+    // The data folder opens again with the voucher in it.
+    let daemon = Daemon::start(&data, &certs, &dir.path().join("again.log"));
+    let shown = ctl_json(&daemon.addr, &certs, &["voucher", "show", &voucher]);
+    assert_eq!(shown["state"], "issued");
+}
