@@ -5,9 +5,10 @@ deps:
 	@./ops/install-deps.sh
 
 # The daemon on embedded defaults: the 2021 rules on this year's campaign,
-# data in ./voucherd-data, development certificates in ./certs (created if missing).
+# data in ./voucherd-data, development certificates in ./certs (created if missing),
+# Prometheus metrics at http://127.0.0.1:9464/metrics.
 run: deps
-	cargo run --release --bin voucherd -- serve
+	cargo run --release --bin voucherd -- serve --metrics 127.0.0.1:9464
 
 # Formatting, lints, and every test (unit, integration, doc).
 test: deps

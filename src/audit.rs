@@ -160,3 +160,21 @@ impl<R: Read> ExportReader<R> {
         Ok(Some(entry))
     }
 }
+
+/// One stored entry as an auditor's JSON line: the record's fields, its link
+/// and hash (hex), and the entry itself (hex, the bytes the hash covers plus
+/// the hash) so the binary form can be rebuilt from the JSON.
+pub fn entry_json(entry: &[u8]) -> Result<serde_json::Value, String> {
+    let (record, hash) = open(entry)?;
+    Ok(serde_json::json!({
+        "seq": record.seq,
+        "time": record.time.0,
+        "role": record.role,
+        "request_id": record.request_id,
+        "command": record.command,
+        "reply": record.reply,
+        "prev_hash": hex::encode(record.prev_hash),
+        "hash": hex::encode(hash),
+        "entry": hex::encode(entry),
+    }))
+}

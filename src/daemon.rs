@@ -13,6 +13,7 @@ use crate::domain::campaign::Campaign;
 use crate::domain::time::{Clock, SystemClock};
 use crate::error::Error;
 use crate::server;
+use crate::telemetry;
 use crate::tls::CertPaths;
 
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7443";
@@ -32,6 +33,8 @@ pub struct DaemonConfig {
     /// Certificate folder (ca.pem, server.pem/key); created with development
     /// certificates when it does not exist.
     pub certs: PathBuf,
+    /// Loopback HTTP address of the Prometheus `/metrics` endpoint; absent: no metrics.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for DaemonConfig {
@@ -41,6 +44,7 @@ impl Default for DaemonConfig {
             data: DATA_DEFAULT.into(),
             campaign: None,
             certs: CERTS_DEFAULT.into(),
+            metrics: None,
         }
     }
 }
@@ -94,10 +98,32 @@ pub async fn run(
     let (vouchers, persons, institutions) = opened.ledger.sizes();
     let (seq, _, digest) = opened.ledger.head();
     info!(vouchers, persons, institutions, audit_seq = seq, state_digest = %digest, data = %config.data.display(), "ledger recovered");
+    let sampler = match config.metrics {
+        Some(listen) => {
+            telemetry::install(listen)?;
+            info!(%listen, "metrics at http://{listen}/metrics");
+            let sampler =
+                telemetry::sample_forever(Arc::clone(&opened.ledger), Arc::clone(&opened.store));
+            Some(tokio::spawn(sampler))
+        }
+        None => None,
+    };
+    let control = tokio::spawn({
+        let (data, store) = (config.data.clone(), Arc::clone(&opened.store));
+        async move {
+            if let Err(error) = crate::backup::serve_control(data, store).await {
+                tracing::error!(%error, "control socket stopped; online backups are unavailable");
+            }
+        }
+    });
     let endpoint = server::endpoint(config.listen, &config.certs)?;
     let address = endpoint.local_addr()?;
     ready(address);
     server::serve(endpoint, Arc::clone(&opened.ledger), shutdown).await;
+    for task in sampler.into_iter().chain([control]) {
+        task.abort();
+        let _ = task.await;
+    }
     drop(opened);
     info!("stopped; every acknowledged change is on disk");
     Ok(())

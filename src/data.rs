@@ -16,7 +16,8 @@ use crate::journal::{Journal, Table};
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::store::Store;
 
-const SECRET_FILE: &str = "person.key";
+/// The person-key secret inside a data folder.
+pub const SECRET_FILE: &str = "person.key";
 const STORE_DIR: &str = "ledger";
 
 /// Reads the secret that keys ID-number hashes, creating it (mode 0600) on first start.

@@ -100,6 +100,17 @@ pub trait Journal: Send + Sync {
     fn scan(&self, table: Table, visit: &mut Visit) -> Result<(), Error>;
     /// The last (key, value) of a table in key order.
     fn last(&self, table: Table) -> Result<Option<Row>, Error>;
+    /// Up to `limit` rows of a table from key `from` on, in key order.
+    fn range(&self, table: Table, from: &[u8], limit: usize) -> Result<Vec<Row>, Error> {
+        let mut rows = Vec::new();
+        self.scan(table, &mut |key, value| {
+            if key >= from && rows.len() < limit {
+                rows.push((key.to_vec(), value.to_vec()));
+            }
+            Ok(())
+        })?;
+        Ok(rows)
+    }
 }
 
 type Rows = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -195,6 +206,19 @@ impl Journal for MemoryJournal {
             visit(&key, &value)?;
         }
         Ok(())
+    }
+
+    fn range(&self, table: Table, from: &[u8], limit: usize) -> Result<Vec<Row>, Error> {
+        let tables = self.tables.lock();
+        Ok(tables
+            .get(&table)
+            .map(|rows| {
+                rows.range(from.to_vec()..)
+                    .take(limit)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     fn last(&self, table: Table) -> Result<Option<Row>, Error> {

@@ -8,10 +8,13 @@
 //! - `journal.rs`: the durability contract the ledger writes through;
 //!   `store/`: its RocksDB implementation with a group-committing thread.
 //! - `audit.rs`: audit records, chain verification, the binary export.
+//! - `server.rs`, `wire.rs`, `client.rs`, `tls.rs`: the QUIC service and its
+//!   frames; `telemetry.rs`: Prometheus metrics; `daemon.rs`: start-up.
 //! - `codec.rs`, `digest.rs`, `limits.rs`, `error.rs`: encoding, state digest,
 //!   every limit, and the error and reason-code types.
 
 pub mod audit;
+pub mod backup;
 pub mod client;
 pub mod codec;
 pub mod ctl;
@@ -26,6 +29,7 @@ pub mod ledger;
 pub mod limits;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod tools;
 pub mod wire;

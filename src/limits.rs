@@ -39,6 +39,14 @@ pub const REQUEST_PRUNE_BATCH_MAX: usize = 10_000;
 /// Longest encoded record read back from storage or an audit export, bytes.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Audit records one `audit_read` answers at most (and by default).
+pub const AUDIT_PAGE_RECORDS_MAX: u32 = 1024;
+/// Bytes of audit entries one `audit_read` answers at most (one entry always
+/// goes, so a page always moves forward); keeps answers far below the frame limit.
+pub const AUDIT_PAGE_BYTES_MAX: usize = 1024 * 1024;
+/// `audit_read`s per request frame: one, so a frame's answer stays bounded.
+pub const AUDIT_READS_PER_FRAME_MAX: usize = 1;
+
 /// Version of the wire protocol a frame carries; others are refused.
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Largest frame (request or answer), bytes, length prefix excluded.

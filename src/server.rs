@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{watch, Semaphore};
@@ -26,6 +26,7 @@ use crate::limits::{
     BATCHES_IN_FLIGHT_MAX, BATCH_SLOT_WAIT_MS, CONNECTIONS_MAX, FRAME_BYTES_MAX, IDLE_TIMEOUT_MS,
     REQUEST_READ_TIMEOUT_MS, SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
 };
+use crate::telemetry;
 use crate::tls;
 use crate::wire::{self, Reply};
 
@@ -118,12 +119,15 @@ pub async fn serve_with(
                     Ok(permit) => {
                         let (shared, stop) = (Arc::clone(&shared), stop.clone());
                         tasks.spawn(async move {
+                            metrics::gauge!(telemetry::CONNECTIONS).increment(1.0);
                             handle_connection(incoming, shared, stop).await;
+                            metrics::gauge!(telemetry::CONNECTIONS).decrement(1.0);
                             drop(permit);
                         });
                     }
                     Err(_) => {
                         warn!(remote = %incoming.remote_address(), "connection limit reached; refused");
+                        metrics::counter!(telemetry::CONNECTIONS_REFUSED).increment(1);
                         incoming.refuse();
                     }
                 }
@@ -239,6 +243,7 @@ async fn handle_stream(
         ),
     };
     if let Reply::Refused(refusal) = &reply {
+        metrics::counter!(telemetry::FRAMES_REFUSED).increment(1);
         warn!(reason = %refusal.reason, message = %refusal.message, "bad frame; closing the connection");
     }
     if send.write_all(&wire::encode_reply(&reply)).await.is_err() || send.finish().is_err() {
@@ -289,13 +294,15 @@ async fn run_batch(
         );
     };
     let ledger = Arc::clone(&shared.ledger);
+    let started = Instant::now();
     match tokio::task::spawn_blocking(move || {
         let answers = ledger.execute(role, &requests);
-        (answers, requests.len())
+        telemetry::record_batch(&requests, &answers, started.elapsed());
+        answers
     })
     .await
     {
-        Ok((answers, _)) => answers,
+        Ok(answers) => answers,
         Err(error) => panic!("a batch panicked: {error}"),
     }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use voucherd::client::Client;
-use voucherd::ctl::{human, parse_line, Line};
+use voucherd::ctl::{audit_export, human, parse_line, ExportFormat, Line};
 use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
 use voucherd::domain::ids::{DistrictCode, InstitutionCode, OperatorId, VoucherId};
 use voucherd::domain::op::{Answer, Op, Request, Role, SiteSpec};
@@ -243,6 +243,17 @@ enum VoucherCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     Head,
+    /// Stream the audit chain to a file while the daemon serves (auditor).
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        /// First sequence number (the binary form starts at 1).
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// jsonl: one JSON object per record; binary: the form `voucherd replay` reads.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
 }
 
 fn op_of(command: Command) -> Op {
@@ -378,6 +389,9 @@ fn op_of(command: Command) -> Op {
         Command::Audit {
             command: AuditCommand::Head,
         } => Op::AuditHead,
+        Command::Audit {
+            command: AuditCommand::Export { .. },
+        } => unreachable!("audit export is handled apart"),
     }
 }
 
@@ -487,6 +501,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::SUCCESS
         });
+    }
+    if let Command::Audit {
+        command: AuditCommand::Export { out, from, format },
+    } = command
+    {
+        let client = connect(cli.role.unwrap_or(Role::Auditor)).await?;
+        let file = std::io::BufWriter::new(std::fs::File::create(&out)?);
+        let records = audit_export(&client, from, format, file).await?;
+        client.close().await;
+        eprintln!("exported {records} audit records to {}", out.display());
+        return Ok(ExitCode::SUCCESS);
     }
     let op = op_of(command);
     let Some(role) = cli.role.or_else(|| default_role(&op)) else {

@@ -34,6 +34,21 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Take a consistent backup of a data folder into a new folder, through the
+    /// running daemon (its control socket) or directly when no daemon runs.
+    Backup {
+        #[arg(long, default_value = "voucherd-data")]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a backup, copy it into a new data folder, and check the copy.
+    Restore {
+        #[arg(long)]
+        backup: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Rebuild the state from an audit export and print its digest.
     Replay {
         /// A binary export written by `voucherd audit export`.
@@ -44,7 +59,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// TOML config file (keys: listen, data, campaign, certs); flags override it.
+    /// TOML config file (keys: listen, data, campaign, certs, metrics); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     #[arg(long)]
@@ -56,6 +71,9 @@ struct ServeArgs {
     campaign: Option<PathBuf>,
     #[arg(long)]
     certs: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (loopback, e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
     /// Log as JSON lines instead of human text.
     #[arg(long)]
     log_json: bool,
@@ -127,6 +145,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(certs) = args.certs {
         config.certs = certs;
     }
+    if let Some(metrics) = args.metrics {
+        config.metrics = Some(metrics);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -176,6 +197,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let records = voucherd::tools::export(&data, &out)?;
             println!("exported {records} audit records to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { data, out } => {
+            let manifest = voucherd::backup::backup(&data, &out)?;
+            println!(
+                "backup of {} in {}: audit record {} (hash {})",
+                data.display(),
+                out.display(),
+                manifest.audit_seq,
+                manifest.audit_hash
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { backup, data } => {
+            let checked = voucherd::backup::restore(&backup, &data)?;
+            println!(
+                "restored {} into {}: audit record {} (hash {}), {} vouchers, state_digest {}",
+                backup.display(),
+                data.display(),
+                checked.manifest.audit_seq,
+                checked.manifest.audit_hash,
+                checked.vouchers,
+                checked.state_digest
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay { log } => {

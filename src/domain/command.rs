@@ -19,7 +19,7 @@ use crate::limits::{
 };
 
 /// A registration as the rules see it: ID number hashed, sites checked.
-#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, serde::Serialize)]
 pub struct Registration {
     pub code: InstitutionCode,
     pub name: String,
@@ -33,7 +33,8 @@ pub struct Registration {
 }
 
 /// A validated change. This is what the audit log records (no ID number in clear).
-#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, serde::Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     RegisterInstitution(Box<Registration>),
     SetInstitutionAdmin {
@@ -175,7 +176,8 @@ fn sites(specs: &[super::op::SiteSpec]) -> Result<Vec<Site>, Refusal> {
 
 impl Command {
     /// Checks every field of a changing operation. Reads (`get_voucher`,
-    /// `stats`, `audit_head`) are not commands: this returns `None` for them.
+    /// `stats`, `audit_head`, `audit_read`) are not commands: this checks
+    /// their fields and returns `None` for them.
     pub fn from_op(
         op: &Op,
         secret: &PersonSecret,
@@ -345,6 +347,15 @@ impl Command {
                     );
                 }
                 Command::Expire { year: *year }
+            }
+            Op::AuditRead { from, limit } => {
+                if *from == 0 {
+                    return refuse(Reason::InvalidRequest, "audit sequence numbers start at 1");
+                }
+                if *limit == Some(0) {
+                    return refuse(Reason::InvalidRequest, "limit must be at least 1");
+                }
+                return Ok(None);
             }
             Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead => return Ok(None),
         };

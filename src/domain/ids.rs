@@ -212,10 +212,15 @@ impl fmt::Debug for PersonSecret {
 }
 
 /// A person (or an institution admin) as the ledger knows them: blake3 keyed hash of the ID number.
-#[derive(
-    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
 pub struct PersonKey(pub [u8; 32]);
+
+/// In JSON (audit exports) a person key is its hex form.
+impl Serialize for PersonKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(self.0))
+    }
+}
 
 impl fmt::Debug for PersonKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

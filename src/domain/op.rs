@@ -31,6 +31,12 @@ impl std::fmt::Display for Role {
     }
 }
 
+impl Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(text: &str) -> Result<Role, String> {
@@ -146,6 +152,13 @@ pub enum Op {
         year: Option<u16>,
     },
     AuditHead,
+    /// Addition to API.md: audit records from sequence number `from` on, at
+    /// most `limit` (default and ceiling `AUDIT_PAGE_RECORDS_MAX`); auditor or bureau.
+    AuditRead {
+        from: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
 }
 
 impl Op {
@@ -168,6 +181,7 @@ impl Op {
             Op::GetVoucher { .. } => "get_voucher",
             Op::Stats { .. } => "stats",
             Op::AuditHead => "audit_head",
+            Op::AuditRead { .. } => "audit_read",
         }
     }
 
@@ -175,7 +189,7 @@ impl Op {
     pub fn is_read(&self) -> bool {
         matches!(
             self,
-            Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead
+            Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead | Op::AuditRead { .. }
         )
     }
 
@@ -198,6 +212,7 @@ impl Op {
             Op::Settle { .. } => matches!(role, Role::District(_)),
             Op::Stats { .. } => matches!(role, Role::Bureau | Role::District(_) | Role::Auditor),
             Op::GetVoucher { .. } | Op::AuditHead => true,
+            Op::AuditRead { .. } => matches!(role, Role::Bureau | Role::Auditor),
         }
     }
 }
@@ -234,7 +249,35 @@ pub enum Reply {
         hash: String,
         state_digest: String,
     },
+    AuditRecords(Box<AuditPage>),
     Done {},
+}
+
+/// `audit_read`'s answer: stored entries (record bytes + blake3 hash, the
+/// form of the binary export) from `from` on, the chain's head when read, and
+/// the campaigns (TOML texts) a replay needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct AuditPage {
+    pub head_seq: u64,
+    pub campaigns: Vec<String>,
+    #[serde(with = "hex_entries")]
+    pub entries: Vec<Vec<u8>>,
+}
+
+/// JSON carries audit entries as hex strings.
+mod hex_entries {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(entries: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(entries.iter().map(hex::encode))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| hex::decode(text).map_err(serde::de::Error::custom))
+            .collect()
+    }
 }
 
 /// `get_voucher`'s answer.

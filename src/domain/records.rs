@@ -68,7 +68,7 @@ pub struct PersonYear {
 }
 
 /// A training site where trainees check in.
-#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, serde::Serialize)]
 pub struct Site {
     pub lat: f64,
     pub lon: f64,

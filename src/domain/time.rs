@@ -9,7 +9,9 @@ use bincode::{Decode, Encode};
 use chrono::{FixedOffset, TimeZone};
 
 /// Seconds since the Unix epoch, UTC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, serde::Serialize,
+)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {

@@ -25,13 +25,14 @@ use crate::domain::campaign::Campaigns;
 use crate::domain::command::{check_request_id, Command};
 use crate::domain::ids::{DistrictCode, InstitutionCode, PersonKey, PersonSecret, VoucherId};
 use crate::domain::op::{
-    Answer, CityStats, Coverage, DistrictStats, Op, Reply, Request, Role, StatsView,
+    Answer, AuditPage, CityStats, Coverage, DistrictStats, Op, Reply, Request, Role, StatsView,
 };
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use crate::domain::rules::{self, Context};
 use crate::domain::time::{day_text, Clock, Timestamp};
 use crate::error::{Error, Reason, Refusal};
 use crate::journal::{Commit, Journal, Put, Table};
+use crate::limits::{AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX};
 pub use keys::decode_u64;
 use shards::Shards;
 
@@ -200,7 +201,19 @@ impl Ledger {
             inflight: Vec::new(),
         };
         let mut seen: HashMap<&str, ([u8; 32], usize)> = HashMap::new();
+        let mut audit_reads = 0;
         for request in requests {
+            if matches!(request.op, Op::AuditRead { .. }) {
+                audit_reads += 1;
+                if audit_reads > AUDIT_READS_PER_FRAME_MAX {
+                    pending.answers.push(Answer::refused(
+                        &request.id,
+                        Reason::InvalidRequest,
+                        format!("at most {AUDIT_READS_PER_FRAME_MAX} audit_read per request frame"),
+                    ));
+                    continue;
+                }
+            }
             let answer = self.apply_one(role, request, &mut seen, &mut pending);
             pending.answers.push(answer);
         }
@@ -911,6 +924,7 @@ impl Ledger {
             Op::Stats { district, year } => self
                 .stats(role, *district, *year)
                 .map(|s| Reply::Stats(Box::new(s))),
+            Op::AuditRead { from, limit } => self.audit_page(*from, *limit),
             Op::AuditHead => {
                 let tail = self.tail.lock();
                 Ok(Reply::AuditHead {
@@ -921,6 +935,37 @@ impl Ledger {
             }
             _ => unreachable!("only reads come here"),
         }
+    }
+
+    /// Durable audit entries from `from` on, bounded by `AUDIT_PAGE_RECORDS_MAX`
+    /// and `AUDIT_PAGE_BYTES_MAX`, with the head and the campaigns.
+    fn audit_page(&self, from: u64, limit: Option<u32>) -> Result<Reply, Refusal> {
+        let limit = limit
+            .unwrap_or(AUDIT_PAGE_RECORDS_MAX)
+            .min(AUDIT_PAGE_RECORDS_MAX);
+        let head_seq = self.tail.lock().seq;
+        let unavailable =
+            |error: Error| Refusal::new(Reason::StorageUnavailable, error.to_string());
+        let rows = self
+            .journal
+            .range(Table::Audit, &keys::audit(from), limit as usize)
+            .map_err(unavailable)?;
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        for (_, entry) in rows {
+            bytes += entry.len();
+            if bytes > AUDIT_PAGE_BYTES_MAX && !entries.is_empty() {
+                break;
+            }
+            entries.push(entry);
+        }
+        let campaigns =
+            crate::tools::recorded_campaigns(self.journal.as_ref()).map_err(unavailable)?;
+        Ok(Reply::AuditRecords(Box::new(AuditPage {
+            head_seq,
+            campaigns,
+            entries,
+        })))
     }
 
     /// The bureau's figures for a campaign year, one district or all.

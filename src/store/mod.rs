@@ -19,6 +19,7 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use crate::error::{Error, Reason, Refusal};
 use crate::journal::{Commit, Journal, Table};
 use crate::limits::{COMMIT_QUEUE_DEPTH_MAX, GROUP_COMMIT_BATCHES_MAX};
+use crate::telemetry;
 
 /// How far commits have become durable, and whether the store failed.
 #[derive(Default)]
@@ -105,6 +106,11 @@ impl Store {
         &self.path
     }
 
+    /// Whether a write failed and the store refuses writes until restart.
+    pub fn failed(&self) -> bool {
+        self.durable.state.lock().failed.is_some()
+    }
+
     /// Commits waiting for the committer.
     pub fn queue_depth(&self) -> usize {
         self.sender.as_ref().map_or(0, Sender::len)
@@ -178,7 +184,10 @@ fn run_committer(
         }
         let started = Instant::now();
         let written = db.write_opt(batch, &sync);
-        let elapsed_ns = started.elapsed().as_nanos() as u64;
+        let elapsed = started.elapsed();
+        let elapsed_ns = elapsed.as_nanos() as u64;
+        metrics::histogram!(telemetry::FSYNC_SECONDS).record(elapsed.as_secs_f64());
+        metrics::histogram!(telemetry::COMMIT_GROUP).record(group.len() as f64);
         let mut state = durable.state.lock();
         match written {
             Ok(()) if state.failed.is_none() => {
@@ -255,6 +264,21 @@ impl Journal for Store {
             visit(&key, &value)?;
         }
         Ok(())
+    }
+
+    fn range(
+        &self,
+        table: Table,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<crate::journal::Row>, Error> {
+        let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
+        let mut rows = Vec::new();
+        for item in self.db.iterator_cf(self.family(table), mode).take(limit) {
+            let (key, value) = item?;
+            rows.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(rows)
     }
 
     fn last(&self, table: Table) -> Result<Option<crate::journal::Row>, Error> {

@@ -2,6 +2,8 @@
 //! a hand-moved clock, valid ID numbers, and request builders.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::sync::Arc;
 
 use voucherd::domain::campaign::{Campaign, Campaigns};
