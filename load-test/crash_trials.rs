@@ -167,12 +167,19 @@ fn run(args: Args) -> anyhow::Result<bool> {
         let seed = first_seed.wrapping_add(trial);
         let folder = base.path().join(format!("trial-{trial}"));
         std::fs::create_dir_all(&folder)?;
-        let outcome = runtime.block_on(run_trial(&args, &voucherd, &certs, &folder, seed));
+        let outcome = runtime.block_on(run_trial(
+            &args,
+            &voucherd,
+            &certs,
+            &folder,
+            seed,
+            &mut totals.kills,
+        ));
         totals.trials += 1;
         match outcome {
             Ok(report) => {
                 println!(
-                    "trial {trial} seed {seed}: ok; kill after {} ms, {} acknowledged ({} changes, {} accepted), {} vouchers checked, {} audit records, {} in doubt ({} applied before the kill)",
+                    "trial {trial} seed {seed}: ok; kill -9 after {} ms; {} answers before the kill; {} changes re-sent and answered the same ({} accepted, each once in the log); {} vouchers read back; {} audit records; {} in doubt retried ({} applied before the kill)",
                     report.kill_after_ms,
                     report.acknowledged,
                     report.acknowledged_changes,
@@ -182,7 +189,6 @@ fn run(args: Args) -> anyhow::Result<bool> {
                     report.in_doubt,
                     report.in_doubt_applied_before_kill
                 );
-                totals.kills += 1;
                 totals.acknowledged += report.acknowledged;
                 totals.acknowledged_changes += report.acknowledged_changes;
                 totals.accepted_changes += report.accepted_changes;
@@ -211,7 +217,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
     println!(
-        "summary: {} trials, {} passed, {} failed, {} kills (kill -9), {} acknowledged answers, {} acknowledged changes re-checked ({} accepted), {} voucher read-backs, {} audit records replayed, {} in-doubt requests retried ({} had been applied before the kill), lost {}, invariant violations {}, {:.1} s",
+        "summary: {} trials, {} passed, {} failed, {} kills (kill -9); {} answers acknowledged before the kills; {} acknowledged changes re-sent after restart and answered the same ({} accepted, each found once in the audit log with the same reply); {} voucher read-backs; {} audit records verified and replayed; {} in-doubt requests retried with the same id ({} had been applied before the kill); lost {}, invariant violations {}; {:.1} s",
         totals.trials,
         totals.trials - failed.len() as u64,
         failed.len(),
@@ -867,6 +873,7 @@ async fn run_trial(
     certs: &Path,
     folder: &Path,
     seed: u64,
+    kills: &mut u64,
 ) -> anyhow::Result<TrialReport> {
     let mut rng = StdRng::seed_from_u64(seed);
     let data = folder.join("data");
@@ -921,6 +928,7 @@ async fn run_trial(
         .collect();
     tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
     daemon.kill()?;
+    *kills += 1;
     kill.send(true)?;
     let mut lanes = Vec::new();
     for task in tasks {
@@ -1294,13 +1302,18 @@ fn check_history(
         let (record, _) = audit::open(&entry).map_err(|why| anyhow!("export: {why}"))?;
         records += 1;
         let key = (record.role.to_string(), record.request_id.clone());
-        if let Some(expected) = accepted.get(&key) {
-            if expected != &record.reply {
-                problems.lost(format!(
-                    "{} {}: acknowledged {expected:?}, the log says {:?}",
-                    key.0, key.1, record.reply
-                ));
-            }
+        // Every request in doubt was retried, so every record must be one
+        // the clients saw accepted.
+        match accepted.get(&key) {
+            Some(expected) if expected != &record.reply => problems.lost(format!(
+                "{} {}: acknowledged {expected:?}, the log says {:?}",
+                key.0, key.1, record.reply
+            )),
+            Some(_) => {}
+            None => problems.violation(format!(
+                "seq {} ({} {}) is no change any client saw accepted",
+                record.seq, key.0, key.1
+            )),
         }
         if seq_of.insert(key.clone(), record.seq).is_some() {
             problems.violation(format!(
