@@ -49,4 +49,11 @@ fn acknowledged_operations_survive_kill_9_and_retries_apply_once() {
         summary.contains("lost 0, invariant violations 0"),
         "{summary}"
     );
+    // Item 2 happened: requests were in flight at the kills and were retried.
+    let in_doubt: u64 = summary
+        .split("; ")
+        .find_map(|part| part.split_once(" in-doubt requests retried"))
+        .and_then(|(count, _)| count.parse().ok())
+        .expect("the in-doubt count");
+    assert!(in_doubt > 0, "{summary}");
 }
