@@ -1,17 +1,6 @@
-//! `voucher-crash`: crash trials against the real daemon. Each trial starts
-//! `voucherd serve`, drives it with concurrent clients that record every
-//! acknowledged answer, `kill -9`s it at a random moment, restarts it, retries
-//! the requests that got no answer (same request ids), and checks that nothing
-//! acknowledged was lost and that every invariant holds.
-//!
-//! Checks after each restart: every acknowledged change answers the same when
-//! re-sent and appears exactly once in the audit log with the same reply; every
-//! voucher reads back as the answers said (`get_voucher`); `stats` equals a
-//! recount of the clients' vouchers; no voucher was redeemed twice and no
-//! person went over the use limit anywhere in the log's history; `voucherd
-//! audit verify` passes; `voucherd audit export` + `voucherd replay` gives the
-//! live `audit_head` state digest. A failing trial prints its seed; rerun it
-//! with `--seed SEED --trials 1`.
+//! `voucher-crash`: crash trials. Starts the real daemon, loads it from many
+//! clients that record every answer, `kill -9`s it, restarts it, retries what got
+//! no answer, and checks nothing acknowledged was lost (README, Reliability).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};

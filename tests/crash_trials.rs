@@ -1,8 +1,5 @@
-//! A few crash trials in CI: the real `voucherd` under concurrent load is
-//! killed with SIGKILL, restarted, and checked by `voucher-crash` (every
-//! acknowledged change kept, in-doubt requests retried and applied once, audit
-//! chain verified and replayed to the live digest). `VOUCHERD_CRASH_TRIALS`
-//! sets the count (default 3); a failure prints the trial's seed.
+//! A few crash trials in CI: `voucher-crash` against the real `voucherd`
+//! (`VOUCHERD_CRASH_TRIALS`, default 3; `VOUCHERD_SEED`); see README, Reliability.
 
 use std::process::Command;
 

@@ -1,23 +1,6 @@
-//! Model-based randomized test of the ledger core (issue #5 item 4).
-//!
-//! Seeded random operations of every kind, valid and invalid, run from several
-//! threads at once on the ledger (memory journal, and the RocksDB store in a
-//! temporary folder) and one at a time on `Model`: a deliberately simple
-//! reference written here from DOMAIN.md and the README's decisions, not from
-//! `domain::rules` (plain maps; uses and claimed kinds recounted from vouchers).
-//!
-//! How concurrency is checked: every accepted change has an audit record, and
-//! the audit sequence is the order the ledger committed them in. The model
-//! applies the records in that order and must give each the same answer. A
-//! refusal or a read leaves no record: the model must give the same answer at
-//! some point between the audit head read just before the call and just after
-//! it (linearizability). After each run every voucher, the bureau's figures and
-//! the invariants (uses per person, one redemption per voucher, request ids
-//! applied once, audit chain, replay digest) must agree.
-//!
-//! `VOUCHERD_SEEDS=N` runs N seeds on the memory journal and N/10 on RocksDB
-//! (default 200 and 20); `VOUCHERD_SEED=S` runs seed S on both. A failure
-//! prints its seed.
+//! Model-based randomized test: seeded concurrent operations on the ledger
+//! (memory and RocksDB) checked, in audit order, against a simple reference
+//! model written here, not `domain::rules` (README, Reliability; `VOUCHERD_SEEDS`).
 
 mod common;
 
@@ -1119,7 +1102,11 @@ fn run_round(ledger: &Ledger, plans: Vec<Vec<Planned>>) -> Vec<Ran> {
     })
 }
 
-/// Checks one round against the model and moves the model to its end.
+/// Checks one round against the model and moves the model to its end. The
+/// audit sequence is the commit order: the model applies the round's records in
+/// it and must give each the same reply; a refusal or read (no record) must
+/// match the model in one of the states between the audit heads read just
+/// before and after its call (linearizability).
 fn check_round(
     model: &mut Model,
     journal: &dyn Journal,

@@ -1,11 +1,5 @@
-//! Retries across a crash (issue #5 item 2), on the RocksDB store: a child
-//! process decides a batch of changes and aborts before any of them is known to
-//! be durable, so no caller ever got an answer and each change may or may not
-//! be on disk. The parent reopens the data folder and retries every request
-//! with the same id: each is applied exactly once (one audit record per request
-//! id, one voucher per issue, one check-in, one use per redemption) and a second
-//! retry answers the same. The real daemon under `kill -9` is covered by
-//! `tests/crash_trials.rs`.
+//! Retries across a crash on RocksDB: changes decided but never answered (the
+//! process aborts) are applied exactly once when retried by request id.
 
 mod common;
 
