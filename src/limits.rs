@@ -36,6 +36,12 @@ pub const REQUESTS_REMEMBERED_MIN: u64 = 10_000_000;
 pub const REQUEST_RETENTION_S_MIN: i64 = 24 * 3600;
 /// Request records the pruner deletes in one pass.
 pub const REQUEST_PRUNE_BATCH_MAX: usize = 10_000;
+/// Free space the store keeps on its filesystem, bytes: under it, new writes
+/// are refused `storage_unavailable` (room for a memtable flush, the WAL and
+/// the commits already queued).
+pub const STORAGE_FREE_BYTES_MIN: u64 = 256 * 1024 * 1024;
+/// How often the store measures its filesystem's free space, milliseconds.
+pub const SPACE_CHECK_MS: u64 = 100;
 /// Longest encoded record read back from storage or an audit export, bytes.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
