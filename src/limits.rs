@@ -53,6 +53,16 @@ pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const BATCH_OPS_MAX: usize = 4_096;
 /// Requests (bidirectional streams) in flight on one connection.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 64;
+/// Request bytes buffered at once across all streams and connections. A
+/// stream pays for each piece before reading it, so senders of big or
+/// unfinished frames wait (until the read timeout) instead of growing memory.
+pub const REQUEST_BYTES_IN_FLIGHT_MAX: usize = 64 * 1024 * 1024;
+/// Largest piece of a request frame read at once, bytes.
+pub const REQUEST_READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes one connection may have in flight unread (QUIC connection flow control).
+pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+/// Bytes one stream may have in flight unread (QUIC stream flow control).
+pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 1024 * 1024;
 /// Connections served at once; more are refused at the handshake.
 pub const CONNECTIONS_MAX: usize = 1_024;
 /// A connection with no traffic for this long is closed, milliseconds.
