@@ -14,6 +14,7 @@ use crate::domain::time::Clock;
 use crate::error::Error;
 use crate::journal::{Journal, Table};
 use crate::ledger::{Ledger, LedgerConfig};
+use crate::limits::STORAGE_FREE_BYTES_MIN;
 use crate::store::Store;
 
 /// The person-key secret inside a data folder.
@@ -60,9 +61,19 @@ pub struct Opened {
 /// every one recorded before), then the ledger with its indexes rebuilt.
 /// A campaign whose rules differ from those recorded for its year is refused.
 pub fn open(data: &Path, current: Campaign, clock: Arc<dyn Clock>) -> Result<Opened, Error> {
+    open_with(data, current, clock, STORAGE_FREE_BYTES_MIN)
+}
+
+/// `open` with another free-space reserve for the store, bytes.
+pub fn open_with(
+    data: &Path,
+    current: Campaign,
+    clock: Arc<dyn Clock>,
+    free_bytes_min: u64,
+) -> Result<Opened, Error> {
     std::fs::create_dir_all(data)?;
     let secret = load_or_create_secret(data)?;
-    let store = Arc::new(Store::open(&data.join(STORE_DIR))?);
+    let store = Arc::new(Store::open_with(&data.join(STORE_DIR), free_bytes_min)?);
     let mut campaigns = Vec::new();
     let mut recorded_current = false;
     store.scan(Table::Meta, &mut |key, value| {

@@ -3,7 +3,9 @@
 //! Each (table, key, value) is hashed with blake3 and the hashes are summed as
 //! 256-bit integers (AdHash); a change subtracts the old record and adds the
 //! new one, so the digest is kept up to date in O(1) per change and equals the
-//! digest recomputed from scratch, by recovery or by replay.
+//! digest recomputed from scratch, by recovery or by replay. Every commit also
+//! stores the sum (`to_bytes`) in the meta table, so start-up can check the
+//! state it read back against the state that was written.
 
 /// The running sum; `hex()` is blake3 over it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,11 +49,28 @@ impl StateDigest {
     }
 
     pub fn hex(&self) -> String {
-        let mut bytes = Vec::with_capacity(32);
-        for limb in self.0 {
-            bytes.extend_from_slice(&limb.to_le_bytes());
+        blake3::hash(&self.to_bytes()).to_hex().to_string()
+    }
+
+    /// The running sum as stored next to the state (little-endian limbs).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        for (chunk, limb) in bytes.chunks_exact_mut(8).zip(self.0) {
+            chunk.copy_from_slice(&limb.to_le_bytes());
         }
-        blake3::hash(&bytes).to_hex().to_string()
+        bytes
+    }
+
+    /// Reads back `to_bytes`; `None` unless exactly 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<StateDigest> {
+        if bytes.len() != 32 {
+            return None;
+        }
+        let mut limbs = [0u64; 4];
+        for (limb, chunk) in limbs.iter_mut().zip(bytes.chunks_exact(8)) {
+            *limb = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        }
+        Some(StateDigest(limbs))
     }
 }
 
@@ -79,5 +98,7 @@ mod tests {
         let mut d = StateDigest::default();
         d.add(1, b"k1", b"v");
         assert_ne!(c, d, "key and value boundaries are part of the hash");
+        assert_eq!(StateDigest::from_bytes(&a.to_bytes()), Some(a));
+        assert_eq!(StateDigest::from_bytes(&a.to_bytes()[1..]), None);
     }
 }

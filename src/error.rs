@@ -174,8 +174,13 @@ pub enum Error {
 }
 
 impl From<rocksdb::Error> for Error {
+    /// RocksDB's checksum and format errors are corruption (stop and
+    /// investigate); everything else is a storage failure.
     fn from(error: rocksdb::Error) -> Error {
-        Error::Storage(error.to_string())
+        match error.kind() {
+            rocksdb::ErrorKind::Corruption => Error::Corrupt(error.to_string()),
+            _ => Error::Storage(error.to_string()),
+        }
     }
 }
 

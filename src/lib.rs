@@ -27,6 +27,7 @@ pub mod error;
 pub mod journal;
 pub mod ledger;
 pub mod limits;
+pub mod properties;
 pub mod server;
 pub mod store;
 pub mod telemetry;

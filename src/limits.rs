@@ -36,6 +36,12 @@ pub const REQUESTS_REMEMBERED_MIN: u64 = 10_000_000;
 pub const REQUEST_RETENTION_S_MIN: i64 = 24 * 3600;
 /// Request records the pruner deletes in one pass.
 pub const REQUEST_PRUNE_BATCH_MAX: usize = 10_000;
+/// Free space the store keeps on its filesystem, bytes: under it, new writes
+/// are refused `storage_unavailable` (room for a memtable flush, the WAL and
+/// the commits already queued).
+pub const STORAGE_FREE_BYTES_MIN: u64 = 256 * 1024 * 1024;
+/// How often the store measures its filesystem's free space, milliseconds.
+pub const SPACE_CHECK_MS: u64 = 100;
 /// Longest encoded record read back from storage or an audit export, bytes.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -55,6 +61,16 @@ pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const BATCH_OPS_MAX: usize = 4_096;
 /// Requests (bidirectional streams) in flight on one connection.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 64;
+/// Request bytes buffered at once across all streams and connections. A
+/// stream pays for each piece before reading it, so senders of big or
+/// unfinished frames wait (until the read timeout) instead of growing memory.
+pub const REQUEST_BYTES_IN_FLIGHT_MAX: usize = 64 * 1024 * 1024;
+/// Largest piece of a request frame read at once, bytes.
+pub const REQUEST_READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes one connection may have in flight unread (QUIC connection flow control).
+pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+/// Bytes one stream may have in flight unread (QUIC stream flow control).
+pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 1024 * 1024;
 /// Connections served at once; more are refused at the handshake.
 pub const CONNECTIONS_MAX: usize = 1_024;
 /// A connection with no traffic for this long is closed, milliseconds.

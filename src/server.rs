@@ -3,10 +3,13 @@
 //!
 //! Connections are capped by a semaphore (refused past `CONNECTIONS_MAX`);
 //! the caller's role comes from its verified client certificate. Each stream
-//! carries one request frame; the batch runs on a blocking thread (the ledger
-//! waits for fsync) and the answer frame goes back on the same stream. A
-//! connection that sends an unreadable frame gets a refusal, then is closed
-//! with `CLOSE_PROTOCOL_ERROR`; everyone else is served on.
+//! carries one request frame, read within a byte budget shared by all streams
+//! (`REQUEST_BYTES_IN_FLIGHT_MAX`, paid piece by piece before reading) and the
+//! QUIC flow-control windows, so memory for requests is bounded whatever the
+//! clients send; the batch runs on a blocking thread (the ledger waits for
+//! fsync) and the answer frame goes back on the same stream. A connection
+//! that sends an unreadable frame gets a refusal, then is closed with
+//! `CLOSE_PROTOCOL_ERROR`; everyone else is served on.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,8 +26,10 @@ use crate::domain::op::{Answer, Role};
 use crate::error::{Error, Reason, Refusal};
 use crate::ledger::Ledger;
 use crate::limits::{
-    BATCHES_IN_FLIGHT_MAX, BATCH_SLOT_WAIT_MS, CONNECTIONS_MAX, FRAME_BYTES_MAX, IDLE_TIMEOUT_MS,
+    BATCHES_IN_FLIGHT_MAX, BATCH_SLOT_WAIT_MS, CONNECTIONS_MAX, CONNECTION_RECEIVE_WINDOW_BYTES,
+    FRAME_BYTES_MAX, IDLE_TIMEOUT_MS, REQUEST_BYTES_IN_FLIGHT_MAX, REQUEST_READ_CHUNK_BYTES,
     REQUEST_READ_TIMEOUT_MS, SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
+    STREAM_RECEIVE_WINDOW_BYTES,
 };
 use crate::telemetry;
 use crate::tls;
@@ -44,6 +49,7 @@ pub struct Limits {
     pub idle_timeout_ms: u32,
     pub request_read_timeout_ms: u64,
     pub batches_in_flight_max: usize,
+    pub request_bytes_in_flight_max: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +60,7 @@ impl Default for Limits {
             idle_timeout_ms: IDLE_TIMEOUT_MS,
             request_read_timeout_ms: REQUEST_READ_TIMEOUT_MS,
             batches_in_flight_max: BATCHES_IN_FLIGHT_MAX,
+            request_bytes_in_flight_max: REQUEST_BYTES_IN_FLIGHT_MAX,
         }
     }
 }
@@ -71,6 +78,8 @@ pub fn endpoint_with(listen: SocketAddr, certs: &Path, limits: &Limits) -> Resul
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(limits.streams_per_connection_max.into());
     transport.max_concurrent_uni_streams(0u8.into());
+    transport.receive_window(CONNECTION_RECEIVE_WINDOW_BYTES.into());
+    transport.stream_receive_window(STREAM_RECEIVE_WINDOW_BYTES.into());
     transport.max_idle_timeout(Some(quinn::VarInt::from_u32(limits.idle_timeout_ms).into()));
     config.transport_config(Arc::new(transport));
     Ok(Endpoint::server(config, listen)?)
@@ -80,6 +89,8 @@ struct Shared {
     ledger: Arc<Ledger>,
     limits: Limits,
     batches: Semaphore,
+    /// Permits are request bytes (see `read_frame`).
+    request_bytes: Semaphore,
     shutting_down: AtomicBool,
 }
 
@@ -103,6 +114,7 @@ pub async fn serve_with(
     let shared = Arc::new(Shared {
         ledger,
         batches: Semaphore::new(limits.batches_in_flight_max),
+        request_bytes: Semaphore::new(limits.request_bytes_in_flight_max),
         shutting_down: AtomicBool::new(false),
         limits,
     });
@@ -215,16 +227,20 @@ async fn handle_stream(
     let read_timeout_ms = shared.limits.request_read_timeout_ms;
     let read = tokio::time::timeout(
         Duration::from_millis(read_timeout_ms),
-        recv.read_to_end(FRAME_BYTES_MAX + 4),
+        read_frame(&mut recv, &shared.request_bytes),
     )
     .await;
-    let bytes = match read {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(quinn::ReadToEndError::TooLong)) => Err(Refusal::new(
-            Reason::InvalidRequest,
-            format!("frame is over the limit of {FRAME_BYTES_MAX} bytes"),
-        )),
-        Ok(Err(error)) => {
+    let (bytes, budget) = match read {
+        Ok(Ok((bytes, budget))) => (Ok(bytes), Some(budget)),
+        Ok(Err(ReadFailure::TooLong(declared))) => {
+            let _ = recv.stop(CLOSE_PROTOCOL_ERROR.into());
+            let refusal = Refusal::new(
+                Reason::InvalidRequest,
+                format!("frame of {declared} bytes is over the limit of {FRAME_BYTES_MAX}"),
+            );
+            (Err(refusal), None)
+        }
+        Ok(Err(ReadFailure::Stream(error))) => {
             debug!(%error, "stream ended before its request");
             return;
         }
@@ -235,7 +251,10 @@ async fn handle_stream(
             return;
         }
     };
-    let (reply, misbehaved) = match bytes.and_then(|bytes| wire::decode_requests(&bytes)) {
+    let decoded = bytes.and_then(|bytes| wire::decode_requests(&bytes));
+    // The frame's bytes are gone; the decoded batch is bounded by them.
+    drop(budget);
+    let (reply, misbehaved) = match decoded {
         Err(refusal) => (Reply::Refused(refusal), true),
         Ok(requests) => (
             Reply::Answers(run_batch(role, requests, &shared).await),
@@ -255,6 +274,91 @@ async fn handle_stream(
     let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
     if misbehaved {
         connection.close(CLOSE_PROTOCOL_ERROR.into(), b"bad frame");
+    }
+}
+
+/// Why a request frame was not read.
+enum ReadFailure {
+    /// The frame declares (or carries) more than `FRAME_BYTES_MAX` bytes.
+    TooLong(usize),
+    Stream(quinn::ReadError),
+}
+
+/// Permits of the request byte budget, given back when dropped.
+struct Budget<'a> {
+    semaphore: &'a Semaphore,
+    bytes: usize,
+}
+
+impl Budget<'_> {
+    /// Waits for `bytes` more permits.
+    async fn pay(&mut self, bytes: usize) {
+        let count = u32::try_from(bytes).expect("a read chunk fits u32");
+        self.semaphore
+            .acquire_many(count)
+            .await
+            .expect("the request byte budget is never closed")
+            .forget();
+        self.bytes += bytes;
+    }
+
+    fn refund(&mut self, bytes: usize) {
+        assert!(bytes <= self.bytes, "refunding more than was paid");
+        self.semaphore.add_permits(bytes);
+        self.bytes -= bytes;
+    }
+}
+
+impl Drop for Budget<'_> {
+    fn drop(&mut self) {
+        self.semaphore.add_permits(self.bytes);
+    }
+}
+
+/// Reads one request frame to the end of the stream, paying the byte budget
+/// for each piece before reading it: the length prefix first, then at most
+/// `REQUEST_READ_CHUNK_BYTES` at a time and never more than the frame
+/// declares (plus one byte, to notice a longer frame). A declared length over
+/// `FRAME_BYTES_MAX` is refused before its body is read.
+async fn read_frame<'a>(
+    recv: &mut RecvStream,
+    budget: &'a Semaphore,
+) -> Result<(Vec<u8>, Budget<'a>), ReadFailure> {
+    let mut paid = Budget {
+        semaphore: budget,
+        bytes: 0,
+    };
+    let mut bytes = Vec::new();
+    loop {
+        let expected = match bytes.get(..4) {
+            None => 4,
+            Some(prefix) => {
+                let declared = u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize;
+                if declared > FRAME_BYTES_MAX {
+                    return Err(ReadFailure::TooLong(declared));
+                }
+                4 + declared
+            }
+        };
+        let want = expected
+            .saturating_sub(bytes.len())
+            .clamp(1, REQUEST_READ_CHUNK_BYTES);
+        paid.pay(want).await;
+        match recv.read_chunk(want, true).await {
+            Ok(Some(chunk)) => {
+                paid.refund(want - chunk.bytes.len());
+                bytes.extend_from_slice(&chunk.bytes);
+                if bytes.len() > expected && bytes.len() > 4 {
+                    // Longer than declared: stop reading; decoding refuses it.
+                    return Ok((bytes, paid));
+                }
+            }
+            Ok(None) => {
+                paid.refund(want);
+                return Ok((bytes, paid));
+            }
+            Err(error) => return Err(ReadFailure::Stream(error)),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::limits::OPERATOR_BYTES_MAX;
 
 /// A voucher, printed as `V` and ten or more digits (`V0000000042`).
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Serialize, Deserialize,
 )]
 #[serde(try_from = "String", into = "String")]
 pub struct VoucherId(pub u64);
@@ -30,8 +30,8 @@ impl std::str::FromStr for VoucherId {
         let digits = text
             .strip_prefix('V')
             .ok_or_else(|| format!("voucher id {text:?} must start with V"))?;
-        if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("voucher id {text:?} must be V and 1 to 19 digits"));
+        if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("voucher id {text:?} must be V and 1 to 20 digits"));
         }
         digits
             .parse()
@@ -42,7 +42,7 @@ impl std::str::FromStr for VoucherId {
 
 /// A 7-digit institution code (attachment 2), leading zeros kept.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Serialize, Deserialize,
 )]
 #[serde(try_from = "String", into = "String")]
 pub struct InstitutionCode(pub u32);
@@ -65,11 +65,21 @@ impl std::str::FromStr for InstitutionCode {
     }
 }
 
+impl InstitutionCode {
+    /// The largest code: seven nines.
+    pub const MAX: u32 = 9_999_999;
+
+    fn checked(code: u32) -> Result<InstitutionCode, String> {
+        if code > InstitutionCode::MAX {
+            return Err(format!("institution code {code} has more than 7 digits"));
+        }
+        Ok(InstitutionCode(code))
+    }
+}
+
 /// A district code: GB/T 2260 digits (`500101`) or a zone's letters (`LJXQ`).
 /// Stored inline (at most 8 ASCII letters or digits), so it is `Copy`.
-#[derive(
-    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct DistrictCode([u8; 8]);
 
@@ -106,10 +116,25 @@ impl std::str::FromStr for DistrictCode {
     }
 }
 
+impl DistrictCode {
+    /// The inline form read back (wire, storage): 1 to 8 ASCII letters or
+    /// digits, then zeros.
+    fn checked(bytes: [u8; 8]) -> Result<DistrictCode, String> {
+        let len = bytes.iter().position(|&b| b == 0).unwrap_or(8);
+        if len == 0
+            || !bytes[..len].iter().all(u8::is_ascii_alphanumeric)
+            || !bytes[len..].iter().all(|&b| b == 0)
+        {
+            return Err(format!(
+                "district code bytes {bytes:?} are not 1 to 8 ASCII letters or digits"
+            ));
+        }
+        Ok(DistrictCode(bytes))
+    }
+}
+
 /// An operator (核券人员) an institution's admin authorises to scan vouchers.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct OperatorId(String);
 
@@ -158,6 +183,30 @@ macro_rules! string_conversions {
     )*};
 }
 string_conversions!(VoucherId, InstitutionCode, DistrictCode, OperatorId);
+
+/// Ids decoded from bincode (the wire, stored records, audit exports) are
+/// checked like ids parsed from text, so no edge lets a malformed id in.
+macro_rules! checked_decode {
+    ($($name:ident($inner:ty) => $check:expr),* $(,)?) => {$(
+        impl<Context> Decode<Context> for $name {
+            fn decode<D: bincode::de::Decoder<Context = Context>>(
+                decoder: &mut D,
+            ) -> Result<$name, bincode::error::DecodeError> {
+                let inner: $inner = Decode::decode(decoder)?;
+                let check: fn($inner) -> Result<$name, String> = $check;
+                check(inner).map_err(bincode::error::DecodeError::OtherString)
+            }
+        }
+        bincode::impl_borrow_decode!($name);
+    )*};
+}
+
+checked_decode!(
+    VoucherId(u64) => |id| Ok(VoucherId(id)),
+    InstitutionCode(u32) => InstitutionCode::checked,
+    DistrictCode([u8; 8]) => DistrictCode::checked,
+    OperatorId(String) => |text| text.parse(),
+);
 
 /// A resident ID number (居民身份证号码) whose GB 11643 check digit validates.
 /// Held only long enough to hash it; never stored, logged or printed.
@@ -231,6 +280,44 @@ impl fmt::Debug for PersonKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode<T: Decode<()>>(value: &impl Encode) -> Result<T, String> {
+        crate::codec::decode_plain(&crate::codec::encode_plain(value))
+    }
+
+    /// Fuzzing finding (wire_requests): bincode decoding took any bytes as a
+    /// district code (`","`, or non-ASCII bytes that made printing it panic),
+    /// any u32 as an institution code and any string as an operator; and
+    /// voucher ids over 19 digits printed but did not parse back.
+    #[test]
+    fn decoding_checks_ids_like_parsing() {
+        let mut comma = [0u8; 8];
+        comma[0] = b',';
+        assert!(decode::<DistrictCode>(&comma).is_err());
+        assert!(decode::<DistrictCode>(&[0xffu8; 8]).is_err());
+        assert!(decode::<DistrictCode>(&[0u8; 8]).is_err(), "empty");
+        assert!(
+            decode::<DistrictCode>(&[b'5', 0, b'1', 0, 0, 0, 0, 0]).is_err(),
+            "bytes after the end"
+        );
+        let good: DistrictCode = "500101".parse().unwrap();
+        assert_eq!(decode::<DistrictCode>(&good), Ok(good));
+        assert!(decode::<InstitutionCode>(&10_000_000u32).is_err());
+        assert_eq!(
+            decode::<InstitutionCode>(&9_999_999u32),
+            Ok(InstitutionCode(9_999_999))
+        );
+        assert!(decode::<OperatorId>(&String::new()).is_err());
+        assert!(decode::<OperatorId>(&String::from("a b")).is_err());
+        assert_eq!(
+            decode::<OperatorId>(&String::from("op-1")),
+            Ok("op-1".parse().unwrap())
+        );
+        let largest = VoucherId(u64::MAX);
+        assert_eq!(largest.to_string().parse::<VoucherId>(), Ok(largest));
+        assert!("V18446744073709551616".parse::<VoucherId>().is_err());
+        assert!("V000000000000000000001".parse::<VoucherId>().is_err());
+    }
 
     #[test]
     fn id_number_check_digit_follows_gb11643() {

@@ -41,3 +41,6 @@ pub fn decode_u64(key: &[u8]) -> Option<u64> {
 
 pub const TEXT_CLASS: u8 = b'c';
 pub const TEXT_COMMENT: u8 = b'e';
+
+/// Meta key of the state digest's running sum, written with every state change.
+pub const STATE_DIGEST: &[u8] = b"state_digest";

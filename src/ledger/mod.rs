@@ -850,6 +850,13 @@ impl Ledger {
         if let Some(content) = origin.remember {
             puts.push(self.remember_put(origin, content, Ok(reply.clone())));
         }
+        // The digest of the state this commit leaves, atomically with it:
+        // start-up recomputes it from the tables and compares.
+        puts.push(Put {
+            table: Table::Meta,
+            key: keys::STATE_DIGEST.to_vec(),
+            value: Some(digest.to_bytes().to_vec()),
+        });
         let ticket = tail.ticket + 1;
         self.journal.submit(Commit { ticket, puts })?;
         tail.seq = seq;

@@ -1,5 +1,6 @@
 //! Start-up: rebuild the in-memory indexes, figures, digest and audit head
-//! from what the journal holds, checking every record as it is read back.
+//! from what the journal holds, checking every record as it is read back, and
+//! the digest of all of them against the one stored with the last commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use super::{keys, Ledger, LedgerConfig};
 use crate::audit;
 use crate::codec;
+use crate::digest::StateDigest;
 use crate::domain::ids::PersonKey;
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use crate::error::Error;
@@ -17,7 +19,7 @@ impl Ledger {
     /// A ledger over whatever the journal holds (an empty journal: an empty ledger).
     pub fn open(config: LedgerConfig, journal: Arc<dyn Journal>) -> Result<Ledger, Error> {
         let ledger = Ledger::empty(config, Arc::clone(&journal));
-        let mut digest = crate::digest::StateDigest::default();
+        let mut digest = StateDigest::default();
         let mut recount: HashMap<Figure, u64> = HashMap::new();
         let mut voucher_max = 0;
         let mut uses: HashMap<(PersonKey, u16), u8> = HashMap::new();
@@ -115,6 +117,7 @@ impl Ledger {
                 (record.seq, hash)
             }
         };
+        check_digest(journal.as_ref(), &digest, seq)?;
         {
             let mut tail = ledger.tail.lock();
             tail.seq = seq;
@@ -126,4 +129,27 @@ impl Ledger {
         ledger.next_voucher.store(voucher_max + 1, Ordering::SeqCst);
         Ok(ledger)
     }
+}
+
+/// Compares the digest recomputed from the tables with the one the last state
+/// change stored. A store written before digests were stored has none; it is
+/// opened with a warning.
+fn check_digest(journal: &dyn Journal, digest: &StateDigest, seq: u64) -> Result<(), Error> {
+    let Some(stored) = journal.get(Table::Meta, keys::STATE_DIGEST)? else {
+        if seq > 0 {
+            tracing::warn!("no stored state digest: the state read back is not checked as a whole");
+        }
+        return Ok(());
+    };
+    let stored = StateDigest::from_bytes(&stored)
+        .ok_or_else(|| Error::Corrupt("the stored state digest is not 32 bytes".into()))?;
+    if stored != *digest {
+        return Err(Error::Corrupt(format!(
+            "the state read back (digest {}) is not the state written with audit record {seq} \
+             (digest {}): a stored voucher, person, institution, text or counter record changed",
+            digest.hex(),
+            stored.hex()
+        )));
+    }
+    Ok(())
 }

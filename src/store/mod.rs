@@ -6,19 +6,36 @@
 //! then moves the durable ticket forward and wakes the waiters. If a write
 //! fails, the store stops taking writes (fail-stop): memory may be ahead of
 //! disk, so the daemon must restart and recover from what is on disk.
+//!
+//! A full disk is kept from ever reaching that point: a watcher thread reads
+//! the filesystem's free space every `SPACE_CHECK_MS`, and while it is under
+//! the reserve (`STORAGE_FREE_BYTES_MIN`, or the one given to `open_with`)
+//! `submit` refuses new commits with `storage_unavailable` before the ledger
+//! changes anything. Commits already queued still fit in the reserve, so
+//! nothing is left waiting and reads go on; once space is freed, writes are
+//! taken again. A write that fails anyway still fail-stops.
+//!
+//! The WAL is recovered with `TolerateCorruptedTailRecords`: every write is
+//! synced, so only a torn last record (never acknowledged) is dropped; damage
+//! anywhere else stops the start with RocksDB's error naming the file.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
-use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, DBRecoveryMode, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 
 use crate::error::{Error, Reason, Refusal};
 use crate::journal::{Commit, Journal, Table};
-use crate::limits::{COMMIT_QUEUE_DEPTH_MAX, GROUP_COMMIT_BATCHES_MAX};
+use crate::limits::{
+    COMMIT_QUEUE_DEPTH_MAX, GROUP_COMMIT_BATCHES_MAX, SPACE_CHECK_MS, STORAGE_FREE_BYTES_MIN,
+};
 use crate::telemetry;
 
 /// How far commits have become durable, and whether the store failed.
@@ -49,6 +66,96 @@ pub struct Store {
     durable: Arc<Durable>,
     figures: Arc<Mutex<CommitterFigures>>,
     committer: Option<JoinHandle<()>>,
+    space: Arc<Space>,
+    /// Dropped to stop the space watcher.
+    space_stop: Option<Sender<()>>,
+    space_watcher: Option<JoinHandle<()>>,
+}
+
+/// The data filesystem's free space as last measured, and the reserve.
+struct Space {
+    free_bytes: AtomicU64,
+    free_bytes_min: u64,
+}
+
+impl Space {
+    fn is_low(&self) -> bool {
+        self.free_bytes.load(Ordering::Relaxed) < self.free_bytes_min
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("a path with a NUL byte"))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` a buffer of the
+    // type statvfs(3) fills; it is read only after a successful call.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stat.assume_init()
+    };
+    // The field types differ between platforms (u32 on 32-bit Linux).
+    #[allow(clippy::useless_conversion)]
+    let (blocks, block_bytes) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    Ok(blocks.saturating_mul(block_bytes))
+}
+
+/// Measures the free space every `SPACE_CHECK_MS` until `stop` is dropped,
+/// logging when it goes under the reserve and when it is back.
+fn run_space_watcher(path: &Path, space: &Space, stop: &Receiver<()>) {
+    loop {
+        let was_low = space.is_low();
+        match free_bytes(path) {
+            Ok(free) => space.free_bytes.store(free, Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, "cannot read the data filesystem's free space"),
+        }
+        let free = space.free_bytes.load(Ordering::Relaxed);
+        match (was_low, space.is_low()) {
+            (false, true) => tracing::error!(
+                free_bytes = free,
+                reserve_bytes = space.free_bytes_min,
+                "the data filesystem is nearly full; writes are refused until space is freed"
+            ),
+            (true, false) => {
+                tracing::warn!(free_bytes = free, "space freed; writes are taken again")
+            }
+            _ => {}
+        }
+        match stop.recv_timeout(Duration::from_millis(SPACE_CHECK_MS)) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
+}
+
+/// RocksDB's reason a store did not open, with the folder; its corruption
+/// errors name the damaged file.
+/// A corrupt WAL record is reported without its file: the write-ahead logs
+/// replayed at open are then named.
+fn open_error(path: &Path, error: &rocksdb::Error) -> Error {
+    let mut message = format!("the store in {} does not open: {error}", path.display());
+    if error.kind() != rocksdb::ErrorKind::Corruption {
+        return Error::Storage(message);
+    }
+    if !message.contains(&format!("{}/", path.display())) {
+        let mut logs: Vec<String> = std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".log"))
+            .collect();
+        logs.sort();
+        message += &format!(
+            " (no file named; the write-ahead logs replayed at open: {})",
+            logs.join(", ")
+        );
+    }
+    Error::Corrupt(message)
 }
 
 fn options() -> Options {
@@ -57,16 +164,35 @@ fn options() -> Options {
     options.create_missing_column_families(true);
     options.set_paranoid_checks(true);
     options.increase_parallelism(2);
+    options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     options
 }
 
 impl Store {
     /// Opens (or creates) the store in `path` and starts the committer.
     pub fn open(path: &Path) -> Result<Store, Error> {
+        Store::open_with(path, STORAGE_FREE_BYTES_MIN)
+    }
+
+    /// `open` with another free-space reserve, bytes (tests use small filesystems).
+    pub fn open_with(path: &Path, free_bytes_min: u64) -> Result<Store, Error> {
         let families = Table::ALL
             .iter()
             .map(|table| ColumnFamilyDescriptor::new(table.name(), Options::default()));
-        let db = Arc::new(DB::open_cf_descriptors(&options(), path, families)?);
+        let db = DB::open_cf_descriptors(&options(), path, families)
+            .map_err(|error| open_error(path, &error))?;
+        let db = Arc::new(db);
+        let space = Arc::new(Space {
+            free_bytes: AtomicU64::new(free_bytes(path)?),
+            free_bytes_min,
+        });
+        let (space_stop, stopped) = crossbeam_channel::bounded(0);
+        let space_watcher = {
+            let (path, space) = (path.to_owned(), Arc::clone(&space));
+            std::thread::Builder::new()
+                .name("space-watcher".into())
+                .spawn(move || run_space_watcher(&path, &space, &stopped))?
+        };
         let (sender, receiver) = crossbeam_channel::bounded(COMMIT_QUEUE_DEPTH_MAX);
         let durable = Arc::new(Durable::default());
         let figures = Arc::new(Mutex::new(CommitterFigures::default()));
@@ -84,6 +210,9 @@ impl Store {
             durable,
             figures,
             committer: Some(committer),
+            space,
+            space_stop: Some(space_stop),
+            space_watcher: Some(space_watcher),
         })
     }
 
@@ -91,7 +220,11 @@ impl Store {
     /// serves or is stopped); it takes no commits.
     pub fn open_read_only(path: &Path) -> Result<Store, Error> {
         let names = Table::ALL.iter().map(|table| table.name());
-        let db = DB::open_cf_for_read_only(&Options::default(), path, names, false)?;
+        let mut options = Options::default();
+        options.set_paranoid_checks(true);
+        options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+        let db = DB::open_cf_for_read_only(&options, path, names, false)
+            .map_err(|error| open_error(path, &error))?;
         Ok(Store {
             db: Arc::new(db),
             path: path.to_owned(),
@@ -99,6 +232,12 @@ impl Store {
             durable: Arc::new(Durable::default()),
             figures: Arc::new(Mutex::new(CommitterFigures::default())),
             committer: None,
+            space: Arc::new(Space {
+                free_bytes: AtomicU64::new(0),
+                free_bytes_min: 0,
+            }),
+            space_stop: None,
+            space_watcher: None,
         })
     }
 
@@ -114,6 +253,21 @@ impl Store {
     /// Commits waiting for the committer.
     pub fn queue_depth(&self) -> usize {
         self.sender.as_ref().map_or(0, Sender::len)
+    }
+
+    /// True while the filesystem's free space is under the reserve (new
+    /// writes are refused `storage_unavailable`).
+    pub fn space_is_low(&self) -> bool {
+        self.space.is_low()
+    }
+
+    /// Writes the memtables to SST files and waits (tests and operators that
+    /// want the state out of the WAL).
+    pub fn flush(&self) -> Result<(), Error> {
+        let families: Vec<_> = Table::ALL.iter().map(|table| self.family(*table)).collect();
+        self.db
+            .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())?;
+        Ok(())
     }
 
     pub fn committer_figures(&self) -> CommitterFigures {
@@ -226,6 +380,17 @@ impl Journal for Store {
                 "the store is open read-only",
             ));
         };
+        if self.space.is_low() {
+            return Err(Refusal::new(
+                Reason::StorageUnavailable,
+                format!(
+                    "the data filesystem has {} bytes free, under the reserve of {} bytes; \
+                     nothing was written; retry once space is freed",
+                    self.space.free_bytes.load(Ordering::Relaxed),
+                    self.space.free_bytes_min
+                ),
+            ));
+        }
         match sender.try_send(commit) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(Refusal::new(
@@ -302,6 +467,10 @@ impl Drop for Store {
         self.sender.take();
         if let Some(committer) = self.committer.take() {
             let _ = committer.join();
+        }
+        self.space_stop.take();
+        if let Some(watcher) = self.space_watcher.take() {
+            let _ = watcher.join();
         }
     }
 }

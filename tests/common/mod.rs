@@ -379,7 +379,27 @@ impl Disk {
     }
 
     pub fn open_at(data: &Path, prefix: &str, clock: Arc<ManualClock>) -> Result<Disk, Error> {
-        let opened = voucherd::data::open(data, Campaign::default_for(NOW), clock.clone())?;
+        Disk::open_with(
+            data,
+            prefix,
+            clock,
+            voucherd::limits::STORAGE_FREE_BYTES_MIN,
+        )
+    }
+
+    /// `open_at` with another free-space reserve for the store, bytes.
+    pub fn open_with(
+        data: &Path,
+        prefix: &str,
+        clock: Arc<ManualClock>,
+        free_bytes_min: u64,
+    ) -> Result<Disk, Error> {
+        let opened = voucherd::data::open_with(
+            data,
+            Campaign::default_for(NOW),
+            clock.clone(),
+            free_bytes_min,
+        )?;
         Ok(Disk {
             ledger: opened.ledger,
             store: opened.store,
