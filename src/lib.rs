@@ -10,6 +10,8 @@
 //! - `audit.rs`: audit records, chain verification, the binary export.
 //! - `codec.rs`, `digest.rs`, `limits.rs`, `error.rs`: encoding, state digest,
 //!   every limit, and the error and reason-code types.
+//! - `report.rs`: the bureau's progress report (text, CSV, HTML) from `stats`;
+//!   `import.rs`: the attachment 2 form (CSV) into `register_institution` requests.
 
 pub mod audit;
 pub mod client;
@@ -21,9 +23,11 @@ pub mod digest;
 pub mod domain;
 pub mod engine_limit;
 pub mod error;
+pub mod import;
 pub mod journal;
 pub mod ledger;
 pub mod limits;
+pub mod report;
 pub mod server;
 pub mod store;
 pub mod tls;
