@@ -1,10 +1,12 @@
 #!/bin/sh
 # Installs what a fresh Debian 12 machine lacks to build and test voucherd:
-# libclang-dev (bindings of the rocksdb crate). Idempotent; quiet when all is present.
+# libclang-dev (bindings of the rocksdb crate), chromium and fonts-noto-cjk
+# (the HTML report is rendered headless in tests, with its Chinese names).
+# Idempotent; quiet when all is present.
 set -eu
 
 missing=""
-for package in libclang-dev; do
+for package in libclang-dev chromium fonts-noto-cjk; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then

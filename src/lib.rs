@@ -12,6 +12,8 @@
 //!   frames; `telemetry.rs`: Prometheus metrics; `daemon.rs`: start-up.
 //! - `codec.rs`, `digest.rs`, `limits.rs`, `error.rs`: encoding, state digest,
 //!   every limit, and the error and reason-code types.
+//! - `report.rs`: the bureau's progress report (text, CSV, HTML) from `stats`;
+//!   `import.rs`: the attachment 2 form (CSV) into `register_institution` requests.
 
 pub mod audit;
 pub mod backup;
@@ -24,10 +26,12 @@ pub mod digest;
 pub mod domain;
 pub mod engine_limit;
 pub mod error;
+pub mod import;
 pub mod journal;
 pub mod ledger;
 pub mod limits;
 pub mod properties;
+pub mod report;
 pub mod server;
 pub mod store;
 pub mod telemetry;

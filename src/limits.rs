@@ -84,3 +84,8 @@ pub const BATCHES_IN_FLIGHT_MAX: usize = 256;
 pub const BATCH_SLOT_WAIT_MS: u64 = 2_000;
 /// How long shutdown waits for in-flight requests, milliseconds.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+/// Largest attachment 2 form `voucherctl institution import` reads, bytes.
+pub const IMPORT_FILE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Institution rows one imported form may hold.
+pub const IMPORT_ROWS_MAX: usize = 100_000;

@@ -625,3 +625,114 @@ fn sigterm_stops_the_daemon_with_exit_0() {
     let shown = ctl_json(&daemon.addr, &certs, &["voucher", "show", &voucher]);
     assert_eq!(shown["state"], "issued");
 }
+
+/// `voucherctl institution import` and `voucherctl report` against a real
+/// daemon: the sample form registers whole (exit 0), a second run changes
+/// nothing, a form with a bad row exits 3 and names its line, a missing file
+/// exits 1; the report's three formats carry the registered institutions.
+#[test]
+fn voucherctl_imports_the_sample_form_and_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    let daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"));
+    let addr = daemon.addr.clone();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/ops/institutions-sample.csv");
+    let args = ["institution", "import", sample];
+    let first = ctl_ok(&addr, &certs, &args);
+    assert_eq!(first.matches(": registered ").count(), 7, "{first}");
+    assert!(
+        first.contains("line 4: registered 5001031 重庆渝中技工学校"),
+        "{first}"
+    );
+    assert!(first.ends_with("7 rows: 7 registered, 0 already present, 0 refused\n"));
+    let head = ctl_json(&addr, &certs, &["audit", "head"]);
+    let second = ctl_ok(&addr, &certs, &args);
+    assert_eq!(second.matches(": already present ").count(), 7, "{second}");
+    let again = ctl_json(&addr, &certs, &["audit", "head"]);
+    assert_eq!(
+        (&again["seq"], &again["state_digest"]),
+        (&head["seq"], &head["state_digest"])
+    );
+
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        format!(
+            "机构名称,行政区划编码,机构地址,机构电话,机构编码,机构类型,机构专员姓名,机构专员身份证号码,培训机构经纬度\n\
+             重庆新培训学校,500101,重庆市万州区一路1号,023-1,5100001,技工院校,刘路,{},\"29.56,106.55\"\n\
+             重庆坏培训学校,500101,重庆市万州区一路2号,023-1,5100002,技工院校,刘路,{},\"29.56,106.55\"\n",
+            id_number(40),
+            common::bad_id_number()
+        ),
+    )
+    .unwrap();
+    let bad_args = ["--json", "institution", "import", bad.to_str().unwrap()];
+    let output = ctl_with(&addr, &certs, &bad_args, None);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        describe(&bad_args, &output)
+    );
+    let rows = answers(&output);
+    assert_eq!(rows[0]["status"], "registered");
+    assert_eq!(
+        (&rows[1]["line"], &rows[1]["reason"]),
+        (&json!(3), &json!("invalid_id_number"))
+    );
+    let missing = ["institution", "import", "/nonexistent/form.csv"];
+    let output = ctl_with(&addr, &certs, &missing, None);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        describe(&missing, &output)
+    );
+
+    let text_report = ctl_ok(&addr, &certs, &["report"]);
+    assert!(text_report.contains("合计"), "{text_report}");
+    assert!(text_report.contains("institutions using vouchers"));
+    let csv_path = dir.path().join("report.csv");
+    ctl_ok(
+        &addr,
+        &certs,
+        &[
+            "report",
+            "--format",
+            "csv",
+            "--out",
+            csv_path.to_str().unwrap(),
+        ],
+    );
+    let csv_text = std::fs::read_to_string(&csv_path).unwrap();
+    assert_eq!(
+        csv_text
+            .lines()
+            .filter(|l| l.starts_with("district,"))
+            .count(),
+        41
+    );
+    assert_eq!(
+        csv_text
+            .lines()
+            .filter(|l| l.starts_with("institution,"))
+            .count(),
+        8
+    );
+    assert!(csv_text.contains("institutions_using_vouchers,,培训机构用券覆盖,,8,,,0,0.00,,"));
+    let html_path = dir.path().join("report.html");
+    ctl_ok(
+        &addr,
+        &certs,
+        &[
+            "report",
+            "--format",
+            "html",
+            "--out",
+            html_path.to_str().unwrap(),
+        ],
+    );
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert_eq!(html.matches("<tr class=\"institution\"").count(), 8);
+    assert!(html.contains("两江新区创业孵化培训中心"));
+}

@@ -11,8 +11,10 @@ use voucherd::client::Client;
 use voucherd::ctl::{audit_export, human, parse_line, ExportFormat, Line};
 use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
 use voucherd::domain::ids::{DistrictCode, InstitutionCode, OperatorId, VoucherId};
-use voucherd::domain::op::{Answer, Op, Request, Role, SiteSpec};
+use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, StatsView};
+use voucherd::import;
 use voucherd::limits::BATCH_OPS_MAX;
+use voucherd::report::{self, Format};
 
 #[derive(Parser)]
 #[command(
@@ -72,7 +74,7 @@ fn site(text: &str) -> Result<SiteSpec, String> {
 enum Command {
     /// Send JSON-lines operations from FILE (or stdin) in batches; print one JSON answer per line.
     Batch { file: Option<PathBuf> },
-    /// Institutions: register, change admin.
+    /// Institutions: register, change admin, import the attachment 2 form.
     Institution {
         #[command(subcommand)]
         command: InstitutionCommand,
@@ -175,6 +177,19 @@ enum Command {
         #[arg(long)]
         year: Option<u16>,
     },
+    /// The bureau's progress report (attachment 1): districts against their
+    /// targets, city goals, coverage, institutions' average scores.
+    Report {
+        /// text, csv (UTF-8 with BOM) or html (one self-contained page).
+        #[arg(long, default_value = "text")]
+        format: Format,
+        /// Write the report to FILE instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Campaign year (default: the current campaign).
+        #[arg(long)]
+        year: Option<u16>,
+    },
     /// The audit chain's head and the state digest.
     Audit {
         #[command(subcommand)]
@@ -213,6 +228,9 @@ enum InstitutionCommand {
         #[arg(long)]
         admin_id_number: String,
     },
+    /// Register every valid row of an attachment 2 form (UTF-8 CSV with the
+    /// form's Chinese headers); print one line per row. Re-running changes nothing.
+    Import { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -258,7 +276,11 @@ enum AuditCommand {
 
 fn op_of(command: Command) -> Op {
     match command {
-        Command::Batch { .. } => unreachable!("batch is handled apart"),
+        Command::Batch { .. }
+        | Command::Report { .. }
+        | Command::Institution {
+            command: InstitutionCommand::Import { .. },
+        } => unreachable!("batch, report and import are handled apart"),
         Command::Institution {
             command:
                 InstitutionCommand::Register {
@@ -513,6 +535,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         eprintln!("exported {records} audit records to {}", out.display());
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Report { format, out, year } = command {
+        let client = connect(cli.role.unwrap_or(Role::Bureau)).await?;
+        let stats = stats(&client, year).await;
+        client.close().await;
+        let stats = match stats? {
+            Ok(stats) => stats,
+            Err(answer) => {
+                print_answer(&answer, cli.json);
+                return Ok(ExitCode::from(3));
+            }
+        };
+        let rendered = report::render(&stats, format);
+        match out {
+            Some(path) => std::fs::write(&path, rendered)
+                .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?,
+            None => std::io::stdout().lock().write_all(rendered.as_bytes())?,
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Institution {
+        command: InstitutionCommand::Import { file },
+    } = command
+    {
+        return import_form(&file, cli.role.unwrap_or(Role::Bureau), cli.json, connect).await;
+    }
     let op = op_of(command);
     let Some(role) = cli.role.or_else(|| default_role(&op)) else {
         anyhow::bail!(
@@ -529,5 +576,82 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
+    })
+}
+
+/// The `stats` answer for `year` (whole city for the bureau), or the refusal.
+async fn stats(client: &Client, year: Option<u16>) -> anyhow::Result<Result<StatsView, Answer>> {
+    let request = Request {
+        id: fresh_request_id(),
+        op: Op::Stats {
+            district: None,
+            year,
+        },
+    };
+    let answer = client.execute(&[request]).await?.remove(0);
+    Ok(match answer.outcome {
+        Ok(Reply::Stats(stats)) => Ok(*stats),
+        Ok(other) => anyhow::bail!("stats answered {other:?}"),
+        Err(_) => Err(answer),
+    })
+}
+
+/// `voucherctl institution import FILE`: exit 0 when every row is registered
+/// or already present, 3 when some row is refused, 1 when the file is unusable.
+async fn import_form<F, C>(
+    file: &std::path::Path,
+    role: Role,
+    json: bool,
+    connect: F,
+) -> anyhow::Result<ExitCode>
+where
+    F: Fn(Role) -> C,
+    C: std::future::Future<Output = Result<Client, voucherd::error::Error>>,
+{
+    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("read {}: {e}", file.display()))?;
+    let client = connect(role).await?;
+    let result = async {
+        let stats = match stats(&client, None).await? {
+            Ok(stats) => stats,
+            Err(answer) => {
+                let refusal = answer.outcome.expect_err("a refusal");
+                anyhow::bail!(
+                    "cannot read the campaign's districts: {} ({})",
+                    refusal.reason,
+                    refusal.message
+                )
+            }
+        };
+        let (districts, existing) = import::known(&stats);
+        let rows = import::read_form(&bytes, &districts)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let requests = import::requests(&rows);
+        let mut answers = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(BATCH_OPS_MAX) {
+            answers.extend(client.execute(chunk).await?);
+        }
+        Ok(import::outcomes(&rows, answers, &existing))
+    }
+    .await;
+    client.close().await;
+    let outcomes = result?;
+    let mut out = std::io::stdout().lock();
+    for outcome in &outcomes {
+        if json {
+            writeln!(out, "{}", outcome.to_json())?;
+        } else {
+            writeln!(out, "{}", outcome.text())?;
+        }
+    }
+    let summary = import::summary(&outcomes);
+    if json {
+        eprintln!("{summary}");
+    } else {
+        writeln!(out, "{summary}")?;
+    }
+    Ok(if outcomes.iter().any(import::RowOutcome::is_refused) {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
     })
 }

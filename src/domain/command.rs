@@ -174,6 +174,39 @@ fn sites(specs: &[super::op::SiteSpec]) -> Result<Vec<Site>, Refusal> {
         .collect()
 }
 
+/// Checks every field of a `register_institution` (the institution import
+/// checks form rows with it before sending them).
+pub fn check_registration(op: &Op, secret: &PersonSecret) -> Result<Registration, Refusal> {
+    let Op::RegisterInstitution {
+        code,
+        name,
+        district,
+        address,
+        phone,
+        kind,
+        admin_name,
+        admin_id_number,
+        sites: site_specs,
+    } = op
+    else {
+        return refuse(
+            Reason::InvalidRequest,
+            format!("{} is not register_institution", op.name()),
+        );
+    };
+    Ok(Registration {
+        code: *code,
+        name: text(name, "name", true)?,
+        district: *district,
+        address: text(address, "address", true)?,
+        phone: text(phone, "phone", true)?,
+        kind: *kind,
+        admin_name: text(admin_name, "admin_name", true)?,
+        admin: person(admin_id_number, "admin_id_number", secret)?,
+        sites: sites(site_specs)?,
+    })
+}
+
 impl Command {
     /// Checks every field of a changing operation. Reads (`get_voucher`,
     /// `stats`, `audit_head`, `audit_read`) are not commands: this checks
@@ -184,27 +217,9 @@ impl Command {
         campaigns: &Campaigns,
     ) -> Result<Option<Command>, Refusal> {
         let command = match op {
-            Op::RegisterInstitution {
-                code,
-                name,
-                district,
-                address,
-                phone,
-                kind,
-                admin_name,
-                admin_id_number,
-                sites: site_specs,
-            } => Command::RegisterInstitution(Box::new(Registration {
-                code: *code,
-                name: text(name, "name", true)?,
-                district: *district,
-                address: text(address, "address", true)?,
-                phone: text(phone, "phone", true)?,
-                kind: *kind,
-                admin_name: text(admin_name, "admin_name", true)?,
-                admin: person(admin_id_number, "admin_id_number", secret)?,
-                sites: sites(site_specs)?,
-            })),
+            Op::RegisterInstitution { .. } => {
+                Command::RegisterInstitution(Box::new(check_registration(op, secret)?))
+            }
             Op::SetInstitutionAdmin {
                 institution,
                 admin_name,

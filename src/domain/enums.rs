@@ -109,17 +109,33 @@ impl InstitutionType {
         InstitutionType::Other,
     ];
 
-    /// The type's name on the attachment 2 form.
+    /// The type's name on the attachment 2 form (机构类型).
     pub fn chinese_name(self) -> &'static str {
         match self {
             InstitutionType::HigherVocational => "高职院校",
-            InstitutionType::SecondaryVocational => "中职学校",
+            InstitutionType::SecondaryVocational => "中职院校",
             InstitutionType::TechnicianCollege => "技工院校",
             InstitutionType::IndustryBody => "行业培训机构",
             InstitutionType::EnterpriseCentre => "企业培训中心",
             InstitutionType::PrivateSchool => "民办职业培训学校",
-            InstitutionType::Other => "其他",
+            InstitutionType::Other => "其他类培训机构",
         }
+    }
+
+    /// The type a form names: its Chinese name, a common short form
+    /// (中职学校, 其他), or its wire name (`technician_college`).
+    pub fn from_chinese_name(text: &str) -> Option<InstitutionType> {
+        let text = text.trim();
+        let short = match text {
+            "中职学校" => Some(InstitutionType::SecondaryVocational),
+            "其他" | "其它" | "其他类" => Some(InstitutionType::Other),
+            _ => None,
+        };
+        short.or_else(|| {
+            InstitutionType::ALL
+                .into_iter()
+                .find(|kind| kind.chinese_name() == text || wire_name(kind) == text)
+        })
     }
 }
 
@@ -152,5 +168,34 @@ pub fn wire_name<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(name)) => name,
         _ => unreachable!("enumerations serialise as strings"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn institution_types_read_from_the_form() {
+        for kind in InstitutionType::ALL {
+            assert_eq!(
+                InstitutionType::from_chinese_name(kind.chinese_name()),
+                Some(kind)
+            );
+            assert_eq!(
+                InstitutionType::from_chinese_name(&wire_name(&kind)),
+                Some(kind)
+            );
+        }
+        assert_eq!(
+            InstitutionType::from_chinese_name(" 中职学校 "),
+            Some(InstitutionType::SecondaryVocational)
+        );
+        assert_eq!(
+            InstitutionType::from_chinese_name("其他"),
+            Some(InstitutionType::Other)
+        );
+        assert_eq!(InstitutionType::from_chinese_name("大学"), None);
+        assert_eq!(InstitutionType::from_chinese_name(""), None);
     }
 }

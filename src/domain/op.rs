@@ -299,13 +299,31 @@ pub struct VoucherView {
     pub settled_fen: Option<u64>,
 }
 
-/// `stats`' answer: per district, the city, and the coverage figures.
+/// `stats`' answer: per district, the city, the coverage figures, and (an
+/// addition to API.md) per institution.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct StatsView {
     pub year: u16,
     pub districts: Vec<DistrictStats>,
     pub city: CityStats,
     pub coverage: Coverage,
+    /// Registered institutions (of the district asked, if any), by code.
+    #[serde(default)]
+    pub institutions: Vec<InstitutionStats>,
+}
+
+/// One institution's figures for the year asked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct InstitutionStats {
+    pub code: InstitutionCode,
+    pub name: String,
+    pub district: DistrictCode,
+    /// Vouchers now used (redeemed, completed or settled) at this institution.
+    pub used: u64,
+    /// Evaluations received, and their mean score rounded to 2 decimals
+    /// (`None` without evaluations).
+    pub evaluations: u64,
+    pub average_score: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]

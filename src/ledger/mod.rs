@@ -25,7 +25,8 @@ use crate::domain::campaign::Campaigns;
 use crate::domain::command::{check_request_id, Command};
 use crate::domain::ids::{DistrictCode, InstitutionCode, PersonKey, PersonSecret, VoucherId};
 use crate::domain::op::{
-    Answer, AuditPage, CityStats, Coverage, DistrictStats, Op, Reply, Request, Role, StatsView,
+    Answer, AuditPage, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply, Request,
+    Role, StatsView,
 };
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use crate::domain::rules::{self, Context};
@@ -1007,6 +1008,18 @@ impl Ledger {
                 ));
             }
         }
+        // Institutions before the tail (the lock order); one shard at a time.
+        let mut registered: Vec<(InstitutionCode, String, DistrictCode)> = Vec::new();
+        for shard in self.institutions.all() {
+            registered.extend(
+                shard
+                    .read()
+                    .values()
+                    .filter(|i| district.is_none_or(|code| i.district == code))
+                    .map(|i| (i.code, i.name.clone(), i.district)),
+            );
+        }
+        registered.sort_unstable_by_key(|(code, _, _)| *code);
         let tail = self.tail.lock();
         let figure = |figure: Figure| tail.figures.get(&figure).copied().unwrap_or(0);
         let percent = |used: u64, target: u64| {
@@ -1064,11 +1077,28 @@ impl Ledger {
             .into_iter()
             .filter(|d| district.is_none_or(|code| d.code == code))
             .collect();
+        let institutions = registered
+            .into_iter()
+            .map(|(code, name, district)| {
+                let evaluations = figure(Figure::InstitutionEvaluations(year, code));
+                let score_sum = figure(Figure::InstitutionScoreSum(year, code));
+                InstitutionStats {
+                    code,
+                    name,
+                    district,
+                    used: figure(Figure::InstitutionUsed(year, code)),
+                    evaluations,
+                    average_score: (evaluations > 0)
+                        .then(|| (score_sum as f64 * 100.0 / evaluations as f64).round() / 100.0),
+                }
+            })
+            .collect();
         Ok(StatsView {
             year,
             districts,
             city,
             coverage,
+            institutions,
         })
     }
 
