@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 
 use crate::peak::{
@@ -198,7 +197,7 @@ impl FindMax {
 }
 
 /// Runs the ladder, then the step at half the maximum. Phases are numbered
-/// from 0 (request ids stay unique across steps).
+/// by step, the half step after the whole ladder (request ids stay unique).
 pub async fn run(
     plan: &Plan,
     workload: &Arc<Workload>,
@@ -207,11 +206,9 @@ pub async fn run(
     let mut tally = Tally::new();
     let mut ladder = Vec::new();
     let rates = plan.rates();
-    let mut index = 0;
     for (i, &rate) in rates.iter().enumerate() {
         let label = format!("step {}/{} at {rate:.0} ops/s", i + 1, rates.len());
-        let (outcome, step) = run_step(plan, workload, timeline, index, rate, &label).await?;
-        index += 1;
+        let (outcome, step) = run_step(plan, workload, timeline, i as u32, rate, &label).await?;
         tally.add(&outcome.tally);
         eprintln!("{label}: {}", step.summary());
         let passed = step.failure.is_none();
@@ -231,6 +228,7 @@ pub async fn run(
         Some(max) => {
             let rate = max / 2.0;
             let label = format!("half the maximum, {rate:.0} ops/s");
+            let index = rates.len() as u32;
             let (outcome, step) = run_step(plan, workload, timeline, index, rate, &label).await?;
             tally.add(&outcome.tally);
             eprintln!("{label}: {}", step.summary());
@@ -255,17 +253,11 @@ async fn run_step(
     rate: f64,
     label: &str,
 ) -> anyhow::Result<(peak::Outcome, Step)> {
-    let progress = ProgressBar::with_draw_target(
-        Some((rate * plan.step.as_secs_f64()).ceil() as u64),
-        ProgressDrawTarget::stderr(),
+    let progress = crate::progress_bar(
+        (rate * plan.step.as_secs_f64()).ceil() as u64,
+        label.to_owned(),
+        "operations",
     );
-    progress.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} operations, {per_sec} ({elapsed})",
-        )
-        .expect("template"),
-    );
-    progress.set_prefix(label.to_owned());
     let phase = Phase {
         index,
         rate_ops_per_s: Some(rate),

@@ -31,7 +31,7 @@ use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec};
 use voucherd::domain::time::{Clock, SystemClock};
 
-use peak::{Institution, Phase, Tally, Timeline, Workload};
+use peak::{Institution, Phase, Timeline, Workload};
 
 #[derive(Parser, Clone)]
 #[command(
@@ -208,10 +208,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let (tally, found) = match &plan {
         Some(plan) => {
             let mut found = find_max::run(plan, &workload, &timeline).await?;
-            (
-                std::mem::replace(&mut found.tally, Tally::new()),
-                Some(found),
-            )
+            (std::mem::take(&mut found.tally), Some(found))
         }
         None => {
             // Each person brings 4 operations, and 3 more if picked for invalid ones.

@@ -192,7 +192,7 @@ pub struct SecondFigures {
 impl Timeline {
     /// Marks the start of a phase: the first one is the timeline's origin.
     pub fn begin(&mut self, at: Instant) {
-        self.origin.get_or_insert(at);
+        let _ = self.origin.get_or_insert(at);
     }
 
     /// Seconds from the first phase's start to `end` (0 before any phase).
@@ -354,7 +354,7 @@ pub async fn run(
         worker.await?;
     }
     let wall_s = started.elapsed().as_secs_f64();
-    let tally = std::mem::replace(&mut *tally.lock(), Tally::new());
+    let tally = std::mem::take(&mut *tally.lock());
     Ok(Outcome {
         tally,
         wall_s,
