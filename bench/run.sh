@@ -1,30 +1,71 @@
 #!/bin/sh
-# The standard scenario: the engine limit, then a daemon on a fresh data folder
-# driven by voucher-load (PERSONS persons × 4 vouchers, PEAK_S seconds of peak),
-# with the engine limit re-measured in the same run for the ratio.
-# Results: bench/results/<date>.json and .txt. Usage: bench/run.sh [PERSONS] [PEAK_S]
+# The standard scenario, then the maximum sustainable rate, each on a daemon
+# with a fresh data folder, with the engine limit re-measured in the same run
+# for the ratio.
+#  1. voucher-load closed loop: PERSONS persons × 4 vouchers, PEAK_S seconds of
+#     peak. Results: bench/results/<time>.json, .txt and .svg (the plot of
+#     throughput and latency per second).
+#  2. voucher-load --find-max: a ladder of open-loop steps of STEP_S seconds
+#     from FIND_MAX_START ops/s (×1.25 each, at most FIND_MAX_STEPS), then a
+#     step at half the maximum (its p99 is issue #4's latency target), on
+#     FIND_MAX_PERSONS persons (voucher-load refuses to start when they are
+#     too few for every step). Results: bench/results/<time>-find-max.json,
+#     .txt and .svg.
+# Usage: bench/run.sh [PERSONS] [PEAK_S]; FIND_MAX=0 skips step 2.
 set -eu
 cd "$(dirname "$0")/.."
 persons="${1:-250000}"      # 250,000 persons × 4 = 1 million vouchers
 peak_s="${2:-60}"
 connections="${CONNECTIONS:-32}"
 batch="${BATCH:-256}"
+find_max="${FIND_MAX:-1}"
+find_max_persons="${FIND_MAX_PERSONS:-300000}"
+find_max_start="${FIND_MAX_START:-2000}"
+find_max_steps="${FIND_MAX_STEPS:-14}"
+step_s="${STEP_S:-5}"
 ./ops/install-deps.sh
 cargo build --release --bins
 work="$(mktemp -d)"
-trap 'kill "$daemon" 2>/dev/null || true; rm -rf "$work"' EXIT
+daemon=""
+trap 'if [ -n "$daemon" ]; then kill "$daemon" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 mkdir -p bench/results
 stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
-./target/release/voucherd serve --listen 127.0.0.1:0 --data "$work/data" --certs "$work/certs" \
-    >"$work/daemon.out" 2>"$work/daemon.log" &
-daemon=$!
-while ! grep -q "listening on" "$work/daemon.out"; do sleep 0.2; done
-address="$(sed -n 's/^voucherd: listening on //p' "$work/daemon.out")"
-./target/release/voucher-load --server "$address" --certs "$work/certs" \
+
+# start_daemon NAME: a daemon on $work/NAME; sets $daemon and $address.
+start_daemon() {
+    ./target/release/voucherd serve --listen 127.0.0.1:0 --data "$work/$1/data" \
+        --certs "$work/$1/certs" >"$work/$1.out" 2>"$work/$1.log" &
+    daemon=$!
+    while ! grep -q "listening on" "$work/$1.out"; do sleep 0.2; done
+    address="$(sed -n 's/^voucherd: listening on //p' "$work/$1.out")"
+}
+
+# stop_daemon RESULTS: appends the machine and the daemon's memory, then stops it.
+stop_daemon() {
+    {
+        echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)"
+        echo "daemon resident memory after the run: $(ps -o rss= -p "$daemon") KiB"
+    } | tee -a "$1"
+    kill "$daemon"
+    wait "$daemon" || true
+    daemon=""
+}
+
+start_daemon standard
+./target/release/voucher-load --server "$address" --certs "$work/standard/certs" \
     --persons "$persons" --institutions 2000 --connections "$connections" --batch "$batch" \
     --duration-s "$peak_s" --engine-limit-dir "$work/limit" \
-    --out "bench/results/$stamp.json" | tee "bench/results/$stamp.txt"
-{
-    echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)"
-    echo "daemon resident memory after the run: $(ps -o rss= -p "$daemon") KiB"
-} | tee -a "bench/results/$stamp.txt"
+    --out "bench/results/$stamp.json" --plot "bench/results/$stamp.svg" \
+    | tee "bench/results/$stamp.txt"
+stop_daemon "bench/results/$stamp.txt"
+
+if [ "$find_max" != 0 ]; then
+    start_daemon find-max
+    ./target/release/voucher-load --server "$address" --certs "$work/find-max/certs" \
+        --persons "$find_max_persons" --institutions 2000 --connections "$connections" \
+        --batch "$batch" --find-max --find-max-start "$find_max_start" \
+        --find-max-steps "$find_max_steps" --step-s "$step_s" --engine-limit-dir "$work/limit" \
+        --out "bench/results/$stamp-find-max.json" --plot "bench/results/$stamp-find-max.svg" \
+        | tee "bench/results/$stamp-find-max.txt"
+    stop_daemon "bench/results/$stamp-find-max.txt"
+fi

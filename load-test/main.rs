@@ -2,17 +2,26 @@
 //! voucherd over QUIC as `bureau` (setup) and `gateway` (peak), checks every
 //! answer against what it must be, and reports throughput, latency
 //! percentiles, refusals by reason and a consistency check against `stats`.
+//!
+//! Layout: `main.rs` owns the flags, the setup phase and the report (human
+//! summary, JSON, engine-limit ratio); `peak.rs` one peak phase (workers,
+//! checks, tally, per-second timeline); `find_max.rs` the ladder of open-loop
+//! steps that finds the maximum sustainable rate (`--find-max`); `plot.rs` the
+//! SVG plot of throughput and latency per second (`--plot`).
 
-use std::collections::BTreeMap;
+mod find_max;
+mod peak;
+mod plot;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use voucherd::client::Client;
@@ -21,7 +30,8 @@ use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec};
 use voucherd::domain::time::{Clock, SystemClock};
-use voucherd::error::Reason;
+
+use peak::{Institution, Phase, Timeline, Workload};
 
 #[derive(Parser, Clone)]
 #[command(
@@ -49,8 +59,24 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     duration_s: u64,
     /// Open loop at this many operations per second (0: closed loop, as fast as answers come).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "find_max")]
     rate: u64,
+    /// Instead of one peak: find the maximum sustainable rate with a ladder of
+    /// open-loop steps (×1.25 each), then measure a step at half of it.
+    #[arg(long)]
+    find_max: bool,
+    /// --find-max: the first step's target, operations per second.
+    #[arg(long, default_value_t = 1_000)]
+    find_max_start: u64,
+    /// --find-max: steps in the ladder at most (it stops at the first failing step).
+    #[arg(long, default_value_t = 16)]
+    find_max_steps: u32,
+    /// --find-max: length of each step, seconds.
+    #[arg(long, default_value_t = 5)]
+    step_s: u64,
+    /// --find-max: a step is sustained only if its p99 latency is under this, ms.
+    #[arg(long, default_value_t = 100.0)]
+    p99_max_ms: f64,
     /// Share of persons (percent) who also get invalid operations (double
     /// redemption, 4th use, check-in outside the site).
     #[arg(long, default_value_t = 5)]
@@ -66,6 +92,9 @@ struct Args {
     /// Write the report as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write an SVG plot of throughput and latency (p50, p99) per second of the peak here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
@@ -81,51 +110,31 @@ fn id_number(n: u64) -> String {
     format!("{body}{}", b"10X98765432"[(sum % 11) as usize] as char)
 }
 
-struct Institution {
-    code: InstitutionCode,
-    site: (f64, f64),
-}
-
-/// What the generator expects an operation to answer.
-#[derive(Clone, Copy)]
-enum Expect {
-    Ok,
-    Refused(Reason),
-}
-
-struct Tally {
-    latency_us: Histogram<u64>,
-    accepted: BTreeMap<&'static str, u64>,
-    refused: BTreeMap<&'static str, u64>,
-    unexpected: u64,
-    connection_errors: u64,
-    per_second: BTreeMap<u64, u64>,
-}
-
-fn check(answer: &Answer, expect: Expect, op: &'static str, tally: &mut Tally) {
-    match (&answer.outcome, expect) {
-        (Ok(_), Expect::Ok) => *tally.accepted.entry(op).or_default() += 1,
-        (Err(refusal), Expect::Refused(reason)) if refusal.reason == reason => {
-            *tally.refused.entry(refusal.reason.as_str()).or_default() += 1
-        }
-        (outcome, _) => {
-            if let Err(refusal) = outcome {
-                *tally.refused.entry(refusal.reason.as_str()).or_default() += 1;
-            }
-            tally.unexpected += 1;
-            if tally.unexpected <= 5 {
-                eprintln!("unexpected answer to {op}: {:?}", answer.to_json());
-            }
-        }
-    }
-}
-
-async fn send_all(client: &Client, requests: Vec<Request>) -> anyhow::Result<Vec<Answer>> {
+/// Sends `requests` in frames of at most 1,000, advancing `progress` per frame.
+async fn send_all(
+    client: &Client,
+    requests: Vec<Request>,
+    progress: &ProgressBar,
+) -> anyhow::Result<Vec<Answer>> {
     let mut answers = Vec::with_capacity(requests.len());
     for chunk in requests.chunks(1_000) {
         answers.extend(client.execute(chunk).await?);
+        progress.inc(chunk.len() as u64);
     }
     Ok(answers)
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+fn progress_bar(length: u64, prefix: String, unit: &str) -> ProgressBar {
+    let progress = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr());
+    progress.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{per_sec}} ({{elapsed}})"
+        ))
+        .expect("template"),
+    );
+    progress.set_prefix(prefix);
+    progress
 }
 
 fn main() -> ExitCode {
@@ -145,18 +154,253 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<bool> {
+    anyhow::ensure!(
+        args.connections >= 1 && args.institutions >= 1 && args.batch >= 1,
+        "--connections, --institutions and --batch must be at least 1"
+    );
+    let plan = args.find_max.then(|| find_max::Plan {
+        start_ops_per_s: args.find_max_start as f64,
+        steps: args.find_max_steps,
+        step: Duration::from_secs(args.step_s),
+        p99_ms_max: args.p99_max_ms,
+    });
+    if let Some(plan) = &plan {
+        plan.validate()?;
+        let needed = plan.persons_needed(args.connections, args.batch);
+        anyhow::ensure!(
+            args.persons >= needed,
+            "--find-max may need {needed} persons ({} vouchers) for its {} steps of {} s from {} ops/s \
+             (×{} each, up to {:.0} ops/s) and the step at half the highest, but --persons is {}: \
+             raise --persons, or lower --find-max-start, --find-max-steps or --step-s",
+            needed * 4,
+            plan.steps,
+            args.step_s,
+            args.find_max_start,
+            find_max::RATE_FACTOR,
+            plan.rates().last().copied().unwrap_or(0.0),
+            args.persons
+        );
+    }
     let run_tag = format!("{}-{}", args.seed, SystemClock.now().0);
     let campaign = Campaign::default_for(SystemClock.now());
     let bureau = Client::connect(args.server, &args.certs, Role::Bureau).await?;
-    let gateway = Client::connect(args.server, &args.certs, Role::Gateway).await?;
     let stats_before = stats(&bureau).await?;
 
-    // Setup: institutions weighted by district targets, one operator each.
+    let started = Instant::now();
+    let (institutions, vouchers) = setup(&args, &campaign, &bureau, &run_tag).await?;
+    let setup_s = started.elapsed().as_secs_f64();
+    eprintln!("setup done in {setup_s:.1} s");
+
+    let workload = Arc::new(Workload {
+        server: args.server,
+        certs: args.certs.clone(),
+        connections: args.connections,
+        batch: args.batch,
+        invalid_percent: args.invalid_percent,
+        hot_percent: args.hot_percent,
+        seed: args.seed,
+        run_tag,
+        vouchers,
+        institutions,
+        next_person: AtomicU64::new(0),
+    });
+    let timeline = Arc::new(Mutex::new(Timeline::default()));
+    let (tally, found) = match &plan {
+        Some(plan) => {
+            let mut found = find_max::run(plan, &workload, &timeline).await?;
+            (std::mem::take(&mut found.tally), Some(found))
+        }
+        None => {
+            // Each person brings 4 operations, and 3 more if picked for invalid ones.
+            let per_person = 4.0 + 3.0 * f64::from(args.invalid_percent.min(100)) / 100.0;
+            let mut expected = (workload.persons_left() as f64 * per_person) as u64;
+            if args.rate > 0 {
+                expected = expected.min(args.rate * args.duration_s);
+            }
+            let progress = progress_bar(
+                expected,
+                format!("peak (at most {} s)", args.duration_s),
+                "operations",
+            );
+            let phase = Phase {
+                index: 0,
+                rate_ops_per_s: (args.rate > 0).then_some(args.rate as f64),
+                duration: Duration::from_secs(args.duration_s),
+            };
+            let outcome = peak::run(&workload, phase, &timeline, &progress).await?;
+            progress.finish_and_clear();
+            (outcome.tally, None)
+        }
+    };
+    let peak_end = Instant::now();
+    let (peak_s, per_second) = {
+        let timeline = timeline.lock();
+        (timeline.span_s(peak_end), timeline.figures(peak_end))
+    };
+    let stats_after = stats(&bureau).await?;
+    bureau.close().await;
+
+    let operations = tally.operations();
+    let redeems = tally.accepted("redeem");
+    let checkins = tally.accepted("checkin");
+    let used_delta = stats_after.0 - stats_before.0;
+    let checkin_delta = stats_after.1 - stats_before.1;
+    let consistent = used_delta == redeems && checkin_delta == checkins && tally.unexpected == 0;
+    let mode = match (&plan, args.rate) {
+        (Some(_), _) => "find-max: open-loop ladder".to_owned(),
+        (None, 0) => "closed loop".to_owned(),
+        (None, rate) => format!("open loop at {rate} ops/s"),
+    };
+    let mut report = serde_json::json!({
+        "persons": args.persons,
+        "institutions": args.institutions,
+        "connections": args.connections,
+        "batch": args.batch,
+        "mode": mode,
+        "setup_s": setup_s,
+        "peak_s": peak_s,
+        "operations": operations,
+        "operations_per_s": operations as f64 / peak_s,
+        "redeems_accepted": redeems,
+        "redeems_per_s": redeems as f64 / peak_s,
+        "checkins_accepted": checkins,
+        "latency_ms": tally.latency_json(),
+        "refused": tally.refused,
+        "unexpected_answers": tally.unexpected,
+        "connection_errors": tally.connection_errors,
+        "per_second": per_second.iter().map(|f| serde_json::json!({
+            "second": f.second,
+            "operations": f.operations,
+            "operations_per_s": f.operations_per_s,
+            "latency_ms": f.latency_ms.map(|(p50, p99)| serde_json::json!({"p50": p50, "p99": p99})),
+        })).collect::<Vec<_>>(),
+        "consistency": {"stats_used_delta": used_delta, "stats_used_with_checkin_delta": checkin_delta, "ok": consistent},
+    });
+    println!(
+        "peak ({mode}): {operations} operations in {peak_s:.1} s = {:.0} ops/s; {redeems} redeems = {:.0} redeems/s",
+        operations as f64 / peak_s,
+        redeems as f64 / peak_s
+    );
+    println!(
+        "latency per operation (batch round trip{}): p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
+        if args.rate > 0 || plan.is_some() { " from its due time" } else { "" },
+        tally.latency_ms(0.5),
+        tally.latency_ms(0.9),
+        tally.latency_ms(0.99),
+        tally.latency_ms(0.999),
+        tally.latency_us.max() as f64 / 1000.0
+    );
+    println!(
+        "refused by reason: {:?}; unexpected answers: {}; connection errors: {}",
+        tally.refused, tally.unexpected, tally.connection_errors
+    );
+    println!(
+        "consistency: stats used +{used_delta} vs {redeems} redeems accepted, with check-in +{checkin_delta} vs {checkins}: {}",
+        if consistent { "OK" } else { "MISMATCH" }
+    );
+    // The end-to-end redeem rate compared with the engine limit: the whole
+    // peak's, or with --find-max the rate of the step at the maximum.
+    let mut redeems_per_s = redeems as f64 / peak_s;
+    if let (Some(plan), Some(found)) = (&plan, &found) {
+        for (i, step) in found.ladder.iter().enumerate() {
+            println!("find-max step {}: {}", i + 1, step.summary());
+        }
+        match (found.max_ops_per_s, found.best()) {
+            (Some(max), Some(best)) => {
+                println!(
+                    "maximum sustainable rate: {max:.0} ops/s target (achieved {:.0} ops/s, {:.0} redeems/s; \
+                     ≥ {:.0}% of target, p99 < {} ms){}",
+                    best.achieved_ops_per_s,
+                    best.redeems_per_s,
+                    find_max::ACHIEVED_SHARE_MIN * 100.0,
+                    plan.p99_ms_max,
+                    if found.ladder_exhausted {
+                        "; every step passed, so the maximum may lie higher (raise --find-max-start or --find-max-steps)"
+                    } else {
+                        ""
+                    }
+                );
+                redeems_per_s = best.redeems_per_s;
+            }
+            _ => println!(
+                "maximum sustainable rate: none at or above {} ops/s (the first step failed)",
+                args.find_max_start
+            ),
+        }
+        if let Some(half) = &found.half {
+            println!("at half the maximum: {}", half.summary());
+            println!(
+                "p99 latency at half the maximum sustainable rate: {:.2} ms (issue #4 target ≤ 5 ms: {})",
+                half.p99_ms,
+                if half.p99_ms <= 5.0 { "met" } else { "missed" }
+            );
+        }
+        report["find_max"] = found.to_json(plan);
+    }
+    if let Some(dir) = &args.engine_limit_dir {
+        let mut best = None::<voucherd::engine_limit::LimitRun>;
+        for group in [1, 16, 128, 1024] {
+            let folder = dir.join(format!("group-{group}"));
+            let _ = std::fs::remove_dir_all(&folder);
+            let run = voucherd::engine_limit::measure(&folder, group, Duration::from_secs(3))?;
+            println!(
+                "engine limit, group {group}: {:.0} redeems/s",
+                run.redeems_per_s()
+            );
+            report["engine_limit"][group.to_string()] = run.redeems_per_s().into();
+            if best.is_none_or(|b| run.redeems_per_s() > b.redeems_per_s()) {
+                best = Some(run);
+            }
+        }
+        let best = best.expect("four runs");
+        let ratio = redeems_per_s / best.redeems_per_s();
+        println!(
+            "end-to-end redeems/s{} are {:.1}% of the engine limit ({:.0}/s at group {})",
+            if plan.is_some() {
+                " at the maximum sustainable rate"
+            } else {
+                ""
+            },
+            ratio * 100.0,
+            best.redeems_per_s(),
+            best.group
+        );
+        report["engine_limit_best"] = best.redeems_per_s().into();
+        report["ratio_to_engine_limit"] = ratio.into();
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "voucher-load, {mode}: {} connections, batch {}",
+            args.connections, args.batch
+        );
+        plot::write_svg(path, &title, &per_second)?;
+        println!("plot: {} ({} seconds)", path.display(), per_second.len());
+        report["plot"] = path.display().to_string().into();
+    }
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(consistent && tally.connection_errors == 0)
+}
+
+/// Setup: institutions weighted by district targets, one operator each, then
+/// persons with 4 claimed vouchers each (kinds, categories, channels mixed).
+async fn setup(
+    args: &Args,
+    campaign: &Campaign,
+    bureau: &Client,
+    run_tag: &str,
+) -> anyhow::Result<(Vec<Institution>, Vec<[VoucherId; 4]>)> {
     eprintln!(
         "setup: {} institutions, {} persons × 4 vouchers",
         args.institutions, args.persons
     );
-    let started = Instant::now();
+    let gateway = Client::connect(args.server, &args.certs, Role::Gateway).await?;
+    let progress = progress_bar(
+        2 * u64::from(args.institutions) + 8 * args.persons,
+        "setup".to_owned(),
+        "requests",
+    );
     let total_target: u64 = campaign.districts.iter().map(|d| d.target).sum();
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let code_base = 1_000_000 + (SystemClock.now().0 as u32 % 8_000) * 1_000;
@@ -195,7 +439,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         });
         institutions.push(Institution { code, site });
     }
-    expect_all_ok(send_all(&bureau, requests).await?, "register_institution")?;
+    expect_all_ok(
+        send_all(bureau, requests, &progress).await?,
+        "register_institution",
+    )?;
     let requests = (0..args.institutions)
         .map(|i| Request {
             id: format!("load-{run_tag}-op-{i}"),
@@ -206,7 +453,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             },
         })
         .collect();
-    expect_all_ok(send_all(&gateway, requests).await?, "authorise_operator")?;
+    expect_all_ok(
+        send_all(&gateway, requests, &progress).await?,
+        "authorise_operator",
+    )?;
     let person_base = (SystemClock.now().0 as u64 % 1_000) * 10_000;
     let mut vouchers: Vec<[VoucherId; 4]> = Vec::with_capacity(args.persons as usize);
     for chunk_start in (0..args.persons).step_by(250) {
@@ -228,7 +478,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 });
             }
         }
-        let answers = send_all(&bureau, issue).await?;
+        let answers = send_all(bureau, issue, &progress).await?;
         let mut ids = Vec::new();
         for answer in &answers {
             match &answer.outcome {
@@ -250,231 +500,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
             vouchers.push(four);
         }
-        expect_all_ok(send_all(&gateway, claim).await?, "claim")?;
+        expect_all_ok(send_all(&gateway, claim, &progress).await?, "claim")?;
     }
-    drop(gateway);
-    let setup_s = started.elapsed().as_secs_f64();
-    eprintln!("setup done in {setup_s:.1} s");
-
-    // Peak: each person redeems 3 vouchers at one institution and checks in once;
-    // a share also tries a 4th use, a double redemption and a check-in far away.
-    let vouchers = Arc::new(vouchers);
-    let institutions = Arc::new(institutions);
-    let next_person = Arc::new(AtomicU64::new(0));
-    let tally = Arc::new(Mutex::new(Tally {
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
-        accepted: BTreeMap::new(),
-        refused: BTreeMap::new(),
-        unexpected: 0,
-        connection_errors: 0,
-        per_second: BTreeMap::new(),
-    }));
-    let peak_started = Instant::now();
-    let deadline = peak_started + Duration::from_secs(args.duration_s);
-    let mut workers = Vec::new();
-    for worker in 0..args.connections {
-        let client = Client::connect(args.server, &args.certs, Role::Gateway).await?;
-        let (vouchers, institutions, next_person, tally, args, run_tag) = (
-            Arc::clone(&vouchers),
-            Arc::clone(&institutions),
-            Arc::clone(&next_person),
-            Arc::clone(&tally),
-            args.clone(),
-            run_tag.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ (worker as u64 + 1));
-            let interval = (args.rate > 0).then(|| {
-                Duration::from_secs_f64(
-                    args.connections as f64 * args.batch as f64 / args.rate as f64,
-                )
-            });
-            let mut intended = Instant::now();
-            let mut sequence = 0u64;
-            while Instant::now() < deadline {
-                let mut batch: Vec<(Request, Expect, &'static str)> = Vec::new();
-                while batch.len() + 7 <= args.batch.max(7) {
-                    let p = next_person.fetch_add(1, Ordering::Relaxed);
-                    if p >= vouchers.len() as u64 {
-                        break;
-                    }
-                    let four = vouchers[p as usize];
-                    let hot = rng.gen_range(0..100) < args.hot_percent;
-                    let at = if hot {
-                        rng.gen_range(0..5.min(institutions.len()))
-                    } else {
-                        rng.gen_range(0..institutions.len())
-                    };
-                    let institution = &institutions[at];
-                    let mut push = |op: Op, expect: Expect, name: &'static str| {
-                        sequence += 1;
-                        batch.push((
-                            Request {
-                                id: format!("load-{run_tag}-{worker}-{sequence}"),
-                                op,
-                            },
-                            expect,
-                            name,
-                        ));
-                    };
-                    let redeem = |voucher: VoucherId| Op::Redeem {
-                        voucher,
-                        institution: institution.code,
-                        operator: format!("op-{at}").parse().expect("operator"),
-                        class: "高峰报名班".into(),
-                    };
-                    for voucher in &four[..3] {
-                        push(redeem(*voucher), Expect::Ok, "redeem");
-                    }
-                    push(
-                        Op::Checkin {
-                            voucher: four[0],
-                            lat: institution.site.0,
-                            lon: institution.site.1,
-                        },
-                        Expect::Ok,
-                        "checkin",
-                    );
-                    if rng.gen_range(0..100) < args.invalid_percent {
-                        push(
-                            redeem(four[3]),
-                            Expect::Refused(Reason::UseLimitReached),
-                            "redeem",
-                        );
-                        push(
-                            redeem(four[0]),
-                            Expect::Refused(Reason::AlreadyRedeemed),
-                            "redeem",
-                        );
-                        push(
-                            Op::Checkin {
-                                voucher: four[1],
-                                lat: institution.site.0 + 0.05,
-                                lon: institution.site.1,
-                            },
-                            Expect::Refused(Reason::OutsideSite),
-                            "checkin",
-                        );
-                    }
-                }
-                if batch.is_empty() {
-                    break;
-                }
-                if let Some(interval) = interval {
-                    intended += interval;
-                    tokio::time::sleep_until(intended.into()).await;
-                } else {
-                    intended = Instant::now();
-                }
-                let requests: Vec<Request> = batch.iter().map(|(r, _, _)| r.clone()).collect();
-                let result = client.execute(&requests).await;
-                let latency_us = intended.elapsed().as_micros() as u64;
-                let second = peak_started.elapsed().as_secs();
-                let mut tally = tally.lock();
-                match result {
-                    Ok(answers) => {
-                        for (answer, (_, expect, name)) in answers.iter().zip(&batch) {
-                            check(answer, *expect, name, &mut tally);
-                            tally
-                                .latency_us
-                                .record(latency_us.max(1))
-                                .expect("in bounds");
-                        }
-                        *tally.per_second.entry(second).or_default() += answers.len() as u64;
-                    }
-                    Err(error) => {
-                        tally.connection_errors += 1;
-                        eprintln!("batch failed: {error}");
-                    }
-                }
-            }
-            client.close().await;
-        }));
-    }
-    for worker in workers {
-        worker.await?;
-    }
-    let peak_s = peak_started.elapsed().as_secs_f64();
-    let stats_after = stats(&bureau).await?;
-    bureau.close().await;
-
-    let tally = tally.lock();
-    let operations: u64 =
-        tally.accepted.values().sum::<u64>() + tally.refused.values().sum::<u64>();
-    let redeems = tally.accepted.get("redeem").copied().unwrap_or(0);
-    let checkins = tally.accepted.get("checkin").copied().unwrap_or(0);
-    let used_delta = stats_after.0 - stats_before.0;
-    let checkin_delta = stats_after.1 - stats_before.1;
-    let consistent = used_delta == redeems && checkin_delta == checkins && tally.unexpected == 0;
-    let h = &tally.latency_us;
-    let percentile = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let mut report = serde_json::json!({
-        "persons": args.persons,
-        "institutions": args.institutions,
-        "connections": args.connections,
-        "batch": args.batch,
-        "mode": if args.rate > 0 { format!("open loop at {} ops/s", args.rate) } else { "closed loop".into() },
-        "setup_s": setup_s,
-        "peak_s": peak_s,
-        "operations": operations,
-        "operations_per_s": operations as f64 / peak_s,
-        "redeems_accepted": redeems,
-        "redeems_per_s": redeems as f64 / peak_s,
-        "checkins_accepted": checkins,
-        "latency_ms": {"p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99), "p99.9": percentile(0.999), "max": h.max() as f64 / 1000.0},
-        "refused": tally.refused,
-        "unexpected_answers": tally.unexpected,
-        "connection_errors": tally.connection_errors,
-        "per_second": tally.per_second,
-        "consistency": {"stats_used_delta": used_delta, "stats_used_with_checkin_delta": checkin_delta, "ok": consistent},
-    });
-    println!(
-        "peak: {operations} operations in {peak_s:.1} s = {:.0} ops/s; {redeems} redeems = {:.0} redeems/s",
-        operations as f64 / peak_s,
-        redeems as f64 / peak_s
-    );
-    println!(
-        "latency per operation (batch round trip): p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
-        percentile(0.5), percentile(0.9), percentile(0.99), percentile(0.999), h.max() as f64 / 1000.0
-    );
-    println!(
-        "refused by reason: {:?}; unexpected answers: {}; connection errors: {}",
-        tally.refused, tally.unexpected, tally.connection_errors
-    );
-    println!(
-        "consistency: stats used +{used_delta} vs {redeems} redeems accepted, with check-in +{checkin_delta} vs {checkins}: {}",
-        if consistent { "OK" } else { "MISMATCH" }
-    );
-    if let Some(dir) = &args.engine_limit_dir {
-        let mut best = None::<voucherd::engine_limit::LimitRun>;
-        for group in [1, 16, 128, 1024] {
-            let folder = dir.join(format!("group-{group}"));
-            let _ = std::fs::remove_dir_all(&folder);
-            let run = voucherd::engine_limit::measure(&folder, group, Duration::from_secs(3))?;
-            println!(
-                "engine limit, group {group}: {:.0} redeems/s",
-                run.redeems_per_s()
-            );
-            report["engine_limit"][group.to_string()] = run.redeems_per_s().into();
-            if best.is_none_or(|b| run.redeems_per_s() > b.redeems_per_s()) {
-                best = Some(run);
-            }
-        }
-        let best = best.expect("four runs");
-        let ratio = redeems as f64 / peak_s / best.redeems_per_s();
-        println!(
-            "end-to-end redeems/s are {:.1}% of the engine limit ({:.0}/s at group {})",
-            ratio * 100.0,
-            best.redeems_per_s(),
-            best.group
-        );
-        report["engine_limit_best"] = best.redeems_per_s().into();
-        report["ratio_to_engine_limit"] = ratio.into();
-    }
-    if let Some(out) = &args.out {
-        std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
-    }
-    Ok(consistent && tally.connection_errors == 0)
+    progress.finish_and_clear();
+    gateway.close().await;
+    Ok((institutions, vouchers))
 }
 
 fn expect_all_ok(answers: Vec<Answer>, what: &str) -> anyhow::Result<()> {

@@ -265,7 +265,10 @@ mod tests {
             );
             let counter = [OPERATIONS, FRAMES_REFUSED, CONNECTIONS_REFUSED].contains(name);
             assert_eq!(name.ends_with("_total"), counter, "{name}");
-            assert!(!name.contains("millis") && !name.contains("_ms"), "{name}: use seconds");
+            assert!(
+                !name.contains("millis") && !name.contains("_ms"),
+                "{name}: use seconds"
+            );
         }
         let mut unique = ALL.to_vec();
         unique.sort();

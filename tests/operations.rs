@@ -512,7 +512,10 @@ fn a_backup_taken_while_serving_restores_to_a_verified_prefix_of_the_chain() {
 #[test]
 fn ops_files_match_the_daemon() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("ops");
-    for file in ["grafana/voucherd-dashboard.json", "prometheus/voucherd-alerts.yml"] {
+    for file in [
+        "grafana/voucherd-dashboard.json",
+        "prometheus/voucherd-alerts.yml",
+    ] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         let mut used = 0;
         for token in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
