@@ -16,8 +16,8 @@ use voucherd::domain::campaign::Campaign;
 use voucherd::domain::enums::{Category, Channel, Kind, VoucherState};
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{
-    Answer, CityStats, Coverage, DistrictStats, Op, Reply, Request, Role, SiteSpec, StatsView,
-    VoucherView,
+    Answer, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply, Request, Role,
+    SiteSpec, StatsView, VoucherView,
 };
 use voucherd::domain::time::Timestamp;
 use voucherd::journal::{Journal, Table};
@@ -81,6 +81,7 @@ impl Rules {
 
 #[derive(Clone, Debug)]
 struct ModelInstitution {
+    name: String,
     district: String,
     /// The admin's ID number.
     admin: String,
@@ -158,6 +159,7 @@ fn role_may(role: Role, op: &Op) -> bool {
         Op::Settle { .. } => matches!(role, Role::District(_)),
         Op::Stats { .. } => role != Role::Gateway,
         Op::GetVoucher { .. } | Op::AuditHead => true,
+        Op::AuditRead { .. } => matches!(role, Role::Bureau | Role::Auditor),
         _ => role == Role::Gateway,
     }
 }
@@ -261,7 +263,33 @@ impl Model {
             .iter()
             .filter_map(|v| v.institution.as_ref())
             .collect();
+        // Per institution, in code order: vouchers used there, evaluations
+        // of vouchers redeemed there and their mean score (2 decimals).
+        let institutions = self
+            .institutions
+            .iter()
+            .map(|(code, institution)| {
+                let here: Vec<&ModelVoucher> = self
+                    .vouchers
+                    .values()
+                    .filter(|v| v.institution.as_deref() == Some(code.as_str()))
+                    .collect();
+                let scores: Vec<u64> = here.iter().filter_map(|v| v.score).map(u64::from).collect();
+                InstitutionStats {
+                    code: code.parse().unwrap(),
+                    name: institution.name.clone(),
+                    district: institution.district.parse().unwrap(),
+                    used: here.iter().filter(|v| is_used(v.state)).count() as u64,
+                    evaluations: scores.len() as u64,
+                    average_score: (!scores.is_empty()).then(|| {
+                        (scores.iter().sum::<u64>() as f64 * 100.0 / scores.len() as f64).round()
+                            / 100.0
+                    }),
+                }
+            })
+            .collect();
         StatsView {
+            institutions,
             year: self.rules.year,
             city: CityStats {
                 target,
@@ -351,6 +379,7 @@ impl Model {
         match op {
             Op::RegisterInstitution {
                 code,
+                name,
                 district,
                 admin_id_number,
                 ..
@@ -365,6 +394,7 @@ impl Model {
                 self.institutions.insert(
                     code,
                     ModelInstitution {
+                        name: name.clone(),
                         district: district.to_string(),
                         admin: admin_id_number.clone(),
                         operators: BTreeSet::new(),
@@ -635,7 +665,9 @@ impl Model {
                 None => Err("unknown_voucher"),
             },
             Op::Stats { .. } => Ok(Reply::Stats(Box::new(self.stats()))),
-            Op::AuditHead => unreachable!("the generator sends no audit_head"),
+            Op::AuditHead | Op::AuditRead { .. } => {
+                unreachable!("the generator sends no audit reads")
+            }
         }
     }
 
