@@ -19,7 +19,7 @@ use voucherd::audit::{self, ExportReader};
 use voucherd::client::{Client, ClientError};
 use voucherd::domain::command::Command as Validated;
 use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
-use voucherd::domain::ids::{PersonKey, VoucherId};
+use voucherd::domain::ids::{IdNumber, PersonKey, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, StatsView, VoucherView};
 
 #[derive(Parser, Clone)]
@@ -76,17 +76,9 @@ const SITE: (f64, f64) = (29.5576, 106.5775);
 /// 2 km north of the site: outside its 500 m radius.
 const FAR: (f64, f64) = (29.5756, 106.5775);
 
-const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-
 /// The n-th synthetic resident ID number, with a valid GB 11643 check digit.
 fn id_number(n: u64) -> String {
-    let body = format!("5001011985{:07}", n % 10_000_000);
-    let sum: u32 = body
-        .bytes()
-        .zip(ID_WEIGHTS)
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
-    format!("{body}{}", b"10X98765432"[(sum % 11) as usize] as char)
+    IdNumber::synthetic("5001011985", n)
 }
 
 fn admin_number(institution: usize) -> String {

@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use voucherd::client::Client;
 use voucherd::domain::campaign::Campaign;
 use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
-use voucherd::domain::ids::{InstitutionCode, VoucherId};
+use voucherd::domain::ids::{IdNumber, InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec};
 use voucherd::domain::time::{Clock, SystemClock};
 
@@ -97,17 +97,9 @@ struct Args {
     plot: Option<PathBuf>,
 }
 
-const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-
 /// The n-th synthetic resident ID number, with a valid GB 11643 check digit.
 fn id_number(n: u64) -> String {
-    let body = format!("5001011980{:07}", n % 10_000_000);
-    let sum: u32 = body
-        .bytes()
-        .zip(ID_WEIGHTS)
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
-    format!("{body}{}", b"10X98765432"[(sum % 11) as usize] as char)
+    IdNumber::synthetic("5001011980", n)
 }
 
 /// Sends `requests` in frames of at most 1,000, advancing `progress` per frame.

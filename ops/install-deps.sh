@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs what a fresh Debian 12 machine lacks to build and test voucherd:
+# librocksdb-dev (the RocksDB library voucherd links, see .cargo/config.toml),
 # libclang-dev (bindings of the rocksdb crate), chromium and fonts-noto-cjk
 # (the HTML report is rendered headless in tests, with its Chinese names).
 # Idempotent; quiet when all is present.
 set -eu
 
 missing=""
-for package in libclang-dev chromium fonts-noto-cjk; do
+for package in librocksdb-dev libclang-dev chromium fonts-noto-cjk; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then

@@ -11,7 +11,6 @@ use common::daemon::{free_port, sample, scrape, voucherd_ok, Daemon};
 use common::{id_number, Harness};
 use serde_json::{json, Value};
 use voucherd::domain::op::{Op, Reply, Request, Role};
-use voucherd::limits::AUDIT_PAGE_RECORDS_MAX;
 
 const ADMIN_NAME: &str = "刘路";
 const INSTITUTION: &str = "5001011";
@@ -344,7 +343,6 @@ fn audit_read_pages_are_bounded_and_checked() {
         7,
         "capped, not refused"
     );
-    assert!(AUDIT_PAGE_RECORDS_MAX >= 1);
     assert_eq!(
         h.reason(
             Role::Auditor,
@@ -386,6 +384,20 @@ fn audit_read_pages_are_bounded_and_checked() {
     assert!(answers[0].outcome.is_ok());
     let refusal = answers[1].outcome.as_ref().unwrap_err();
     assert_eq!(refusal.reason.as_str(), "invalid_request", "{refusal:?}");
+
+    // Past the cap: a page holds AUDIT_PAGE_RECORDS_MAX entries, however many are asked for.
+    let cap = voucherd::limits::AUDIT_PAGE_RECORDS_MAX as u64;
+    for n in 0..cap {
+        h.issue(
+            &id_number(1_000 + n),
+            voucherd::domain::enums::Kind::EmploymentSkills,
+        );
+    }
+    let capped = page(2, Some(u32::MAX));
+    assert_eq!(capped.head_seq, 7 + cap);
+    assert_eq!(capped.entries.len() as u64, cap);
+    assert_eq!(capped.entries[0], all.entries[1]);
+    assert_eq!(page(2, None).entries, capped.entries, "the default is the cap");
 }
 
 #[test]

@@ -5,152 +5,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
 
+use common::daemon::{ctl as ctl_with, text, Daemon, VOUCHERD};
 use common::id_number;
 use serde_json::{json, Value};
 
-const VOUCHERD: &str = env!("CARGO_BIN_EXE_voucherd");
-const VOUCHERCTL: &str = env!("CARGO_BIN_EXE_voucherctl");
-/// How long the daemon may take to start listening or to exit.
-const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A `voucherd serve` child process on 127.0.0.1:0.
-struct Daemon {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts the daemon on `data` and `certs` and waits for its
-    /// `voucherd: listening on ADDR` line. Its log goes to `log`.
-    fn start(data: &Path, certs: &Path, log: &Path) -> Daemon {
-        let mut child = Command::new(VOUCHERD)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--certs")
-            .arg(certs)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("voucherd starts");
-        let stdout = child.stdout.take().unwrap();
-        let (lines, received) = mpsc::channel();
-        // Reads stdout to its end so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // Once nobody listens, the lines are dropped; draining goes on.
-                let _ = lines.send(line);
-            }
-        });
-        let started = Instant::now();
-        let addr = loop {
-            let left = DAEMON_TIMEOUT.saturating_sub(started.elapsed());
-            match received.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("voucherd: listening on ") {
-                        break addr.trim().to_owned();
-                    }
-                }
-                Err(error) => {
-                    let _ = child.kill();
-                    panic!(
-                        "voucherd did not report its address ({error}); log:\n{}",
-                        std::fs::read_to_string(log).unwrap_or_default()
-                    );
-                }
-            }
-        };
-        Daemon {
-            child,
-            addr,
-            log: log.to_owned(),
-        }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    /// Waits for the daemon to exit on its own.
-    fn wait(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if started.elapsed() > DAEMON_TIMEOUT {
-                let _ = self.child.kill();
-                panic!(
-                    "voucherd did not exit within {DAEMON_TIMEOUT:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no shutdown at all.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Runs `voucherctl --server ADDR --certs CERTS ARGS...` with `stdin`.
-fn ctl_with(addr: &str, certs: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut command = Command::new(VOUCHERCTL);
-    command
-        .args(["--server", addr, "--certs"])
-        .arg(certs)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-    let mut child = command.spawn().expect("voucherctl starts");
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(text.as_bytes()).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn describe(args: &[&str], output: &Output) -> String {
-    format!(
-        "voucherctl {args:?}: {}\nstdout:\n{}stderr:\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    )
+    common::daemon::describe(&format!("voucherctl {args:?}"), output)
 }
 
 /// Runs voucherctl and expects exit code 0; returns stdout.
@@ -232,7 +96,7 @@ fn issue_voucher(addr: &str, certs: &Path, person: &str, kind: &str) -> String {
 fn acknowledged_operations_survive_a_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("first.log"));
+    let daemon = Daemon::start(&data, &certs, &dir.path().join("first.log"), &[], &[]);
     assert!(
         certs.join("ca.pem").exists(),
         "serve created development certificates"
@@ -404,7 +268,7 @@ fn acknowledged_operations_survive_a_sigkill() {
 
     daemon.kill();
 
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("second.log"));
+    let daemon = Daemon::start(&data, &certs, &dir.path().join("second.log"), &[], &[]);
     let addr = daemon.addr.clone();
     let show = |voucher: &str| ctl_json(&addr, &certs, &["voucher", "show", voucher]);
     let settled = show(&v1);
@@ -455,7 +319,7 @@ fn acknowledged_operations_survive_a_sigkill() {
 fn voucherctl_batch_answers_every_line_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"));
+    let daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"), &[], &[]);
     let addr = daemon.addr.clone();
     let person = id_number(20);
     let long_id = "x".repeat(65);
@@ -610,7 +474,7 @@ fn voucherctl_reports_an_unreachable_server_with_exit_1() {
 fn sigterm_stops_the_daemon_with_exit_0() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
-    let mut daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"));
+    let mut daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"), &[], &[]);
     let voucher = issue_voucher(&daemon.addr, &certs, &id_number(30), "hr_services");
     let status = Command::new("kill")
         .args(["-TERM", &daemon.pid()])
@@ -621,7 +485,7 @@ fn sigterm_stops_the_daemon_with_exit_0() {
     assert_eq!(status.code(), Some(0), "{status}; log:\n{}", daemon.log());
     drop(daemon);
     // The data folder opens again with the voucher in it.
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("again.log"));
+    let daemon = Daemon::start(&data, &certs, &dir.path().join("again.log"), &[], &[]);
     let shown = ctl_json(&daemon.addr, &certs, &["voucher", "show", &voucher]);
     assert_eq!(shown["state"], "issued");
 }
@@ -634,7 +498,7 @@ fn sigterm_stops_the_daemon_with_exit_0() {
 fn voucherctl_imports_the_sample_form_and_writes_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"));
+    let daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"), &[], &[]);
     let addr = daemon.addr.clone();
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/ops/institutions-sample.csv");
     let args = ["institution", "import", sample];

@@ -215,8 +215,6 @@ pub struct IdNumber([u8; 18]);
 impl IdNumber {
     /// Checks form and check digit (ISO 7064 MOD 11-2). A lowercase `x` is accepted.
     pub fn parse(text: &str) -> Result<IdNumber, String> {
-        const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-        const CHECK: &[u8; 11] = b"10X98765432";
         let bytes = text.as_bytes();
         if bytes.len() != 18 {
             return Err("an ID number has 18 characters".into());
@@ -227,15 +225,35 @@ impl IdNumber {
         if !normal[..17].iter().all(u8::is_ascii_digit) {
             return Err("an ID number's first 17 characters are digits".into());
         }
-        let sum: u32 = normal[..17]
+        if normal[17] != IdNumber::check_digit(&normal[..17]) {
+            return Err("the ID number's check digit does not match".into());
+        }
+        Ok(IdNumber(normal))
+    }
+
+    /// The GB 11643 check character of a body of 17 ASCII digits.
+    pub fn check_digit(body: &[u8]) -> u8 {
+        const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+        const CHECK: &[u8; 11] = b"10X98765432";
+        let sum: u32 = body
             .iter()
             .zip(WEIGHTS)
             .map(|(digit, weight)| u32::from(digit - b'0') * weight)
             .sum();
-        if normal[17] != CHECK[(sum % 11) as usize] {
-            return Err("the ID number's check digit does not match".into());
-        }
-        Ok(IdNumber(normal))
+        CHECK[(sum % 11) as usize]
+    }
+
+    /// The `n`-th synthetic ID number under `prefix` (10 digits: region code and
+    /// birth year), for load tests and fixtures: the prefix, `n` as 7 digits
+    /// (modulo 10 million), the check digit.
+    pub fn synthetic(prefix: &str, n: u64) -> String {
+        assert!(
+            prefix.len() == 10 && prefix.bytes().all(|b| b.is_ascii_digit()),
+            "a synthetic ID number's prefix is 10 digits"
+        );
+        let body = format!("{prefix}{:07}", n % 10_000_000);
+        let check = IdNumber::check_digit(body.as_bytes());
+        format!("{body}{}", check as char)
     }
 
     /// The keyed hash under which the ledger knows this person.
@@ -335,6 +353,10 @@ mod tests {
             IdNumber::parse("1101051949123100AX").is_err(),
             "letter in body"
         );
+        let synthetic = IdNumber::synthetic("5001011980", 12_345);
+        assert_eq!(&synthetic[..17], "50010119800012345");
+        assert!(IdNumber::parse(&synthetic).is_ok());
+        assert_ne!(synthetic, IdNumber::synthetic("5001011980", 12_346));
     }
 
     #[test]

@@ -1008,17 +1008,16 @@ impl Ledger {
                 ));
             }
         }
-        // Institutions before the tail (the lock order); one shard at a time.
-        let mut registered: Vec<(InstitutionCode, String, DistrictCode)> = Vec::new();
-        for shard in self.institutions.all() {
-            registered.extend(
-                shard
-                    .read()
-                    .values()
-                    .filter(|i| district.is_none_or(|code| i.district == code))
-                    .map(|i| (i.code, i.name.clone(), i.district)),
-            );
-        }
+        // Every institution shard, then the tail (the lock order), held together:
+        // a registration commits under its shard's write lock, so the list and
+        // the figures are of one state.
+        let shards: Vec<_> = self.institutions.all().iter().map(|s| s.read()).collect();
+        let mut registered: Vec<(InstitutionCode, String, DistrictCode)> = shards
+            .iter()
+            .flat_map(|shard| shard.values())
+            .filter(|i| district.is_none_or(|code| i.district == code))
+            .map(|i| (i.code, i.name.clone(), i.district))
+            .collect();
         registered.sort_unstable_by_key(|(code, _, _)| *code);
         let tail = self.tail.lock();
         let figure = |figure: Figure| tail.figures.get(&figure).copied().unwrap_or(0);
@@ -1077,6 +1076,7 @@ impl Ledger {
             .into_iter()
             .filter(|d| district.is_none_or(|code| d.code == code))
             .collect();
+        drop(shards);
         let institutions = registered
             .into_iter()
             .map(|(code, name, district)| {

@@ -264,9 +264,9 @@ impl Store {
     /// Writes the memtables to SST files and waits (tests and operators that
     /// want the state out of the WAL).
     pub fn flush(&self) -> Result<(), Error> {
-        let families: Vec<_> = Table::ALL.iter().map(|table| self.family(*table)).collect();
-        self.db
-            .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())?;
+        for table in Table::ALL {
+            self.db.flush_cf(self.family(table))?;
+        }
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -102,30 +102,37 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Waits for the daemon to exit on its own.
+    pub fn wait(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > DAEMON_TIMEOUT {
+                let _ = self.child.kill();
+                panic!(
+                    "voucherd did not exit within {DAEMON_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown at all.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Runs `voucherctl --server ADDR --certs CERTS ARGS` with `stdin`.
     pub fn ctl(&self, certs: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut command = Command::new(VOUCHERCTL);
-        command
-            .args(["--server", &self.addr, "--certs"])
-            .arg(certs)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
-        let mut child = command.spawn().expect("voucherctl starts");
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        child.wait_with_output().unwrap()
+        ctl(&self.addr, certs, args, stdin)
     }
 
     /// `voucherctl batch --as ROLE` over JSON lines; the JSON answers.
@@ -156,6 +163,28 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Runs `voucherctl --server ADDR --certs CERTS ARGS` with `stdin`.
+pub fn ctl(addr: &str, certs: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(VOUCHERCTL);
+    command
+        .args(["--server", addr, "--certs"])
+        .arg(certs)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = command.spawn().expect("voucherctl starts");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(text.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
 }
 
 pub fn text(bytes: &[u8]) -> String {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use voucherd::domain::campaign::{Campaign, Campaigns};
 use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
-use voucherd::domain::ids::{DistrictCode, InstitutionCode, OperatorId, PersonSecret, VoucherId};
+use voucherd::domain::ids::{
+    DistrictCode, IdNumber, InstitutionCode, OperatorId, PersonSecret, VoucherId,
+};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec};
 use voucherd::domain::time::{ManualClock, Timestamp};
 use voucherd::journal::MemoryJournal;
@@ -143,17 +145,7 @@ impl Harness {
 
 /// The n-th synthetic resident ID number (valid GB 11643 check digit).
 pub fn id_number(n: u64) -> String {
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    const CHECK: &[u8; 11] = b"10X98765432";
-    let body = format!("50010119900101{:03}", n % 1000);
-    let body = format!("{}{:03}", &body[..11], n / 1000 % 1000) + &body[14..];
-    let body = &body[..17];
-    let sum: u32 = body
-        .bytes()
-        .zip(WEIGHTS)
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
-    format!("{body}{}", CHECK[(sum % 11) as usize] as char)
+    IdNumber::synthetic("5001011990", n)
 }
 
 /// An ID number whose check digit is wrong.
