@@ -397,7 +397,11 @@ fn audit_read_pages_are_bounded_and_checked() {
     assert_eq!(capped.head_seq, 7 + cap);
     assert_eq!(capped.entries.len() as u64, cap);
     assert_eq!(capped.entries[0], all.entries[1]);
-    assert_eq!(page(2, None).entries, capped.entries, "the default is the cap");
+    assert_eq!(
+        page(2, None).entries,
+        capped.entries,
+        "the default is the cap"
+    );
 }
 
 #[test]
