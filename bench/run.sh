@@ -11,6 +11,10 @@
 #     FIND_MAX_PERSONS persons (voucher-load refuses to start when they are
 #     too few for every step). Results: bench/results/<time>-find-max.json,
 #     .txt and .svg.
+# Both wait SETTLE_S seconds (30) between setup and peak, so that RocksDB's
+# flushes and compactions of the setup are not part of the peak. Step 1 sends
+# frames of BATCH (256) operations; step 2 frames of FIND_MAX_BATCH (8), as
+# its p99 is a per-operation latency target.
 # Usage: bench/run.sh [PERSONS] [PEAK_S]; FIND_MAX=0 skips step 2.
 set -eu
 cd "$(dirname "$0")/.."
@@ -18,6 +22,8 @@ persons="${1:-250000}"      # 250,000 persons × 4 = 1 million vouchers
 peak_s="${2:-60}"
 connections="${CONNECTIONS:-32}"
 batch="${BATCH:-256}"
+find_max_batch="${FIND_MAX_BATCH:-8}"   # small frames: the latency target is per operation
+settle_s="${SETTLE_S:-30}"
 find_max="${FIND_MAX:-1}"
 find_max_persons="${FIND_MAX_PERSONS:-300000}"
 find_max_start="${FIND_MAX_START:-2000}"
@@ -54,7 +60,7 @@ stop_daemon() {
 start_daemon standard
 ./target/release/voucher-load --server "$address" --certs "$work/standard/certs" \
     --persons "$persons" --institutions 2000 --connections "$connections" --batch "$batch" \
-    --duration-s "$peak_s" --engine-limit-dir "$work/limit" \
+    --duration-s "$peak_s" --settle-s "$settle_s" --engine-limit-dir "$work/limit" \
     --out "bench/results/$stamp.json" --plot "bench/results/$stamp.svg" \
     | tee "bench/results/$stamp.txt"
 stop_daemon "bench/results/$stamp.txt"
@@ -63,7 +69,7 @@ if [ "$find_max" != 0 ]; then
     start_daemon find-max
     ./target/release/voucher-load --server "$address" --certs "$work/find-max/certs" \
         --persons "$find_max_persons" --institutions 2000 --connections "$connections" \
-        --batch "$batch" --find-max --find-max-start "$find_max_start" \
+        --batch "$find_max_batch" --settle-s "$settle_s" --find-max --find-max-start "$find_max_start" \
         --find-max-steps "$find_max_steps" --step-s "$step_s" --engine-limit-dir "$work/limit" \
         --out "bench/results/$stamp-find-max.json" --plot "bench/results/$stamp-find-max.svg" \
         | tee "bench/results/$stamp-find-max.txt"

@@ -54,7 +54,7 @@ run() {
     rss_start="$(rss_kib)"
     ./target/release/voucher-load --server "$address" --certs "$work/$name/certs" \
         --persons "$1" --institutions 2000 --connections "$connections" --batch "$batch" \
-        --duration-s "$peak_s" --out "bench/results/$stamp-scale-$vouchers.json" \
+        --duration-s "$peak_s" --settle-s "${SETTLE_S:-30}" --out "bench/results/$stamp-scale-$vouchers.json" \
         >"$work/$name.load.txt"
     rss_run="$(rss_kib)"
     kill "$daemon"

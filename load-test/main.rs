@@ -55,6 +55,10 @@ struct Args {
     /// Operations per request frame.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Pause between setup and peak, seconds: lets RocksDB flush and compact
+    /// what the setup wrote, as it would between issuing and enrollment day.
+    #[arg(long, default_value_t = 0)]
+    settle_s: u64,
     /// Peak phase length, seconds (it also ends when every person is served).
     #[arg(long, default_value_t = 10)]
     duration_s: u64,
@@ -182,6 +186,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let (institutions, vouchers) = setup(&args, &campaign, &bureau, &run_tag).await?;
     let setup_s = started.elapsed().as_secs_f64();
     eprintln!("setup done in {setup_s:.1} s");
+    if args.settle_s > 0 {
+        eprintln!("settling for {} s", args.settle_s);
+        tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
+    }
 
     let workload = Arc::new(Workload {
         server: args.server,
@@ -250,6 +258,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "batch": args.batch,
         "mode": mode,
         "setup_s": setup_s,
+        "settle_s": args.settle_s,
         "peak_s": peak_s,
         "operations": operations,
         "operations_per_s": operations as f64 / peak_s,

@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use quinn::{Connection, Endpoint};
 
 use crate::domain::op::{Answer, Request, Role};
 use crate::error::{Error, Refusal};
-use crate::limits::FRAME_BYTES_MAX;
+use crate::limits::{CLIENT_KEEP_ALIVE_MS, FRAME_BYTES_MAX};
 use crate::tls::{self, CertPaths};
 use crate::wire::{self, Reply};
 
@@ -62,7 +63,11 @@ impl Client {
         .parse()
         .expect("literal");
         let mut endpoint = Endpoint::client(bind)?;
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_millis(CLIENT_KEEP_ALIVE_MS)));
+        client_config.transport_config(Arc::new(transport));
+        endpoint.set_default_client_config(client_config);
         let connecting = endpoint
             .connect(server, "localhost")
             .map_err(|e| Error::InvalidInput(format!("connect to {server}: {e}")))?;

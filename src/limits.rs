@@ -75,6 +75,10 @@ pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 1024 * 1024;
 pub const CONNECTIONS_MAX: usize = 1_024;
 /// A connection with no traffic for this long is closed, milliseconds.
 pub const IDLE_TIMEOUT_MS: u32 = 30_000;
+/// Clients (`voucherctl`, `voucher-load`, the `client` module) ping an idle
+/// connection this often, so a connection held through a quiet spell (a
+/// gateway between scans, a bureau connection through a load peak) stays open.
+pub const CLIENT_KEEP_ALIVE_MS: u64 = 2_000;
 /// How long a stream may take to deliver its request frame, milliseconds.
 pub const REQUEST_READ_TIMEOUT_MS: u64 = 10_000;
 /// Batches being applied or waiting for durability at once, across connections;

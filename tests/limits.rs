@@ -130,6 +130,24 @@ async fn idle_connections_are_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_client_keeps_its_connection_by_pinging() {
+    let idle_timeout_ms = voucherd::limits::CLIENT_KEEP_ALIVE_MS as u32 + 1_000;
+    let running = start(Limits {
+        idle_timeout_ms,
+        ..Limits::default()
+    })
+    .await;
+    let client = running.client().await;
+    assert!(served(&client).await);
+    // Quiet for twice the daemon's idle timeout: the client's pings keep it open.
+    let quiet = Duration::from_millis(2 * u64::from(idle_timeout_ms));
+    let closed = tokio::time::timeout(quiet, client.connection().closed()).await;
+    assert!(closed.is_err(), "closed while quiet: {closed:?}");
+    assert!(served(&client).await);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_per_connection_are_capped_and_slow_requests_reset() {
     let running = start(Limits {
         streams_per_connection_max: 2,
