@@ -13,12 +13,20 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::daemon::{describe, Daemon};
 
 const VOUCHER_LOAD: &str = env!("CARGO_BIN_EXE_voucher-load");
+
+/// A daemon on a new data folder in `dir`, and its certificate folder.
+fn fresh_daemon(dir: &Path) -> (Daemon, PathBuf) {
+    let certs = dir.join("certs");
+    let log = dir.join("daemon.log");
+    let daemon = Daemon::start(&dir.join("data"), &certs, &log, &[], &[]);
+    (daemon, certs)
+}
 
 /// Runs voucher-load against `daemon` with `args`, then `--certs CERTS`.
 fn voucher_load(daemon: &Daemon, certs: &Path, args: &[&str]) -> Output {
@@ -85,14 +93,7 @@ fn check_plot(plot: &Path, report: &serde_json::Value) {
 #[test]
 fn a_small_enrollment_peak_is_consistent() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let daemon = Daemon::start(
-        &dir.path().join("data"),
-        &certs,
-        &dir.path().join("daemon.log"),
-        &[],
-        &[],
-    );
+    let (daemon, certs) = fresh_daemon(dir.path());
     let report = dir.path().join("report.json");
     let plot = dir.path().join("peak.svg");
     let output = voucher_load(
@@ -140,14 +141,7 @@ fn a_small_enrollment_peak_is_consistent() {
 #[test]
 fn find_max_reports_the_ladder_and_the_half_step() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let daemon = Daemon::start(
-        &dir.path().join("data"),
-        &certs,
-        &dir.path().join("daemon.log"),
-        &[],
-        &[],
-    );
+    let (daemon, certs) = fresh_daemon(dir.path());
     let report = dir.path().join("report.json");
     let plot = dir.path().join("find-max.svg");
     let output = voucher_load(

@@ -470,6 +470,23 @@ fn voucherctl_reports_an_unreachable_server_with_exit_1() {
     assert!(text(&output.stderr).contains("ca.pem"));
 }
 
+/// The bytes of RocksDB's write-ahead log files (`*.log`) under `dir`.
+fn wal_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .map(|path| {
+            if path.is_dir() {
+                wal_bytes(&path)
+            } else if path.extension().is_some_and(|e| e == "log") {
+                std::fs::metadata(&path).unwrap().len()
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
 #[test]
 fn sigterm_stops_the_daemon_with_exit_0() {
     let dir = tempfile::tempdir().unwrap();
@@ -484,6 +501,12 @@ fn sigterm_stops_the_daemon_with_exit_0() {
     let status = daemon.wait();
     assert_eq!(status.code(), Some(0), "{status}; log:\n{}", daemon.log());
     drop(daemon);
+    // A clean stop flushed the memtables: no write-ahead log is left to replay.
+    assert_eq!(
+        wal_bytes(&data),
+        0,
+        "RocksDB *.log files after a clean stop"
+    );
     // The data folder opens again with the voucher in it.
     let daemon = Daemon::start(&data, &certs, &dir.path().join("again.log"), &[], &[]);
     let shown = ctl_json(&daemon.addr, &certs, &["voucher", "show", &voucher]);

@@ -631,17 +631,18 @@ fn mixed_round(rng: &mut StdRng, round: u64) {
     );
 }
 
-#[test]
-fn last_two_uses_race_on_rocksdb() {
+/// Runs `round` `DISK_ROUNDS` times on a RocksDB ledger, then checks that
+/// recovery after the races rebuilds the same head.
+fn race_on_rocksdb_then_reopen(name: &str, round: fn(&Disk, &mut StdRng, u64)) {
     let (_, mut rng) = seeded_rng();
     let dir = tempfile::tempdir().expect("temp dir");
-    let disk = Disk::open(dir.path(), "two-uses");
-    for round in 0..rounds(DISK_ROUNDS) {
-        two_uses_left_round(&disk, &mut rng, round);
+    let disk = Disk::open(dir.path(), name);
+    for n in 0..rounds(DISK_ROUNDS) {
+        round(&disk, &mut rng, n);
     }
     let head = disk.ledger.head();
     drop(disk);
-    let reopened = Disk::open(dir.path(), "two-uses-reopened");
+    let reopened = Disk::open(dir.path(), &format!("{name}-reopened"));
     assert_eq!(
         reopened.ledger.head(),
         head,
@@ -650,21 +651,13 @@ fn last_two_uses_race_on_rocksdb() {
 }
 
 #[test]
+fn last_two_uses_race_on_rocksdb() {
+    race_on_rocksdb_then_reopen("two-uses", two_uses_left_round);
+}
+
+#[test]
 fn one_voucher_race_on_rocksdb() {
-    let (_, mut rng) = seeded_rng();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let disk = Disk::open(dir.path(), "same-voucher");
-    for round in 0..rounds(DISK_ROUNDS) {
-        same_voucher_round(&disk, &mut rng, round);
-    }
-    let head = disk.ledger.head();
-    drop(disk);
-    let reopened = Disk::open(dir.path(), "same-voucher-reopened");
-    assert_eq!(
-        reopened.ledger.head(),
-        head,
-        "recovery after the races rebuilds the same head"
-    );
+    race_on_rocksdb_then_reopen("same-voucher", same_voucher_round);
 }
 
 #[test]
