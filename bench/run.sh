@@ -29,22 +29,7 @@ find_max_persons="${FIND_MAX_PERSONS:-300000}"
 find_max_start="${FIND_MAX_START:-2000}"
 find_max_steps="${FIND_MAX_STEPS:-14}"
 step_s="${STEP_S:-5}"
-./ops/install-deps.sh
-cargo build --release --bins
-work="$(mktemp -d)"
-daemon=""
-trap 'if [ -n "$daemon" ]; then kill "$daemon" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
-mkdir -p bench/results
-stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
-
-# start_daemon NAME: a daemon on $work/NAME; sets $daemon and $address.
-start_daemon() {
-    ./target/release/voucherd serve --listen 127.0.0.1:0 --data "$work/$1/data" \
-        --certs "$work/$1/certs" >"$work/$1.out" 2>"$work/$1.log" &
-    daemon=$!
-    while ! grep -q "listening on" "$work/$1.out"; do sleep 0.2; done
-    address="$(sed -n 's/^voucherd: listening on //p' "$work/$1.out")"
-}
+. bench/common.sh
 
 # stop_daemon RESULTS: appends the machine and the daemon's memory, then stops it.
 stop_daemon() {

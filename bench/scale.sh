@@ -18,31 +18,9 @@ large="${2:-2500000}"
 peak_s="${PEAK_S:-3}"
 connections="${CONNECTIONS:-32}"
 batch="${BATCH:-256}"
-./ops/install-deps.sh
-cargo build --release --bins
-work="$(mktemp -d)"
-daemon=""
-trap 'if [ -n "$daemon" ]; then kill -9 "$daemon" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
-mkdir -p bench/results
-stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
+. bench/common.sh
 results="bench/results/$stamp-scale.txt"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); peak ${peak_s} s, $connections connections, batch $batch" | tee "$results"
-
-# start NAME: a daemon on $work/NAME; sets $daemon, $address and $start_s
-# (seconds from spawn until it listens).
-start() {
-    : >"$work/$1.out"
-    t0="$(date +%s.%N)"
-    ./target/release/voucherd serve --listen 127.0.0.1:0 --data "$work/$1/data" \
-        --certs "$work/$1/certs" >>"$work/$1.out" 2>>"$work/$1.log" &
-    daemon=$!
-    while ! grep -q "listening on" "$work/$1.out"; do
-        kill -0 "$daemon" 2>/dev/null || { cat "$work/$1.log" >&2; exit 1; }
-        sleep 0.05
-    done
-    start_s="$(awk "BEGIN { print $(date +%s.%N) - $t0 }")"
-    address="$(sed -n 's/^voucherd: listening on //p' "$work/$1.out" | tail -1)"
-}
 
 rss_kib() { ps -o rss= -p "$daemon" | tr -d ' '; }
 
@@ -50,7 +28,7 @@ rss_kib() { ps -o rss= -p "$daemon" | tr -d ' '; }
 run() {
     name="p$1"
     vouchers=$(( $1 * 4 ))
-    start "$name"
+    start_daemon "$name"
     rss_start="$(rss_kib)"
     ./target/release/voucher-load --server "$address" --certs "$work/$name/certs" \
         --persons "$1" --institutions 2000 --connections "$connections" --batch "$batch" \
@@ -59,12 +37,12 @@ run() {
     rss_run="$(rss_kib)"
     kill "$daemon"
     wait "$daemon" || true
-    start "$name"
+    start_daemon "$name"
     restart_s="$start_s"
     rss_restarted="$(rss_kib)"
     kill -9 "$daemon"
     wait "$daemon" 2>/dev/null || true
-    start "$name"
+    start_daemon "$name"
     crash_restart_s="$start_s"
     kill "$daemon"
     wait "$daemon" || true

@@ -1,0 +1,28 @@
+# Sourced by bench/run.sh and bench/scale.sh (from the repository root):
+# builds the release binaries, makes a work folder removed at exit (killing a
+# daemon left running), the results folder and a UTC time stamp, and defines
+# start_daemon.
+./ops/install-deps.sh
+cargo build --release --bins
+work="$(mktemp -d)"
+daemon=""
+trap 'if [ -n "$daemon" ]; then kill -9 "$daemon" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+mkdir -p bench/results
+stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
+
+# start_daemon NAME: a daemon on $work/NAME (a new folder, or the one a
+# previous start used); sets $daemon, $address and $start_s (seconds from
+# spawn until it listens).
+start_daemon() {
+    : >"$work/$1.out"
+    t0="$(date +%s.%N)"
+    ./target/release/voucherd serve --listen 127.0.0.1:0 --data "$work/$1/data" \
+        --certs "$work/$1/certs" >>"$work/$1.out" 2>>"$work/$1.log" &
+    daemon=$!
+    while ! grep -q "listening on" "$work/$1.out"; do
+        kill -0 "$daemon" 2>/dev/null || { cat "$work/$1.log" >&2; exit 1; }
+        sleep 0.05
+    done
+    start_s="$(awk "BEGIN { print $(date +%s.%N) - $t0 }")"
+    address="$(sed -n 's/^voucherd: listening on //p' "$work/$1.out" | tail -1)"
+}
