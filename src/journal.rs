@@ -92,6 +92,11 @@ pub trait Journal: Send + Sync {
     fn is_full(&self) -> bool;
     /// Queues a commit; its ticket is one more than the previous commit's.
     fn submit(&self, commit: Commit) -> Result<(), Refusal>;
+    /// A frame of requests starts being applied: its commits follow each other
+    /// closely, so a committer may wait a moment to write them in one group.
+    fn frame_started(&self) {}
+    /// The frame started last by this caller is applied (its commits are queued).
+    fn frame_applied(&self) {}
     /// Blocks until every commit up to `ticket` is durable.
     fn wait_durable(&self, ticket: u64) -> Result<(), Refusal>;
     /// Reads a key as of the last durable commit.

@@ -30,6 +30,10 @@ pub const INDEX_SHARDS: usize = 256;
 pub const COMMIT_QUEUE_DEPTH_MAX: usize = 16_384;
 /// Commits the committer gathers into one synced RocksDB write.
 pub const GROUP_COMMIT_BATCHES_MAX: usize = 4_096;
+/// While frames are being applied, the committer waits up to this long for
+/// their commits before a synced write, so a frame is written in one group
+/// rather than its first operation alone, microseconds.
+pub const GROUP_LINGER_US_MAX: u64 = 500;
 /// Requests whose answers are kept for retries, at least (see also the age).
 pub const REQUESTS_REMEMBERED_MIN: u64 = 10_000_000;
 /// Age under which a request's answer is always kept, seconds (24 hours).

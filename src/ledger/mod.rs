@@ -138,6 +138,22 @@ pub struct Pending {
     inflight: Vec<(Vec<u8>, u64)>,
 }
 
+/// Tells the journal a frame is being applied, until dropped (even by a panic).
+struct Applying<'a>(&'a dyn Journal);
+
+impl<'a> Applying<'a> {
+    fn new(journal: &'a dyn Journal) -> Applying<'a> {
+        journal.frame_started();
+        Applying(journal)
+    }
+}
+
+impl Drop for Applying<'_> {
+    fn drop(&mut self) {
+        self.0.frame_applied();
+    }
+}
+
 /// Per request id: `None` while an operation is being decided, then its ticket.
 type Inflight = Mutex<HashMap<Vec<u8>, Option<u64>>>;
 
@@ -196,6 +212,7 @@ impl Ledger {
     /// Decides every request of a batch, in order, without waiting for durability.
     /// Call `finish` before showing any answer to anyone.
     pub fn apply(&self, role: Role, requests: &[Request]) -> Pending {
+        let _applying = Applying::new(&*self.journal);
         let mut pending = Pending {
             answers: Vec::with_capacity(requests.len()),
             ticket: 0,

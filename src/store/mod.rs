@@ -20,7 +20,7 @@
 //! anywhere else stops the start with RocksDB's error naming the file.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,7 +34,8 @@ use rocksdb::{
 use crate::error::{Error, Reason, Refusal};
 use crate::journal::{Commit, Journal, Table};
 use crate::limits::{
-    COMMIT_QUEUE_DEPTH_MAX, GROUP_COMMIT_BATCHES_MAX, SPACE_CHECK_MS, STORAGE_FREE_BYTES_MIN,
+    COMMIT_QUEUE_DEPTH_MAX, GROUP_COMMIT_BATCHES_MAX, GROUP_LINGER_US_MAX, SPACE_CHECK_MS,
+    STORAGE_FREE_BYTES_MIN,
 };
 use crate::telemetry;
 
@@ -49,6 +50,8 @@ struct DurableState {
 struct Durable {
     state: Mutex<DurableState>,
     changed: Condvar,
+    /// Frames being applied now (their commits are about to arrive).
+    applying: AtomicUsize,
 }
 
 /// Figures of the committer, for metrics and benchmarks.
@@ -301,6 +304,33 @@ impl Store {
     }
 }
 
+/// `first` and what follows it: everything queued, and while frames are being
+/// applied, what they queue within `linger` (`GROUP_LINGER_US_MAX`).
+fn gather(
+    receiver: &Receiver<Commit>,
+    first: Commit,
+    applying: &AtomicUsize,
+    linger: Duration,
+) -> Vec<Commit> {
+    let mut group = vec![first];
+    let started = Instant::now();
+    while group.len() < GROUP_COMMIT_BATCHES_MAX {
+        if let Ok(commit) = receiver.try_recv() {
+            group.push(commit);
+            continue;
+        }
+        let left = linger.saturating_sub(started.elapsed());
+        if applying.load(Ordering::SeqCst) == 0 || left.is_zero() {
+            break;
+        }
+        match receiver.recv_timeout(left) {
+            Ok(commit) => group.push(commit),
+            Err(_) => break,
+        }
+    }
+    group
+}
+
 fn run_committer(
     db: &DB,
     receiver: &Receiver<Commit>,
@@ -311,13 +341,8 @@ fn run_committer(
     sync.set_sync(true);
     let mut last_ticket = 0;
     while let Ok(first) = receiver.recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP_COMMIT_BATCHES_MAX {
-            match receiver.try_recv() {
-                Ok(commit) => group.push(commit),
-                Err(_) => break,
-            }
-        }
+        let linger = Duration::from_micros(GROUP_LINGER_US_MAX);
+        let group = gather(receiver, first, &durable.applying, linger);
         let mut batch = WriteBatch::default();
         for commit in &group {
             assert_eq!(
@@ -363,6 +388,14 @@ fn run_committer(
 }
 
 impl Journal for Store {
+    fn frame_started(&self) {
+        self.durable.applying.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn frame_applied(&self) {
+        self.durable.applying.fetch_sub(1, Ordering::SeqCst);
+    }
+
     fn is_full(&self) -> bool {
         self.sender.as_ref().is_none_or(Sender::is_full)
     }
@@ -472,5 +505,55 @@ impl Drop for Store {
         if let Some(watcher) = self.space_watcher.take() {
             let _ = watcher.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(ticket: u64) -> Commit {
+        Commit {
+            ticket,
+            puts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn gather_takes_what_is_queued_and_waits_only_while_frames_apply() {
+        let (sender, receiver) = crossbeam_channel::bounded(16);
+        let applying = AtomicUsize::new(0);
+        let linger = Duration::from_micros(GROUP_LINGER_US_MAX);
+        for ticket in 2..=4 {
+            sender.send(commit(ticket)).unwrap();
+        }
+        let group = gather(&receiver, commit(1), &applying, linger);
+        let tickets: Vec<u64> = group.iter().map(|c| c.ticket).collect();
+        assert_eq!(tickets, [1, 2, 3, 4], "everything queued, in order");
+
+        // A frame is applying and queues its next commit a moment later (as
+        // `Ledger::apply` does, then says it is done): the committer waits for
+        // it rather than writing ticket 5 alone. A long linger, so a slow
+        // machine cannot make the test pass or fail by timing.
+        applying.store(1, Ordering::SeqCst);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(5));
+                sender.send(commit(6)).unwrap();
+                applying.store(0, Ordering::SeqCst);
+            });
+            let group = gather(&receiver, commit(5), &applying, Duration::from_secs(2));
+            let tickets: Vec<u64> = group.iter().map(|c| c.ticket).collect();
+            assert_eq!(
+                tickets,
+                [5, 6],
+                "the frame's second commit joined the group"
+            );
+        });
+
+        // A frame applying but queuing nothing more: the wait ends at the linger.
+        applying.store(1, Ordering::SeqCst);
+        let group = gather(&receiver, commit(7), &applying, linger);
+        assert_eq!(group.len(), 1);
     }
 }
