@@ -220,43 +220,18 @@ fn invalid(message: String) -> Refusal {
 /// `lat,lon[,radius_m]` pairs separated by `;` (full-width `；` and `，` too).
 fn parse_sites(text: &str) -> Result<Vec<SiteSpec>, Refusal> {
     let text = text.replace('；', ";").replace('，', ",");
-    let number = |part: &str| {
-        part.trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|n| n.is_finite())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "培训机构经纬度: {:?} is not a number (write lat,lon;lat,lon)",
-                    part.trim()
-                ))
-            })
-    };
     text.split(';')
         .map(str::trim)
         .filter(|site| !site.is_empty())
         .map(|site| {
-            let parts: Vec<&str> = site.split(',').collect();
-            match parts.as_slice() {
-                [lat, lon] => Ok(SiteSpec {
-                    lat: number(lat)?,
-                    lon: number(lon)?,
-                    radius_m: None,
-                }),
-                [lat, lon, radius] => Ok(SiteSpec {
-                    lat: number(lat)?,
-                    lon: number(lon)?,
-                    radius_m: Some(radius.trim().parse().map_err(|_| {
-                        invalid(format!(
-                            "培训机构经纬度: radius {:?} is not a whole number of metres",
-                            radius.trim()
-                        ))
-                    })?),
-                }),
-                _ => Err(invalid(format!(
-                    "培训机构经纬度: {site:?} is not lat,lon or lat,lon,radius_m"
-                ))),
+            let spec = SiteSpec::parse(site)
+                .map_err(|e| invalid(format!("培训机构经纬度: {e} (write lat,lon;lat,lon)")))?;
+            if !(spec.lat.is_finite() && spec.lon.is_finite()) {
+                return Err(invalid(format!(
+                    "培训机构经纬度: {site:?} is not a number (write lat,lon;lat,lon)"
+                )));
             }
+            Ok(spec)
         })
         .collect()
 }

@@ -47,29 +47,6 @@ fn wire_enum<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     serde_json::from_value(serde_json::Value::String(text.into())).map_err(|e| e.to_string())
 }
 
-fn site(text: &str) -> Result<SiteSpec, String> {
-    let parts: Vec<&str> = text.split(',').collect();
-    let number = |s: &str| s.trim().parse::<f64>().map_err(|e| format!("{s:?}: {e}"));
-    match parts.as_slice() {
-        [lat, lon] => Ok(SiteSpec {
-            lat: number(lat)?,
-            lon: number(lon)?,
-            radius_m: None,
-        }),
-        [lat, lon, radius] => Ok(SiteSpec {
-            lat: number(lat)?,
-            lon: number(lon)?,
-            radius_m: Some(
-                radius
-                    .trim()
-                    .parse()
-                    .map_err(|e| format!("{radius:?}: {e}"))?,
-            ),
-        }),
-        _ => Err("a site is LAT,LON or LAT,LON,RADIUS_M".into()),
-    }
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Send JSON-lines operations from FILE (or stdin) in batches; print one JSON answer per line.
@@ -217,7 +194,7 @@ enum InstitutionCommand {
         #[arg(long)]
         admin_id_number: String,
         /// A training site, LAT,LON[,RADIUS_M]; repeat for several.
-        #[arg(long = "site", value_parser = site, required = true)]
+        #[arg(long = "site", value_parser = SiteSpec::parse, required = true)]
         sites: Vec<SiteSpec>,
     },
     Admin {

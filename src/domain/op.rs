@@ -63,6 +63,33 @@ pub struct SiteSpec {
     pub radius_m: Option<u32>,
 }
 
+impl SiteSpec {
+    /// `LAT,LON` or `LAT,LON,RADIUS_M`, as `voucherctl --site` and the
+    /// institution form write a site. Any float parses; the rules judge it.
+    pub fn parse(text: &str) -> Result<SiteSpec, String> {
+        let number = |part: &str| {
+            let part = part.trim();
+            part.parse::<f64>()
+                .map_err(|_| format!("{part:?} is not a number"))
+        };
+        match text.split(',').collect::<Vec<&str>>().as_slice() {
+            [lat, lon] => Ok(SiteSpec {
+                lat: number(lat)?,
+                lon: number(lon)?,
+                radius_m: None,
+            }),
+            [lat, lon, radius] => Ok(SiteSpec {
+                lat: number(lat)?,
+                lon: number(lon)?,
+                radius_m: Some(radius.trim().parse().map_err(|_| {
+                    format!("radius {:?} is not a whole number of metres", radius.trim())
+                })?),
+            }),
+            _ => Err(format!("{text:?} is not LAT,LON or LAT,LON,RADIUS_M")),
+        }
+    }
+}
+
 /// One operation of API.md with its fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -398,6 +425,26 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_site_is_lat_lon_and_an_optional_radius() {
+        let site = |lat, lon, radius_m| SiteSpec { lat, lon, radius_m };
+        assert_eq!(
+            SiteSpec::parse("29.5576,106.5775"),
+            Ok(site(29.5576, 106.5775, None))
+        );
+        assert_eq!(
+            SiteSpec::parse(" 29.5 , 106.5 ,300"),
+            Ok(site(29.5, 106.5, Some(300)))
+        );
+        assert!(SiteSpec::parse("29.5").is_err());
+        assert!(SiteSpec::parse("29.5,106.5,300,1").is_err());
+        assert!(SiteSpec::parse("north,106.5").is_err());
+        assert!(
+            SiteSpec::parse("29.5,106.5,-3").is_err(),
+            "a radius is whole metres"
+        );
+    }
 
     #[test]
     fn requests_parse_from_api_json() {
