@@ -26,6 +26,9 @@ pub const DISTRICTS_PER_CAMPAIGN_MAX: usize = 128;
 
 /// Shards of each in-memory index (vouchers, persons, institutions).
 pub const INDEX_SHARDS: usize = 256;
+/// Largest voucher id (ids are sequential; memory holds vouchers in dense
+/// arrays found by id). An issue past it is refused `overloaded`.
+pub const VOUCHER_ID_MAX: u64 = u32::MAX as u64;
 /// Commits the committer queue holds; when full, writers are refused `overloaded`.
 pub const COMMIT_QUEUE_DEPTH_MAX: usize = 16_384;
 /// Commits the committer gathers into one synced RocksDB write.

@@ -11,7 +11,9 @@ use super::ids::{DistrictCode, InstitutionCode, OperatorId, PersonKey, VoucherId
 use super::op::VoucherView;
 use super::time::Timestamp;
 
-/// A voucher and every step it went through.
+/// A voucher as the rules see it. When each step happened is in the audit
+/// chain (every record carries its time, command and reply); the voucher holds
+/// only what the rules read, so tens of millions fit in memory.
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct Voucher {
     pub id: VoucherId,
@@ -26,12 +28,8 @@ pub struct Voucher {
     pub state: VoucherState,
     /// The institution it is redeemed at, and that institution's district (counts used).
     pub institution: Option<(InstitutionCode, DistrictCode)>,
-    pub issued_at: Timestamp,
-    pub claimed_at: Option<Timestamp>,
-    pub redeemed_at: Option<Timestamp>,
-    pub completed_at: Option<Timestamp>,
-    pub settled_at: Option<Timestamp>,
-    pub expired_at: Option<Timestamp>,
+    /// Whether it was ever claimed (an expired voucher may or may not have been).
+    pub claimed: bool,
     /// Check-ins during the current enrollment and the local day of the last one.
     pub checkins: u32,
     pub last_checkin_day: Option<i32>,
@@ -120,7 +118,7 @@ pub enum Figure {
 pub fn figure_contributions(voucher: &Voucher) -> Vec<(Figure, u64)> {
     let year = voucher.year;
     let mut figures = vec![(Figure::Issued(year, voucher.district), 1)];
-    if voucher.claimed_at.is_some() {
+    if voucher.claimed {
         figures.push((Figure::Claimed(year, voucher.district), 1));
     }
     if let Some((institution, district)) = voucher.institution {

@@ -238,12 +238,7 @@ pub fn issue(context: Context, issue: &Issue, id: VoucherId) -> Result<Voucher, 
         face_value_fen: issue.face_value_fen,
         state: VoucherState::Issued,
         institution: None,
-        issued_at: context.now,
-        claimed_at: None,
-        redeemed_at: None,
-        completed_at: None,
-        settled_at: None,
-        expired_at: None,
+        claimed: false,
         checkins: 0,
         last_checkin_day: None,
         score: None,
@@ -280,7 +275,7 @@ pub fn claim(
     }
     let mut claimed = voucher.clone();
     claimed.state = VoucherState::Claimed;
-    claimed.claimed_at = Some(context.now);
+    claimed.claimed = true;
     let mut person = person;
     person.kinds_claimed |= voucher.kind.bit();
     Ok((claimed, person))
@@ -332,7 +327,6 @@ pub fn redeem(
     let mut redeemed = voucher.clone();
     redeemed.state = VoucherState::Redeemed;
     redeemed.institution = Some((code, institution.district));
-    redeemed.redeemed_at = Some(context.now);
     let mut person = person;
     person.uses += 1;
     assert!(
@@ -416,7 +410,6 @@ pub fn complete(
             check_institution(voucher, institution)?;
             let mut completed = voucher.clone();
             completed.state = VoucherState::Completed;
-            completed.completed_at = Some(context.now);
             Ok(completed)
         }
         _ => not_redeemed(voucher),
@@ -464,7 +457,6 @@ pub fn evaluate(
 
 /// Settle (补贴): only the agency of the redeeming institution's district.
 pub fn settle(
-    context: Context,
     voucher: Option<&Voucher>,
     id: VoucherId,
     agency: DistrictCode,
@@ -510,7 +502,6 @@ pub fn settle(
     let mut settled = voucher.clone();
     settled.state = VoucherState::Settled;
     settled.settled_fen = Some(amount_fen);
-    settled.settled_at = Some(context.now);
     Ok(settled)
 }
 
@@ -539,7 +530,6 @@ pub fn release(
     let mut released = voucher.clone();
     released.state = VoucherState::Claimed;
     released.institution = None;
-    released.redeemed_at = None;
     released.checkins = 0;
     released.last_checkin_day = None;
     let mut person = person;
@@ -568,7 +558,7 @@ pub fn check_expire(context: Context, year: u16) -> Result<(), Refusal> {
 
 /// One voucher at expiry: unfinished vouchers of the year become expired and
 /// give their use back. Returns `None` for vouchers expiry leaves alone.
-pub fn expire_voucher(context: Context, voucher: &Voucher, year: u16) -> Option<(Voucher, bool)> {
+pub fn expire_voucher(voucher: &Voucher, year: u16) -> Option<(Voucher, bool)> {
     let unfinished = matches!(
         voucher.state,
         VoucherState::Issued | VoucherState::Claimed | VoucherState::Redeemed
@@ -578,6 +568,5 @@ pub fn expire_voucher(context: Context, voucher: &Voucher, year: u16) -> Option<
     }
     let mut expired = voucher.clone();
     expired.state = VoucherState::Expired;
-    expired.expired_at = Some(context.now);
     Some((expired, voucher.state == VoucherState::Redeemed))
 }

@@ -7,6 +7,7 @@
 //! durable, so nothing acknowledged — or refused — depends on a change that
 //! could still be lost.
 
+mod index;
 mod keys;
 mod recovery;
 mod shards;
@@ -33,7 +34,11 @@ use crate::domain::rules::{self, Context};
 use crate::domain::time::{day_text, Clock, Timestamp};
 use crate::error::{Error, Reason, Refusal};
 use crate::journal::{Commit, Journal, Put, Table};
-use crate::limits::{AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX};
+use crate::limits::{
+    AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX, INDEX_SHARDS,
+    VOUCHER_ID_MAX,
+};
+use index::{Districts, Packed, PersonHandle, Persons, Vouchers};
 pub use keys::decode_u64;
 use shards::Shards;
 
@@ -165,8 +170,10 @@ pub struct Ledger {
     secret: PersonSecret,
     clock: Arc<dyn Clock>,
     journal: Arc<dyn Journal>,
-    vouchers: Shards<VoucherId, Voucher>,
-    persons: Shards<(PersonKey, u16), PersonYear>,
+    vouchers: Vouchers,
+    persons: Persons,
+    /// Every campaign district; packed vouchers name districts by index here.
+    districts: Districts,
     institutions: Shards<InstitutionCode, Institution>,
     tail: Mutex<Tail>,
     /// The last ticket handed to the journal; reads wait for it.
@@ -177,13 +184,20 @@ pub struct Ledger {
 
 impl Ledger {
     fn empty(config: LedgerConfig, journal: Arc<dyn Journal>) -> Ledger {
+        let districts = config
+            .campaigns
+            .all()
+            .iter()
+            .flat_map(|campaign| campaign.districts.iter().map(|d| d.code))
+            .collect();
         Ledger {
             campaigns: config.campaigns,
             secret: config.secret,
             clock: config.clock,
             journal,
-            vouchers: Shards::default(),
-            persons: Shards::default(),
+            vouchers: Vouchers::default(),
+            persons: Persons::default(),
+            districts: Districts::new(districts),
             institutions: Shards::default(),
             tail: Mutex::new(Tail {
                 seq: 0,
@@ -483,6 +497,15 @@ impl Ledger {
             } => {
                 let id = voucher_id
                     .unwrap_or_else(|| VoucherId(self.next_voucher.fetch_add(1, Ordering::SeqCst)));
+                if id.0 > VOUCHER_ID_MAX {
+                    return (
+                        Err(Refusal::new(
+                            Reason::Overloaded,
+                            format!("the ledger holds at most {VOUCHER_ID_MAX} voucher ids"),
+                        )),
+                        None,
+                    );
+                }
                 let issue = rules::Issue {
                     holder: *holder,
                     category: *category,
@@ -492,14 +515,16 @@ impl Ledger {
                     district: *district,
                     year: *year,
                 };
-                let mut shard = self.vouchers.of(&id).write();
-                assert!(!shard.contains_key(&id), "voucher ids are never reused");
+                let mut shard = self.vouchers.of(id).write();
+                assert!(shard.get(id).is_none(), "voucher ids are never reused");
                 rules::issue(self.context(self.stamp(origin)), &issue, id).and_then(|voucher| {
+                    let holder = self.persons.intern(voucher.holder, voucher.year);
+                    let packed = self.pack(&voucher, holder);
                     let mut change = Change::default();
                     change.voucher(None, &voucher);
                     let reply = Reply::Issued { voucher: id };
                     let ticket = self.commit(origin, command, &reply, change)?;
-                    shard.insert(id, voucher);
+                    shard.set(id, packed);
                     Ok((reply, ticket))
                 })
             }
@@ -606,19 +631,13 @@ impl Ledger {
                 let Role::District(agency) = origin.role else {
                     unreachable!("settle is refused for other roles before the rules");
                 };
-                self.change_voucher(
-                    origin,
-                    command,
-                    *voucher,
-                    Touch::default(),
-                    |context, found| {
-                        Ok((
-                            rules::settle(context, found.voucher, *voucher, agency, *amount_fen)?,
-                            None,
-                            done(),
-                        ))
-                    },
-                )
+                self.change_voucher(origin, command, *voucher, Touch::default(), |_, found| {
+                    Ok((
+                        rules::settle(found.voucher, *voucher, agency, *amount_fen)?,
+                        None,
+                        done(),
+                    ))
+                })
             }
             Command::Release {
                 voucher,
@@ -682,18 +701,31 @@ impl Ledger {
         touch: Touch,
         rule: impl FnOnce(Context, Found) -> Result<(Voucher, Option<PersonYear>, Reply), Refusal>,
     ) -> Result<(Reply, u64), Refusal> {
-        let mut vouchers = self.vouchers.of(&id).write();
-        let voucher = vouchers.get(&id);
-        let person_key = voucher.filter(|_| touch.person).map(|v| (v.holder, v.year));
-        let mut persons = person_key.map(|key| self.persons.of(&key).write());
-        let person = match (&persons, person_key) {
-            (Some(guard), Some(key)) => guard.get(&key).copied(),
+        let mut vouchers = self.vouchers.of(id).write();
+        let packed = vouchers.get(id).copied();
+        let holder = packed.map(|p| p.holder());
+        let mut persons = holder
+            .filter(|_| touch.person)
+            .map(|holder| self.persons.write(holder));
+        let voucher = packed.map(|p| {
+            let key = match &persons {
+                Some(guard) => guard.entry(p.holder()).key,
+                None => self.persons.key(p.holder()),
+            };
+            p.unpack(id, key, &self.districts)
+        });
+        let person = match (&persons, holder) {
+            (Some(guard), Some(holder)) => {
+                let entry = guard.entry(holder);
+                entry.stored.then_some(entry.record)
+            }
             _ => None,
         };
+        let voucher = voucher.as_ref();
         let code = match touch.institution {
             At::None => None,
             At::Given(code) => Some(code),
-            At::Voucher => voucher.and_then(|v| v.institution).map(|(code, _)| code),
+            At::Voucher => packed.and_then(|p| p.institution()),
         };
         let institutions = code.map(|code| self.institutions.of(&code).read());
         let institution = match (&institutions, code) {
@@ -706,20 +738,22 @@ impl Ledger {
             institution,
         };
         let (new_voucher, new_person, reply) = rule(self.context(self.stamp(origin)), found)?;
+        let holder = holder.expect("the rules refuse an unknown voucher");
         let mut change = Change::default();
         change.voucher(voucher, &new_voucher);
-        if let (Some(new_person), Some((holder, year))) = (new_person, person_key) {
-            change.person(holder, year, person, new_person);
+        if let Some(new_person) = new_person {
+            change.person(new_voucher.holder, new_voucher.year, person, new_person);
         }
         if let Some((tag, text)) = touch.text {
             change.texts.push((id, tag, text.clone()));
         }
+        let packed = self.pack(&new_voucher, holder);
         let ticket = self.commit(origin, command, &reply, change)?;
-        vouchers.insert(id, new_voucher);
-        if let (Some(guard), Some(new_person), Some(key)) =
-            (persons.as_mut(), new_person, person_key)
-        {
-            guard.insert(key, new_person);
+        vouchers.set(id, packed);
+        if let (Some(guard), Some(new_person)) = (persons.as_mut(), new_person) {
+            let entry = guard.entry_mut(holder);
+            entry.record = new_person;
+            entry.stored = true;
         }
         Ok((reply, ticket))
     }
@@ -748,43 +782,56 @@ impl Ledger {
         rules::check_expire(context, year)?;
         let mut change = Change::default();
         let mut expired = Vec::new();
-        let mut uses_back: HashMap<(PersonKey, u16), u8> = HashMap::new();
-        for shard in &vouchers {
-            for voucher in shard.values() {
-                if let Some((new, gives_use_back)) = rules::expire_voucher(context, voucher, year) {
-                    change.voucher(Some(voucher), &new);
+        let mut uses_back: HashMap<PersonHandle, u8> = HashMap::new();
+        for (shard, guard) in vouchers.iter().enumerate() {
+            for (id, packed) in guard.iter(shard) {
+                if packed.year() != year {
+                    continue;
+                }
+                let holder = packed.holder();
+                let key = persons[holder.shard()].entry(holder).key;
+                let voucher = packed.unpack(id, key, &self.districts);
+                if let Some((new, gives_use_back)) = rules::expire_voucher(&voucher, year) {
+                    change.voucher(Some(&voucher), &new);
                     if gives_use_back {
-                        *uses_back.entry((voucher.holder, voucher.year)).or_default() += 1;
+                        *uses_back.entry(holder).or_default() += 1;
                     }
-                    expired.push(new);
+                    expired.push((id, self.pack(&new, holder)));
                 }
             }
         }
         let mut people = Vec::new();
-        for (key, back) in uses_back {
-            let old = persons[shards::ShardKey::shard(&key)]
-                .get(&key)
-                .copied()
-                .unwrap_or_default();
-            assert!(old.uses >= back, "uses count every redeemed voucher");
+        for (holder, back) in uses_back {
+            let entry = persons[holder.shard()].entry(holder);
+            let old = entry.record;
+            assert!(
+                entry.stored && old.uses >= back,
+                "uses count every redeemed voucher"
+            );
             let new = PersonYear {
                 uses: old.uses - back,
                 ..old
             };
-            change.person(key.0, key.1, Some(old), new);
-            people.push((key, new));
+            change.person(entry.key, entry.year, Some(old), new);
+            people.push((holder, new));
         }
         let reply = Reply::Expired {
             expired: expired.len() as u64,
         };
         let ticket = self.commit(origin, command, &reply, change)?;
-        for voucher in expired {
-            vouchers[shards::ShardKey::shard(&voucher.id)].insert(voucher.id, voucher);
+        for (id, packed) in expired {
+            vouchers[(id.0 % INDEX_SHARDS as u64) as usize].set(id, packed);
         }
-        for (key, person) in people {
-            persons[shards::ShardKey::shard(&key)].insert(key, person);
+        for (holder, person) in people {
+            persons[holder.shard()].entry_mut(holder).record = person;
         }
         Ok((reply, ticket))
+    }
+
+    /// The voucher as memory holds it. The rules only make vouchers of campaign
+    /// districts, with face values and amounts under `FACE_VALUE_FEN_MAX`.
+    fn pack(&self, voucher: &Voucher, holder: PersonHandle) -> Packed {
+        Packed::pack(voucher, holder, &self.districts).expect("the rules keep vouchers packable")
     }
 
     /// Seals the change into the audit chain and submits it. Nothing in the
@@ -939,8 +986,12 @@ impl Ledger {
     /// Answers a read (`get_voucher`, `stats`, `audit_head`) from memory.
     fn read(&self, role: Role, op: &Op) -> Result<Reply, Refusal> {
         match op {
-            Op::GetVoucher { voucher } => match self.vouchers.of(voucher).read().get(voucher) {
-                Some(found) => Ok(Reply::Voucher(Box::new(found.view()))),
+            Op::GetVoucher { voucher } => match self.vouchers.of(*voucher).read().get(*voucher) {
+                Some(found) => {
+                    let holder = self.persons.key(found.holder());
+                    let found = found.unpack(*voucher, holder, &self.districts);
+                    Ok(Reply::Voucher(Box::new(found.view())))
+                }
                 None => Err(Refusal::new(
                     Reason::UnknownVoucher,
                     format!("no voucher {voucher}"),

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::index::Packed;
 use super::{keys, Ledger, LedgerConfig};
 use crate::audit;
 use crate::codec;
@@ -14,6 +15,7 @@ use crate::domain::ids::PersonKey;
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use crate::error::Error;
 use crate::journal::{Journal, Table};
+use crate::limits::{INDEX_SHARDS, VOUCHER_ID_MAX};
 
 impl Ledger {
     /// A ledger over whatever the journal holds (an empty journal: an empty ledger).
@@ -22,26 +24,6 @@ impl Ledger {
         let mut digest = StateDigest::default();
         let mut recount: HashMap<Figure, u64> = HashMap::new();
         let mut voucher_max = 0;
-        let mut uses: HashMap<(PersonKey, u16), u8> = HashMap::new();
-        journal.scan(Table::Vouchers, &mut |key, value| {
-            let voucher: Voucher = codec::decode(value, "voucher")?;
-            if keys::voucher(voucher.id) != key {
-                return Err(Error::Corrupt(format!(
-                    "voucher {} is stored under another key",
-                    voucher.id
-                )));
-            }
-            digest.add(Table::Vouchers.tag(), key, value);
-            for (figure, amount) in figure_contributions(&voucher) {
-                *recount.entry(figure).or_default() += amount;
-            }
-            if voucher.state.is_used() {
-                *uses.entry((voucher.holder, voucher.year)).or_default() += 1;
-            }
-            voucher_max = voucher_max.max(voucher.id.0);
-            ledger.vouchers.insert(voucher.id, voucher);
-            Ok(())
-        })?;
         journal.scan(Table::Persons, &mut |key, value| {
             let person: PersonYear = codec::decode(value, "person")?;
             let (holder, year) = key.split_at(32);
@@ -54,15 +36,67 @@ impl Ledger {
                 year.try_into()
                     .map_err(|_| Error::Corrupt("person key".into()))?,
             );
-            if uses.get(&(holder, year)).copied().unwrap_or(0) != person.uses {
-                return Err(Error::Corrupt(format!(
-                    "a person's uses in {year} do not match their vouchers"
-                )));
-            }
             digest.add(Table::Persons.tag(), key, value);
-            ledger.persons.insert((holder, year), person);
+            let handle = ledger.persons.intern(holder, year);
+            let mut shard = ledger.persons.write(handle);
+            let entry = shard.entry_mut(handle);
+            entry.record = person;
+            entry.stored = true;
             Ok(())
         })?;
+        // Each person-year's uses, recounted from the vouchers: [shard][entry].
+        let mut uses: Vec<Vec<u8>> = vec![Vec::new(); INDEX_SHARDS];
+        journal.scan(Table::Vouchers, &mut |key, value| {
+            let voucher: Voucher = codec::decode(value, "voucher")?;
+            if keys::voucher(voucher.id) != key {
+                return Err(Error::Corrupt(format!(
+                    "voucher {} is stored under another key",
+                    voucher.id
+                )));
+            }
+            if voucher.id.0 > VOUCHER_ID_MAX {
+                return Err(Error::Corrupt(format!(
+                    "voucher id {} is over {VOUCHER_ID_MAX}",
+                    voucher.id
+                )));
+            }
+            digest.add(Table::Vouchers.tag(), key, value);
+            for (figure, amount) in figure_contributions(&voucher) {
+                *recount.entry(figure).or_default() += amount;
+            }
+            let holder = ledger.persons.intern(voucher.holder, voucher.year);
+            if voucher.state.is_used() {
+                let counts = &mut uses[holder.shard()];
+                let entry = holder.entry();
+                if counts.len() <= entry {
+                    counts.resize(entry + 1, 0);
+                }
+                counts[entry] = counts[entry].saturating_add(1);
+            }
+            let packed = Packed::pack(&voucher, holder, &ledger.districts)
+                .map_err(|why| Error::Corrupt(format!("voucher {}: {why}", voucher.id)))?;
+            voucher_max = voucher_max.max(voucher.id.0);
+            ledger
+                .vouchers
+                .of(voucher.id)
+                .write()
+                .set(voucher.id, packed);
+            Ok(())
+        })?;
+        for (shard, counts) in ledger.persons.all().iter().zip(&uses) {
+            for (n, entry) in shard.read().entries().iter().enumerate() {
+                let counted = counts.get(n).copied().unwrap_or(0);
+                if !entry.stored && counted > 0 {
+                    return Err(Error::Corrupt("a person's uses are missing".into()));
+                }
+                if entry.record.uses != counted {
+                    return Err(Error::Corrupt(format!(
+                        "a person's uses in {} do not match their vouchers",
+                        entry.year
+                    )));
+                }
+            }
+        }
         journal.scan(Table::Institutions, &mut |key, value| {
             let institution: Institution = codec::decode(value, "institution")?;
             if keys::institution(institution.code) != key {
@@ -100,9 +134,6 @@ impl Ledger {
             return Err(Error::Corrupt(format!(
                 "stored counter {wrong:?} does not match a recount of the vouchers"
             )));
-        }
-        if uses.len() > ledger.persons.len() {
-            return Err(Error::Corrupt("a person's uses are missing".into()));
         }
         let (seq, hash) = match journal.last(Table::Audit)? {
             None => (0, audit::GENESIS_HASH),
