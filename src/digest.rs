@@ -27,9 +27,13 @@ fn record_hash(table: u8, key: &[u8], value: &[u8]) -> [u64; 4] {
 
 impl StateDigest {
     pub fn add(&mut self, table: u8, key: &[u8], value: &[u8]) {
-        let term = record_hash(table, key, value);
+        self.merge(&StateDigest(record_hash(table, key, value)));
+    }
+
+    /// Adds another sum: the digest of the records of both.
+    pub fn merge(&mut self, other: &StateDigest) {
         let mut carry = false;
-        for (limb, add) in self.0.iter_mut().zip(term) {
+        for (limb, add) in self.0.iter_mut().zip(other.0) {
             let (sum, c1) = limb.overflowing_add(add);
             let (sum, c2) = sum.overflowing_add(u64::from(carry));
             *limb = sum;
@@ -100,5 +104,20 @@ mod tests {
         assert_ne!(c, d, "key and value boundaries are part of the hash");
         assert_eq!(StateDigest::from_bytes(&a.to_bytes()), Some(a));
         assert_eq!(StateDigest::from_bytes(&a.to_bytes()[1..]), None);
+    }
+
+    #[test]
+    fn digests_of_parts_merge_into_the_digest_of_the_whole() {
+        let mut whole = StateDigest::default();
+        let mut parts = [StateDigest::default(), StateDigest::default()];
+        for n in 0..1000u32 {
+            let key = n.to_be_bytes();
+            whole.add(1, &key, b"value");
+            parts[(n % 2) as usize].add(1, &key, b"value");
+        }
+        let mut merged = parts[0];
+        merged.merge(&parts[1]);
+        assert_eq!(merged, whole);
+        assert_ne!(parts[0], whole);
     }
 }

@@ -102,7 +102,18 @@ pub trait Journal: Send + Sync {
     /// Reads a key as of the last durable commit.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
     /// Calls `visit` for every (key, value) of a table, in key order.
-    fn scan(&self, table: Table, visit: &mut Visit) -> Result<(), Error>;
+    fn scan(&self, table: Table, visit: &mut Visit) -> Result<(), Error> {
+        self.scan_between(table, &[], None, visit)
+    }
+    /// Calls `visit` for every (key, value) of a table with `from <= key < to`
+    /// (no upper end when `to` is `None`), in key order.
+    fn scan_between(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        visit: &mut Visit,
+    ) -> Result<(), Error>;
     /// The last (key, value) of a table in key order.
     fn last(&self, table: Table) -> Result<Option<Row>, Error>;
     /// Up to `limit` rows of a table from key `from` on, in key order.
@@ -206,9 +217,17 @@ impl Journal for MemoryJournal {
             .and_then(|rows| rows.get(key).cloned()))
     }
 
-    fn scan(&self, table: Table, visit: &mut Visit) -> Result<(), Error> {
+    fn scan_between(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        visit: &mut Visit,
+    ) -> Result<(), Error> {
         for (key, value) in self.rows(table) {
-            visit(&key, &value)?;
+            if key.as_slice() >= from && to.is_none_or(|to| key.as_slice() < to) {
+                visit(&key, &value)?;
+            }
         }
         Ok(())
     }

@@ -29,6 +29,9 @@ pub const INDEX_SHARDS: usize = 256;
 /// Largest voucher id (ids are sequential; memory holds vouchers in dense
 /// arrays found by id). An issue past it is refused `overloaded`.
 pub const VOUCHER_ID_MAX: u64 = u32::MAX as u64;
+/// Threads that read the voucher, person and text tables at start-up, at
+/// most (and no more than the machine's cores).
+pub const RECOVERY_THREADS_MAX: usize = 8;
 /// Commits the committer queue holds; when full, writers are refused `overloaded`.
 pub const COMMIT_QUEUE_DEPTH_MAX: usize = 16_384;
 /// Commits the committer gathers into one synced RocksDB write.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::index::Packed;
+use super::index::{Packed, PersonHandle};
 use super::{keys, Ledger, LedgerConfig};
 use crate::audit;
 use crate::codec;
@@ -15,76 +15,190 @@ use crate::domain::ids::PersonKey;
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use crate::error::Error;
 use crate::journal::{Journal, Table};
-use crate::limits::{INDEX_SHARDS, VOUCHER_ID_MAX};
+use crate::limits::{INDEX_SHARDS, RECOVERY_THREADS_MAX, VOUCHER_ID_MAX};
+
+/// What one start-up thread gathers from its part of a table.
+#[derive(Default)]
+struct Tally {
+    digest: StateDigest,
+    figures: HashMap<Figure, u64>,
+    /// Each person-year's uses, recounted from the vouchers: [shard][entry].
+    uses: Vec<Vec<u8>>,
+    voucher_max: u64,
+}
+
+impl Tally {
+    fn count_use(&mut self, holder: PersonHandle) {
+        if self.uses.is_empty() {
+            self.uses = vec![Vec::new(); INDEX_SHARDS];
+        }
+        let counts = &mut self.uses[holder.shard()];
+        if counts.len() <= holder.entry() {
+            counts.resize(holder.entry() + 1, 0);
+        }
+        counts[holder.entry()] = counts[holder.entry()].saturating_add(1);
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.digest.merge(&other.digest);
+        for (figure, count) in other.figures {
+            *self.figures.entry(figure).or_default() += count;
+        }
+        if self.uses.is_empty() {
+            self.uses = other.uses;
+        } else {
+            for (mine, theirs) in self.uses.iter_mut().zip(other.uses) {
+                if mine.len() < theirs.len() {
+                    mine.resize(theirs.len(), 0);
+                }
+                for (mine, theirs) in mine.iter_mut().zip(theirs) {
+                    *mine = mine.saturating_add(theirs);
+                }
+            }
+        }
+        self.voucher_max = self.voucher_max.max(other.voucher_max);
+    }
+}
+
+/// Reads a table in `bounds.len() + 1` key ranges at once, one thread each,
+/// and adds up what the threads gathered.
+fn scan_parts(
+    journal: &dyn Journal,
+    table: Table,
+    bounds: &[Vec<u8>],
+    visit: impl Fn(&mut Tally, &[u8], &[u8]) -> Result<(), Error> + Sync,
+) -> Result<Tally, Error> {
+    let visit = &visit;
+    let tallies: Vec<Result<Tally, Error>> = std::thread::scope(|scope| {
+        let parts: Vec<_> = (0..=bounds.len())
+            .map(|part| {
+                let from = part.checked_sub(1).map_or(&[][..], |b| &bounds[b][..]);
+                let to = bounds.get(part).map(Vec::as_slice);
+                scope.spawn(move || {
+                    let mut tally = Tally::default();
+                    journal.scan_between(table, from, to, &mut |key, value| {
+                        visit(&mut tally, key, value)
+                    })?;
+                    Ok(tally)
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .map(|part| part.join().expect("a start-up thread panicked"))
+            .collect()
+    });
+    let mut total = Tally::default();
+    for tally in tallies {
+        total.merge(tally?);
+    }
+    Ok(total)
+}
+
+/// How many threads read the big tables at start-up.
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(RECOVERY_THREADS_MAX)
+}
+
+/// Key bounds splitting tables keyed by voucher id (vouchers, texts) evenly.
+fn voucher_bounds(journal: &dyn Journal, threads: usize) -> Result<Vec<Vec<u8>>, Error> {
+    let last = match journal.last(Table::Vouchers)? {
+        Some((key, _)) => keys::decode_u64(&key).unwrap_or(u64::MAX),
+        None => 0,
+    };
+    Ok((1..threads as u64)
+        .map(|part| (last / threads as u64 * part).to_be_bytes().to_vec())
+        .collect())
+}
 
 impl Ledger {
     /// A ledger over whatever the journal holds (an empty journal: an empty ledger).
     pub fn open(config: LedgerConfig, journal: Arc<dyn Journal>) -> Result<Ledger, Error> {
         let ledger = Ledger::empty(config, Arc::clone(&journal));
-        let mut digest = StateDigest::default();
-        let mut recount: HashMap<Figure, u64> = HashMap::new();
-        let mut voucher_max = 0;
-        journal.scan(Table::Persons, &mut |key, value| {
-            let person: PersonYear = codec::decode(value, "person")?;
-            let (holder, year) = key.split_at(32);
-            let holder = PersonKey(
-                holder
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("person key".into()))?,
-            );
-            let year = u16::from_be_bytes(
-                year.try_into()
-                    .map_err(|_| Error::Corrupt("person key".into()))?,
-            );
-            digest.add(Table::Persons.tag(), key, value);
-            let handle = ledger.persons.intern(holder, year);
-            let mut shard = ledger.persons.write(handle);
-            let entry = shard.entry_mut(handle);
-            entry.record = person;
-            entry.stored = true;
-            Ok(())
-        })?;
-        // Each person-year's uses, recounted from the vouchers: [shard][entry].
-        let mut uses: Vec<Vec<u8>> = vec![Vec::new(); INDEX_SHARDS];
-        journal.scan(Table::Vouchers, &mut |key, value| {
-            let voucher: Voucher = codec::decode(value, "voucher")?;
-            if keys::voucher(voucher.id) != key {
-                return Err(Error::Corrupt(format!(
-                    "voucher {} is stored under another key",
-                    voucher.id
-                )));
-            }
-            if voucher.id.0 > VOUCHER_ID_MAX {
-                return Err(Error::Corrupt(format!(
-                    "voucher id {} is over {VOUCHER_ID_MAX}",
-                    voucher.id
-                )));
-            }
-            digest.add(Table::Vouchers.tag(), key, value);
-            for (figure, amount) in figure_contributions(&voucher) {
-                *recount.entry(figure).or_default() += amount;
-            }
-            let holder = ledger.persons.intern(voucher.holder, voucher.year);
-            if voucher.state.is_used() {
-                let counts = &mut uses[holder.shard()];
-                let entry = holder.entry();
-                if counts.len() <= entry {
-                    counts.resize(entry + 1, 0);
+        let threads = threads();
+        // Person keys are keyed hashes: their first byte spreads them evenly.
+        let person_bounds: Vec<Vec<u8>> = (1..threads)
+            .map(|part| vec![(part * 256 / threads) as u8])
+            .collect();
+        let persons = scan_parts(
+            journal.as_ref(),
+            Table::Persons,
+            &person_bounds,
+            |tally, key, value| {
+                let person: PersonYear = codec::decode(value, "person")?;
+                let (holder, year) = key.split_at(32);
+                let holder = PersonKey(
+                    holder
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("person key".into()))?,
+                );
+                let year = u16::from_be_bytes(
+                    year.try_into()
+                        .map_err(|_| Error::Corrupt("person key".into()))?,
+                );
+                tally.digest.add(Table::Persons.tag(), key, value);
+                let handle = ledger.persons.intern(holder, year);
+                let mut shard = ledger.persons.write(handle);
+                let entry = shard.entry_mut(handle);
+                entry.record = person;
+                entry.stored = true;
+                Ok(())
+            },
+        )?;
+        let voucher_bounds = voucher_bounds(journal.as_ref(), threads)?;
+        let vouchers = scan_parts(
+            journal.as_ref(),
+            Table::Vouchers,
+            &voucher_bounds,
+            |tally, key, value| {
+                let voucher: Voucher = codec::decode(value, "voucher")?;
+                if keys::voucher(voucher.id) != key {
+                    return Err(Error::Corrupt(format!(
+                        "voucher {} is stored under another key",
+                        voucher.id
+                    )));
                 }
-                counts[entry] = counts[entry].saturating_add(1);
-            }
-            let packed = Packed::pack(&voucher, holder, &ledger.districts)
-                .map_err(|why| Error::Corrupt(format!("voucher {}: {why}", voucher.id)))?;
-            voucher_max = voucher_max.max(voucher.id.0);
-            ledger
-                .vouchers
-                .of(voucher.id)
-                .write()
-                .set(voucher.id, packed);
-            Ok(())
-        })?;
-        for (shard, counts) in ledger.persons.all().iter().zip(&uses) {
-            for (n, entry) in shard.read().entries().iter().enumerate() {
+                if voucher.id.0 > VOUCHER_ID_MAX {
+                    return Err(Error::Corrupt(format!(
+                        "voucher id {} is over {VOUCHER_ID_MAX}",
+                        voucher.id
+                    )));
+                }
+                tally.digest.add(Table::Vouchers.tag(), key, value);
+                for (figure, amount) in figure_contributions(&voucher) {
+                    *tally.figures.entry(figure).or_default() += amount;
+                }
+                let holder = ledger.persons.intern(voucher.holder, voucher.year);
+                if voucher.state.is_used() {
+                    tally.count_use(holder);
+                }
+                let packed = Packed::pack(&voucher, holder, &ledger.districts)
+                    .map_err(|why| Error::Corrupt(format!("voucher {}: {why}", voucher.id)))?;
+                tally.voucher_max = tally.voucher_max.max(voucher.id.0);
+                ledger
+                    .vouchers
+                    .of(voucher.id)
+                    .write()
+                    .set(voucher.id, packed);
+                Ok(())
+            },
+        )?;
+        let texts = scan_parts(
+            journal.as_ref(),
+            Table::Texts,
+            &voucher_bounds,
+            |tally, key, value| {
+                let _: String = codec::decode(value, "text")?;
+                tally.digest.add(Table::Texts.tag(), key, value);
+                Ok(())
+            },
+        )?;
+        let no_uses = Vec::new();
+        for (shard, lock) in ledger.persons.all().iter().enumerate() {
+            let counts = vouchers.uses.get(shard).unwrap_or(&no_uses);
+            for (n, entry) in lock.read().entries().iter().enumerate() {
                 let counted = counts.get(n).copied().unwrap_or(0);
                 if !entry.stored && counted > 0 {
                     return Err(Error::Corrupt("a person's uses are missing".into()));
@@ -97,6 +211,11 @@ impl Ledger {
                 }
             }
         }
+        let voucher_max = vouchers.voucher_max;
+        let mut digest = persons.digest;
+        digest.merge(&vouchers.digest);
+        digest.merge(&texts.digest);
+        let mut recount = vouchers.figures;
         journal.scan(Table::Institutions, &mut |key, value| {
             let institution: Institution = codec::decode(value, "institution")?;
             if keys::institution(institution.code) != key {
@@ -108,11 +227,6 @@ impl Ledger {
             digest.add(Table::Institutions.tag(), key, value);
             *recount.entry(Figure::Registered).or_default() += 1;
             ledger.institutions.insert(institution.code, institution);
-            Ok(())
-        })?;
-        journal.scan(Table::Texts, &mut |key, value| {
-            let _: String = codec::decode(value, "text")?;
-            digest.add(Table::Texts.tag(), key, value);
             Ok(())
         })?;
         let mut figures = HashMap::new();

@@ -456,8 +456,21 @@ impl Journal for Store {
         Ok(self.db.get_cf(self.family(table), key)?)
     }
 
-    fn scan(&self, table: Table, visit: &mut crate::journal::Visit) -> Result<(), Error> {
-        for item in self.db.iterator_cf(self.family(table), IteratorMode::Start) {
+    fn scan_between(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        visit: &mut crate::journal::Visit,
+    ) -> Result<(), Error> {
+        let mut options = rocksdb::ReadOptions::default();
+        if let Some(to) = to {
+            options.set_iterate_upper_bound(to.to_vec());
+        }
+        // A start-up scan reads everything once: keep it out of the block cache.
+        options.fill_cache(false);
+        let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf_opt(self.family(table), options, mode) {
             let (key, value) = item?;
             visit(&key, &value)?;
         }
