@@ -1,6 +1,6 @@
 //! The ledger's records: vouchers, persons' yearly use, institutions, and the
-//! figures derived from vouchers. Held in memory by the indexes and written to
-//! RocksDB as they are (bincode, one version byte in front).
+//! figures derived from vouchers. Written to RocksDB as they are (bincode, one
+//! version byte in front); memory holds vouchers packed (`ledger::index`).
 
 use std::collections::BTreeSet;
 
@@ -115,27 +115,89 @@ pub enum Figure {
 
 /// The figures one voucher adds to; a change adds the new voucher's and takes
 /// away the old one's, so figures always equal a recount over all vouchers.
-pub fn figure_contributions(voucher: &Voucher) -> Vec<(Figure, u64)> {
+/// (At most seven, gathered without allocating: start-up calls this per voucher.)
+pub fn figure_contributions(voucher: &Voucher) -> impl Iterator<Item = (Figure, u64)> {
     let year = voucher.year;
-    let mut figures = vec![(Figure::Issued(year, voucher.district), 1)];
+    let mut figures = [None; 7];
+    let mut count = 0;
+    let mut push = |figure: Figure, amount: u64| {
+        figures[count] = Some((figure, amount));
+        count += 1;
+    };
+    push(Figure::Issued(year, voucher.district), 1);
     if voucher.claimed {
-        figures.push((Figure::Claimed(year, voucher.district), 1));
+        push(Figure::Claimed(year, voucher.district), 1);
     }
     if let Some((institution, district)) = voucher.institution {
         if voucher.state.is_used() {
-            figures.push((Figure::Used(year, district), 1));
-            figures.push((Figure::InstitutionUsed(year, institution), 1));
+            push(Figure::Used(year, district), 1);
+            push(Figure::InstitutionUsed(year, institution), 1);
             if voucher.checkins > 0 {
-                figures.push((Figure::UsedWithCheckin(year, district), 1));
+                push(Figure::UsedWithCheckin(year, district), 1);
             }
         }
         if let Some(score) = voucher.score {
-            figures.push((Figure::InstitutionEvaluations(year, institution), 1));
-            figures.push((
+            push(Figure::InstitutionEvaluations(year, institution), 1);
+            push(
                 Figure::InstitutionScoreSum(year, institution),
                 u64::from(score),
-            ));
+            );
         }
     }
-    figures
+    figures.into_iter().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settled_rated_voucher_with_check_ins_adds_to_all_seven_figures() {
+        let district: DistrictCode = "500101".parse().expect("a code");
+        let institution = InstitutionCode(5_000_001);
+        let voucher = Voucher {
+            id: VoucherId(1),
+            holder: PersonKey([1; 32]),
+            year: 2021,
+            kind: Kind::EmploymentSkills,
+            category: Category::Unemployed,
+            channel: Channel::Wechat,
+            district,
+            face_value_fen: 80_000,
+            state: VoucherState::Settled,
+            institution: Some((institution, district)),
+            claimed: true,
+            checkins: 2,
+            last_checkin_day: Some(1),
+            score: Some(4),
+            settled_fen: Some(80_000),
+        };
+        let figures: Vec<_> = figure_contributions(&voucher).collect();
+        assert_eq!(
+            figures,
+            vec![
+                (Figure::Issued(2021, district), 1),
+                (Figure::Claimed(2021, district), 1),
+                (Figure::Used(2021, district), 1),
+                (Figure::InstitutionUsed(2021, institution), 1),
+                (Figure::UsedWithCheckin(2021, district), 1),
+                (Figure::InstitutionEvaluations(2021, institution), 1),
+                (Figure::InstitutionScoreSum(2021, institution), 4),
+            ]
+        );
+        let issued = Voucher {
+            state: VoucherState::Issued,
+            institution: None,
+            claimed: false,
+            checkins: 0,
+            last_checkin_day: None,
+            score: None,
+            settled_fen: None,
+            ..voucher
+        };
+        assert_eq!(
+            figure_contributions(&issued).collect::<Vec<_>>(),
+            vec![(Figure::Issued(2021, district), 1)]
+        );
+    }
 }

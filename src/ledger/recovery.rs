@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::index::{Packed, PersonHandle};
+use super::index::{Packed, PersonHandle, Persons};
 use super::{keys, Ledger, LedgerConfig};
 use crate::audit;
 use crate::codec;
@@ -25,6 +25,9 @@ struct Tally {
     /// Each person-year's uses, recounted from the vouchers: [shard][entry].
     uses: Vec<Vec<u8>>,
     voucher_max: u64,
+    /// The holder of the last voucher read: a person's vouchers are usually
+    /// issued together, so their ids (and rows) are next to each other.
+    last_holder: Option<(PersonKey, u16, PersonHandle)>,
 }
 
 impl Tally {
@@ -37,6 +40,17 @@ impl Tally {
             counts.resize(holder.entry() + 1, 0);
         }
         counts[holder.entry()] = counts[holder.entry()].saturating_add(1);
+    }
+
+    fn holder(&mut self, persons: &Persons, voucher: &Voucher) -> PersonHandle {
+        match self.last_holder {
+            Some((key, year, handle)) if key == voucher.holder && year == voucher.year => handle,
+            _ => {
+                let handle = persons.intern(voucher.holder, voucher.year);
+                self.last_holder = Some((voucher.holder, voucher.year, handle));
+                handle
+            }
+        }
     }
 
     fn merge(&mut self, other: Tally) {
@@ -170,7 +184,7 @@ impl Ledger {
                 for (figure, amount) in figure_contributions(&voucher) {
                     *tally.figures.entry(figure).or_default() += amount;
                 }
-                let holder = ledger.persons.intern(voucher.holder, voucher.year);
+                let holder = tally.holder(&ledger.persons, &voucher);
                 if voucher.state.is_used() {
                     tally.count_use(holder);
                 }
