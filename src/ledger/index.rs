@@ -286,6 +286,8 @@ pub struct PersonEntry {
 pub struct PersonShard {
     table: HashTable<u32>,
     entries: Vec<PersonEntry>,
+    /// Entries with a stored record.
+    stored: usize,
 }
 
 fn person_hash(key: &PersonKey, year: u16) -> u64 {
@@ -301,8 +303,12 @@ impl PersonShard {
         &self.entries[handle.entry()]
     }
 
-    pub fn entry_mut(&mut self, handle: PersonHandle) -> &mut PersonEntry {
-        &mut self.entries[handle.entry()]
+    /// Sets a person-year's record, as the journal now holds it.
+    pub fn store(&mut self, handle: PersonHandle, record: PersonYear) {
+        let entry = &mut self.entries[handle.entry()];
+        self.stored += usize::from(!entry.stored);
+        entry.record = record;
+        entry.stored = true;
     }
 
     /// The handle of (key, year), made with an empty, unstored record if new.
@@ -375,10 +381,7 @@ impl Persons {
 
     /// Person-years with a stored record.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.read().entries.iter().filter(|e| e.stored).count())
-            .sum()
+        self.shards.iter().map(|shard| shard.read().stored).sum()
     }
 }
 
@@ -504,5 +507,10 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), handles.len());
         assert_eq!(persons.len(), 0, "nothing is stored yet");
+        for handle in &handles[..10] {
+            persons.write(*handle).store(*handle, PersonYear::default());
+            persons.write(*handle).store(*handle, PersonYear::default());
+        }
+        assert_eq!(persons.len(), 10);
     }
 }

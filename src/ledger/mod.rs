@@ -751,9 +751,7 @@ impl Ledger {
         let ticket = self.commit(origin, command, &reply, change)?;
         vouchers.set(id, packed);
         if let (Some(guard), Some(new_person)) = (persons.as_mut(), new_person) {
-            let entry = guard.entry_mut(holder);
-            entry.record = new_person;
-            entry.stored = true;
+            guard.store(holder, new_person);
         }
         Ok((reply, ticket))
     }
@@ -823,7 +821,7 @@ impl Ledger {
             vouchers[(id.0 % INDEX_SHARDS as u64) as usize].set(id, packed);
         }
         for (holder, person) in people {
-            persons[holder.shard()].entry_mut(holder).record = person;
+            persons[holder.shard()].store(holder, person);
         }
         Ok((reply, ticket))
     }

@@ -154,10 +154,7 @@ impl Ledger {
                 );
                 tally.digest.add(Table::Persons.tag(), key, value);
                 let handle = ledger.persons.intern(holder, year);
-                let mut shard = ledger.persons.write(handle);
-                let entry = shard.entry_mut(handle);
-                entry.record = person;
-                entry.stored = true;
+                ledger.persons.write(handle).store(handle, person);
                 Ok(())
             },
         )?;
