@@ -15,7 +15,8 @@
 # flushes and compactions of the setup are not part of the peak. Step 1 sends
 # frames of BATCH (256) operations; step 2 frames of FIND_MAX_BATCH (8), as
 # its p99 is a per-operation latency target.
-# Usage: bench/run.sh [PERSONS] [PEAK_S]; FIND_MAX=0 skips step 2.
+# Usage: bench/run.sh [PERSONS] [PEAK_S]; STANDARD=0 skips step 1, FIND_MAX=0
+# step 2.
 set -eu
 cd "$(dirname "$0")/.."
 persons="${1:-250000}"      # 250,000 persons × 4 = 1 million vouchers
@@ -24,6 +25,7 @@ connections="${CONNECTIONS:-32}"
 batch="${BATCH:-256}"
 find_max_batch="${FIND_MAX_BATCH:-8}"   # small frames: the latency target is per operation
 settle_s="${SETTLE_S:-30}"
+standard="${STANDARD:-1}"
 find_max="${FIND_MAX:-1}"
 find_max_persons="${FIND_MAX_PERSONS:-300000}"
 find_max_start="${FIND_MAX_START:-2000}"
@@ -42,13 +44,15 @@ stop_daemon() {
     daemon=""
 }
 
-start_daemon standard
-./target/release/voucher-load --server "$address" --certs "$work/standard/certs" \
-    --persons "$persons" --institutions 2000 --connections "$connections" --batch "$batch" \
-    --duration-s "$peak_s" --settle-s "$settle_s" --engine-limit-dir "$work/limit" \
-    --out "bench/results/$stamp.json" --plot "bench/results/$stamp.svg" \
-    | tee "bench/results/$stamp.txt"
-stop_daemon "bench/results/$stamp.txt"
+if [ "$standard" != 0 ]; then
+    start_daemon standard
+    ./target/release/voucher-load --server "$address" --certs "$work/standard/certs" \
+        --persons "$persons" --institutions 2000 --connections "$connections" --batch "$batch" \
+        --duration-s "$peak_s" --settle-s "$settle_s" --engine-limit-dir "$work/limit" \
+        --out "bench/results/$stamp.json" --plot "bench/results/$stamp.svg" \
+        | tee "bench/results/$stamp.txt"
+    stop_daemon "bench/results/$stamp.txt"
+fi
 
 if [ "$find_max" != 0 ]; then
     start_daemon find-max

@@ -6,8 +6,9 @@
 //! `ACHIEVED_SHARE_MIN` of its target and its p99 latency (from each batch's
 //! due time, so corrected for coordinated omission) is under the bound, with
 //! every answer as expected. The ladder stops at the first step that fails;
-//! the maximum sustainable rate is the highest passing target. Then one more
-//! step at half that maximum measures the p99 that issue #4's target is about.
+//! the maximum sustainable rate is the highest passing target. Then, after the
+//! settle pause, one more step at half that maximum measures the p99 that
+//! issue #4's target is about.
 //!
 //! Every step takes fresh persons from the setup's pool, so the most the plan
 //! can need is computed and checked against the setup before anything is sent.
@@ -196,12 +197,15 @@ impl FindMax {
     }
 }
 
-/// Runs the ladder, then the step at half the maximum. Phases are numbered
-/// by step, the half step after the whole ladder (request ids stay unique).
+/// Runs the ladder, then (after `settle`, so that the overload of the step
+/// that failed — its queues, RocksDB's flushes and compactions — does not
+/// spill into it) the step at half the maximum. Phases are numbered by step,
+/// the half step after the whole ladder (request ids stay unique).
 pub async fn run(
     plan: &Plan,
     workload: &Arc<Workload>,
     timeline: &Arc<Mutex<Timeline>>,
+    settle: Duration,
 ) -> anyhow::Result<FindMax> {
     let mut tally = Tally::new();
     let mut ladder = Vec::new();
@@ -226,6 +230,10 @@ pub async fn run(
         .map(|step| step.target_ops_per_s);
     let half = match max_ops_per_s {
         Some(max) => {
+            if !settle.is_zero() {
+                eprintln!("settling for {} s before the half step", settle.as_secs());
+                tokio::time::sleep(settle).await;
+            }
             let rate = max / 2.0;
             let label = format!("half the maximum, {rate:.0} ops/s");
             let index = rates.len() as u32;

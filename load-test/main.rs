@@ -57,6 +57,7 @@ struct Args {
     batch: usize,
     /// Pause between setup and peak, seconds: lets RocksDB flush and compact
     /// what the setup wrote, as it would between issuing and enrollment day.
+    /// --find-max also pauses this long before the step at half the maximum.
     #[arg(long, default_value_t = 0)]
     settle_s: u64,
     /// Peak phase length, seconds (it also ends when every person is served).
@@ -207,7 +208,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let timeline = Arc::new(Mutex::new(Timeline::default()));
     let (tally, found) = match &plan {
         Some(plan) => {
-            let mut found = find_max::run(plan, &workload, &timeline).await?;
+            let mut found = find_max::run(
+                plan,
+                &workload,
+                &timeline,
+                Duration::from_secs(args.settle_s),
+            )
+            .await?;
             (std::mem::take(&mut found.tally), Some(found))
         }
         None => {
