@@ -1,13 +1,13 @@
-//! Lock-sharded maps: a key picks one of `INDEX_SHARDS` read-write locks, so
-//! operations on different keys run in parallel and operations on one key
-//! serialise.
+//! Lock-sharded maps (institutions; vouchers and persons are packed, see
+//! `index`): a key picks one of `INDEX_SHARDS` read-write locks, so operations
+//! on different keys run in parallel and operations on one key serialise.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
 use parking_lot::RwLock;
 
-use crate::domain::ids::{InstitutionCode, PersonKey, VoucherId};
+use crate::domain::ids::InstitutionCode;
 use crate::limits::INDEX_SHARDS;
 
 /// Which shard a key lives in.
@@ -15,22 +15,9 @@ pub trait ShardKey {
     fn shard(&self) -> usize;
 }
 
-impl ShardKey for VoucherId {
-    fn shard(&self) -> usize {
-        (self.0 % INDEX_SHARDS as u64) as usize
-    }
-}
-
 impl ShardKey for InstitutionCode {
     fn shard(&self) -> usize {
         (self.0 as usize) % INDEX_SHARDS
-    }
-}
-
-/// All of one person's years share a shard, so a person's operations serialise.
-impl ShardKey for (PersonKey, u16) {
-    fn shard(&self) -> usize {
-        usize::from(u16::from_le_bytes([self.0 .0[0], self.0 .0[1]])) % INDEX_SHARDS
     }
 }
 
