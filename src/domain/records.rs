@@ -147,6 +147,30 @@ pub fn figure_contributions(voucher: &Voucher) -> impl Iterator<Item = (Figure, 
     figures.into_iter().flatten()
 }
 
+/// An issued voucher for unit tests: 2021, district 500101, 800 yuan.
+#[cfg(test)]
+impl Voucher {
+    pub(crate) fn issued_example() -> Voucher {
+        Voucher {
+            id: VoucherId(1),
+            holder: PersonKey([1; 32]),
+            year: 2021,
+            kind: Kind::EmploymentSkills,
+            category: Category::Unemployed,
+            channel: Channel::Wechat,
+            district: "500101".parse().expect("a district code"),
+            face_value_fen: 80_000,
+            state: VoucherState::Issued,
+            institution: None,
+            claimed: false,
+            checkins: 0,
+            last_checkin_day: None,
+            score: None,
+            settled_fen: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,15 +179,8 @@ mod tests {
     fn a_settled_rated_voucher_with_check_ins_adds_to_all_seven_figures() {
         let district: DistrictCode = "500101".parse().expect("a code");
         let institution = InstitutionCode(5_000_001);
+        let issued = Voucher::issued_example();
         let voucher = Voucher {
-            id: VoucherId(1),
-            holder: PersonKey([1; 32]),
-            year: 2021,
-            kind: Kind::EmploymentSkills,
-            category: Category::Unemployed,
-            channel: Channel::Wechat,
-            district,
-            face_value_fen: 80_000,
             state: VoucherState::Settled,
             institution: Some((institution, district)),
             claimed: true,
@@ -171,6 +188,7 @@ mod tests {
             last_checkin_day: Some(1),
             score: Some(4),
             settled_fen: Some(80_000),
+            ..issued.clone()
         };
         let figures: Vec<_> = figure_contributions(&voucher).collect();
         assert_eq!(
@@ -185,16 +203,6 @@ mod tests {
                 (Figure::InstitutionScoreSum(2021, institution), 4),
             ]
         );
-        let issued = Voucher {
-            state: VoucherState::Issued,
-            institution: None,
-            claimed: false,
-            checkins: 0,
-            last_checkin_day: None,
-            score: None,
-            settled_fen: None,
-            ..voucher
-        };
         assert_eq!(
             figure_contributions(&issued).collect::<Vec<_>>(),
             vec![(Figure::Issued(2021, district), 1)]

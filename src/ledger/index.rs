@@ -189,6 +189,11 @@ pub struct VoucherShard {
     len: usize,
 }
 
+/// The shard a voucher id lives in.
+pub fn shard_of(id: VoucherId) -> usize {
+    (id.0 % INDEX_SHARDS as u64) as usize
+}
+
 fn slot_of(id: VoucherId) -> usize {
     (id.0 / INDEX_SHARDS as u64) as usize
 }
@@ -256,7 +261,7 @@ impl Default for Vouchers {
 
 impl Vouchers {
     pub fn of(&self, id: VoucherId) -> &RwLock<VoucherShard> {
-        &self.shards[(id.0 % INDEX_SHARDS as u64) as usize]
+        &self.shards[shard_of(id)]
     }
 
     /// Every shard, in a fixed order (lock them in this order only).
@@ -388,29 +393,18 @@ impl Persons {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::enums::{Category, Channel, Kind, VoucherState};
+    use crate::domain::enums::VoucherState;
 
     fn district(code: &str) -> DistrictCode {
         code.parse().expect("a district code")
     }
 
+    /// An issued voucher of the largest face value, in district 500101.
     fn voucher(id: u64) -> Voucher {
         Voucher {
             id: VoucherId(id),
-            holder: PersonKey([7; 32]),
-            year: 2021,
-            kind: Kind::EmploymentSkills,
-            category: Category::RuralMigrant,
-            channel: Channel::Wechat,
-            district: district("500101"),
             face_value_fen: 10_000_000,
-            state: VoucherState::Issued,
-            institution: None,
-            claimed: false,
-            checkins: 0,
-            last_checkin_day: None,
-            score: None,
-            settled_fen: None,
+            ..Voucher::issued_example()
         }
     }
 

@@ -35,8 +35,7 @@ use crate::domain::time::{day_text, Clock, Timestamp};
 use crate::error::{Error, Reason, Refusal};
 use crate::journal::{Commit, Journal, Put, Table};
 use crate::limits::{
-    AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX, INDEX_SHARDS,
-    VOUCHER_ID_MAX,
+    AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX, VOUCHER_ID_MAX,
 };
 use index::{Districts, Packed, PersonHandle, Persons, Vouchers};
 pub use keys::decode_u64;
@@ -818,7 +817,7 @@ impl Ledger {
         };
         let ticket = self.commit(origin, command, &reply, change)?;
         for (id, packed) in expired {
-            vouchers[(id.0 % INDEX_SHARDS as u64) as usize].set(id, packed);
+            vouchers[index::shard_of(id)].set(id, packed);
         }
         for (holder, person) in people {
             persons[holder.shard()].store(holder, person);
