@@ -86,6 +86,38 @@ pub struct Commit {
     pub puts: Vec<Put>,
 }
 
+/// The puts a group of commits leaves in effect: for each (table, key) only
+/// the last write, in commit order. A group is written as one atomic batch,
+/// so the earlier writes of a key (the state digest and the figures are
+/// rewritten by nearly every commit) would never be seen by anyone.
+pub fn last_writes(group: &[Commit]) -> Vec<&Put> {
+    let mut seen = std::collections::HashSet::new();
+    let mut last: Vec<&Put> = group
+        .iter()
+        .rev()
+        .flat_map(|commit| commit.puts.iter().rev())
+        .filter(|put| seen.insert((put.table, put.key.as_slice())))
+        .collect();
+    last.reverse();
+    last
+}
+
+/// How far commits are durable, as a journal publishes it to async waiters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// Every commit up to this ticket is durable.
+    pub ticket: u64,
+    /// The journal failed: no later ticket will ever become durable.
+    pub failed: bool,
+}
+
+impl Durability {
+    /// Whether waiting for `ticket` is over (durable, or never will be).
+    pub fn settles(&self, ticket: u64) -> bool {
+        self.ticket >= ticket || self.failed
+    }
+}
+
 /// Where commits go. See the module doc for the ordering and durability contract.
 pub trait Journal: Send + Sync {
     /// True when `submit` would be refused `overloaded` right now.
@@ -99,6 +131,12 @@ pub trait Journal: Send + Sync {
     fn frame_applied(&self) {}
     /// Blocks until every commit up to `ticket` is durable.
     fn wait_durable(&self, ticket: u64) -> Result<(), Refusal>;
+    /// Where async callers can await durability without holding a thread
+    /// (then call `wait_durable`, which returns at once). `None` when
+    /// `wait_durable` never waits long (the in-memory journal).
+    fn durability(&self) -> Option<tokio::sync::watch::Receiver<Durability>> {
+        None
+    }
     /// Reads a key as of the last durable commit.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
     /// Calls `visit` for every (key, value) of a table, in key order.
@@ -251,5 +289,64 @@ impl Journal for MemoryJournal {
             .get(&table)
             .and_then(|rows| rows.iter().next_back())
             .map(|(k, v)| (k.clone(), v.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(table: Table, key: &[u8], value: Option<&[u8]>) -> Put {
+        Put {
+            table,
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    fn shown(puts: &[&Put]) -> Vec<(Table, Vec<u8>, Option<Vec<u8>>)> {
+        puts.iter()
+            .map(|p| (p.table, p.key.clone(), p.value.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_group_keeps_only_the_last_write_of_each_key() {
+        let group = [
+            Commit {
+                ticket: 1,
+                puts: vec![
+                    put(Table::Vouchers, b"v1", Some(b"a")),
+                    put(Table::Counters, b"used", Some(b"1")),
+                    put(Table::Meta, b"digest", Some(b"d1")),
+                ],
+            },
+            Commit {
+                ticket: 2,
+                puts: vec![
+                    put(Table::Vouchers, b"v2", Some(b"b")),
+                    // Same key bytes in another table: a different record.
+                    put(Table::Persons, b"v1", Some(b"p")),
+                    put(Table::Counters, b"used", None),
+                    put(Table::Meta, b"digest", Some(b"d2")),
+                ],
+            },
+            Commit {
+                ticket: 3,
+                puts: vec![put(Table::Vouchers, b"v1", Some(b"c"))],
+            },
+        ];
+        assert_eq!(
+            shown(&last_writes(&group)),
+            vec![
+                (Table::Vouchers, b"v2".to_vec(), Some(b"b".to_vec())),
+                (Table::Persons, b"v1".to_vec(), Some(b"p".to_vec())),
+                // A delete that comes last wins over the earlier put.
+                (Table::Counters, b"used".to_vec(), None),
+                (Table::Meta, b"digest".to_vec(), Some(b"d2".to_vec())),
+                (Table::Vouchers, b"v1".to_vec(), Some(b"c".to_vec())),
+            ]
+        );
+        assert!(last_writes(&[]).is_empty());
     }
 }

@@ -399,14 +399,23 @@ async fn run_batch(
     };
     let ledger = Arc::clone(&shared.ledger);
     let started = Instant::now();
-    match tokio::task::spawn_blocking(move || {
-        let answers = ledger.execute(role, &requests);
-        telemetry::record_batch(&requests, &answers, started.elapsed());
-        answers
+    // Applying takes locks and may read RocksDB: off the async workers. The
+    // wait for durability holds no thread: the committer's news wakes it.
+    let (requests, pending) = match tokio::task::spawn_blocking(move || {
+        let pending = ledger.apply(role, &requests);
+        (requests, pending)
     })
     .await
     {
-        Ok(answers) => answers,
+        Ok(applied) => applied,
         Err(error) => panic!("a batch panicked: {error}"),
+    };
+    if let Some(mut durability) = shared.ledger.durability() {
+        let ticket = pending.ticket();
+        // An error means the journal is gone; `finish` then answers for it.
+        let _ = durability.wait_for(|now| now.settles(ticket)).await;
     }
+    let answers = shared.ledger.finish(pending);
+    telemetry::record_batch(&requests, &answers, started.elapsed());
+    answers
 }

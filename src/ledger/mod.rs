@@ -33,7 +33,7 @@ use crate::domain::records::{figure_contributions, Figure, Institution, PersonYe
 use crate::domain::rules::{self, Context};
 use crate::domain::time::{day_text, Clock, Timestamp};
 use crate::error::{Error, Reason, Refusal};
-use crate::journal::{Commit, Journal, Put, Table};
+use crate::journal::{Commit, Durability, Journal, Put, Table};
 use crate::limits::{
     AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX, VOUCHER_ID_MAX,
 };
@@ -140,6 +140,13 @@ pub struct Pending {
     pub answers: Vec<Answer>,
     ticket: u64,
     inflight: Vec<(Vec<u8>, u64)>,
+}
+
+impl Pending {
+    /// The last commit the answers rest on.
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
 }
 
 /// Tells the journal a frame is being applied, until dropped (even by a panic).
@@ -252,6 +259,11 @@ impl Ledger {
             .ticket
             .max(self.assigned_ticket.load(Ordering::SeqCst));
         pending
+    }
+
+    /// Where async callers await durability before `finish` (see `Journal::durability`).
+    pub fn durability(&self) -> Option<tokio::sync::watch::Receiver<Durability>> {
+        self.journal.durability()
     }
 
     /// Waits until every commit the batch's answers rest on is durable.

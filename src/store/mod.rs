@@ -28,11 +28,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 use rocksdb::{
-    ColumnFamilyDescriptor, DBRecoveryMode, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, ColumnFamilyDescriptor, DBRecoveryMode, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
 };
 
 use crate::error::{Error, Reason, Refusal};
-use crate::journal::{Commit, Journal, Table};
+use crate::journal::{self, Commit, Durability, Journal, Put, Table};
 use crate::limits::{
     COMMIT_QUEUE_DEPTH_MAX, GROUP_COMMIT_BATCHES_MAX, GROUP_LINGER_US_MAX, SPACE_CHECK_MS,
     STORAGE_FREE_BYTES_MIN,
@@ -49,7 +50,10 @@ struct DurableState {
 #[derive(Default)]
 struct Durable {
     state: Mutex<DurableState>,
+    /// Wakes threads in `wait_durable`.
     changed: Condvar,
+    /// The same news for async waiters (`Journal::durability`).
+    published: tokio::sync::watch::Sender<Durability>,
     /// Frames being applied now (their commits are about to arrive).
     applying: AtomicUsize,
 }
@@ -161,14 +165,38 @@ fn open_error(path: &Path, error: &rocksdb::Error) -> Error {
     Error::Corrupt(message)
 }
 
-fn options() -> Options {
+/// The database options of the store (and of the engine limit).
+pub(crate) fn options() -> Options {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     options.set_paranoid_checks(true);
     options.increase_parallelism(2);
     options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+    // Compactions run at the lowest CPU and I/O priority, so they take what
+    // the committer and the network leave (flushes keep normal priority: a
+    // late flush stalls writes).
+    if let Ok(mut env) = rocksdb::Env::new() {
+        env.lower_thread_pool_cpu_priority();
+        env.lower_thread_pool_io_priority();
+        options.set_env(&env);
+    }
     options
+}
+
+/// One column family per table, with its options. Requests are the one
+/// table read by key while serving, mostly for ids never seen: a bloom
+/// filter answers most of those without reading a block.
+pub(crate) fn families() -> impl Iterator<Item = ColumnFamilyDescriptor> {
+    Table::ALL.iter().map(|table| {
+        let mut options = Options::default();
+        if *table == Table::Requests {
+            let mut blocks = BlockBasedOptions::default();
+            blocks.set_bloom_filter(10.0, false);
+            options.set_block_based_table_factory(&blocks);
+        }
+        ColumnFamilyDescriptor::new(table.name(), options)
+    })
 }
 
 impl Store {
@@ -179,10 +207,7 @@ impl Store {
 
     /// `open` with another free-space reserve, bytes (tests use small filesystems).
     pub fn open_with(path: &Path, free_bytes_min: u64) -> Result<Store, Error> {
-        let families = Table::ALL
-            .iter()
-            .map(|table| ColumnFamilyDescriptor::new(table.name(), Options::default()));
-        let db = DB::open_cf_descriptors(&options(), path, families)
+        let db = DB::open_cf_descriptors(&options(), path, families())
             .map_err(|error| open_error(path, &error))?;
         let db = Arc::new(db);
         let space = Arc::new(Space {
@@ -331,6 +356,21 @@ fn gather(
     group
 }
 
+/// One WriteBatch of `puts`.
+pub(crate) fn write_batch(db: &DB, puts: &[&Put]) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    for put in puts {
+        let family = db
+            .cf_handle(put.table.name())
+            .expect("every table's family is opened");
+        match &put.value {
+            Some(value) => batch.put_cf(family, &put.key, value),
+            None => batch.delete_cf(family, &put.key),
+        }
+    }
+    batch
+}
+
 fn run_committer(
     db: &DB,
     receiver: &Receiver<Commit>,
@@ -343,7 +383,6 @@ fn run_committer(
     while let Ok(first) = receiver.recv() {
         let linger = Duration::from_micros(GROUP_LINGER_US_MAX);
         let group = gather(receiver, first, &durable.applying, linger);
-        let mut batch = WriteBatch::default();
         for commit in &group {
             assert_eq!(
                 commit.ticket,
@@ -351,16 +390,8 @@ fn run_committer(
                 "commits arrive in ticket order"
             );
             last_ticket = commit.ticket;
-            for put in &commit.puts {
-                let family = db
-                    .cf_handle(put.table.name())
-                    .expect("every table's family is opened");
-                match &put.value {
-                    Some(value) => batch.put_cf(family, &put.key, value),
-                    None => batch.delete_cf(family, &put.key),
-                }
-            }
         }
+        let batch = write_batch(db, &journal::last_writes(&group));
         let started = Instant::now();
         let written = db.write_opt(batch, &sync);
         let elapsed = started.elapsed();
@@ -382,8 +413,13 @@ fn run_committer(
                 state.failed.get_or_insert_with(|| error.to_string());
             }
         }
+        let now = Durability {
+            ticket: state.ticket,
+            failed: state.failed.is_some(),
+        };
         drop(state);
         durable.changed.notify_all();
+        durable.published.send_replace(now);
     }
 }
 
@@ -450,6 +486,10 @@ impl Journal for Store {
             }
             self.durable.changed.wait(&mut state);
         }
+    }
+
+    fn durability(&self) -> Option<tokio::sync::watch::Receiver<Durability>> {
+        Some(self.durable.published.subscribe())
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
