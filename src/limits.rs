@@ -40,6 +40,11 @@ pub const GROUP_COMMIT_BATCHES_MAX: usize = 4_096;
 /// their commits before a synced write, so a frame is written in one group
 /// rather than its first operation alone, microseconds.
 pub const GROUP_LINGER_US_MAX: u64 = 500;
+/// Frames of at most this many operations, all point operations
+/// (`Op::is_point`), are applied on the async worker that read them; larger
+/// or heavier frames go to the blocking pool. A thread hand-off costs more
+/// than applying a small frame.
+pub const INLINE_APPLY_OPS_MAX: usize = 32;
 /// Requests whose answers are kept for retries, at least (see also the age).
 pub const REQUESTS_REMEMBERED_MIN: u64 = 10_000_000;
 /// Age under which a request's answer is always kept, seconds (24 hours).

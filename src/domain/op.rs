@@ -189,6 +189,17 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the operation is decided from a few records in memory and at
+    /// most one point read: quick enough to apply on an async worker.
+    /// `expire` walks a whole campaign, `stats` every figure and `audit_read`
+    /// a range of the audit table.
+    pub fn is_point(&self) -> bool {
+        !matches!(
+            self,
+            Op::Expire { .. } | Op::Stats { .. } | Op::AuditRead { .. }
+        )
+    }
+
     /// The operation's wire name (`"redeem"`, …).
     pub fn name(&self) -> &'static str {
         match self {
