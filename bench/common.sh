@@ -4,6 +4,9 @@
 # start_daemon.
 ./ops/install-deps.sh
 cargo build --release --bins
+# Write back what the build left dirty before measuring: a kernel flush of
+# build artefacts during a run makes synced writes wait behind it.
+sync
 work="$(mktemp -d)"
 daemon=""
 trap 'if [ -n "$daemon" ]; then kill -9 "$daemon" 2>/dev/null || true; fi; rm -rf "$work"' EXIT

@@ -347,13 +347,18 @@ pub async fn run(
                     due += Duration::from_secs_f64(batch.len() as f64 * connections / rate);
                 }
             }
-            client.close().await;
+            client
         }));
     }
+    let mut clients = Vec::with_capacity(workers.len());
     for worker in workers {
-        worker.await?;
+        clients.push(worker.await?);
     }
     let wall_s = started.elapsed().as_secs_f64();
+    // Connections close once every worker is done: a close while others
+    // still send is not part of the phase, nor of its wall time.
+    let mut closing: tokio::task::JoinSet<()> = clients.into_iter().map(Client::close).collect();
+    while closing.join_next().await.is_some() {}
     let tally = std::mem::take(&mut *tally.lock());
     Ok(Outcome {
         tally,

@@ -573,6 +573,56 @@ mod tests {
     }
 
     #[test]
+    fn async_waiters_hear_of_durable_tickets_and_a_group_keeps_the_last_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), 0).unwrap();
+        let mut durability = store.durability().expect("the store publishes durability");
+        assert_eq!(*durability.borrow(), Durability::default());
+        let digest = |value: &[u8]| Put {
+            table: Table::Meta,
+            key: b"state_digest".to_vec(),
+            value: Some(value.to_vec()),
+        };
+        // Submitted together (one frame applying), so most likely one group:
+        // either way the last write of the key is what is stored.
+        store.frame_started();
+        store
+            .submit(Commit {
+                ticket: 1,
+                puts: vec![digest(b"first")],
+            })
+            .unwrap();
+        store
+            .submit(Commit {
+                ticket: 2,
+                puts: vec![digest(b"second")],
+            })
+            .unwrap();
+        store.frame_applied();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let now = runtime
+            .block_on(durability.wait_for(|now| now.settles(2)))
+            .map(|now| *now)
+            .unwrap();
+        assert_eq!(
+            now,
+            Durability {
+                ticket: 2,
+                failed: false
+            }
+        );
+        // Already durable: the blocking wait returns at once.
+        store.wait_durable(2).unwrap();
+        assert_eq!(
+            store.get(Table::Meta, b"state_digest").unwrap().as_deref(),
+            Some(&b"second"[..])
+        );
+    }
+
+    #[test]
     fn gather_takes_what_is_queued_and_waits_only_while_frames_apply() {
         let (sender, receiver) = crossbeam_channel::bounded(16);
         let applying = AtomicUsize::new(0);
