@@ -400,10 +400,14 @@ async fn run_batch(
     let ledger = Arc::clone(&shared.ledger);
     let started = Instant::now();
     // A small frame of point operations is applied right here: it takes
-    // tens of microseconds, less than handing it to another thread. (It
-    // blocks this worker only for a retry of a request still being written,
-    // until that write is durable.) Anything larger goes to the blocking pool.
-    let inline = requests.len() <= INLINE_APPLY_OPS_MAX && requests.iter().all(|r| r.op.is_point());
+    // tens of microseconds, less than handing it to another thread. It can
+    // block this worker only for a retry of a request still being written
+    // (until that write is durable), or if an `expire` starts in the
+    // microseconds between this check and its locks. Anything larger, and
+    // everything while an `expire` runs, goes to the blocking pool.
+    let inline = requests.len() <= INLINE_APPLY_OPS_MAX
+        && requests.iter().all(|r| r.op.is_point())
+        && !shared.ledger.is_sweeping();
     let (requests, pending) = if inline {
         let pending = ledger.apply(role, &requests);
         (requests, pending)

@@ -13,7 +13,7 @@ mod recovery;
 mod shards;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bincode::{Decode, Encode};
@@ -186,6 +186,24 @@ pub struct Ledger {
     assigned_ticket: AtomicU64,
     next_voucher: AtomicU64,
     inflight: Vec<Inflight>,
+    /// Operations that lock every shard (`expire`) running now.
+    sweeps: AtomicUsize,
+}
+
+/// Counts a sweep as running until dropped (even by a panic).
+struct Sweeping<'a>(&'a AtomicUsize);
+
+impl<'a> Sweeping<'a> {
+    fn new(sweeps: &'a AtomicUsize) -> Sweeping<'a> {
+        sweeps.fetch_add(1, Ordering::SeqCst);
+        Sweeping(sweeps)
+    }
+}
+
+impl Drop for Sweeping<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Ledger {
@@ -216,6 +234,7 @@ impl Ledger {
             assigned_ticket: AtomicU64::new(0),
             next_voucher: AtomicU64::new(1),
             inflight: (0..64).map(|_| Mutex::new(HashMap::new())).collect(),
+            sweeps: AtomicUsize::new(0),
         }
     }
 
@@ -259,6 +278,13 @@ impl Ledger {
             .ticket
             .max(self.assigned_ticket.load(Ordering::SeqCst));
         pending
+    }
+
+    /// True while an operation holds every voucher and person shard
+    /// (`expire`): any other operation would wait for it to finish, so the
+    /// server keeps such frames off its async workers meanwhile.
+    pub fn is_sweeping(&self) -> bool {
+        self.sweeps.load(Ordering::SeqCst) > 0
     }
 
     /// Where async callers await durability before `finish` (see `Journal::durability`).
@@ -775,6 +801,7 @@ impl Ledger {
         command: &Command,
         year: u16,
     ) -> Result<(Reply, u64), Refusal> {
+        let _sweeping = Sweeping::new(&self.sweeps);
         let mut vouchers: Vec<_> = self
             .vouchers
             .all()

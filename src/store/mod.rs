@@ -173,12 +173,12 @@ pub(crate) fn options() -> Options {
     options.set_paranoid_checks(true);
     options.increase_parallelism(2);
     options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
-    // Compactions run at the lowest CPU and I/O priority, so they take what
-    // the committer and the network leave (flushes keep normal priority: a
-    // late flush stalls writes).
+    // Compactions run at the lowest CPU priority, so they take what the
+    // committer and the network leave. Flushes keep normal priority (a late
+    // flush stalls writes), and so does compaction I/O: an idle I/O class
+    // could starve under a steady stream of syncs until writes stop.
     if let Ok(mut env) = rocksdb::Env::new() {
         env.lower_thread_pool_cpu_priority();
-        env.lower_thread_pool_io_priority();
         options.set_env(&env);
     }
     options
@@ -371,12 +371,40 @@ pub(crate) fn write_batch(db: &DB, puts: &[&Put]) -> WriteBatch {
     batch
 }
 
+impl Durable {
+    /// Marks the store failed (once) and tells every waiter.
+    fn fail(&self, why: &str) {
+        let mut state = self.state.lock();
+        state.failed.get_or_insert_with(|| why.to_owned());
+        let now = Durability {
+            ticket: state.ticket,
+            failed: true,
+        };
+        drop(state);
+        self.changed.notify_all();
+        self.published.send_replace(now);
+    }
+}
+
+/// Fails the store if the committer thread ends by a panic, so no waiter
+/// waits forever for a ticket that will never be written.
+struct FailOnPanic<'a>(&'a Durable);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail("the committer stopped by a panic");
+        }
+    }
+}
+
 fn run_committer(
     db: &DB,
     receiver: &Receiver<Commit>,
     durable: &Durable,
     figures: &Mutex<CommitterFigures>,
 ) {
+    let _fail_on_panic = FailOnPanic(durable);
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
     let mut last_ticket = 0;
@@ -391,6 +419,11 @@ fn run_committer(
             );
             last_ticket = commit.ticket;
         }
+        if durable.state.lock().failed.is_some() {
+            // Fail-stop: after a failed write nothing more is written, so the
+            // disk never holds a later group without the one that failed.
+            continue;
+        }
         let batch = write_batch(db, &journal::last_writes(&group));
         let started = Instant::now();
         let written = db.write_opt(batch, &sync);
@@ -398,26 +431,24 @@ fn run_committer(
         let elapsed_ns = elapsed.as_nanos() as u64;
         metrics::histogram!(telemetry::FSYNC_SECONDS).record(elapsed.as_secs_f64());
         metrics::histogram!(telemetry::COMMIT_GROUP).record(group.len() as f64);
-        let mut state = durable.state.lock();
-        match written {
-            Ok(()) if state.failed.is_none() => {
-                state.ticket = last_ticket;
-                let mut figures = figures.lock();
-                figures.writes += 1;
-                figures.commits += group.len() as u64;
-                figures.sync_ns_total += elapsed_ns;
-            }
-            Ok(()) => {}
-            Err(error) => {
-                tracing::error!(%error, "a synced write failed; the store takes no more writes");
-                state.failed.get_or_insert_with(|| error.to_string());
-            }
+        if let Err(error) = written {
+            tracing::error!(%error, "a synced write failed; the store takes no more writes");
+            durable.fail(error.as_ref());
+            continue;
         }
+        let mut state = durable.state.lock();
+        state.ticket = last_ticket;
         let now = Durability {
             ticket: state.ticket,
             failed: state.failed.is_some(),
         };
         drop(state);
+        {
+            let mut figures = figures.lock();
+            figures.writes += 1;
+            figures.commits += group.len() as u64;
+            figures.sync_ns_total += elapsed_ns;
+        }
         durable.changed.notify_all();
         durable.published.send_replace(now);
     }
@@ -620,6 +651,36 @@ mod tests {
             store.get(Table::Meta, b"state_digest").unwrap().as_deref(),
             Some(&b"second"[..])
         );
+    }
+
+    #[test]
+    fn a_committer_that_dies_fails_the_store_instead_of_leaving_waiters_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), 0).unwrap();
+        let mut durability = store.durability().unwrap();
+        // Out of ticket order: the committer's assertion panics its thread.
+        store.submit(commit(5)).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let now = runtime
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    durability.wait_for(|now| now.settles(5)),
+                )
+                .await
+                .map(|now| now.map(|now| *now))
+            })
+            .expect("waiters hear of the failure")
+            .unwrap();
+        assert!(now.failed && now.ticket == 0, "{now:?}");
+        let refusal = store.wait_durable(5).unwrap_err();
+        assert_eq!(refusal.reason, Reason::StorageUnavailable);
+        assert!(store.failed());
+        let refusal = store.submit(commit(6)).unwrap_err();
+        assert_eq!(refusal.reason, Reason::StorageUnavailable);
     }
 
     #[test]
