@@ -458,6 +458,25 @@ mod tests {
     }
 
     #[test]
+    fn only_whole_campaign_and_range_operations_leave_the_async_workers() {
+        let op = |json: &str| serde_json::from_str::<Request>(json).unwrap().op;
+        for point in [
+            r#"{"id":"a","op":"redeem","voucher":"V0000000007","institution":"5000001","operator":"op-1","class":"c"}"#,
+            r#"{"id":"b","op":"get_voucher","voucher":"V0000000007"}"#,
+            r#"{"id":"c","op":"audit_head"}"#,
+        ] {
+            assert!(op(point).is_point(), "{point}");
+        }
+        for heavy in [
+            r#"{"id":"d","op":"expire","year":2021}"#,
+            r#"{"id":"e","op":"stats"}"#,
+            r#"{"id":"f","op":"audit_read","from":1}"#,
+        ] {
+            assert!(!op(heavy).is_point(), "{heavy}");
+        }
+    }
+
+    #[test]
     fn requests_parse_from_api_json() {
         let line = r#"{"id":"r1","op":"redeem","voucher":"V0000000007","institution":"5000001","operator":"op-1","class":"电工 2026-12"}"#;
         let request: Request = serde_json::from_str(line).unwrap();

@@ -372,17 +372,25 @@ pub(crate) fn write_batch(db: &DB, puts: &[&Put]) -> WriteBatch {
 }
 
 impl Durable {
-    /// Marks the store failed (once) and tells every waiter.
-    fn fail(&self, why: &str) {
+    /// Changes the state under its lock, then tells every waiter: threads
+    /// in `wait_durable` and async waiters on `published`.
+    fn update(&self, change: impl FnOnce(&mut DurableState)) {
         let mut state = self.state.lock();
-        state.failed.get_or_insert_with(|| why.to_owned());
+        change(&mut state);
         let now = Durability {
             ticket: state.ticket,
-            failed: true,
+            failed: state.failed.is_some(),
         };
         drop(state);
         self.changed.notify_all();
         self.published.send_replace(now);
+    }
+
+    /// Marks the store failed (once) and tells every waiter.
+    fn fail(&self, why: &str) {
+        self.update(|state| {
+            state.failed.get_or_insert_with(|| why.to_owned());
+        });
     }
 }
 
@@ -436,21 +444,13 @@ fn run_committer(
             durable.fail(error.as_ref());
             continue;
         }
-        let mut state = durable.state.lock();
-        state.ticket = last_ticket;
-        let now = Durability {
-            ticket: state.ticket,
-            failed: state.failed.is_some(),
-        };
-        drop(state);
         {
             let mut figures = figures.lock();
             figures.writes += 1;
             figures.commits += group.len() as u64;
             figures.sync_ns_total += elapsed_ns;
         }
-        durable.changed.notify_all();
-        durable.published.send_replace(now);
+        durable.update(|state| state.ticket = last_ticket);
     }
 }
 
