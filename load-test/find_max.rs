@@ -91,6 +91,8 @@ pub struct Step {
     pub achieved_ops_per_s: f64,
     pub redeems_per_s: f64,
     pub latency_ms: serde_json::Value,
+    /// How long after their due time frames left (`Tally::departed_late_us`).
+    pub departed_late_ms: serde_json::Value,
     pub p99_ms: f64,
     /// `None` when the step passed, else why not.
     pub failure: Option<String>,
@@ -126,6 +128,7 @@ impl Step {
             achieved_ops_per_s,
             redeems_per_s: tally.accepted("redeem") as f64 / outcome.wall_s,
             latency_ms: tally.latency_json(),
+            departed_late_ms: tally.departed_late_json(),
             p99_ms,
             failure,
         }
@@ -140,6 +143,7 @@ impl Step {
             "achieved_share": self.achieved_ops_per_s / self.target_ops_per_s,
             "redeems_per_s": self.redeems_per_s,
             "latency_ms": self.latency_ms,
+            "departed_late_ms": self.departed_late_ms,
             "passed": self.failure.is_none(),
             "failure": self.failure,
         })
@@ -147,12 +151,14 @@ impl Step {
 
     pub fn summary(&self) -> String {
         format!(
-            "target {:.0} ops/s: achieved {:.0} ops/s ({:.1}%), p50 {:.2} ms, p99 {:.2} ms: {}",
+            "target {:.0} ops/s: achieved {:.0} ops/s ({:.1}%), p50 {:.2} ms, p99 {:.2} ms \
+             (frames left p99 {:.2} ms after due): {}",
             self.target_ops_per_s,
             self.achieved_ops_per_s,
             100.0 * self.achieved_ops_per_s / self.target_ops_per_s,
             self.latency_ms["p50"].as_f64().unwrap_or(0.0),
             self.p99_ms,
+            self.departed_late_ms["p99"].as_f64().unwrap_or(0.0),
             match &self.failure {
                 None => "sustained".to_owned(),
                 Some(why) => format!("not sustained ({why})"),

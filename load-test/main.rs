@@ -10,6 +10,7 @@
 //! SVG plot of throughput and latency per second (`--plot`).
 
 mod find_max;
+mod pace;
 mod peak;
 mod plot;
 
@@ -273,6 +274,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "redeems_per_s": redeems as f64 / peak_s,
         "checkins_accepted": checkins,
         "latency_ms": tally.latency_json(),
+        "departed_late_ms": tally.departed_late_json(),
         "refused": tally.refused,
         "unexpected_answers": tally.unexpected,
         "connection_errors": tally.connection_errors,
@@ -298,6 +300,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         tally.latency_ms(0.999),
         tally.latency_us.max() as f64 / 1000.0
     );
+    if args.rate > 0 || plan.is_some() {
+        println!(
+            "frames left after their due time by p50 {:.2} ms, p99 {:.2}, max {:.2} \
+             (the generator's pacing, or the connection's previous frame still \
+             unanswered; counted in the latency above)",
+            tally.departed_late_ms(0.5),
+            tally.departed_late_ms(0.99),
+            tally.departed_late_us.max() as f64 / 1000.0
+        );
+    }
     println!(
         "refused by reason: {:?}; unexpected answers: {}; connection errors: {}",
         tally.refused, tally.unexpected, tally.connection_errors

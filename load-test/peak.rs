@@ -22,6 +22,8 @@ use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Request, Role};
 use voucherd::error::Reason;
 
+use crate::pace::Pacer;
+
 /// Operations a person brings to the peak at least: 3 redeems and 1 check-in.
 pub const PERSON_OPERATIONS_MIN: u64 = 4;
 /// Operations a person brings at most: also a 4th use, a double redemption
@@ -84,6 +86,10 @@ enum Expect {
 
 pub struct Tally {
     pub latency_us: Histogram<u64>,
+    /// Open loop: how long after its due time each operation's frame left:
+    /// the pacing's own delay, or the connection's previous frame still
+    /// unanswered (one frame in flight per connection). Part of `latency_us`.
+    pub departed_late_us: Histogram<u64>,
     pub accepted: BTreeMap<&'static str, u64>,
     pub refused: BTreeMap<&'static str, u64>,
     pub unexpected: u64,
@@ -100,6 +106,7 @@ impl Tally {
     pub fn new() -> Tally {
         Tally {
             latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram"),
+            departed_late_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram"),
             accepted: BTreeMap::new(),
             refused: BTreeMap::new(),
             unexpected: 0,
@@ -131,8 +138,24 @@ impl Tally {
         })
     }
 
+    /// Departure lateness at quantile `q`, milliseconds (0 in closed loop).
+    pub fn departed_late_ms(&self, q: f64) -> f64 {
+        self.departed_late_us.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn departed_late_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "p50": self.departed_late_ms(0.5),
+            "p99": self.departed_late_ms(0.99),
+            "max": self.departed_late_us.max() as f64 / 1000.0,
+        })
+    }
+
     pub fn add(&mut self, other: &Tally) {
         self.latency_us.add(&other.latency_us).expect("same bounds");
+        self.departed_late_us
+            .add(&other.departed_late_us)
+            .expect("same bounds");
         for (op, n) in &other.accepted {
             *self.accepted.entry(op).or_default() += n;
         }
@@ -276,15 +299,17 @@ pub async fn run(
         clients.push(Client::connect(workload.server, &workload.certs, Role::Gateway).await?);
     }
     let tally = Arc::new(Mutex::new(Tally::new()));
+    let pacer = Arc::new(Pacer::start()?);
     let ran_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
     timeline.lock().begin(started);
     let deadline = started + phase.duration;
     let mut workers = Vec::new();
     for (worker, client) in clients.into_iter().enumerate() {
-        let (workload, tally, timeline, ran_out, progress) = (
+        let (workload, tally, pacer, timeline, ran_out, progress) = (
             Arc::clone(workload),
             Arc::clone(&tally),
+            Arc::clone(&pacer),
             Arc::clone(timeline),
             Arc::clone(&ran_out),
             progress.clone(),
@@ -315,10 +340,11 @@ pub async fn run(
                     break;
                 }
                 match rate {
-                    Some(_) => tokio::time::sleep_until(due.into()).await,
+                    Some(_) => pacer.until(due).await,
                     None => due = Instant::now(),
                 }
                 let requests: Vec<Request> = batch.iter().map(|(r, _, _)| r.clone()).collect();
+                let departed_late_us = Instant::now().saturating_duration_since(due).as_micros();
                 let result = client.execute(&requests).await;
                 let answered = Instant::now();
                 let latency_us = answered.saturating_duration_since(due).as_micros() as u64;
@@ -334,6 +360,13 @@ pub async fn run(
                                 .latency_us
                                 .record_n(latency_us.clamp(1, LATENCY_US_MAX), operations)
                                 .expect("in bounds");
+                            if rate.is_some() {
+                                let late_us = u64::try_from(departed_late_us).unwrap_or(u64::MAX);
+                                tally
+                                    .departed_late_us
+                                    .record_n(late_us.clamp(1, LATENCY_US_MAX), operations)
+                                    .expect("in bounds");
+                            }
                             timeline.lock().record(answered, operations, latency_us);
                             progress.inc(operations);
                         }
@@ -496,9 +529,12 @@ mod tests {
         b.accepted.insert("redeem", 2);
         b.refused.insert("outside_site", 1);
         b.latency_us.record(3_000).unwrap();
+        b.departed_late_us.record(700).unwrap();
         a.add(&b);
         assert_eq!(a.accepted("redeem"), 5);
         assert_eq!(a.operations(), 6);
         assert_eq!(a.latency_us.len(), 2);
+        assert_eq!(a.departed_late_us.len(), 1);
+        assert_eq!(a.departed_late_json()["max"], 0.7);
     }
 }

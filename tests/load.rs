@@ -129,6 +129,8 @@ fn a_small_enrollment_peak_is_consistent() {
     assert_eq!(report["checkins_accepted"], 500);
     assert_eq!(report["unexpected_answers"], 0);
     assert_eq!(report["consistency"]["ok"], true);
+    // Closed loop: a frame has no due time, so none left late.
+    assert_eq!(report["departed_late_ms"]["max"], 0.0);
     assert!(
         report["refused"]["use_limit_reached"].as_u64().unwrap() > 0,
         "invalid operations were sent and refused"
@@ -187,6 +189,15 @@ fn find_max_reports_the_ladder_and_the_half_step() {
         assert_eq!(step["target_ops_per_s"].as_f64().unwrap(), target);
         assert!(step["operations"].as_u64().unwrap() > 0, "step {i} sent");
         assert!(step["latency_ms"]["p99"].as_f64().is_some());
+        // A frame leaves before it is answered, so how late frames left is
+        // part of their latency: never above it at the same quantile.
+        for q in ["p50", "p99", "max"] {
+            let late = step["departed_late_ms"][q].as_f64().unwrap();
+            assert!(
+                late <= step["latency_ms"][q].as_f64().unwrap(),
+                "{q}: {step}"
+            );
+        }
         // Every step but the last passed (the ladder stops at a failure).
         if i + 1 < ladder.len() {
             assert_eq!(step["passed"], true, "{step}");
