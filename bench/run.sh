@@ -46,7 +46,7 @@ stop_daemon() {
 
 if [ "$standard" != 0 ]; then
     start_daemon standard
-    ./target/release/voucher-load --server "$address" --certs "$work/standard/certs" \
+    "$bin/voucher-load" --server "$address" --certs "$work/standard/certs" \
         --persons "$persons" --institutions 2000 --connections "$connections" --batch "$batch" \
         --duration-s "$peak_s" --settle-s "$settle_s" --engine-limit-dir "$work/limit" \
         --out "bench/results/$stamp.json" --plot "bench/results/$stamp.svg" \
@@ -56,7 +56,7 @@ fi
 
 if [ "$find_max" != 0 ]; then
     start_daemon find-max
-    ./target/release/voucher-load --server "$address" --certs "$work/find-max/certs" \
+    "$bin/voucher-load" --server "$address" --certs "$work/find-max/certs" \
         --persons "$find_max_persons" --institutions 2000 --connections "$connections" \
         --batch "$find_max_batch" --settle-s "$settle_s" --find-max --find-max-start "$find_max_start" \
         --find-max-steps "$find_max_steps" --step-s "$step_s" --engine-limit-dir "$work/limit" \

@@ -30,7 +30,7 @@ run() {
     vouchers=$(( $1 * 4 ))
     start_daemon "$name"
     rss_start="$(rss_kib)"
-    ./target/release/voucher-load --server "$address" --certs "$work/$name/certs" \
+    "$bin/voucher-load" --server "$address" --certs "$work/$name/certs" \
         --persons "$1" --institutions 2000 --connections "$connections" --batch "$batch" \
         --duration-s "$peak_s" --settle-s "${SETTLE_S:-30}" --out "bench/results/$stamp-scale-$vouchers.json" \
         >"$work/$name.load.txt"
