@@ -59,8 +59,9 @@ impl Pacer {
             return;
         }
         let (release, released) = oneshot::channel();
-        if self.sender.send((due, release)).is_ok() {
-            // An error means the pacer is gone: the frame goes now.
+        // A full queue (`WAITING_MAX`) or a pacer gone: the frame goes now,
+        // rather than blocking the async worker that sends it.
+        if self.sender.try_send((due, release)).is_ok() {
             let _ = released.await;
         }
     }
