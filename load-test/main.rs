@@ -298,7 +298,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         tally.latency_ms(0.9),
         tally.latency_ms(0.99),
         tally.latency_ms(0.999),
-        tally.latency_us.max() as f64 / 1000.0
+        peak::ms(tally.latency_us.max())
     );
     if args.rate > 0 || plan.is_some() {
         println!(
@@ -307,7 +307,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
              unanswered; counted in the latency above)",
             tally.departed_late_ms(0.5),
             tally.departed_late_ms(0.99),
-            tally.departed_late_us.max() as f64 / 1000.0
+            peak::ms(tally.departed_late_us.max())
         );
     }
     println!(

@@ -84,6 +84,11 @@ enum Expect {
     Refused(Reason),
 }
 
+/// Microseconds as milliseconds.
+pub fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
 pub struct Tally {
     pub latency_us: Histogram<u64>,
     /// Open loop: how long after its due time each operation's frame left:
@@ -125,7 +130,7 @@ impl Tally {
 
     /// Latency at quantile `q`, milliseconds.
     pub fn latency_ms(&self, q: f64) -> f64 {
-        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+        ms(self.latency_us.value_at_quantile(q))
     }
 
     pub fn latency_json(&self) -> serde_json::Value {
@@ -134,20 +139,20 @@ impl Tally {
             "p90": self.latency_ms(0.9),
             "p99": self.latency_ms(0.99),
             "p99.9": self.latency_ms(0.999),
-            "max": self.latency_us.max() as f64 / 1000.0,
+            "max": ms(self.latency_us.max()),
         })
     }
 
     /// Departure lateness at quantile `q`, milliseconds (0 in closed loop).
     pub fn departed_late_ms(&self, q: f64) -> f64 {
-        self.departed_late_us.value_at_quantile(q) as f64 / 1000.0
+        ms(self.departed_late_us.value_at_quantile(q))
     }
 
     pub fn departed_late_json(&self) -> serde_json::Value {
         serde_json::json!({
             "p50": self.departed_late_ms(0.5),
             "p99": self.departed_late_ms(0.99),
-            "max": self.departed_late_us.max() as f64 / 1000.0,
+            "max": ms(self.departed_late_us.max()),
         })
     }
 
@@ -257,8 +262,8 @@ impl Timeline {
                     Some(slot) if slot.operations > 0 => (
                         slot.operations,
                         Some((
-                            slot.latency_us.value_at_quantile(0.5) as f64 / 1000.0,
-                            slot.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+                            ms(slot.latency_us.value_at_quantile(0.5)),
+                            ms(slot.latency_us.value_at_quantile(0.99)),
                         )),
                     ),
                     _ => (0, None),
@@ -344,7 +349,8 @@ pub async fn run(
                     None => due = Instant::now(),
                 }
                 let requests: Vec<Request> = batch.iter().map(|(r, _, _)| r.clone()).collect();
-                let departed_late_us = Instant::now().saturating_duration_since(due).as_micros();
+                let departed_late_us =
+                    Instant::now().saturating_duration_since(due).as_micros() as u64;
                 let result = client.execute(&requests).await;
                 let answered = Instant::now();
                 let latency_us = answered.saturating_duration_since(due).as_micros() as u64;
@@ -361,10 +367,9 @@ pub async fn run(
                                 .record_n(latency_us.clamp(1, LATENCY_US_MAX), operations)
                                 .expect("in bounds");
                             if rate.is_some() {
-                                let late_us = u64::try_from(departed_late_us).unwrap_or(u64::MAX);
                                 tally
                                     .departed_late_us
-                                    .record_n(late_us.clamp(1, LATENCY_US_MAX), operations)
+                                    .record_n(departed_late_us.clamp(1, LATENCY_US_MAX), operations)
                                     .expect("in bounds");
                             }
                             timeline.lock().record(answered, operations, latency_us);
