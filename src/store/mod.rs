@@ -165,6 +165,9 @@ fn open_error(path: &Path, error: &rocksdb::Error) -> Error {
     Error::Corrupt(message)
 }
 
+/// Bytes of an SST file written between two hand-overs to the disk.
+const SST_BYTES_PER_SYNC: u64 = 1 << 20;
+
 /// The database options of the store (and of the engine limit).
 pub(crate) fn options() -> Options {
     let mut options = Options::default();
@@ -173,6 +176,11 @@ pub(crate) fn options() -> Options {
     options.set_paranoid_checks(true);
     options.increase_parallelism(2);
     options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+    // SST files (flushes, compactions) are handed to the disk every MiB as
+    // they are written. Otherwise their closing sync writes tens of MB at
+    // once, and every WAL sync (so every acknowledgement) queues behind it:
+    // 37 ms at the first flush of a peak here, against 0.5 ms normally.
+    options.set_bytes_per_sync(SST_BYTES_PER_SYNC);
     // Compactions run at the lowest CPU priority, so they take what the
     // committer and the network leave. Flushes keep normal priority (a late
     // flush stalls writes), and so does compaction I/O: an idle I/O class
