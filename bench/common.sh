@@ -21,7 +21,13 @@ bin="${CARGO_TARGET_DIR:-target}/release"
 sync
 work="$(mktemp -d)"
 daemon=""
-trap 'if [ -n "$daemon" ]; then kill -9 "$daemon" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+# KEEP=1 keeps the work folder (data folders with RocksDB's LOG, daemon logs)
+# for reading after the run; its path is printed at exit.
+if [ "${KEEP:-0}" = 1 ]; then
+    trap 'if [ -n "$daemon" ]; then kill -9 "$daemon" 2>/dev/null || true; fi; echo "work folder kept: $work" >&2' EXIT
+else
+    trap 'if [ -n "$daemon" ]; then kill -9 "$daemon" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+fi
 mkdir -p bench/results
 stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
 

@@ -16,7 +16,7 @@
 # frames of BATCH (256) operations; step 2 frames of FIND_MAX_BATCH (8), as
 # its p99 is a per-operation latency target.
 # Usage: bench/run.sh [PERSONS] [PEAK_S]; STANDARD=0 skips step 1, FIND_MAX=0
-# step 2.
+# step 2, KEEP=1 keeps the work folder (RocksDB's LOG, daemon logs).
 set -eu
 cd "$(dirname "$0")/.."
 persons="${1:-250000}"      # 250,000 persons × 4 = 1 million vouchers
