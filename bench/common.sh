@@ -21,13 +21,13 @@ bin="${CARGO_TARGET_DIR:-target}/release"
 sync
 work="$(mktemp -d)"
 daemon=""
-# KEEP=1 keeps the work folder (data folders with RocksDB's LOG, daemon logs)
-# for reading after the run; its path is printed at exit.
-if [ "${KEEP:-0}" = 1 ]; then
-    trap 'if [ -n "$daemon" ]; then kill -9 "$daemon" 2>/dev/null || true; fi; echo "work folder kept: $work" >&2' EXIT
-else
-    trap 'if [ -n "$daemon" ]; then kill -9 "$daemon" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
-fi
+# At exit: kills a daemon left running and removes the work folder, unless
+# KEEP=1 (data folders with RocksDB's LOG, daemon logs): then prints its path.
+cleanup() {
+    if [ -n "$daemon" ]; then kill -9 "$daemon" 2>/dev/null || true; fi
+    if [ "${KEEP:-0}" = 1 ]; then echo "work folder kept: $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
 mkdir -p bench/results
 stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
 
