@@ -7,10 +7,10 @@
 #     throughput and latency per second).
 #  2. voucher-load --find-max: a ladder of open-loop steps of STEP_S seconds
 #     from FIND_MAX_START ops/s (×1.25 each, at most FIND_MAX_STEPS), then a
-#     step at half the maximum (its p99 is issue #4's latency target), on
-#     FIND_MAX_PERSONS persons (voucher-load refuses to start when they are
-#     too few for every step). Results: bench/results/<time>-find-max.json,
-#     .txt and .svg.
+#     step of HALF_STEP_S seconds (30) at half the maximum (its p99 is issue
+#     #4's latency target), on FIND_MAX_PERSONS persons (voucher-load refuses
+#     to start when they are too few for every step). Results:
+#     bench/results/<time>-find-max.json, .txt and .svg.
 # Both wait SETTLE_S seconds (30) between setup and peak, so that RocksDB's
 # flushes and compactions of the setup are not part of the peak. Step 1 sends
 # frames of BATCH (256) operations; step 2 frames of FIND_MAX_BATCH (8), as
@@ -27,10 +27,11 @@ find_max_batch="${FIND_MAX_BATCH:-8}"   # small frames: the latency target is pe
 settle_s="${SETTLE_S:-30}"
 standard="${STANDARD:-1}"
 find_max="${FIND_MAX:-1}"
-find_max_persons="${FIND_MAX_PERSONS:-300000}"
+find_max_persons="${FIND_MAX_PERSONS:-1400000}"
 find_max_start="${FIND_MAX_START:-2000}"
-find_max_steps="${FIND_MAX_STEPS:-14}"
+find_max_steps="${FIND_MAX_STEPS:-20}"
 step_s="${STEP_S:-5}"
+half_step_s="${HALF_STEP_S:-30}"
 . bench/common.sh
 
 # stop_daemon RESULTS: appends the machine and the daemon's memory, then stops it.
@@ -59,7 +60,8 @@ if [ "$find_max" != 0 ]; then
     "$bin/voucher-load" --server "$address" --certs "$work/find-max/certs" \
         --persons "$find_max_persons" --institutions 2000 --connections "$connections" \
         --batch "$find_max_batch" --settle-s "$settle_s" --find-max --find-max-start "$find_max_start" \
-        --find-max-steps "$find_max_steps" --step-s "$step_s" --engine-limit-dir "$work/limit" \
+        --find-max-steps "$find_max_steps" --step-s "$step_s" \
+        --half-step-s "$half_step_s" --engine-limit-dir "$work/limit" \
         --out "bench/results/$stamp-find-max.json" --plot "bench/results/$stamp-find-max.svg" \
         | tee "bench/results/$stamp-find-max.txt"
     stop_daemon "bench/results/$stamp-find-max.txt"

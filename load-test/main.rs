@@ -80,6 +80,10 @@ struct Args {
     /// --find-max: length of each step, seconds.
     #[arg(long, default_value_t = 5)]
     step_s: u64,
+    /// --find-max: length of the step at half the maximum, seconds (its p99
+    /// is issue #4's latency target; a short step lets one second decide it).
+    #[arg(long, default_value_t = 30)]
+    half_step_s: u64,
     /// --find-max: a step is sustained only if its p99 latency is under this, ms.
     #[arg(long, default_value_t = 100.0)]
     p99_max_ms: f64,
@@ -160,6 +164,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         start_ops_per_s: args.find_max_start as f64,
         steps: args.find_max_steps,
         step: Duration::from_secs(args.step_s),
+        half_step: Duration::from_secs(args.half_step_s),
         p99_ms_max: args.p99_max_ms,
     });
     if let Some(plan) = &plan {
@@ -168,14 +173,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         anyhow::ensure!(
             args.persons >= needed,
             "--find-max may need {needed} persons ({} vouchers) for its {} steps of {} s from {} ops/s \
-             (×{} each, up to {:.0} ops/s) and the step at half the highest, but --persons is {}: \
-             raise --persons, or lower --find-max-start, --find-max-steps or --step-s",
+             (×{} each, up to {:.0} ops/s) and the step of {} s at half the highest, but --persons is {}: \
+             raise --persons, or lower --find-max-start, --find-max-steps, --step-s or --half-step-s",
             needed * 4,
             plan.steps,
             args.step_s,
             args.find_max_start,
             find_max::RATE_FACTOR,
             plan.rates().last().copied().unwrap_or(0.0),
+            args.half_step_s,
             args.persons
         );
     }

@@ -151,7 +151,7 @@ fn find_max_reports_the_ladder_and_the_half_step() {
         &certs,
         &[
             "--persons",
-            "300",
+            "400",
             "--institutions",
             "20",
             "--connections",
@@ -165,6 +165,8 @@ fn find_max_reports_the_ladder_and_the_half_step() {
             "3",
             "--step-s",
             "1",
+            "--half-step-s",
+            "2",
             "--p99-max-ms",
             "1000",
             "--out",
@@ -207,6 +209,10 @@ fn find_max_reports_the_ladder_and_the_half_step() {
         Some(max) => {
             let half = &found["half_max_step"];
             assert_eq!(half["target_ops_per_s"].as_f64().unwrap(), max / 2.0);
+            // The half step runs for its own length, not the ladder's.
+            assert_eq!(found["half_step_s"], 2.0);
+            let wall_s = half["wall_s"].as_f64().unwrap();
+            assert!((1.8..4.0).contains(&wall_s), "{half}");
             assert_eq!(found["p99_ms_at_half_max"], half["latency_ms"]["p99"]);
         }
         None => {

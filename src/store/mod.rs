@@ -181,12 +181,14 @@ pub(crate) fn options() -> Options {
     // once, and every WAL sync (so every acknowledgement) queues behind it:
     // 37 ms at the first flush of a peak here, against 0.5 ms normally.
     options.set_bytes_per_sync(SST_BYTES_PER_SYNC);
-    // Compactions run at the lowest CPU priority, so they take what the
-    // committer and the network leave. Flushes keep normal priority (a late
-    // flush stalls writes), and so does compaction I/O: an idle I/O class
-    // could starve under a steady stream of syncs until writes stop.
+    // Flushes and compactions run at the lowest CPU priority (nice 19), so
+    // they take what the committer and the network leave: a flush is a core
+    // for 100 to 200 ms, and at normal priority the answers of that second
+    // waited for it. Their I/O keeps its class: an idle I/O class could
+    // starve under a steady stream of syncs until writes stop.
     if let Ok(mut env) = rocksdb::Env::new() {
         env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
         options.set_env(&env);
     }
     options
