@@ -183,9 +183,11 @@ pub(crate) fn options() -> Options {
     options.set_bytes_per_sync(SST_BYTES_PER_SYNC);
     // Flushes and compactions run at the lowest CPU priority (nice 19), so
     // they take what the committer and the network leave: a flush is a core
-    // for 100 to 200 ms, and at normal priority the answers of that second
-    // waited for it. Their I/O keeps its class: an idle I/O class could
-    // starve under a steady stream of syncs until writes stop.
+    // for 100 to 270 ms, and at normal priority the answers of that second
+    // waited for it. A flush starved for long would fill the memtables and
+    // stall writes; saturated runs showed no stall (README, Performance).
+    // Their I/O keeps its class: an idle I/O class could starve under a
+    // steady stream of syncs until writes stop.
     if let Ok(mut env) = rocksdb::Env::new() {
         env.lower_thread_pool_cpu_priority();
         env.lower_high_priority_thread_pool_cpu_priority();
