@@ -227,12 +227,8 @@ pub async fn run(
     let rates = plan.rates();
     for (i, &rate) in rates.iter().enumerate() {
         let label = format!("step {}/{} at {rate:.0} ops/s", i + 1, rates.len());
-        let phase = Phase {
-            index: i as u32,
-            rate_ops_per_s: Some(rate),
-            duration: plan.step,
-        };
-        let (outcome, step) = run_step(plan, workload, timeline, phase, &label).await?;
+        let (outcome, step) =
+            run_step(plan, workload, timeline, i as u32, rate, plan.step, &label).await?;
         tally.add(&outcome.tally);
         eprintln!("{label}: {}", step.summary());
         let passed = step.failure.is_none();
@@ -256,12 +252,17 @@ pub async fn run(
             }
             let rate = max / 2.0;
             let label = format!("half the maximum, {rate:.0} ops/s");
-            let phase = Phase {
-                index: rates.len() as u32,
-                rate_ops_per_s: Some(rate),
-                duration: plan.half_step,
-            };
-            let (outcome, step) = run_step(plan, workload, timeline, phase, &label).await?;
+            let index = rates.len() as u32;
+            let (outcome, step) = run_step(
+                plan,
+                workload,
+                timeline,
+                index,
+                rate,
+                plan.half_step,
+                &label,
+            )
+            .await?;
             tally.add(&outcome.tally);
             eprintln!("{label}: {}", step.summary());
             Some(step)
@@ -281,15 +282,21 @@ async fn run_step(
     plan: &Plan,
     workload: &Arc<Workload>,
     timeline: &Arc<Mutex<Timeline>>,
-    phase: Phase,
+    index: u32,
+    rate: f64,
+    duration: Duration,
     label: &str,
 ) -> anyhow::Result<(peak::Outcome, Step)> {
-    let rate = phase.rate_ops_per_s.expect("find-max steps are open loop");
     let progress = crate::progress_bar(
-        (rate * phase.duration.as_secs_f64()).ceil() as u64,
+        (rate * duration.as_secs_f64()).ceil() as u64,
         label.to_owned(),
         "operations",
     );
+    let phase = Phase {
+        index,
+        rate_ops_per_s: Some(rate),
+        duration,
+    };
     let outcome = peak::run(workload, phase, timeline, &progress).await?;
     progress.finish_and_clear();
     let step = Step::judge(rate, &outcome, plan.p99_ms_max);
