@@ -1,5 +1,6 @@
 # The two commands of the README: `make run` and `make test`.
-.PHONY: run test deps bench
+# `make soak` is the second tier: long soaks, ladders, crash trials.
+.PHONY: run test soak deps bench
 
 deps:
 	@./ops/install-deps.sh
@@ -10,8 +11,16 @@ deps:
 run: deps
 	cargo run --release --bin voucherd -- serve --metrics 127.0.0.1:9464
 
-# Formatting, lints, and every test (unit, integration, doc).
+# Formatting, lints, and every fast test (unit, integration, doc): deterministic,
+# fixed seeds (a failure prints the seed that replays it). What CI runs.
 test: deps
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
-	cargo test --all-targets
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace --all-targets
+
+# The second tier: the hostile soak, load ladders, crash trials and long model
+# runs (each test marked `#[ignore = "soak: ..."]`). Run before resolving an
+# issue that touches them.
+soak: deps
+	cargo build --workspace --bins
+	cargo test --workspace --test suite -- --ignored --test-threads 1

@@ -6,14 +6,14 @@
 # the rocksdb crate (8.1.1, NDEBUG, Snappy, linked statically) instead of
 # Debian's shared library, in its own target folder (target/bundled unless
 # CARGO_TARGET_DIR is set). Its first build compiles RocksDB: about 26 minutes
-# on 2 cores. See README "Performance".
+# on 2 cores. See docs/performance.md.
 ./ops/install-deps.sh
 if [ "${ROCKSDB_BUNDLED:-0}" = 1 ]; then
     export ROCKSDB_COMPILE=1
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/bundled}"
-    cargo build --release --bins --features rocksdb/snappy
+    cargo build --release --workspace --bins --features rocksdb/snappy
 else
-    cargo build --release --bins
+    cargo build --release --workspace --bins
 fi
 bin="${CARGO_TARGET_DIR:-target}/release"
 # Write back what the build left dirty before measuring: a kernel flush of

@@ -1,5 +1,5 @@
 //! The engine limit: bare RocksDB durable redeems per second at several group
-//! sizes (see `voucherd::engine_limit`). Run with `cargo bench --bench engine`;
+//! sizes (see `voucherd_load::engine_limit`). Run with `cargo bench --bench engine`;
 //! `VOUCHERD_LIMIT_S` sets seconds per group size (default 5).
 
 use std::time::Duration;
@@ -14,9 +14,12 @@ fn main() {
     println!("{:>6} {:>14}", "group", "redeems/s");
     for group in [1, 4, 16, 64, 256, 1024] {
         let dir = tempfile::tempdir().expect("temporary folder");
-        let run =
-            voucherd::engine_limit::measure(dir.path(), group, Duration::from_secs_f64(seconds))
-                .expect("RocksDB");
+        let run = voucherd_load::engine_limit::measure(
+            dir.path(),
+            group,
+            Duration::from_secs_f64(seconds),
+        )
+        .expect("RocksDB");
         println!("{group:>6} {:>14.0}", run.redeems_per_s());
     }
 }

@@ -1,6 +1,6 @@
 //! `voucher-crash`: crash trials. Starts the real daemon, loads it from many
 //! clients that record every answer, `kill -9`s it, restarts it, retries what got
-//! no answer, and checks nothing acknowledged was lost (README, Reliability).
+//! no answer, and checks nothing acknowledged was lost (docs/reliability.md).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -16,11 +16,11 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use voucherd::audit::{self, ExportReader};
-use voucherd::client::{Client, ClientError};
 use voucherd::domain::command::Command as Validated;
 use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
 use voucherd::domain::ids::{IdNumber, PersonKey, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, StatsView, VoucherView};
+use voucherd::net::client::{Client, ClientError};
 
 #[derive(Parser, Clone)]
 #[command(

@@ -25,12 +25,12 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
-use voucherd::client::Client;
 use voucherd::domain::campaign::Campaign;
 use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
 use voucherd::domain::ids::{IdNumber, InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec};
 use voucherd::domain::time::{Clock, SystemClock};
+use voucherd::net::client::Client;
 
 use peak::{Institution, Phase, Timeline, Workload};
 
@@ -364,11 +364,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         report["find_max"] = found.to_json(plan);
     }
     if let Some(dir) = &args.engine_limit_dir {
-        let mut best = None::<voucherd::engine_limit::LimitRun>;
+        let mut best = None::<voucherd_load::engine_limit::LimitRun>;
         for group in [1, 16, 128, 1024] {
             let folder = dir.join(format!("group-{group}"));
             let _ = std::fs::remove_dir_all(&folder);
-            let run = voucherd::engine_limit::measure(&folder, group, Duration::from_secs(3))?;
+            let run = voucherd_load::engine_limit::measure(&folder, group, Duration::from_secs(3))?;
             println!(
                 "engine limit, group {group}: {:.0} redeems/s",
                 run.redeems_per_s()

@@ -17,10 +17,10 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
-use voucherd::client::Client;
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Request, Role};
 use voucherd::error::Reason;
+use voucherd::net::client::Client;
 
 use crate::pace::Pacer;
 

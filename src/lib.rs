@@ -1,40 +1,31 @@
 //! voucherd: the redemption ledger of Chongqing's vocational training vouchers.
 //!
-//! Layout (see README.md for the whole picture):
+//! Layout, from the pure core outwards (a module uses only those above it;
+//! `docs/` has the depth):
+//! - `error.rs`, `limits.rs`, `codec.rs`, `metric_names.rs`: leaves. Reason
+//!   codes and the one error enum, every limit, versioned record encoding,
+//!   the name of every exported metric.
 //! - `domain/`: ids, enumerations, campaigns, records and the pure rules of
 //!   DOMAIN.md (`rules.rs`, one function per operation; `command.rs` validates).
-//! - `ledger/`: the rules over lock-sharded in-memory indexes, the audit chain
-//!   head, idempotent request ids, recovery at start.
-//! - `journal.rs`: the durability contract the ledger writes through;
-//!   `store/`: its RocksDB implementation with a group-committing thread.
-//! - `audit.rs`: audit records, chain verification, the binary export.
-//! - `server.rs`, `wire.rs`, `client.rs`, `tls.rs`: the QUIC service and its
-//!   frames; `telemetry.rs`: Prometheus metrics; `daemon.rs`: start-up.
-//! - `codec.rs`, `digest.rs`, `limits.rs`, `error.rs`: encoding, state digest,
-//!   every limit, and the error and reason-code types.
-//! - `report.rs`: the bureau's progress report (text, CSV, HTML) from `stats`;
-//!   `import.rs`: the attachment 2 form (CSV) into `register_institution` requests.
+//! - `audit/`: audit records, the blake3 chain, the binary export.
+//! - `store/`: the journal contract and its RocksDB implementation.
+//! - `ledger/`: the rules over lock-sharded in-memory indexes, idempotent
+//!   request ids, the state digest, recorded campaigns, recovery at start.
+//! - `net/`: frames, JSON requests, the QUIC server and client, mutual TLS.
+//! - `bureau/`: the progress report and the institution form import.
+//! - `admin/`: start-up and configuration, the data folder, backups, the
+//!   offline audit tools, the metrics exporter.
+//! - `bin/voucherd.rs` (daemon and offline tools), `bin/voucherctl/` (the
+//!   operators' command line).
 
+pub mod admin;
 pub mod audit;
-pub mod backup;
-pub mod client;
+pub mod bureau;
 pub mod codec;
-pub mod ctl;
-pub mod daemon;
-pub mod data;
-pub mod digest;
 pub mod domain;
-pub mod engine_limit;
 pub mod error;
-pub mod import;
-pub mod journal;
 pub mod ledger;
 pub mod limits;
-pub mod properties;
-pub mod report;
-pub mod server;
+pub mod metric_names;
+pub mod net;
 pub mod store;
-pub mod telemetry;
-pub mod tls;
-pub mod tools;
-pub mod wire;

@@ -90,6 +90,10 @@ pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 1024 * 1024;
 pub const CONNECTIONS_MAX: usize = 1_024;
 /// A connection with no traffic for this long is closed, milliseconds.
 pub const IDLE_TIMEOUT_MS: u32 = 30_000;
+/// A client gives up a connection attempt that has no answer after this long
+/// (a daemon not running, a wrong port, a firewall), and says so.
+pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+
 /// Clients (`voucherctl`, `voucher-load`, the `client` module) ping an idle
 /// connection this often, so a connection held through a quiet spell (a
 /// gateway between scans, a bureau connection through a load peak) stays open.

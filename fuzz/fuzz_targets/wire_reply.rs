@@ -1,4 +1,4 @@
 //! The client's answer frame decoder (`wire::decode_reply`) on arbitrary
-//! bytes; the properties are in `voucherd::properties`.
+//! bytes; the properties are in `voucherd_load::properties`.
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| voucherd::properties::check_reply_frame(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| voucherd_load::properties::check_reply_frame(data));

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// What a command failed with; printed as the process exits 1.
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Parser)]
 #[command(
     name = "voucherd",
@@ -127,11 +130,11 @@ async fn shutdown_signal() {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     init_logs(args.log_json);
     let mut config = match &args.config {
-        Some(path) => voucherd::daemon::DaemonConfig::from_file(path)?,
-        None => voucherd::daemon::DaemonConfig::default(),
+        Some(path) => voucherd::admin::daemon::DaemonConfig::from_file(path)?,
+        None => voucherd::admin::daemon::DaemonConfig::default(),
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -151,7 +154,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(voucherd::daemon::run(
+    runtime.block_on(voucherd::admin::daemon::run(
         config,
         |address| {
             println!("voucherd: listening on {address}");
@@ -161,24 +164,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Certs { out, campaign } => {
-            let config = voucherd::daemon::DaemonConfig {
+            let config = voucherd::admin::daemon::DaemonConfig {
                 campaign,
                 ..Default::default()
             };
             let campaign =
-                voucherd::daemon::campaign(&config, &voucherd::domain::time::SystemClock)?;
+                voucherd::admin::daemon::campaign(&config, &voucherd::domain::time::SystemClock)?;
             let districts: Vec<_> = campaign.districts.iter().map(|d| d.code).collect();
-            voucherd::tls::generate(&out, &districts)?;
+            voucherd::net::tls::generate(&out, &districts)?;
             println!("development certificates written to {} (CA, server, gateway, bureau, auditor, {} districts)", out.display(), districts.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
             command: AuditCommand::Verify { data },
-        } => match voucherd::tools::verify(&data)? {
+        } => match voucherd::admin::offline::verify(&data)? {
             Ok(verified) => {
                 println!(
                     "audit chain verified: {} records, head {}",
@@ -195,12 +198,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Export { data, out },
         } => {
-            let records = voucherd::tools::export(&data, &out)?;
+            let records = voucherd::admin::offline::export(&data, &out)?;
             println!("exported {records} audit records to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { data, out } => {
-            let manifest = voucherd::backup::backup(&data, &out)?;
+            let manifest = voucherd::admin::backup::backup(&data, &out)?;
             println!(
                 "backup of {} in {}: audit record {} (hash {})",
                 data.display(),
@@ -211,7 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { backup, data } => {
-            let checked = voucherd::backup::restore(&backup, &data)?;
+            let checked = voucherd::admin::backup::restore(&backup, &data)?;
             println!(
                 "restored {} into {}: audit record {} (hash {}), {} vouchers, state_digest {}",
                 backup.display(),
@@ -225,7 +228,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay { log } => {
             let file = std::io::BufReader::new(std::fs::File::open(&log)?);
-            match voucherd::tools::replay(file)? {
+            match voucherd::admin::offline::replay(file)? {
                 Ok(replayed) => {
                     println!("replayed {} records", replayed.records);
                     println!("state_digest {}", replayed.state_digest);

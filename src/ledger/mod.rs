@@ -7,8 +7,10 @@
 //! durable, so nothing acknowledged — or refused — depends on a change that
 //! could still be lost.
 
+pub mod digest;
 mod index;
 mod keys;
+pub mod meta;
 mod recovery;
 mod shards;
 
@@ -21,7 +23,6 @@ use parking_lot::Mutex;
 
 use crate::audit::{self, AuditRecord, GENESIS_HASH};
 use crate::codec;
-use crate::digest::StateDigest;
 use crate::domain::campaign::Campaigns;
 use crate::domain::command::{check_request_id, Command};
 use crate::domain::ids::{DistrictCode, InstitutionCode, PersonKey, PersonSecret, VoucherId};
@@ -33,10 +34,11 @@ use crate::domain::records::{figure_contributions, Figure, Institution, PersonYe
 use crate::domain::rules::{self, Context};
 use crate::domain::time::{day_text, Clock, Timestamp};
 use crate::error::{Error, Reason, Refusal};
-use crate::journal::{Commit, Durability, Journal, Put, Table};
 use crate::limits::{
     AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX, VOUCHER_ID_MAX,
 };
+use crate::store::journal::{Commit, Durability, Journal, Put, Table};
+use digest::StateDigest;
 use index::{Districts, Packed, PersonHandle, Persons, Vouchers};
 pub use keys::decode_u64;
 use shards::Shards;
@@ -1072,7 +1074,7 @@ impl Ledger {
             entries.push(entry);
         }
         let campaigns =
-            crate::tools::recorded_campaigns(self.journal.as_ref()).map_err(unavailable)?;
+            meta::recorded_campaign_texts(self.journal.as_ref()).map_err(unavailable)?;
         Ok(Reply::AuditRecords(Box::new(AuditPage {
             head_seq,
             campaigns,

@@ -6,16 +6,16 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::digest::StateDigest;
 use super::index::{Packed, PersonHandle, Persons};
 use super::{keys, Ledger, LedgerConfig};
 use crate::audit;
 use crate::codec;
-use crate::digest::StateDigest;
 use crate::domain::ids::PersonKey;
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use crate::error::Error;
-use crate::journal::{Journal, Table};
 use crate::limits::{INDEX_SHARDS, RECOVERY_THREADS_MAX, VOUCHER_ID_MAX};
+use crate::store::journal::{Journal, Table};
 
 /// What one start-up thread gathers from its part of a table.
 #[derive(Default)]

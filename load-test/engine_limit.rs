@@ -1,0 +1,202 @@
+//! The engine limit: how many redeems per second RocksDB alone can make
+//! durable on this machine, with no rules, no locks and no network.
+//!
+//! It writes what an accepted redeem writes (the puts of a real redeem on an
+//! in-memory ledger: same tables, same key and value sizes) as synced WriteBatches of `group` redeems each,
+//! from one thread, like the committer. The load test reports end-to-end
+//! throughput as a ratio of this figure, measured in the same run.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rocksdb::{WriteOptions, DB};
+
+use voucherd::error::Error;
+use voucherd::store;
+use voucherd::store::journal::{self, Commit, Put, Table};
+
+/// What one accepted redeem writes: (table, key bytes, value bytes) per put,
+/// taken from a real redeem on an in-memory ledger.
+pub fn redeem_shape() -> Vec<(Table, usize, usize)> {
+    use std::sync::Arc;
+
+    use voucherd::domain::campaign::{Campaign, Campaigns};
+    use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
+    use voucherd::domain::ids::PersonSecret;
+    use voucherd::domain::op::{Op, Reply, Request, Role, SiteSpec};
+    use voucherd::domain::time::{Clock, ManualClock, SystemClock};
+    use voucherd::ledger::{Ledger, LedgerConfig};
+    use voucherd::store::journal::MemoryJournal;
+
+    let now = SystemClock.now();
+    let journal = Arc::new(MemoryJournal::default());
+    let config = LedgerConfig {
+        campaigns: Campaigns::new(vec![Campaign::default_for(now)]).expect("one campaign"),
+        secret: PersonSecret([1; 32]),
+        clock: Arc::new(ManualClock::new(now)),
+    };
+    let ledger = Ledger::open(config, journal.clone()).expect("an empty ledger opens");
+    let person = "11010519491231002X".to_string();
+    let run = |role: Role, id: &str, op: Op| {
+        let answer = ledger
+            .execute(role, &[Request { id: id.into(), op }])
+            .remove(0);
+        answer
+            .outcome
+            .expect("the sample redeem's steps are accepted")
+    };
+    run(
+        Role::Bureau,
+        "r1",
+        Op::RegisterInstitution {
+            code: "5000001".parse().expect("code"),
+            name: "重庆技工学校".into(),
+            district: "500101".parse().expect("district"),
+            address: "万州区".into(),
+            phone: "023-1".into(),
+            kind: InstitutionType::TechnicianCollege,
+            admin_name: "刘路".into(),
+            admin_id_number: person.clone(),
+            sites: vec![SiteSpec {
+                lat: 30.8,
+                lon: 108.4,
+                radius_m: None,
+            }],
+        },
+    );
+    run(
+        Role::Gateway,
+        "r2",
+        Op::AuthoriseOperator {
+            institution: "5000001".parse().expect("code"),
+            admin_id_number: person.clone(),
+            operator: "operator-0001".parse().expect("operator"),
+        },
+    );
+    let Reply::Issued { voucher } = run(
+        Role::Bureau,
+        "r3",
+        Op::Issue {
+            id_number: person.clone(),
+            category: Category::RuralMigrant,
+            kind: Kind::EmploymentSkills,
+            face_value_fen: 80_000,
+            channel: Channel::Wechat,
+            district: "500101".parse().expect("district"),
+            year: None,
+        },
+    ) else {
+        unreachable!("issue answers a voucher")
+    };
+    run(
+        Role::Gateway,
+        "r4",
+        Op::Claim {
+            voucher,
+            id_number: person,
+        },
+    );
+    run(
+        Role::Gateway,
+        "gateway-request-000000000005",
+        Op::Redeem {
+            voucher,
+            institution: "5000001".parse().expect("code"),
+            operator: "operator-0001".parse().expect("operator"),
+            class: "电工初级 2026 冬季班".into(),
+        },
+    );
+    journal.last_commit()
+}
+
+/// Result of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct LimitRun {
+    pub group: usize,
+    pub redeems: u64,
+    pub elapsed: Duration,
+}
+
+impl LimitRun {
+    pub fn redeems_per_s(&self) -> f64 {
+        self.redeems as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Writes groups of `group` redeem-shaped record sets for `duration` into a
+/// fresh store in `dir`, each group one synced WriteBatch, with the store's
+/// options and the committer's rule: only the last write of a key in a group.
+/// Every redeem here updates the same figures and digest keys, so a group
+/// collapses to at least as few puts as any real group: the limit is never
+/// lower than what the committer could reach.
+pub fn measure(dir: &Path, group: usize, duration: Duration) -> Result<LimitRun, Error> {
+    let shape = redeem_shape();
+    let db = DB::open_cf_descriptors(&store::rocks::options(), dir, store::rocks::families())?;
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    let started = Instant::now();
+    let mut redeems = 0u64;
+    while started.elapsed() < duration {
+        let commits: Vec<Commit> = (0..group)
+            .map(|_| {
+                redeems += 1;
+                let puts = shape
+                    .iter()
+                    .enumerate()
+                    .map(|(index, (table, key_len, value_len))| {
+                        let shared = matches!(table, Table::Counters | Table::Meta);
+                        let id = if shared {
+                            index as u64
+                        } else {
+                            redeems.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64
+                        };
+                        let mut key = id.to_be_bytes().to_vec();
+                        key.resize((*key_len).max(8), 0);
+                        Put {
+                            table: *table,
+                            key,
+                            value: Some(vec![(redeems & 0xff) as u8; *value_len]),
+                        }
+                    })
+                    .collect();
+                Commit {
+                    ticket: redeems,
+                    puts,
+                }
+            })
+            .collect();
+        db.write_opt(
+            store::rocks::write_batch(&db, &journal::last_writes(&commits)),
+            &sync,
+        )?;
+    }
+    Ok(LimitRun {
+        group,
+        redeems,
+        elapsed: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redeem_writes_voucher_person_text_counters_audit_and_answer() {
+        let shape = redeem_shape();
+        let tables: Vec<Table> = shape.iter().map(|(table, _, _)| *table).collect();
+        for table in [
+            Table::Vouchers,
+            Table::Persons,
+            Table::Texts,
+            Table::Counters,
+            Table::Audit,
+            Table::Requests,
+        ] {
+            assert!(tables.contains(&table), "{table:?} missing from {shape:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let run = measure(dir.path(), 4, Duration::from_millis(50)).unwrap();
+        assert!(run.redeems >= 4 && run.redeems.is_multiple_of(4));
+    }
+}

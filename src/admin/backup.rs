@@ -1,0 +1,272 @@
+//! Backups and restores of a data folder. A backup is a data folder of its own:
+//! a RocksDB checkpoint of the store plus the person-key secret, taken by the
+//! running daemon when asked on its control socket (or directly when none runs).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+use crate::admin::data_dir;
+use crate::domain::time::{ManualClock, Timestamp};
+use crate::error::Error;
+use crate::ledger::{decode_u64, meta, Ledger, LedgerConfig};
+use crate::store::journal::{Journal, Table};
+use crate::store::Store;
+
+/// The daemon's control socket, inside its data folder (mode 0600).
+pub const CONTROL_SOCKET: &str = "control.sock";
+/// How long `voucherd backup` waits for the daemon to finish a checkpoint.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bytes of one control request line at most.
+pub const CONTROL_LINE_BYTES_MAX: usize = 4096;
+
+/// What a backup or a restored data folder holds: its audit head.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub audit_seq: u64,
+    pub audit_hash: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ControlRequest {
+    backup: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ControlAnswer {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    manifest: Option<Manifest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The audit head stored in a journal.
+fn head_of(journal: &dyn Journal) -> Result<Manifest, Error> {
+    Ok(match journal.last(Table::Audit)? {
+        None => Manifest {
+            audit_seq: 0,
+            audit_hash: hex::encode(crate::audit::GENESIS_HASH),
+        },
+        Some((key, entry)) => {
+            let seq = decode_u64(&key)
+                .ok_or_else(|| Error::Corrupt("audit key is not a sequence number".into()))?;
+            let (_, hash) = crate::audit::open(&entry)
+                .map_err(|why| Error::Corrupt(format!("audit record {seq}: {why}")))?;
+            Manifest {
+                audit_seq: seq,
+                audit_hash: hex::encode(hash),
+            }
+        }
+    })
+}
+
+fn prepare_out(out: &Path) -> Result<(), Error> {
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        return Err(Error::InvalidInput(format!(
+            "{} exists and is not empty; a backup goes into a new folder",
+            out.display()
+        )));
+    }
+    if out.exists() {
+        std::fs::remove_dir(out)?;
+    }
+    std::fs::create_dir_all(out)?;
+    Ok(())
+}
+
+fn copy_secret(from_data: &Path, to_data: &Path) -> Result<(), Error> {
+    let secret = data_dir::load_or_create_secret(from_data)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(to_data.join(data_dir::SECRET_FILE))?;
+    file.write_all(&secret.0)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Takes a backup of an open store (the daemon's) into `out`, a new folder.
+pub fn create(data_dir: &Path, store: &Store, out: &Path) -> Result<Manifest, Error> {
+    prepare_out(out)?;
+    let store_out = data_dir::store_path(out);
+    store.checkpoint(&store_out)?;
+    copy_secret(data_dir, out)?;
+    let copy = Store::open_read_only(&store_out)?;
+    head_of(&copy)
+}
+
+/// Asks the daemon serving `data_dir` for a backup; `Ok(None)` when no daemon
+/// answers on the control socket.
+pub fn request(data_dir: &Path, out: &Path) -> Result<Option<Manifest>, Error> {
+    let Ok(mut stream) = UnixStream::connect(data_dir.join(CONTROL_SOCKET)) else {
+        return Ok(None);
+    };
+    stream.set_read_timeout(Some(CONTROL_TIMEOUT))?;
+    let out = std::path::absolute(out)?;
+    let mut line = serde_json::to_vec(&ControlRequest { backup: out })
+        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    let answer: ControlAnswer = serde_json::from_str(&answer)
+        .map_err(|e| Error::Unavailable(format!("the daemon's answer: {e}")))?;
+    match (answer.ok, answer.manifest) {
+        (true, Some(manifest)) => Ok(Some(manifest)),
+        _ => Err(Error::InvalidInput(
+            answer.error.unwrap_or_else(|| "backup failed".into()),
+        )),
+    }
+}
+
+/// `voucherd backup`: through the running daemon, or directly from the folder
+/// when no daemon runs (RocksDB's lock refuses a folder another process holds).
+pub fn backup(data_dir: &Path, out: &Path) -> Result<Manifest, Error> {
+    if let Some(manifest) = request(data_dir, out)? {
+        return Ok(manifest);
+    }
+    let store = Store::open(&data_dir::store_path(data_dir))?;
+    create(data_dir, &store, out)
+}
+
+/// Serves the control socket of `data_dir` until the task is dropped.
+pub async fn serve_control(data_dir: PathBuf, store: Arc<Store>) -> Result<(), Error> {
+    let path = data_dir.join(CONTROL_SOCKET);
+    // A socket left by a killed daemon; this process holds the store's lock.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let (data_dir, store) = (data_dir.clone(), Arc::clone(&store));
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read).take(CONTROL_LINE_BYTES_MAX as u64);
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = match serde_json::from_str::<ControlRequest>(&line) {
+                Err(e) => ControlAnswer {
+                    ok: false,
+                    manifest: None,
+                    error: Some(format!("unreadable control request: {e}")),
+                },
+                Ok(request) => {
+                    let out = request.backup.clone();
+                    let made = tokio::task::spawn_blocking(move || {
+                        create(&data_dir, &store, &request.backup)
+                    })
+                    .await;
+                    match made {
+                        Ok(Ok(manifest)) => {
+                            info!(out = %out.display(), audit_seq = manifest.audit_seq, "backup taken");
+                            ControlAnswer {
+                                ok: true,
+                                manifest: Some(manifest),
+                                error: None,
+                            }
+                        }
+                        Ok(Err(error)) => {
+                            warn!(out = %out.display(), %error, "backup failed");
+                            ControlAnswer {
+                                ok: false,
+                                manifest: None,
+                                error: Some(error.to_string()),
+                            }
+                        }
+                        Err(error) => ControlAnswer {
+                            ok: false,
+                            manifest: None,
+                            error: Some(error.to_string()),
+                        },
+                    }
+                }
+            };
+            let mut bytes = serde_json::to_vec(&answer).expect("answers serialise");
+            bytes.push(b'\n');
+            let _ = write.write_all(&bytes).await;
+        });
+    }
+}
+
+/// What a checked data folder holds.
+#[derive(Debug)]
+pub struct Checked {
+    pub manifest: Manifest,
+    pub state_digest: String,
+    pub vouchers: usize,
+}
+
+/// Opens a data folder read-only with the campaigns it recorded and runs the
+/// full recovery (every cross-check of start-up) and the audit chain check.
+pub fn check(data_dir: &Path) -> Result<Checked, Error> {
+    let secret_file = data_dir.join(data_dir::SECRET_FILE);
+    if !secret_file.is_file() {
+        return Err(Error::Corrupt(format!(
+            "{} is missing",
+            secret_file.display()
+        )));
+    }
+    let store = Arc::new(Store::open_read_only(&data_dir::store_path(data_dir))?);
+    if let Err(broken) = crate::admin::offline::verify_journal(store.as_ref())? {
+        return Err(Error::Corrupt(format!("audit chain broken at {broken}")));
+    }
+    let manifest = head_of(store.as_ref())?;
+    let campaigns = meta::recorded_campaigns(store.as_ref())?;
+    let secret = data_dir::load_or_create_secret(data_dir)?;
+    let journal: Arc<dyn Journal> = store;
+    let ledger = Ledger::open(
+        LedgerConfig {
+            campaigns,
+            secret,
+            clock: Arc::new(ManualClock::new(Timestamp(0))),
+        },
+        journal,
+    )?;
+    let (_, _, state_digest) = ledger.head();
+    let (vouchers, _, _) = ledger.sizes();
+    Ok(Checked {
+        manifest,
+        state_digest,
+        vouchers,
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+            std::fs::File::open(&target)?.sync_all()?;
+        }
+    }
+    std::fs::File::open(to)?.sync_all()?;
+    Ok(())
+}
+
+/// `voucherd restore`: checks the backup, copies it into a new data folder,
+/// and checks the copy. The daemon is then started on that folder.
+pub fn restore(backup: &Path, data_dir: &Path) -> Result<Checked, Error> {
+    let original = check(backup)?;
+    prepare_out(data_dir)?;
+    copy_dir(backup, data_dir)?;
+    let restored = check(data_dir)?;
+    if restored.manifest != original.manifest || restored.state_digest != original.state_digest {
+        return Err(Error::Corrupt(
+            "the restored folder differs from the backup".into(),
+        ));
+    }
+    Ok(restored)
+}

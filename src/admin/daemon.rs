@@ -1,0 +1,141 @@
+//! The daemon's configuration (flags over a TOML file over defaults) and its
+//! start-up: campaign, data folder, certificates, endpoint, serve.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::admin::data_dir;
+use crate::admin::telemetry;
+use crate::domain::campaign::Campaign;
+use crate::domain::time::{Clock, SystemClock};
+use crate::error::Error;
+use crate::net::server;
+use crate::net::tls::CertPaths;
+
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7443";
+pub const DATA_DEFAULT: &str = "voucherd-data";
+pub const CERTS_DEFAULT: &str = "certs";
+
+/// Everything `voucherd serve` needs. Every field has a default.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// UDP address to listen on (loopback by default).
+    pub listen: SocketAddr,
+    /// Data folder: RocksDB store, person-key secret, recorded campaigns.
+    pub data: PathBuf,
+    /// Campaign file; absent: the embedded 2021 rules on the next deadline to come.
+    pub campaign: Option<PathBuf>,
+    /// Certificate folder (ca.pem, server.pem/key); created with development
+    /// certificates when it does not exist.
+    pub certs: PathBuf,
+    /// Loopback HTTP address of the Prometheus `/metrics` endpoint; absent: no metrics.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> DaemonConfig {
+        DaemonConfig {
+            listen: LISTEN_DEFAULT.parse().expect("literal"),
+            data: DATA_DEFAULT.into(),
+            campaign: None,
+            certs: CERTS_DEFAULT.into(),
+            metrics: None,
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Reads a TOML config file (unknown keys are refused).
+    pub fn from_file(path: &Path) -> Result<DaemonConfig, Error> {
+        let text = std::fs::read_to_string(path)?;
+        toml::from_str(&text).map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))
+    }
+}
+
+/// The campaign the daemon runs: the file's, or the embedded default.
+pub fn campaign(config: &DaemonConfig, clock: &dyn Clock) -> Result<Campaign, Error> {
+    match &config.campaign {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)?;
+            Campaign::from_toml(&text)
+                .map_err(|why| Error::InvalidInput(format!("{}: {why}", path.display())))
+        }
+        None => Ok(Campaign::default_for(clock.now())),
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves. `ready` gets the bound address.
+pub async fn run(
+    config: DaemonConfig,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let campaign = campaign(&config, clock.as_ref())?;
+    if !(CertPaths {
+        dir: config.certs.clone(),
+    })
+    .ca_cert()
+    .exists()
+    {
+        let districts: Vec<_> = campaign.districts.iter().map(|d| d.code).collect();
+        crate::net::tls::generate(&config.certs, &districts)?;
+        info!(certs = %config.certs.display(), "created development certificates");
+    }
+    info!(
+        year = campaign.year,
+        name = %campaign.name,
+        deadline = %campaign.deadline_text(),
+        districts = campaign.districts.len(),
+        "campaign"
+    );
+    let opened = data_dir::open(&config.data, campaign, clock)?;
+    let (vouchers, persons, institutions) = opened.ledger.sizes();
+    let (seq, _, digest) = opened.ledger.head();
+    info!(vouchers, persons, institutions, audit_seq = seq, state_digest = %digest, data = %config.data.display(), "ledger recovered");
+    let sampler = match config.metrics {
+        Some(listen) => {
+            telemetry::install(listen)?;
+            info!(%listen, "metrics at http://{listen}/metrics");
+            let sampler =
+                telemetry::sample_forever(Arc::clone(&opened.ledger), Arc::clone(&opened.store));
+            Some(tokio::spawn(sampler))
+        }
+        None => None,
+    };
+    let control = tokio::spawn({
+        let (data, store) = (config.data.clone(), Arc::clone(&opened.store));
+        async move {
+            if let Err(error) = crate::admin::backup::serve_control(data, store).await {
+                tracing::error!(%error, "control socket stopped; online backups are unavailable");
+            }
+        }
+    });
+    let endpoint = server::endpoint(config.listen, &config.certs)?;
+    let address = endpoint.local_addr()?;
+    ready(address);
+    server::serve(endpoint, Arc::clone(&opened.ledger), shutdown).await;
+    for task in sampler.into_iter().chain([control]) {
+        task.abort();
+        let _ = task.await;
+    }
+    // A clean stop writes the memtables to SST files, so the next start has
+    // no write-ahead log to replay (everything was already durable in it).
+    let flushed = Instant::now();
+    match opened.store.flush() {
+        Ok(()) => info!(
+            ms = flushed.elapsed().as_millis() as u64,
+            "memtables flushed"
+        ),
+        Err(error) => warn!(%error, "flush at stop failed; the next start replays the log"),
+    }
+    drop(opened);
+    info!("stopped; every acknowledged change is on disk");
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Prometheus metrics: the exporter on its own loopback HTTP port, and the
+//! sampler that copies store, audit and bureau figures into gauges once a
+//! second. The names are in `metric_names`; counters are recorded where things happen.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+use crate::domain::op::Role;
+use crate::error::Error;
+use crate::ledger::Ledger;
+use crate::metric_names::*;
+use crate::store::Store;
+
+/// How often the sampler refreshes the gauges.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Latency buckets (seconds): 100 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Size buckets (operations per batch, commits per group).
+const SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+/// Installs the global recorder and serves `/metrics` on `listen` (call inside
+/// the tokio runtime). Only one exporter per process.
+pub fn install(listen: SocketAddr) -> Result<(), Error> {
+    PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(BATCH_OPERATIONS.into()), SIZE_BUCKETS)
+        })
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_GROUP.into()), SIZE_BUCKETS))
+        .and_then(|b| b.install())
+        .map_err(|e| Error::InvalidInput(format!("metrics exporter on {listen}: {e}")))?;
+    describe();
+    Ok(())
+}
+
+fn describe() {
+    describe_counter!(
+        OPERATIONS,
+        "Operations answered, by op and outcome (ok or the reason code)."
+    );
+    describe_histogram!(
+        OPERATION_SECONDS,
+        Unit::Seconds,
+        "Time from a batch's arrival to its durable answer, per operation."
+    );
+    describe_histogram!(BATCH_OPERATIONS, "Operations per request frame.");
+    describe_counter!(
+        FRAMES_REFUSED,
+        "Request frames refused as unreadable or oversize."
+    );
+    describe_gauge!(CONNECTIONS, "Open client connections.");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections refused at the connection limit."
+    );
+    describe_histogram!(
+        COMMIT_GROUP,
+        "Commits written together in one synced RocksDB write."
+    );
+    describe_histogram!(
+        FSYNC_SECONDS,
+        Unit::Seconds,
+        "Duration of one synced RocksDB write (WAL fsync)."
+    );
+    describe_gauge!(COMMIT_QUEUE, "Commits waiting for the committer thread.");
+    describe_gauge!(
+        STORE_FAILED,
+        "1 when a write failed and the store refuses writes."
+    );
+    describe_gauge!(AUDIT_SEQ, "Sequence number of the last audit record.");
+    describe_gauge!(LEDGER_VOUCHERS, "Vouchers held in the ledger (all years).");
+    describe_gauge!(LEDGER_INSTITUTIONS, "Institutions registered.");
+    describe_gauge!(
+        ROCKSDB_LIVE_BYTES,
+        Unit::Bytes,
+        "RocksDB estimate of live data size."
+    );
+    describe_gauge!(
+        ROCKSDB_SST_BYTES,
+        Unit::Bytes,
+        "Total size of RocksDB SST files."
+    );
+    describe_gauge!(
+        ROCKSDB_PENDING_COMPACTION_BYTES,
+        Unit::Bytes,
+        "RocksDB estimate of bytes compaction still has to rewrite."
+    );
+    describe_gauge!(
+        ROCKSDB_WRITE_STOPPED,
+        "1 while RocksDB stops writes (write stall)."
+    );
+    describe_gauge!(
+        ROCKSDB_DELAYED_WRITE_RATE,
+        "RocksDB delayed write rate in bytes per second (0: not delayed)."
+    );
+    describe_gauge!(DISTRICT_TARGET, "The campaign's use target per district.");
+    describe_gauge!(
+        DISTRICT_ISSUED,
+        "Vouchers issued in the current campaign, by the voucher's district."
+    );
+    describe_gauge!(
+        DISTRICT_CLAIMED,
+        "Vouchers claimed in the current campaign, by the voucher's district."
+    );
+    describe_gauge!(
+        DISTRICT_USED,
+        "Vouchers now used in the current campaign, by the institution's district."
+    );
+    describe_gauge!(
+        COVERAGE_DISTRICTS_USED,
+        "Districts where vouchers are used."
+    );
+    describe_gauge!(
+        COVERAGE_INSTITUTIONS_USED,
+        "Institutions where vouchers are used."
+    );
+    describe_gauge!(COVERAGE_INSTITUTIONS_REGISTERED, "Institutions registered.");
+    describe_gauge!(
+        COVERAGE_USED_WITH_CHECKIN,
+        "Used vouchers with at least one check-in."
+    );
+}
+
+/// Refreshes the sampled gauges: store, audit and the bureau's figures.
+pub fn sample(ledger: &Ledger, store: &Store) {
+    gauge!(COMMIT_QUEUE).set(store.queue_depth() as f64);
+    gauge!(STORE_FAILED).set(if store.failed() { 1.0 } else { 0.0 });
+    let (seq, _, _) = ledger.head();
+    gauge!(AUDIT_SEQ).set(seq as f64);
+    let (vouchers, _, institutions) = ledger.sizes();
+    gauge!(LEDGER_VOUCHERS).set(vouchers as f64);
+    gauge!(LEDGER_INSTITUTIONS).set(institutions as f64);
+    let property = |name: &str| store.property(name).unwrap_or(0) as f64;
+    gauge!(ROCKSDB_LIVE_BYTES).set(property("rocksdb.estimate-live-data-size"));
+    gauge!(ROCKSDB_SST_BYTES).set(property("rocksdb.total-sst-files-size"));
+    gauge!(ROCKSDB_PENDING_COMPACTION_BYTES)
+        .set(property("rocksdb.estimate-pending-compaction-bytes"));
+    gauge!(ROCKSDB_WRITE_STOPPED).set(property("rocksdb.is-write-stopped"));
+    gauge!(ROCKSDB_DELAYED_WRITE_RATE).set(property("rocksdb.actual-delayed-write-rate"));
+    let Ok(stats) = ledger.stats(Role::Bureau, None, None) else {
+        return;
+    };
+    for district in &stats.districts {
+        let labels = [
+            ("district", district.code.to_string()),
+            ("name", district.name.clone()),
+        ];
+        gauge!(DISTRICT_TARGET, &labels).set(district.target as f64);
+        gauge!(DISTRICT_ISSUED, &labels).set(district.issued as f64);
+        gauge!(DISTRICT_CLAIMED, &labels).set(district.claimed as f64);
+        gauge!(DISTRICT_USED, &labels).set(district.used as f64);
+    }
+    gauge!(COVERAGE_DISTRICTS_USED).set(stats.coverage.districts_used as f64);
+    gauge!(COVERAGE_INSTITUTIONS_USED).set(stats.coverage.institutions_used as f64);
+    gauge!(COVERAGE_INSTITUTIONS_REGISTERED).set(stats.coverage.institutions_registered as f64);
+    gauge!(COVERAGE_USED_WITH_CHECKIN).set(stats.coverage.used_with_checkin as f64);
+}
+
+/// Samples every `SAMPLE_INTERVAL` until the task is dropped.
+pub async fn sample_forever(ledger: Arc<Ledger>, store: Arc<Store>) {
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let (ledger, store) = (Arc::clone(&ledger), Arc::clone(&store));
+        // Stats take the audit tail's lock; keep that off the async workers.
+        let _ = tokio::task::spawn_blocking(move || sample(&ledger, &store)).await;
+    }
+}

@@ -1,0 +1,642 @@
+//! `voucherctl`: run voucherd operations from a terminal or a script.
+//! Exit codes: 0 every operation accepted, 3 some refused, 1 usage or connection error.
+
+mod failure;
+mod human;
+mod output;
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use failure::{bail, fail, Failure};
+use human::human;
+use output::{audit_export, ExportFormat};
+
+use clap::{Parser, Subcommand};
+use voucherd::bureau::import;
+use voucherd::bureau::report::{self, Format};
+use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
+use voucherd::domain::ids::{DistrictCode, InstitutionCode, OperatorId, VoucherId};
+use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, StatsView};
+use voucherd::limits::BATCH_OPS_MAX;
+use voucherd::net::client::Client;
+use voucherd::net::json::{parse_line, Line};
+
+#[derive(Parser)]
+#[command(
+    name = "voucherctl",
+    version,
+    about = "Run voucherd operations over QUIC"
+)]
+struct Cli {
+    /// The daemon's address.
+    #[arg(long, global = true, default_value = "127.0.0.1:7443")]
+    server: SocketAddr,
+    /// Certificate folder (ca.pem and <role>.pem/.key).
+    #[arg(long, global = true, default_value = "certs")]
+    certs: PathBuf,
+    /// Role to act as: gateway, bureau, auditor, district:<code>.
+    /// Default: the role API.md allows for the operation.
+    #[arg(long = "as", global = true)]
+    role: Option<Role>,
+    /// Print answers as JSON lines (API.md form) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Request id for a single operation (default: a fresh one).
+    #[arg(long, global = true)]
+    request_id: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn wire_enum<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(text.into())).map_err(|e| e.to_string())
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send JSON-lines operations from FILE (or stdin) in batches; print one JSON answer per line.
+    Batch { file: Option<PathBuf> },
+    /// Institutions: register, change admin, import the attachment 2 form.
+    Institution {
+        #[command(subcommand)]
+        command: InstitutionCommand,
+    },
+    /// Operators an institution's admin authorises to scan.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+    /// Issue a voucher (bureau).
+    Issue {
+        #[arg(long)]
+        id_number: String,
+        #[arg(long, value_parser = wire_enum::<Category>)]
+        category: Category,
+        #[arg(long, value_parser = wire_enum::<Kind>)]
+        kind: Kind,
+        #[arg(long)]
+        face_value_fen: u64,
+        #[arg(long, value_parser = wire_enum::<Channel>, default_value = "cq_hrss_app")]
+        channel: Channel,
+        #[arg(long)]
+        district: DistrictCode,
+        #[arg(long)]
+        year: Option<u16>,
+    },
+    /// Claim a voucher from the e-card (gateway).
+    Claim {
+        #[arg(long)]
+        voucher: VoucherId,
+        #[arg(long)]
+        id_number: String,
+    },
+    /// Scan a voucher at enrollment (gateway).
+    Redeem {
+        #[arg(long)]
+        voucher: VoucherId,
+        #[arg(long)]
+        institution: InstitutionCode,
+        #[arg(long)]
+        operator: OperatorId,
+        #[arg(long)]
+        class: String,
+    },
+    /// Check in at a training site (gateway).
+    Checkin {
+        #[arg(long)]
+        voucher: VoucherId,
+        #[arg(long)]
+        lat: f64,
+        #[arg(long)]
+        lon: f64,
+    },
+    /// Report training completed (gateway).
+    Complete {
+        #[arg(long)]
+        voucher: VoucherId,
+        #[arg(long)]
+        institution: InstitutionCode,
+    },
+    /// Rate the training, 1 to 5 (gateway).
+    Evaluate {
+        #[arg(long)]
+        voucher: VoucherId,
+        #[arg(long)]
+        id_number: String,
+        #[arg(long)]
+        score: u8,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Record the audited subsidy (district agency: --as district:<code>).
+    Settle {
+        #[arg(long)]
+        voucher: VoucherId,
+        #[arg(long)]
+        amount_fen: u64,
+    },
+    /// Cancel an enrollment before completion (gateway).
+    Release {
+        #[arg(long)]
+        voucher: VoucherId,
+        #[arg(long)]
+        institution: InstitutionCode,
+    },
+    /// Expire a finished campaign's unfinished vouchers (bureau).
+    Expire {
+        #[arg(long)]
+        year: u16,
+    },
+    /// Show a voucher.
+    Voucher {
+        #[command(subcommand)]
+        command: VoucherCommand,
+    },
+    /// District and city figures (bureau, auditor, or a district for its own).
+    Stats {
+        #[arg(long)]
+        district: Option<DistrictCode>,
+        #[arg(long)]
+        year: Option<u16>,
+    },
+    /// The bureau's progress report (attachment 1): districts against their
+    /// targets, city goals, coverage, institutions' average scores.
+    Report {
+        /// text, csv (UTF-8 with BOM) or html (one self-contained page).
+        #[arg(long, default_value = "text")]
+        format: Format,
+        /// Write the report to FILE instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Campaign year (default: the current campaign).
+        #[arg(long)]
+        year: Option<u16>,
+    },
+    /// The audit chain's head and the state digest.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstitutionCommand {
+    Register {
+        #[arg(long)]
+        code: InstitutionCode,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        district: DistrictCode,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        phone: String,
+        #[arg(long = "type", value_parser = wire_enum::<InstitutionType>)]
+        kind: InstitutionType,
+        #[arg(long)]
+        admin_name: String,
+        #[arg(long)]
+        admin_id_number: String,
+        /// A training site, LAT,LON[,RADIUS_M]; repeat for several.
+        #[arg(long = "site", value_parser = SiteSpec::parse, required = true)]
+        sites: Vec<SiteSpec>,
+    },
+    Admin {
+        #[arg(long)]
+        institution: InstitutionCode,
+        #[arg(long)]
+        admin_name: String,
+        #[arg(long)]
+        admin_id_number: String,
+    },
+    /// Register every valid row of an attachment 2 form (UTF-8 CSV with the
+    /// form's Chinese headers); print one line per row. Re-running changes nothing.
+    Import { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    Authorise {
+        #[arg(long)]
+        institution: InstitutionCode,
+        #[arg(long)]
+        admin_id_number: String,
+        #[arg(long)]
+        operator: OperatorId,
+    },
+    Revoke {
+        #[arg(long)]
+        institution: InstitutionCode,
+        #[arg(long)]
+        admin_id_number: String,
+        #[arg(long)]
+        operator: OperatorId,
+    },
+}
+
+#[derive(Subcommand)]
+enum VoucherCommand {
+    Show { voucher: VoucherId },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    Head,
+    /// Stream the audit chain to a file while the daemon serves (auditor).
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        /// First sequence number (the binary form starts at 1).
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// jsonl: one JSON object per record; binary: the form `voucherd replay` reads.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+}
+
+fn op_of(command: Command) -> Op {
+    match command {
+        Command::Batch { .. }
+        | Command::Report { .. }
+        | Command::Institution {
+            command: InstitutionCommand::Import { .. },
+        } => unreachable!("batch, report and import are handled apart"),
+        Command::Institution {
+            command:
+                InstitutionCommand::Register {
+                    code,
+                    name,
+                    district,
+                    address,
+                    phone,
+                    kind,
+                    admin_name,
+                    admin_id_number,
+                    sites,
+                },
+        } => Op::RegisterInstitution {
+            code,
+            name,
+            district,
+            address,
+            phone,
+            kind,
+            admin_name,
+            admin_id_number,
+            sites,
+        },
+        Command::Institution {
+            command:
+                InstitutionCommand::Admin {
+                    institution,
+                    admin_name,
+                    admin_id_number,
+                },
+        } => Op::SetInstitutionAdmin {
+            institution,
+            admin_name,
+            admin_id_number,
+        },
+        Command::Operator {
+            command:
+                OperatorCommand::Authorise {
+                    institution,
+                    admin_id_number,
+                    operator,
+                },
+        } => Op::AuthoriseOperator {
+            institution,
+            admin_id_number,
+            operator,
+        },
+        Command::Operator {
+            command:
+                OperatorCommand::Revoke {
+                    institution,
+                    admin_id_number,
+                    operator,
+                },
+        } => Op::RevokeOperator {
+            institution,
+            admin_id_number,
+            operator,
+        },
+        Command::Issue {
+            id_number,
+            category,
+            kind,
+            face_value_fen,
+            channel,
+            district,
+            year,
+        } => Op::Issue {
+            id_number,
+            category,
+            kind,
+            face_value_fen,
+            channel,
+            district,
+            year,
+        },
+        Command::Claim { voucher, id_number } => Op::Claim { voucher, id_number },
+        Command::Redeem {
+            voucher,
+            institution,
+            operator,
+            class,
+        } => Op::Redeem {
+            voucher,
+            institution,
+            operator,
+            class,
+        },
+        Command::Checkin { voucher, lat, lon } => Op::Checkin { voucher, lat, lon },
+        Command::Complete {
+            voucher,
+            institution,
+        } => Op::Complete {
+            voucher,
+            institution,
+        },
+        Command::Evaluate {
+            voucher,
+            id_number,
+            score,
+            comment,
+        } => Op::Evaluate {
+            voucher,
+            id_number,
+            score,
+            comment,
+        },
+        Command::Settle {
+            voucher,
+            amount_fen,
+        } => Op::Settle {
+            voucher,
+            amount_fen,
+        },
+        Command::Release {
+            voucher,
+            institution,
+        } => Op::Release {
+            voucher,
+            institution,
+        },
+        Command::Expire { year } => Op::Expire { year },
+        Command::Voucher {
+            command: VoucherCommand::Show { voucher },
+        } => Op::GetVoucher { voucher },
+        Command::Stats { district, year } => Op::Stats { district, year },
+        Command::Audit {
+            command: AuditCommand::Head,
+        } => Op::AuditHead,
+        Command::Audit {
+            command: AuditCommand::Export { .. },
+        } => unreachable!("audit export is handled apart"),
+    }
+}
+
+/// The role API.md allows for an operation, when the caller does not say.
+fn default_role(op: &Op) -> Option<Role> {
+    [Role::Gateway, Role::Bureau, Role::Auditor]
+        .into_iter()
+        .find(|&role| op.allows(role))
+}
+
+fn fresh_request_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("ctl-{}-{nanos}", std::process::id())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let usage_error = error.use_stderr();
+            let _ = error.print();
+            return if usage_error {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("voucherctl: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("voucherctl: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_answer(answer: &Answer, json: bool) {
+    if json {
+        println!("{}", answer.to_json());
+        return;
+    }
+    match &answer.outcome {
+        Ok(reply) => println!("{}", human(reply)),
+        Err(refusal) => println!("refused: {} ({})", refusal.reason, refusal.message),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let connect = |role: Role| Client::connect(cli.server, &cli.certs, role);
+    let command = cli.command;
+    if let Command::Batch { file } = command {
+        let role = cli.role.unwrap_or(Role::Gateway);
+        let input: Box<dyn BufRead> = match &file {
+            Some(path) => Box::new(std::io::BufReader::new(std::fs::File::open(path)?)),
+            None => Box::new(std::io::stdin().lock()),
+        };
+        let mut lines = Vec::new();
+        for (index, line) in input.lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            lines.push(parse_line(index + 1, &line));
+        }
+        let requests: Vec<Request> = lines
+            .iter()
+            .filter_map(|line| match line {
+                Line::Request(request) => Some(request.clone()),
+                Line::Answered(_) => None,
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(requests.len());
+        if !requests.is_empty() {
+            let client = connect(role).await?;
+            for chunk in requests.chunks(BATCH_OPS_MAX) {
+                answers.extend(client.execute(chunk).await?);
+            }
+            client.close().await;
+        }
+        let mut answers = answers.into_iter();
+        let mut refused = false;
+        let mut out = std::io::stdout().lock();
+        for line in lines {
+            let answer = match line {
+                Line::Request(_) => answers.next().expect("one answer per request"),
+                Line::Answered(answer) => answer,
+            };
+            refused |= answer.outcome.is_err();
+            writeln!(out, "{}", answer.to_json())?;
+        }
+        return Ok(if refused {
+            ExitCode::from(3)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    if let Command::Audit {
+        command: AuditCommand::Export { out, from, format },
+    } = command
+    {
+        let client = connect(cli.role.unwrap_or(Role::Auditor)).await?;
+        let file = std::io::BufWriter::new(std::fs::File::create(&out)?);
+        let records = audit_export(&client, from, format, file).await?;
+        client.close().await;
+        eprintln!("exported {records} audit records to {}", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Report { format, out, year } = command {
+        let client = connect(cli.role.unwrap_or(Role::Bureau)).await?;
+        let stats = stats(&client, year).await;
+        client.close().await;
+        let stats = match stats? {
+            Ok(stats) => stats,
+            Err(answer) => {
+                print_answer(&answer, cli.json);
+                return Ok(ExitCode::from(3));
+            }
+        };
+        let rendered = report::render(&stats, format);
+        match out {
+            Some(path) => std::fs::write(&path, rendered)
+                .map_err(|e| fail!("write {}: {e}", path.display()))?,
+            None => std::io::stdout().lock().write_all(rendered.as_bytes())?,
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Institution {
+        command: InstitutionCommand::Import { file },
+    } = command
+    {
+        return import_form(&file, cli.role.unwrap_or(Role::Bureau), cli.json, connect).await;
+    }
+    let op = op_of(command);
+    let Some(role) = cli.role.or_else(|| default_role(&op)) else {
+        bail!(
+            "say which district agency runs {} with --as district:<code>",
+            op.name()
+        );
+    };
+    let id = cli.request_id.unwrap_or_else(fresh_request_id);
+    let client = connect(role).await?;
+    let answer = client.execute(&[Request { id, op }]).await?.remove(0);
+    client.close().await;
+    print_answer(&answer, cli.json);
+    Ok(if answer.outcome.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// The `stats` answer for `year` (whole city for the bureau), or the refusal.
+async fn stats(client: &Client, year: Option<u16>) -> Result<Result<StatsView, Answer>, Failure> {
+    let request = Request {
+        id: fresh_request_id(),
+        op: Op::Stats {
+            district: None,
+            year,
+        },
+    };
+    let answer = client.execute(&[request]).await?.remove(0);
+    Ok(match answer.outcome {
+        Ok(Reply::Stats(stats)) => Ok(*stats),
+        Ok(other) => bail!("stats answered {other:?}"),
+        Err(_) => Err(answer),
+    })
+}
+
+/// `voucherctl institution import FILE`: exit 0 when every row is registered
+/// or already present, 3 when some row is refused, 1 when the file is unusable.
+async fn import_form<F, C>(
+    file: &std::path::Path,
+    role: Role,
+    json: bool,
+    connect: F,
+) -> Result<ExitCode, Failure>
+where
+    F: Fn(Role) -> C,
+    C: std::future::Future<Output = Result<Client, voucherd::error::Error>>,
+{
+    let bytes = std::fs::read(file).map_err(|e| fail!("read {}: {e}", file.display()))?;
+    let client = connect(role).await?;
+    let result = async {
+        let stats = match stats(&client, None).await? {
+            Ok(stats) => stats,
+            Err(answer) => {
+                let refusal = answer.outcome.expect_err("a refusal");
+                bail!(
+                    "cannot read the campaign's districts: {} ({})",
+                    refusal.reason,
+                    refusal.message
+                )
+            }
+        };
+        let (districts, existing) = import::known(&stats);
+        let rows =
+            import::read_form(&bytes, &districts).map_err(|e| fail!("{}: {e}", file.display()))?;
+        let requests = import::requests(&rows);
+        let mut answers = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(BATCH_OPS_MAX) {
+            answers.extend(client.execute(chunk).await?);
+        }
+        Ok(import::outcomes(&rows, answers, &existing))
+    }
+    .await;
+    client.close().await;
+    let outcomes = result?;
+    let mut out = std::io::stdout().lock();
+    for outcome in &outcomes {
+        if json {
+            writeln!(out, "{}", outcome.to_json())?;
+        } else {
+            writeln!(out, "{}", outcome.text())?;
+        }
+    }
+    let summary = import::summary(&outcomes);
+    if json {
+        eprintln!("{summary}");
+    } else {
+        writeln!(out, "{summary}")?;
+    }
+    Ok(if outcomes.iter().any(import::RowOutcome::is_refused) {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,88 @@
+//! The name of every metric the daemon exports, in one leaf module so the
+//! store, the server and the exporter can all use them without depending on
+//! each other.
+
+pub const OPERATIONS: &str = "voucherd_operations_total";
+pub const OPERATION_SECONDS: &str = "voucherd_operation_duration_seconds";
+pub const BATCH_OPERATIONS: &str = "voucherd_batch_operations";
+pub const FRAMES_REFUSED: &str = "voucherd_frames_refused_total";
+pub const CONNECTIONS: &str = "voucherd_connections";
+pub const CONNECTIONS_REFUSED: &str = "voucherd_connections_refused_total";
+pub const COMMIT_GROUP: &str = "voucherd_commit_group_commits";
+pub const FSYNC_SECONDS: &str = "voucherd_fsync_duration_seconds";
+pub const COMMIT_QUEUE: &str = "voucherd_commit_queue_depth";
+pub const STORE_FAILED: &str = "voucherd_store_failed";
+pub const AUDIT_SEQ: &str = "voucherd_audit_sequence";
+pub const LEDGER_VOUCHERS: &str = "voucherd_ledger_vouchers";
+pub const LEDGER_INSTITUTIONS: &str = "voucherd_ledger_institutions";
+pub const ROCKSDB_LIVE_BYTES: &str = "voucherd_rocksdb_live_data_bytes";
+pub const ROCKSDB_SST_BYTES: &str = "voucherd_rocksdb_sst_files_bytes";
+pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "voucherd_rocksdb_pending_compaction_bytes";
+pub const ROCKSDB_WRITE_STOPPED: &str = "voucherd_rocksdb_write_stopped";
+pub const ROCKSDB_DELAYED_WRITE_RATE: &str = "voucherd_rocksdb_delayed_write_rate_bytes";
+pub const DISTRICT_TARGET: &str = "voucherd_district_target_vouchers";
+pub const DISTRICT_ISSUED: &str = "voucherd_district_issued_vouchers";
+pub const DISTRICT_CLAIMED: &str = "voucherd_district_claimed_vouchers";
+pub const DISTRICT_USED: &str = "voucherd_district_used_vouchers";
+pub const COVERAGE_DISTRICTS_USED: &str = "voucherd_coverage_districts_used";
+pub const COVERAGE_INSTITUTIONS_USED: &str = "voucherd_coverage_institutions_used";
+pub const COVERAGE_INSTITUTIONS_REGISTERED: &str = "voucherd_coverage_institutions_registered";
+pub const COVERAGE_USED_WITH_CHECKIN: &str = "voucherd_coverage_used_with_checkin_vouchers";
+
+/// Every metric the daemon exports (histograms add `_bucket`, `_sum`, `_count`).
+pub const ALL: &[&str] = &[
+    OPERATIONS,
+    OPERATION_SECONDS,
+    BATCH_OPERATIONS,
+    FRAMES_REFUSED,
+    CONNECTIONS,
+    CONNECTIONS_REFUSED,
+    COMMIT_GROUP,
+    FSYNC_SECONDS,
+    COMMIT_QUEUE,
+    STORE_FAILED,
+    AUDIT_SEQ,
+    LEDGER_VOUCHERS,
+    LEDGER_INSTITUTIONS,
+    ROCKSDB_LIVE_BYTES,
+    ROCKSDB_SST_BYTES,
+    ROCKSDB_PENDING_COMPACTION_BYTES,
+    ROCKSDB_WRITE_STOPPED,
+    ROCKSDB_DELAYED_WRITE_RATE,
+    DISTRICT_TARGET,
+    DISTRICT_ISSUED,
+    DISTRICT_CLAIMED,
+    DISTRICT_USED,
+    COVERAGE_DISTRICTS_USED,
+    COVERAGE_INSTITUTIONS_USED,
+    COVERAGE_INSTITUTIONS_REGISTERED,
+    COVERAGE_USED_WITH_CHECKIN,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prometheus conventions: a `voucherd_` prefix, base units in the name,
+    /// `_total` only (and always) on counters.
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        for name in ALL {
+            assert!(name.starts_with("voucherd_"), "{name}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}"
+            );
+            let counter = [OPERATIONS, FRAMES_REFUSED, CONNECTIONS_REFUSED].contains(name);
+            assert_eq!(name.ends_with("_total"), counter, "{name}");
+            assert!(
+                !name.contains("millis") && !name.contains("_ms"),
+                "{name}: use seconds"
+            );
+        }
+        let mut unique = ALL.to_vec();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ALL.len());
+    }
+}

@@ -1,0 +1,9 @@
+//! The network edge: frames (`wire`), requests as JSON objects (`json`), the
+//! QUIC service (`server`) and client (`client`), and mutual TLS with roles
+//! in certificates (`tls`).
+
+pub mod client;
+pub mod json;
+pub mod server;
+pub mod tls;
+pub mod wire;

@@ -1,0 +1,735 @@
+//! RocksDB behind the `Journal` contract, with group commit.
+//!
+//! One column family per `Table`. Commits go through a bounded crossbeam
+//! channel (full: `overloaded`) to one committer thread, which gathers what is
+//! queued into a single WriteBatch, writes it with the WAL synced, and only
+//! then moves the durable ticket forward and wakes the waiters. If a write
+//! fails, the store stops taking writes (fail-stop): memory may be ahead of
+//! disk, so the daemon must restart and recover from what is on disk.
+//!
+//! A full disk is kept from ever reaching that point: a watcher thread reads
+//! the filesystem's free space every `SPACE_CHECK_MS`, and while it is under
+//! the reserve (`STORAGE_FREE_BYTES_MIN`, or the one given to `open_with`)
+//! `submit` refuses new commits with `storage_unavailable` before the ledger
+//! changes anything. Commits already queued still fit in the reserve, so
+//! nothing is left waiting and reads go on; once space is freed, writes are
+//! taken again. A write that fails anyway still fail-stops.
+//!
+//! The WAL is recovered with `TolerateCorruptedTailRecords`: every write is
+//! synced, so only a torn last record (never acknowledged) is dropped; damage
+//! anywhere else stops the start with RocksDB's error naming the file.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::{Condvar, Mutex};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DBRecoveryMode, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
+};
+
+use crate::error::{Error, Reason, Refusal};
+use crate::limits::{
+    COMMIT_QUEUE_DEPTH_MAX, GROUP_COMMIT_BATCHES_MAX, GROUP_LINGER_US_MAX, SPACE_CHECK_MS,
+    STORAGE_FREE_BYTES_MIN,
+};
+use crate::metric_names;
+use crate::store::journal::{self, Commit, Durability, Journal, Put, Table};
+
+/// How far commits have become durable, and whether the store failed.
+#[derive(Default)]
+struct DurableState {
+    ticket: u64,
+    failed: Option<String>,
+}
+
+#[derive(Default)]
+struct Durable {
+    state: Mutex<DurableState>,
+    /// Wakes threads in `wait_durable`.
+    changed: Condvar,
+    /// The same news for async waiters (`Journal::durability`).
+    published: tokio::sync::watch::Sender<Durability>,
+    /// Frames being applied now (their commits are about to arrive).
+    applying: AtomicUsize,
+}
+
+/// Figures of the committer, for metrics and benchmarks.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct CommitterFigures {
+    pub writes: u64,
+    pub commits: u64,
+    pub sync_ns_total: u64,
+}
+
+pub struct Store {
+    db: Arc<DB>,
+    path: PathBuf,
+    sender: Option<Sender<Commit>>,
+    durable: Arc<Durable>,
+    figures: Arc<Mutex<CommitterFigures>>,
+    committer: Option<JoinHandle<()>>,
+    space: Arc<Space>,
+    /// Dropped to stop the space watcher.
+    space_stop: Option<Sender<()>>,
+    space_watcher: Option<JoinHandle<()>>,
+}
+
+/// The data filesystem's free space as last measured, and the reserve.
+struct Space {
+    free_bytes: AtomicU64,
+    free_bytes_min: u64,
+}
+
+impl Space {
+    fn is_low(&self) -> bool {
+        self.free_bytes.load(Ordering::Relaxed) < self.free_bytes_min
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("a path with a NUL byte"))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` a buffer of the
+    // type statvfs(3) fills; it is read only after a successful call.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stat.assume_init()
+    };
+    // The field types differ between platforms (u32 on 32-bit Linux).
+    #[allow(clippy::useless_conversion)]
+    let (blocks, block_bytes) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    Ok(blocks.saturating_mul(block_bytes))
+}
+
+/// Measures the free space every `SPACE_CHECK_MS` until `stop` is dropped,
+/// logging when it goes under the reserve and when it is back.
+fn run_space_watcher(path: &Path, space: &Space, stop: &Receiver<()>) {
+    loop {
+        let was_low = space.is_low();
+        match free_bytes(path) {
+            Ok(free) => space.free_bytes.store(free, Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, "cannot read the data filesystem's free space"),
+        }
+        let free = space.free_bytes.load(Ordering::Relaxed);
+        match (was_low, space.is_low()) {
+            (false, true) => tracing::error!(
+                free_bytes = free,
+                reserve_bytes = space.free_bytes_min,
+                "the data filesystem is nearly full; writes are refused until space is freed"
+            ),
+            (true, false) => {
+                tracing::warn!(free_bytes = free, "space freed; writes are taken again")
+            }
+            _ => {}
+        }
+        match stop.recv_timeout(Duration::from_millis(SPACE_CHECK_MS)) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
+}
+
+/// RocksDB's reason a store did not open, with the folder; its corruption
+/// errors name the damaged file.
+/// A corrupt WAL record is reported without its file: the write-ahead logs
+/// replayed at open are then named.
+fn open_error(path: &Path, error: &rocksdb::Error) -> Error {
+    let mut message = format!("the store in {} does not open: {error}", path.display());
+    if error.kind() != rocksdb::ErrorKind::Corruption {
+        return Error::Storage(message);
+    }
+    if !message.contains(&format!("{}/", path.display())) {
+        let mut logs: Vec<String> = std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".log"))
+            .collect();
+        logs.sort();
+        message += &format!(
+            " (no file named; the write-ahead logs replayed at open: {})",
+            logs.join(", ")
+        );
+    }
+    Error::Corrupt(message)
+}
+
+/// Bytes of an SST file written between two hand-overs to the disk.
+const SST_BYTES_PER_SYNC: u64 = 1 << 20;
+
+/// The database options of the store (and of the engine limit).
+pub fn options() -> Options {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.set_paranoid_checks(true);
+    options.increase_parallelism(2);
+    options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+    // SST files (flushes, compactions) are handed to the disk every MiB as
+    // they are written. Otherwise their closing sync writes tens of MB at
+    // once, and every WAL sync (so every acknowledgement) queues behind it:
+    // 37 ms at the first flush of a peak here, against 0.5 ms normally.
+    options.set_bytes_per_sync(SST_BYTES_PER_SYNC);
+    // Flushes and compactions run at the lowest CPU priority (nice 19), so
+    // they take what the committer and the network leave: a flush is a core
+    // for 100 to 270 ms, and at normal priority the answers of that second
+    // waited for it. A flush starved for long would fill the memtables and
+    // stall writes; saturated runs showed no stall (docs/performance.md).
+    // Their I/O keeps its class: an idle I/O class could starve under a
+    // steady stream of syncs until writes stop.
+    if let Ok(mut env) = rocksdb::Env::new() {
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        options.set_env(&env);
+    }
+    options
+}
+
+/// One column family per table, with its options. Requests are the one
+/// table read by key while serving, mostly for ids never seen: a bloom
+/// filter answers most of those without reading a block.
+pub fn families() -> impl Iterator<Item = ColumnFamilyDescriptor> {
+    Table::ALL.iter().map(|table| {
+        let mut options = Options::default();
+        if *table == Table::Requests {
+            let mut blocks = BlockBasedOptions::default();
+            blocks.set_bloom_filter(10.0, false);
+            options.set_block_based_table_factory(&blocks);
+        }
+        ColumnFamilyDescriptor::new(table.name(), options)
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path` and starts the committer.
+    pub fn open(path: &Path) -> Result<Store, Error> {
+        Store::open_with(path, STORAGE_FREE_BYTES_MIN)
+    }
+
+    /// `open` with another free-space reserve, bytes (tests use small filesystems).
+    pub fn open_with(path: &Path, free_bytes_min: u64) -> Result<Store, Error> {
+        let db = DB::open_cf_descriptors(&options(), path, families())
+            .map_err(|error| open_error(path, &error))?;
+        let db = Arc::new(db);
+        let space = Arc::new(Space {
+            free_bytes: AtomicU64::new(free_bytes(path)?),
+            free_bytes_min,
+        });
+        let (space_stop, stopped) = crossbeam_channel::bounded(0);
+        let space_watcher = {
+            let (path, space) = (path.to_owned(), Arc::clone(&space));
+            std::thread::Builder::new()
+                .name("space-watcher".into())
+                .spawn(move || run_space_watcher(&path, &space, &stopped))?
+        };
+        let (sender, receiver) = crossbeam_channel::bounded(COMMIT_QUEUE_DEPTH_MAX);
+        let durable = Arc::new(Durable::default());
+        let figures = Arc::new(Mutex::new(CommitterFigures::default()));
+        let committer = {
+            let (db, durable, figures) =
+                (Arc::clone(&db), Arc::clone(&durable), Arc::clone(&figures));
+            std::thread::Builder::new()
+                .name("committer".into())
+                .spawn(move || run_committer(&db, &receiver, &durable, &figures))?
+        };
+        Ok(Store {
+            db,
+            path: path.to_owned(),
+            sender: Some(sender),
+            durable,
+            figures,
+            committer: Some(committer),
+            space,
+            space_stop: Some(space_stop),
+            space_watcher: Some(space_watcher),
+        })
+    }
+
+    /// Opens an existing store for reading only (audit tools while the daemon
+    /// serves or is stopped); it takes no commits.
+    pub fn open_read_only(path: &Path) -> Result<Store, Error> {
+        let names = Table::ALL.iter().map(|table| table.name());
+        let mut options = Options::default();
+        options.set_paranoid_checks(true);
+        options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+        let db = DB::open_cf_for_read_only(&options, path, names, false)
+            .map_err(|error| open_error(path, &error))?;
+        Ok(Store {
+            db: Arc::new(db),
+            path: path.to_owned(),
+            sender: None,
+            durable: Arc::new(Durable::default()),
+            figures: Arc::new(Mutex::new(CommitterFigures::default())),
+            committer: None,
+            space: Arc::new(Space {
+                free_bytes: AtomicU64::new(0),
+                free_bytes_min: 0,
+            }),
+            space_stop: None,
+            space_watcher: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether a write failed and the store refuses writes until restart.
+    pub fn failed(&self) -> bool {
+        self.durable.state.lock().failed.is_some()
+    }
+
+    /// Commits waiting for the committer.
+    pub fn queue_depth(&self) -> usize {
+        self.sender.as_ref().map_or(0, Sender::len)
+    }
+
+    /// True while the filesystem's free space is under the reserve (new
+    /// writes are refused `storage_unavailable`).
+    pub fn space_is_low(&self) -> bool {
+        self.space.is_low()
+    }
+
+    /// Writes the memtables to SST files and waits (tests and operators that
+    /// want the state out of the WAL).
+    pub fn flush(&self) -> Result<(), Error> {
+        for table in Table::ALL {
+            self.db.flush_cf(self.family(table))?;
+        }
+        Ok(())
+    }
+
+    pub fn committer_figures(&self) -> CommitterFigures {
+        *self.figures.lock()
+    }
+
+    /// Takes a consistent on-disk copy (RocksDB checkpoint) while serving.
+    pub fn checkpoint(&self, out: &Path) -> Result<(), Error> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(out)?;
+        Ok(())
+    }
+
+    /// A RocksDB property of the whole database, e.g. `rocksdb.total-sst-files-size`.
+    pub fn property(&self, name: &str) -> Option<u64> {
+        self.db.property_int_value(name).ok().flatten()
+    }
+
+    /// Writes one meta key (not ledger state) outside the ticket order, synced.
+    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db
+            .put_cf_opt(self.family(Table::Meta), key, value, &sync)?;
+        Ok(())
+    }
+
+    fn family(&self, table: Table) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(table.name())
+            .expect("every table's family is opened")
+    }
+}
+
+/// `first` and what follows it: everything queued, and while frames are being
+/// applied, what they queue within `linger` (`GROUP_LINGER_US_MAX`).
+fn gather(
+    receiver: &Receiver<Commit>,
+    first: Commit,
+    applying: &AtomicUsize,
+    linger: Duration,
+) -> Vec<Commit> {
+    let mut group = vec![first];
+    let started = Instant::now();
+    while group.len() < GROUP_COMMIT_BATCHES_MAX {
+        if let Ok(commit) = receiver.try_recv() {
+            group.push(commit);
+            continue;
+        }
+        let left = linger.saturating_sub(started.elapsed());
+        if applying.load(Ordering::SeqCst) == 0 || left.is_zero() {
+            break;
+        }
+        match receiver.recv_timeout(left) {
+            Ok(commit) => group.push(commit),
+            Err(_) => break,
+        }
+    }
+    group
+}
+
+/// One WriteBatch of `puts`.
+pub fn write_batch(db: &DB, puts: &[&Put]) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    for put in puts {
+        let family = db
+            .cf_handle(put.table.name())
+            .expect("every table's family is opened");
+        match &put.value {
+            Some(value) => batch.put_cf(family, &put.key, value),
+            None => batch.delete_cf(family, &put.key),
+        }
+    }
+    batch
+}
+
+impl Durable {
+    /// Changes the state under its lock, then tells every waiter: threads
+    /// in `wait_durable` and async waiters on `published`.
+    fn update(&self, change: impl FnOnce(&mut DurableState)) {
+        let mut state = self.state.lock();
+        change(&mut state);
+        let now = Durability {
+            ticket: state.ticket,
+            failed: state.failed.is_some(),
+        };
+        drop(state);
+        self.changed.notify_all();
+        self.published.send_replace(now);
+    }
+
+    /// Marks the store failed (once) and tells every waiter.
+    fn fail(&self, why: &str) {
+        self.update(|state| {
+            state.failed.get_or_insert_with(|| why.to_owned());
+        });
+    }
+}
+
+/// Fails the store if the committer thread ends by a panic, so no waiter
+/// waits forever for a ticket that will never be written.
+struct FailOnPanic<'a>(&'a Durable);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail("the committer stopped by a panic");
+        }
+    }
+}
+
+fn run_committer(
+    db: &DB,
+    receiver: &Receiver<Commit>,
+    durable: &Durable,
+    figures: &Mutex<CommitterFigures>,
+) {
+    let _fail_on_panic = FailOnPanic(durable);
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    let mut last_ticket = 0;
+    while let Ok(first) = receiver.recv() {
+        let linger = Duration::from_micros(GROUP_LINGER_US_MAX);
+        let group = gather(receiver, first, &durable.applying, linger);
+        for commit in &group {
+            assert_eq!(
+                commit.ticket,
+                last_ticket + 1,
+                "commits arrive in ticket order"
+            );
+            last_ticket = commit.ticket;
+        }
+        if durable.state.lock().failed.is_some() {
+            // Fail-stop: after a failed write nothing more is written, so the
+            // disk never holds a later group without the one that failed.
+            continue;
+        }
+        let batch = write_batch(db, &journal::last_writes(&group));
+        let started = Instant::now();
+        let written = db.write_opt(batch, &sync);
+        let elapsed = started.elapsed();
+        let elapsed_ns = elapsed.as_nanos() as u64;
+        metrics::histogram!(metric_names::FSYNC_SECONDS).record(elapsed.as_secs_f64());
+        metrics::histogram!(metric_names::COMMIT_GROUP).record(group.len() as f64);
+        if let Err(error) = written {
+            tracing::error!(%error, "a synced write failed; the store takes no more writes");
+            durable.fail(error.as_ref());
+            continue;
+        }
+        {
+            let mut figures = figures.lock();
+            figures.writes += 1;
+            figures.commits += group.len() as u64;
+            figures.sync_ns_total += elapsed_ns;
+        }
+        durable.update(|state| state.ticket = last_ticket);
+    }
+}
+
+impl Journal for Store {
+    fn frame_started(&self) {
+        self.durable.applying.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn frame_applied(&self) {
+        self.durable.applying.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn is_full(&self) -> bool {
+        self.sender.as_ref().is_none_or(Sender::is_full)
+    }
+
+    fn submit(&self, commit: Commit) -> Result<(), Refusal> {
+        if let Some(why) = &self.durable.state.lock().failed {
+            return Err(Refusal::new(
+                Reason::StorageUnavailable,
+                format!("the store failed: {why}"),
+            ));
+        }
+        let Some(sender) = self.sender.as_ref() else {
+            return Err(Refusal::new(
+                Reason::StorageUnavailable,
+                "the store is open read-only",
+            ));
+        };
+        if self.space.is_low() {
+            return Err(Refusal::new(
+                Reason::StorageUnavailable,
+                format!(
+                    "the data filesystem has {} bytes free, under the reserve of {} bytes; \
+                     nothing was written; retry once space is freed",
+                    self.space.free_bytes.load(Ordering::Relaxed),
+                    self.space.free_bytes_min
+                ),
+            ));
+        }
+        match sender.try_send(commit) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Refusal::new(
+                Reason::Overloaded,
+                "the commit queue is full; retry",
+            )),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(Refusal::new(Reason::ShuttingDown, "the store is closing"))
+            }
+        }
+    }
+
+    fn wait_durable(&self, ticket: u64) -> Result<(), Refusal> {
+        let mut state = self.durable.state.lock();
+        loop {
+            if state.ticket >= ticket {
+                return Ok(());
+            }
+            if let Some(why) = &state.failed {
+                return Err(Refusal::new(
+                    Reason::StorageUnavailable,
+                    format!("the store failed: {why}"),
+                ));
+            }
+            self.durable.changed.wait(&mut state);
+        }
+    }
+
+    fn durability(&self) -> Option<tokio::sync::watch::Receiver<Durability>> {
+        Some(self.durable.published.subscribe())
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.db.get_cf(self.family(table), key)?)
+    }
+
+    fn scan_between(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        visit: &mut crate::store::journal::Visit,
+    ) -> Result<(), Error> {
+        let mut options = rocksdb::ReadOptions::default();
+        if let Some(to) = to {
+            options.set_iterate_upper_bound(to.to_vec());
+        }
+        // A start-up scan reads everything once: keep it out of the block cache.
+        options.fill_cache(false);
+        let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf_opt(self.family(table), options, mode) {
+            let (key, value) = item?;
+            visit(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    fn range(
+        &self,
+        table: Table,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<crate::store::journal::Row>, Error> {
+        let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
+        let mut rows = Vec::new();
+        for item in self.db.iterator_cf(self.family(table), mode).take(limit) {
+            let (key, value) = item?;
+            rows.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(rows)
+    }
+
+    fn last(&self, table: Table) -> Result<Option<crate::store::journal::Row>, Error> {
+        match self
+            .db
+            .iterator_cf(self.family(table), IteratorMode::End)
+            .next()
+        {
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(Some((key.to_vec(), value.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for Store {
+    /// Lets the committer finish what is queued, then stops it.
+    fn drop(&mut self) {
+        self.sender.take();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+        self.space_stop.take();
+        if let Some(watcher) = self.space_watcher.take() {
+            let _ = watcher.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(ticket: u64) -> Commit {
+        Commit {
+            ticket,
+            puts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn async_waiters_hear_of_durable_tickets_and_a_group_keeps_the_last_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), 0).unwrap();
+        let mut durability = store.durability().expect("the store publishes durability");
+        assert_eq!(*durability.borrow(), Durability::default());
+        let digest = |value: &[u8]| Put {
+            table: Table::Meta,
+            key: b"state_digest".to_vec(),
+            value: Some(value.to_vec()),
+        };
+        // Submitted together (one frame applying), so most likely one group:
+        // either way the last write of the key is what is stored.
+        store.frame_started();
+        store
+            .submit(Commit {
+                ticket: 1,
+                puts: vec![digest(b"first")],
+            })
+            .unwrap();
+        store
+            .submit(Commit {
+                ticket: 2,
+                puts: vec![digest(b"second")],
+            })
+            .unwrap();
+        store.frame_applied();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let now = runtime
+            .block_on(durability.wait_for(|now| now.settles(2)))
+            .map(|now| *now)
+            .unwrap();
+        assert_eq!(
+            now,
+            Durability {
+                ticket: 2,
+                failed: false
+            }
+        );
+        // Already durable: the blocking wait returns at once.
+        store.wait_durable(2).unwrap();
+        assert_eq!(
+            store.get(Table::Meta, b"state_digest").unwrap().as_deref(),
+            Some(&b"second"[..])
+        );
+    }
+
+    #[test]
+    fn a_committer_that_dies_fails_the_store_instead_of_leaving_waiters_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), 0).unwrap();
+        let mut durability = store.durability().unwrap();
+        // Out of ticket order: the committer's assertion panics its thread.
+        store.submit(commit(5)).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let now = runtime
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    durability.wait_for(|now| now.settles(5)),
+                )
+                .await
+                .map(|now| now.map(|now| *now))
+            })
+            .expect("waiters hear of the failure")
+            .unwrap();
+        assert!(now.failed && now.ticket == 0, "{now:?}");
+        let refusal = store.wait_durable(5).unwrap_err();
+        assert_eq!(refusal.reason, Reason::StorageUnavailable);
+        assert!(store.failed());
+        let refusal = store.submit(commit(6)).unwrap_err();
+        assert_eq!(refusal.reason, Reason::StorageUnavailable);
+    }
+
+    #[test]
+    fn gather_takes_what_is_queued_and_waits_only_while_frames_apply() {
+        let (sender, receiver) = crossbeam_channel::bounded(16);
+        let applying = AtomicUsize::new(0);
+        let linger = Duration::from_micros(GROUP_LINGER_US_MAX);
+        for ticket in 2..=4 {
+            sender.send(commit(ticket)).unwrap();
+        }
+        let group = gather(&receiver, commit(1), &applying, linger);
+        let tickets: Vec<u64> = group.iter().map(|c| c.ticket).collect();
+        assert_eq!(tickets, [1, 2, 3, 4], "everything queued, in order");
+
+        // A frame is applying and queues its next commit a moment later (as
+        // `Ledger::apply` does, then says it is done): the committer waits for
+        // it rather than writing ticket 5 alone. A long linger, so a slow
+        // machine cannot make the test pass or fail by timing.
+        applying.store(1, Ordering::SeqCst);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(5));
+                sender.send(commit(6)).unwrap();
+                applying.store(0, Ordering::SeqCst);
+            });
+            let group = gather(&receiver, commit(5), &applying, Duration::from_secs(2));
+            let tickets: Vec<u64> = group.iter().map(|c| c.ticket).collect();
+            assert_eq!(
+                tickets,
+                [5, 6],
+                "the frame's second commit joined the group"
+            );
+        });
+
+        // A frame applying but queuing nothing more: the wait ends at the linger.
+        applying.store(1, Ordering::SeqCst);
+        let group = gather(&receiver, commit(7), &applying, linger);
+        assert_eq!(group.len(), 1);
+    }
+}

@@ -1,0 +1,518 @@
+//! Hostile clients against the real daemon (`voucherd serve` as a child
+//! process, default limits): a connection flood past `CONNECTIONS_MAX`, slow
+//! clients that open every stream they may and never finish a frame, big
+//! frames sent up to the flow-control limits and left unfinished, oversize
+//! frames, and certificates from another CA, all at once.
+//!
+//! Asserted: a well-behaved client connected before the attack gets correct
+//! answers throughout; connections past the limit are refused; unfinished
+//! requests are reset after the read timeout; oversize frames are refused and
+//! their connections closed; foreign certificates never reach an operation;
+//! the daemon's resident memory stays under a generous bound (the attackers
+//! try to make it buffer far more). Measured and printed, never asserted: the
+//! well-behaved client's latency with and without the attack, and the RSS
+//! before, during and after.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::{Connection, Endpoint};
+use voucherd::domain::enums::{Category, Channel, Kind, VoucherState};
+use voucherd::domain::op::{Op, Reply, Request, Role};
+use voucherd::error::Reason;
+use voucherd::limits::{CONNECTIONS_MAX, FRAME_BYTES_MAX, STREAMS_PER_CONNECTION_MAX};
+use voucherd::net::client::Client;
+use voucherd::net::tls::{self, CertPaths};
+use voucherd::net::wire;
+
+const VOUCHERD: &str = env!("CARGO_BIN_EXE_voucherd");
+/// Connections the flood tries to open on top of everything else.
+const FLOOD_CONNECTIONS: usize = CONNECTIONS_MAX + 100;
+/// Connections whose every stream starts a frame and never finishes it.
+const SLOW_CONNECTIONS: usize = 4;
+/// Connections sending `BIG_STREAMS` frames of `BIG_FRAME_BYTES` each, stalling
+/// before the end: 512 MiB the daemon would hold if it buffered them all.
+const BIG_CONNECTIONS: usize = 16;
+const BIG_STREAMS: usize = 16;
+const BIG_FRAME_BYTES: usize = 2 * 1024 * 1024;
+const OVERSIZE_CONNECTIONS: usize = 20;
+const FOREIGN_CONNECTIONS: usize = 50;
+/// Requests the well-behaved client times, with and without the attack.
+const SAMPLES: u64 = 150;
+/// The daemon's RSS may grow by at most this much during the attack.
+const RSS_GROWTH_BYTES_MAX: u64 = 384 * 1024 * 1024;
+
+/// `voucherd serve` on 127.0.0.1:0.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Daemon {
+    fn start(data: &Path, certs: &Path) -> Daemon {
+        let mut child = Command::new(VOUCHERD)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .arg("--certs")
+            .arg(certs)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("voucherd starts");
+        let stdout = child.stdout.take().unwrap();
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = lines.send(line);
+            }
+        });
+        let addr = loop {
+            let line = received
+                .recv_timeout(Duration::from_secs(60))
+                .expect("voucherd reports its address");
+            if let Some(addr) = line.strip_prefix("voucherd: listening on ") {
+                break addr.trim().parse().unwrap();
+            }
+        };
+        Daemon { child, addr }
+    }
+
+    /// Resident set size from /proc, bytes.
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kb * 1024
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client_config(certs: &Path, role: Role) -> rustls::ClientConfig {
+    let paths = CertPaths {
+        dir: certs.to_owned(),
+    };
+    tls::client_config(
+        &paths.ca_cert(),
+        &paths.client_cert(role),
+        &paths.client_key(role),
+    )
+    .unwrap()
+}
+
+/// One client endpoint for many attacking connections.
+fn endpoint(config: rustls::ClientConfig) -> Endpoint {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config).unwrap();
+    let mut endpoint = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+}
+
+async fn connect(endpoint: &Endpoint, addr: SocketAddr) -> Option<Connection> {
+    let connecting = endpoint.connect(addr, "localhost").ok()?;
+    tokio::time::timeout(Duration::from_secs(20), connecting)
+        .await
+        .ok()?
+        .ok()
+}
+
+fn issue(person: u64) -> Op {
+    Op::Issue {
+        id_number: id_number(person),
+        category: Category::RuralMigrant,
+        kind: Kind::HrServices,
+        face_value_fen: 80_000,
+        channel: Channel::Wechat,
+        district: "500101".parse().unwrap(),
+        year: None,
+    }
+}
+
+/// The n-th synthetic resident ID number (valid GB 11643 check digit).
+fn id_number(n: u64) -> String {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let body = format!("{:017}", 50_010_319_900_000_000 + n);
+    let sum: u32 = body
+        .bytes()
+        .zip(WEIGHTS)
+        .map(|(digit, weight)| u32::from(digit - b'0') * weight)
+        .sum();
+    format!("{body}{}", b"10X98765432"[(sum % 11) as usize] as char)
+}
+
+/// Issues a voucher to `person` and reads it back; returns the two latencies.
+async fn well_behaved_round(client: &Client, person: u64) -> [Duration; 2] {
+    let started = Instant::now();
+    let answers = client
+        .execute(&[Request {
+            id: format!("issue-{person}"),
+            op: issue(person),
+        }])
+        .await
+        .expect("the well-behaved client is answered");
+    let issued = started.elapsed();
+    let voucher = match &answers[0].outcome {
+        Ok(Reply::Issued { voucher }) => *voucher,
+        other => panic!("issue to person {person} answered {other:?}"),
+    };
+    let started = Instant::now();
+    let answers = client
+        .execute(&[Request {
+            id: format!("get-{person}"),
+            op: Op::GetVoucher { voucher },
+        }])
+        .await
+        .expect("the well-behaved client is answered");
+    let read = started.elapsed();
+    match &answers[0].outcome {
+        Ok(Reply::Voucher(view)) => {
+            assert_eq!(view.voucher, voucher);
+            assert_eq!(view.state, VoucherState::Issued);
+        }
+        other => panic!("get_voucher {voucher} answered {other:?}"),
+    }
+    [issued, read]
+}
+
+/// Latencies of `SAMPLES` rounds from person `first` on.
+async fn measure(client: &Client, first: u64) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    for person in first..first + SAMPLES {
+        latencies.extend(well_behaved_round(client, person).await);
+    }
+    latencies.sort();
+    latencies
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn describe(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        quantile(sorted, 0.5).as_secs_f64() * 1e3,
+        quantile(sorted, 0.99).as_secs_f64() * 1e3,
+        sorted.last().unwrap().as_secs_f64() * 1e3
+    )
+}
+
+/// Opens every stream a connection may and sends a length prefix promising
+/// 1000 bytes, then nothing. Returns how many streams the daemon reset.
+async fn slow_client(connection: Connection) -> usize {
+    let mut streams = tokio::task::JoinSet::new();
+    for _ in 0..STREAMS_PER_CONNECTION_MAX {
+        let Ok((mut send, mut recv)) = connection.open_bi().await else {
+            break;
+        };
+        send.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        streams.spawn(async move {
+            let read = tokio::time::timeout(Duration::from_secs(30), recv.read_to_end(1024)).await;
+            drop(send);
+            matches!(read, Ok(Err(_)))
+        });
+    }
+    let mut reset = 0;
+    while let Some(result) = streams.join_next().await {
+        reset += usize::from(result.unwrap());
+    }
+    reset
+}
+
+/// Sends `BIG_STREAMS` frames declaring `FRAME_BYTES_MAX` bytes, each
+/// `BIG_FRAME_BYTES` long and unfinished. Returns the bytes the daemon took.
+async fn big_client(connection: Connection, sent: Arc<AtomicU64>) {
+    let mut streams = tokio::task::JoinSet::new();
+    for _ in 0..BIG_STREAMS {
+        let Ok((mut send, recv)) = connection.open_bi().await else {
+            break;
+        };
+        let sent = Arc::clone(&sent);
+        streams.spawn(async move {
+            let mut frame = (FRAME_BYTES_MAX as u32).to_be_bytes().to_vec();
+            frame.resize(BIG_FRAME_BYTES, 7);
+            for piece in frame.chunks(64 * 1024) {
+                let written = tokio::time::timeout(Duration::from_secs(15), send.write_all(piece));
+                match written.await {
+                    Ok(Ok(())) => {
+                        sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                    }
+                    _ => break,
+                }
+            }
+            // Hold the stream unfinished until the daemon gives up on it.
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            drop((send, recv));
+        });
+    }
+    while streams.join_next().await.is_some() {}
+}
+
+/// Sends a frame whose length prefix is over the limit; expects a refusal (or
+/// a reset) and the connection closed.
+async fn oversize_client(connection: Connection) {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let mut frame = ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec();
+    frame.resize(256 * 1024, 0);
+    let _ = send.write_all(&frame).await;
+    let _ = send.finish();
+    match tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(1024 * 1024)).await {
+        Ok(Ok(bytes)) => match wire::decode_reply(&bytes) {
+            Ok(wire::Reply::Refused(refusal)) => {
+                assert_eq!(refusal.reason, Reason::InvalidRequest);
+                assert!(refusal.message.contains("over the limit"), "{refusal:?}");
+            }
+            other => panic!("an oversize frame answered {other:?}"),
+        },
+        Ok(Err(_)) => {}
+        Err(_) => panic!("an oversize frame got no answer and no reset"),
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(20), connection.closed()).await;
+    assert!(
+        closed.is_ok(),
+        "the daemon closes a connection that sent an oversize frame"
+    );
+}
+
+/// Presents a certificate of another CA (trusting ours); must never get an answer.
+async fn foreign_client(endpoint: Endpoint, addr: SocketAddr) -> bool {
+    let Some(connection) = connect(&endpoint, addr).await else {
+        return true;
+    };
+    let frame = wire::encode_requests(&[Request {
+        id: "foreign".into(),
+        op: Op::AuditHead,
+    }])
+    .unwrap();
+    let answered = async {
+        let (mut send, mut recv) = connection.open_bi().await.ok()?;
+        send.write_all(&frame).await.ok()?;
+        send.finish().ok()?;
+        recv.read_to_end(1024 * 1024).await.ok()
+    };
+    tokio::time::timeout(Duration::from_secs(20), answered)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: 30 s of attacks; make soak"]
+async fn hostile_clients_do_not_stop_well_behaved_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    let daemon = Daemon::start(&data, &certs);
+    let good = Client::connect(daemon.addr, &certs, Role::Bureau)
+        .await
+        .unwrap();
+    well_behaved_round(&good, 0).await; // warm up
+    let quiet = measure(&good, 1_000).await;
+    let rss_before = daemon.rss_bytes();
+
+    // Sample the daemon's RSS all along.
+    let rss_max = Arc::new(AtomicU64::new(rss_before));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (rss_max, sampling) = (Arc::clone(&rss_max), Arc::clone(&sampling));
+        let pid = daemon.child.id();
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    if let Some(kb) = status
+                        .lines()
+                        .find_map(|line| line.strip_prefix("VmRSS:"))
+                        .and_then(|rest| {
+                            rest.trim()
+                                .trim_end_matches("kB")
+                                .trim()
+                                .parse::<u64>()
+                                .ok()
+                        })
+                    {
+                        rss_max.fetch_max(kb * 1024, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    let attack_started = Instant::now();
+    // The well-behaved client keeps working, and is timed, all through the attack.
+    let good = Arc::new(good);
+    let attack_on = Arc::new(AtomicBool::new(true));
+    let under_attack = {
+        let (good, attack_on) = (Arc::clone(&good), Arc::clone(&attack_on));
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut person = 100_000;
+            while attack_on.load(Ordering::Relaxed) {
+                latencies.extend(well_behaved_round(&good, person).await);
+                person += 1;
+            }
+            latencies.sort();
+            latencies
+        })
+    };
+    let ours = endpoint(client_config(&certs, Role::Bureau));
+    // Slow and big-frame attackers first, so the flood cannot lock them out.
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..SLOW_CONNECTIONS {
+        let connection = connect(&ours, daemon.addr)
+            .await
+            .expect("slow client connects");
+        slow.spawn(slow_client(connection));
+    }
+    let big_sent = Arc::new(AtomicU64::new(0));
+    let mut big = tokio::task::JoinSet::new();
+    for _ in 0..BIG_CONNECTIONS {
+        let connection = connect(&ours, daemon.addr)
+            .await
+            .expect("big client connects");
+        big.spawn(big_client(connection, Arc::clone(&big_sent)));
+    }
+    let mut oversize = tokio::task::JoinSet::new();
+    for _ in 0..OVERSIZE_CONNECTIONS {
+        let connection = connect(&ours, daemon.addr)
+            .await
+            .expect("oversize client connects");
+        oversize.spawn(oversize_client(connection));
+    }
+    let foreign_certs = dir.path().join("foreign");
+    tls::generate(&foreign_certs, &["500101".parse().unwrap()]).unwrap();
+    let foreign_config = {
+        let (ours, theirs) = (
+            CertPaths { dir: certs.clone() },
+            CertPaths {
+                dir: foreign_certs.clone(),
+            },
+        );
+        tls::client_config(
+            &ours.ca_cert(),
+            &theirs.client_cert(Role::Bureau),
+            &theirs.client_key(Role::Bureau),
+        )
+        .unwrap()
+    };
+    let foreign = endpoint(foreign_config);
+    let mut foreigners = tokio::task::JoinSet::new();
+    for _ in 0..FOREIGN_CONNECTIONS {
+        foreigners.spawn(foreign_client(foreign.clone(), daemon.addr));
+    }
+    // The flood: every connection it gets is held open to the end.
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..FLOOD_CONNECTIONS {
+        let (ours, addr) = (ours.clone(), daemon.addr);
+        flood.spawn(async move { connect(&ours, addr).await });
+    }
+    let mut flooding = Vec::new();
+    let mut flood_refused = 0;
+    while let Some(result) = flood.join_next().await {
+        match result.unwrap() {
+            Some(connection) => flooding.push(connection),
+            None => flood_refused += 1,
+        }
+    }
+    eprintln!(
+        "flood: {} of {FLOOD_CONNECTIONS} connections admitted, {flood_refused} refused ({:.1} s)",
+        flooding.len(),
+        attack_started.elapsed().as_secs_f64()
+    );
+
+    let mut reset = 0;
+    while let Some(result) = slow.join_next().await {
+        reset += result.unwrap();
+    }
+    while let Some(result) = oversize.join_next().await {
+        result.unwrap();
+    }
+    let mut foreign_unanswered = 0;
+    while let Some(result) = foreigners.join_next().await {
+        foreign_unanswered += usize::from(result.unwrap());
+    }
+    while big.join_next().await.is_some() {}
+    attack_on.store(false, Ordering::Relaxed);
+    let attacked = under_attack.await.unwrap();
+    eprintln!(
+        "attack over after {:.1} s; {} well-behaved requests answered during it",
+        attack_started.elapsed().as_secs_f64(),
+        attacked.len()
+    );
+    let rss_during = rss_max.load(Ordering::Relaxed);
+    // The daemon still serves after the attack, and still correctly.
+    let after = measure(&good, 3_000).await;
+    let flood_admitted = flooding.len();
+    for connection in &flooding {
+        connection.close(0u32.into(), b"done");
+    }
+    drop(flooding);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let rss_after = daemon.rss_bytes();
+
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let ratio = quantile(&attacked, 0.5).as_secs_f64() / quantile(&quiet, 0.5).as_secs_f64();
+    eprintln!("well-behaved latency, quiet:        {}", describe(&quiet));
+    eprintln!(
+        "well-behaved latency, under attack: {}",
+        describe(&attacked)
+    );
+    eprintln!("well-behaved latency, after:        {}", describe(&after));
+    eprintln!("p50 ratio under attack / quiet: {ratio:.2}");
+    eprintln!(
+        "slow streams reset: {reset} of {}",
+        SLOW_CONNECTIONS * STREAMS_PER_CONNECTION_MAX as usize
+    );
+    eprintln!(
+        "big frames: {:.1} MiB written by the attackers (their send buffers included) of {:.1} MiB tried",
+        mib(big_sent.load(Ordering::Relaxed)),
+        mib((BIG_CONNECTIONS * BIG_STREAMS * BIG_FRAME_BYTES) as u64)
+    );
+    eprintln!("foreign certificates unanswered: {foreign_unanswered} of {FOREIGN_CONNECTIONS}");
+    eprintln!(
+        "daemon RSS: before {:.1} MiB, max during {:.1} MiB, after {:.1} MiB",
+        mib(rss_before),
+        mib(rss_during),
+        mib(rss_after)
+    );
+
+    // The well-behaved connection is held all along, the other attackers'
+    // only for part of the flood.
+    assert!(
+        flood_admitted < CONNECTIONS_MAX && flood_refused > FLOOD_CONNECTIONS - CONNECTIONS_MAX,
+        "connections past the limit are refused ({flood_refused} refused)"
+    );
+    assert_eq!(
+        reset,
+        SLOW_CONNECTIONS * STREAMS_PER_CONNECTION_MAX as usize,
+        "every unfinished request is reset after the read timeout"
+    );
+    assert_eq!(
+        foreign_unanswered, FOREIGN_CONNECTIONS,
+        "no foreign certificate reaches an operation"
+    );
+    assert!(
+        rss_during < rss_before + RSS_GROWTH_BYTES_MAX,
+        "the daemon's memory stays bounded: {:.1} MiB during, {:.1} MiB before",
+        mib(rss_during),
+        mib(rss_before)
+    );
+}

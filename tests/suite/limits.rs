@@ -1,0 +1,197 @@
+//! The service's limits, each shrunk so a test can show it is enforced:
+//! connections, streams per connection, idle timeout, request read timeout,
+//! batches in flight. Well-behaved clients keep being served throughout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use voucherd::domain::campaign::Campaign;
+use voucherd::domain::op::{Op, Request, Role};
+use voucherd::domain::time::{Clock, SystemClock};
+use voucherd::error::Reason;
+use voucherd::net::client::Client;
+use voucherd::net::server::{self, Limits};
+
+struct Running {
+    address: std::net::SocketAddr,
+    certs: tempfile::TempDir,
+    _data: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(limits: Limits) -> Running {
+    let certs = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let campaign = Campaign::default_for(clock.now());
+    let districts: Vec<_> = campaign.districts.iter().map(|d| d.code).collect();
+    voucherd::net::tls::generate(certs.path(), &districts[..1]).unwrap();
+    let opened = voucherd::admin::data_dir::open(data.path(), campaign, clock).unwrap();
+    let endpoint =
+        server::endpoint_with("127.0.0.1:0".parse().unwrap(), certs.path(), &limits).unwrap();
+    let address = endpoint.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let ledger = Arc::clone(&opened.ledger);
+    let task = tokio::spawn(async move {
+        server::serve_with(endpoint, ledger, limits, async {
+            let _ = stopped.await;
+        })
+        .await;
+        drop(opened);
+    });
+    Running {
+        address,
+        certs,
+        _data: data,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Running {
+    async fn client(&self) -> Client {
+        Client::connect(self.address, self.certs.path(), Role::Auditor)
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap();
+    }
+}
+
+fn head() -> Vec<Request> {
+    vec![Request {
+        id: "h".into(),
+        op: Op::AuditHead,
+    }]
+}
+
+async fn served(client: &Client) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), client.execute(&head())).await,
+        Ok(Ok(answers)) if answers[0].outcome.is_ok()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused() {
+    let running = start(Limits {
+        connections_max: 2,
+        ..Limits::default()
+    })
+    .await;
+    let first = running.client().await;
+    let second = running.client().await;
+    assert!(served(&first).await && served(&second).await);
+    let third = tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::connect(running.address, running.certs.path(), Role::Auditor),
+    )
+    .await;
+    let refused = match third {
+        Err(_) | Ok(Err(_)) => true,
+        Ok(Ok(client)) => !served(&client).await,
+    };
+    assert!(refused, "a third connection is refused while two are open");
+    assert!(
+        served(&first).await,
+        "the admitted connections are still served"
+    );
+    second.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = running.client().await;
+    assert!(
+        served(&again).await,
+        "a slot freed by a closed connection is reused"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let running = start(Limits {
+        idle_timeout_ms: 300,
+        ..Limits::default()
+    })
+    .await;
+    let client = running.client().await;
+    assert!(served(&client).await);
+    let closed = tokio::time::timeout(Duration::from_secs(5), client.connection().closed()).await;
+    assert!(
+        closed.is_ok(),
+        "an idle connection is closed after the idle timeout"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_client_keeps_its_connection_by_pinging() {
+    let idle_timeout_ms = voucherd::limits::CLIENT_KEEP_ALIVE_MS as u32 + 1_000;
+    let running = start(Limits {
+        idle_timeout_ms,
+        ..Limits::default()
+    })
+    .await;
+    let client = running.client().await;
+    assert!(served(&client).await);
+    // Quiet for twice the daemon's idle timeout: the client's pings keep it open.
+    let quiet = Duration::from_millis(2 * u64::from(idle_timeout_ms));
+    let closed = tokio::time::timeout(quiet, client.connection().closed()).await;
+    assert!(closed.is_err(), "closed while quiet: {closed:?}");
+    assert!(served(&client).await);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_connection_are_capped_and_slow_requests_reset() {
+    let running = start(Limits {
+        streams_per_connection_max: 2,
+        request_read_timeout_ms: 500,
+        ..Limits::default()
+    })
+    .await;
+    let slow = running.client().await;
+    // Two streams that start a frame and never finish it hold both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (mut send, recv) = slow.connection().open_bi().await.unwrap();
+        send.write_all(&[0, 0, 0, 9]).await.unwrap();
+        held.push((send, recv));
+    }
+    let third = tokio::time::timeout(Duration::from_millis(200), slow.connection().open_bi()).await;
+    assert!(third.is_err(), "a third stream waits while two are open");
+    let other = running.client().await;
+    assert!(
+        served(&other).await,
+        "other clients are served while one is slow"
+    );
+    // The daemon gives up on the unfinished requests after the read timeout.
+    for (_, mut recv) in held {
+        let read = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1024)).await;
+        assert!(
+            matches!(read, Ok(Err(_))),
+            "an unfinished request's stream is reset"
+        );
+    }
+    assert!(served(&slow).await, "the slots are free again");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_batch_slot_means_overloaded_and_nothing_runs() {
+    let running = start(Limits {
+        batches_in_flight_max: 0,
+        ..Limits::default()
+    })
+    .await;
+    let client = running.client().await;
+    let answers = client.execute(&head()).await.unwrap();
+    assert_eq!(
+        answers[0].outcome.as_ref().unwrap_err().reason,
+        Reason::Overloaded
+    );
+    running.stop().await;
+}

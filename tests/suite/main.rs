@@ -1,0 +1,23 @@
+//! The integration tests, one binary so RocksDB, quinn and the test kit link
+//! once. Each module is one former test file; `common` is the shared kit.
+//! Tests marked `#[ignore = "soak: ..."]` are the second tier (`make soak`).
+
+mod common;
+mod crash_trials;
+mod disk;
+mod durability;
+mod fuzz_corpus;
+mod hostile;
+mod import;
+mod limits;
+mod load;
+mod model;
+mod operations;
+mod process;
+mod quic;
+mod races;
+mod replay;
+mod report;
+mod retry_after_crash;
+mod rules_table;
+mod smoke;

@@ -1,0 +1,219 @@
+//! Replay: a seeded random workload of every changing operation, valid and
+//! invalid, exported and replayed offline into the same state digest; a
+//! flipped byte in record K is named as record K by replay and by verify.
+
+use std::collections::BTreeMap;
+
+use crate::common::*;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use voucherd::domain::enums::{Kind, VoucherState};
+use voucherd::domain::op::{Op, Reply, Role};
+use voucherd::domain::time::{Clock, Timestamp};
+use voucherd::store::journal::Table;
+
+/// Operations of the workload (`VOUCHERD_OPERATIONS` overrides).
+const OPERATIONS: usize = 6_000;
+const PERSONS: usize = 200;
+const INSTITUTIONS: usize = 6;
+
+/// Where each entry of a binary export starts and how long it is: 16 bytes of
+/// magic, then entries of u32 big-endian length and bytes; the first entry is
+/// the campaigns header, the n-th after it is audit record n.
+fn export_entries(export: &[u8]) -> Vec<(usize, usize)> {
+    assert_eq!(&export[..16], voucherd::audit::EXPORT_MAGIC);
+    let mut entries = Vec::new();
+    let mut at = 16;
+    while at < export.len() {
+        let len = u32::from_be_bytes(export[at..at + 4].try_into().expect("4 bytes")) as usize;
+        entries.push((at + 4, len));
+        at += 4 + len;
+    }
+    assert_eq!(at, export.len(), "the export ends after a whole entry");
+    entries
+}
+
+#[test]
+fn a_random_workload_replays_to_the_live_state() {
+    let (seed, mut rng) = seeded_rng();
+    let operations = std::env::var("VOUCHERD_OPERATIONS").map_or(OPERATIONS, |text| {
+        text.parse().expect("VOUCHERD_OPERATIONS is a number")
+    });
+    let h = Harness::new();
+    let mut work = Workload::new(seed, PERSONS);
+    work.setup(&h, INSTITUTIONS);
+    for _ in 0..operations {
+        work.step(&h);
+    }
+    assert!(h.clock.now() < DEADLINE);
+    work.check_views(&h);
+
+    // Past the deadline: changes of unfinished vouchers are refused, settling
+    // completed ones goes on, and expire takes every unfinished voucher.
+    let year = campaigns().current().year;
+    h.clock
+        .set(Timestamp(DEADLINE.0 + rng.gen_range(1..86_400)));
+    let unfinished = work
+        .vouchers
+        .iter()
+        .filter(|(_, v)| {
+            matches!(
+                v.state,
+                VoucherState::Issued | VoucherState::Claimed | VoucherState::Redeemed
+            )
+        })
+        .count() as u64;
+    let claimed: Vec<_> = work
+        .vouchers
+        .iter()
+        .filter(|(_, v)| v.state == VoucherState::Claimed)
+        .cloned()
+        .collect();
+    if let Some((voucher, tracked)) = claimed.choose(&mut rng) {
+        let code = work.institutions[0].code.clone();
+        let operator = work.institutions[0]
+            .operators
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "op-x".into());
+        let answer = work.apply(&h, Role::Gateway, redeem(*voucher, &code, &operator));
+        let reason = answer
+            .outcome
+            .expect_err("no redemption after the deadline")
+            .reason
+            .as_str();
+        assert!(
+            ["expired", "not_authorised"].contains(&reason),
+            "{reason} for {tracked:?}"
+        );
+    }
+    assert_eq!(
+        work.apply(&h, Role::Bureau, issue(&id_number(1), Kind::Adaptability))
+            .outcome
+            .map_err(|r| r.reason.as_str()),
+        Err("expired")
+    );
+    let completed: Vec<_> = work
+        .vouchers
+        .iter()
+        .filter(|(_, v)| v.state == VoucherState::Completed)
+        .cloned()
+        .collect();
+    if let Some((voucher, tracked)) = completed.choose(&mut rng) {
+        let district =
+            &work.institutions[tracked.institution.expect("completed at an institution")].district;
+        let role = Role::District(district.parse().expect("district"));
+        let answer = work.apply(
+            &h,
+            role,
+            Op::Settle {
+                voucher: *voucher,
+                amount_fen: tracked.face_value_fen / 2,
+            },
+        );
+        assert!(
+            answer.outcome.is_ok(),
+            "settling a completed voucher after the deadline: {answer:?}"
+        );
+    }
+    let expired = work.apply(&h, Role::Bureau, Op::Expire { year });
+    assert_eq!(
+        expired.outcome,
+        Ok(Reply::Expired {
+            expired: unfinished
+        })
+    );
+    let again = work.apply(&h, Role::Bureau, Op::Expire { year });
+    assert_eq!(again.outcome, Ok(Reply::Expired { expired: 0 }));
+    work.check_views(&h);
+
+    let accepted: usize = work
+        .sent
+        .iter()
+        .filter(|s| !s.request.op.is_read() && s.answer.outcome.is_ok())
+        .count();
+    let refused = work
+        .sent
+        .iter()
+        .filter(|s| s.answer.outcome.is_err())
+        .count();
+    eprintln!(
+        "{} requests: {accepted} changes accepted, {refused} refused",
+        work.sent.len()
+    );
+    let mut tally: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for sent in &work.sent {
+        let outcome = sent
+            .answer
+            .outcome
+            .as_ref()
+            .map_or_else(|r| r.reason.as_str(), |_| "ok");
+        *tally.entry((sent.request.op.name(), outcome)).or_default() += 1;
+    }
+    eprintln!("{tally:?}");
+    assert!(
+        accepted > operations / 4 && refused > operations / 10,
+        "a mix of accepted and refused"
+    );
+
+    let (seq, digest) = h.head();
+    assert_eq!(
+        seq, work.accepted_changes,
+        "one audit record per accepted change"
+    );
+
+    // Export and replay offline.
+    let campaign = campaigns().current().to_toml();
+    let mut export = Vec::new();
+    let written = voucherd::admin::offline::export_journal(&*h.journal, &[campaign], &mut export)
+        .expect("export");
+    assert_eq!(written, seq);
+    let replayed = voucherd::admin::offline::replay(&export[..])
+        .expect("replay runs")
+        .expect("replay matches the log");
+    assert_eq!(replayed.records, seq);
+    assert_eq!(
+        replayed.state_digest, digest,
+        "replay rebuilds exactly the live state"
+    );
+    assert_eq!(replayed.ledger.head(), h.ledger.head());
+    assert_eq!(replayed.ledger.sizes(), h.ledger.sizes());
+
+    // One flipped byte inside record K: replay names record K.
+    let entries = export_entries(&export);
+    assert_eq!(
+        entries.len() as u64,
+        seq + 1,
+        "campaigns header, then one entry per record"
+    );
+    for _ in 0..20 {
+        let k = rng.gen_range(1..=seq);
+        let (start, len) = entries[k as usize];
+        let byte = rng.gen_range(0..len);
+        let mut damaged = export.clone();
+        damaged[start + byte] ^= 1 << rng.gen_range(0..8);
+        let why = match voucherd::admin::offline::replay(&damaged[..])
+            .expect("the export still frames")
+        {
+            Ok(_) => panic!("record {k} byte {byte}: damage not noticed by replay"),
+            Err(why) => why,
+        };
+        assert!(
+            why.starts_with(&format!("record {k}:")),
+            "record {k} byte {byte}: {why}"
+        );
+
+        // The same damage in the stored chain: verify names record K too.
+        h.journal.corrupt(Table::Audit, &k.to_be_bytes(), byte);
+        let verdict = voucherd::admin::offline::verify_journal(&*h.journal).expect("scan");
+        h.journal.corrupt(Table::Audit, &k.to_be_bytes(), byte);
+        let why = verdict.expect_err("damage breaks the chain");
+        assert!(
+            why.starts_with(&format!("record {k}:")),
+            "verify, record {k} byte {byte}: {why}"
+        );
+    }
+    assert!(voucherd::admin::offline::verify_journal(&*h.journal)
+        .expect("scan")
+        .is_ok());
+}
