@@ -7,6 +7,7 @@ mod crash_trials;
 mod disk;
 mod durability;
 mod fuzz_corpus;
+mod golden;
 mod hostile;
 mod import;
 mod limits;
