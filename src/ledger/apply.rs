@@ -1,0 +1,611 @@
+//! Applying one request: validate, lock what it touches (voucher, person,
+//! institution), ask the pure rules, gather the writes (`Change`), commit,
+//! and only then change memory.
+
+use super::*;
+
+/// Who asked, when, and whether the answer is remembered for retries.
+pub(super) struct Origin<'a> {
+    pub(super) role: Role,
+    pub(super) request_id: &'a str,
+    /// When the operation happens: read from the clock once its locks are
+    /// held (so times follow the order of conflicting changes), unless fixed.
+    pub(super) time: std::cell::Cell<Timestamp>,
+    /// Replay: the recorded time, never the clock.
+    pub(super) fixed_time: bool,
+    /// The request's content hash, when its answer is to be remembered.
+    pub(super) remember: Option<[u8; 32]>,
+}
+
+/// The writes one accepted command makes, gathered before it commits.
+#[derive(Default)]
+pub(super) struct Change {
+    pub(super) puts: Vec<Put>,
+    /// Old value of each state put, for the digest (same order as `puts`).
+    pub(super) olds: Vec<Option<Vec<u8>>>,
+    pub(super) figures: HashMap<Figure, i64>,
+    pub(super) texts: Vec<(VoucherId, u8, String)>,
+}
+
+impl Change {
+    pub(super) fn put(&mut self, table: Table, key: Vec<u8>, old: Option<Vec<u8>>, new: Vec<u8>) {
+        self.puts.push(Put {
+            table,
+            key,
+            value: Some(new),
+        });
+        self.olds.push(old);
+    }
+
+    pub(super) fn voucher(&mut self, old: Option<&Voucher>, new: &Voucher) {
+        if let Some(old) = old {
+            for (figure, amount) in figure_contributions(old) {
+                *self.figures.entry(figure).or_default() -= amount as i64;
+            }
+        }
+        for (figure, amount) in figure_contributions(new) {
+            *self.figures.entry(figure).or_default() += amount as i64;
+        }
+        self.put(
+            Table::Vouchers,
+            keys::voucher(new.id),
+            old.map(codec::encode),
+            codec::encode(new),
+        );
+    }
+
+    pub(super) fn person(
+        &mut self,
+        key: PersonKey,
+        year: u16,
+        old: Option<PersonYear>,
+        new: PersonYear,
+    ) {
+        self.put(
+            Table::Persons,
+            keys::person(key, year),
+            old.map(|old| codec::encode(&old)),
+            codec::encode(&new),
+        );
+    }
+
+    pub(super) fn institution(&mut self, old: Option<&Institution>, new: &Institution) {
+        self.put(
+            Table::Institutions,
+            keys::institution(new.code),
+            old.map(codec::encode),
+            codec::encode(new),
+        );
+    }
+}
+
+/// What an operation on a voucher also locks.
+#[derive(Default)]
+pub(super) struct Touch<'a> {
+    /// The holder's record for the voucher's year.
+    pub(super) person: bool,
+    /// An institution, read-locked until the change is committed.
+    pub(super) institution: At,
+    /// A text to store with the change (class, comment).
+    pub(super) text: Option<(u8, &'a String)>,
+}
+
+impl Touch<'_> {
+    pub(super) fn person() -> Self {
+        Touch {
+            person: true,
+            ..Touch::default()
+        }
+    }
+}
+
+/// Which institution an operation reads.
+#[derive(Default)]
+pub(super) enum At {
+    #[default]
+    None,
+    /// The one the command names.
+    Given(InstitutionCode),
+    /// The one the voucher is redeemed at.
+    Voucher,
+}
+
+/// The records a rule sees.
+pub(super) struct Found<'a> {
+    pub(super) voucher: Option<&'a Voucher>,
+    pub(super) person: PersonYear,
+    pub(super) institution: Option<&'a Institution>,
+}
+
+impl Ledger {
+    pub(super) fn apply_one<'r>(
+        &self,
+        role: Role,
+        request: &'r Request,
+        seen: &mut HashMap<&'r str, ([u8; 32], usize)>,
+        pending: &mut Pending,
+    ) -> Answer {
+        let id = request.id.as_str();
+        let refused = |refusal: Refusal| Answer {
+            id: id.to_owned(),
+            outcome: Err(refusal),
+        };
+        if let Err(refusal) = check_request_id(id) {
+            return refused(refusal);
+        }
+        if !request.op.allows(role) {
+            return Answer::refused(
+                id,
+                Reason::ForbiddenRole,
+                format!("role {role} may not run {}", request.op.name()),
+            );
+        }
+        let now = self.clock.now();
+        let command = match Command::from_op(&request.op, &self.secret, &self.campaigns) {
+            Ok(Some(command)) => command,
+            Ok(None) => {
+                return Answer {
+                    id: id.to_owned(),
+                    outcome: self.read(role, &request.op),
+                };
+            }
+            Err(refusal) => return refused(refusal),
+        };
+        let content = self.content_hash(&request.op);
+        if let Some(&(earlier, position)) = seen.get(id) {
+            return if earlier == content {
+                Answer {
+                    id: id.to_owned(),
+                    outcome: pending.answers[position].outcome.clone(),
+                }
+            } else {
+                Answer::refused(
+                    id,
+                    Reason::RequestIdReused,
+                    "request id was used for another request",
+                )
+            };
+        }
+        let key = keys::request(role, id);
+        match self.remembered(&key, content) {
+            Ok(Some(outcome)) => {
+                return Answer {
+                    id: id.to_owned(),
+                    outcome,
+                }
+            }
+            Ok(None) => {}
+            Err(refusal) => return refused(refusal),
+        }
+        let origin = Origin {
+            role,
+            request_id: id,
+            time: std::cell::Cell::new(now),
+            fixed_time: false,
+            remember: Some(content),
+        };
+        let (outcome, ticket) = self.apply_command(&origin, &command, None);
+        let mut inflight = self.inflight_shard(&key).lock();
+        match ticket {
+            Some(ticket) => {
+                inflight.insert(key.clone(), Some(ticket));
+                pending.inflight.push((key, ticket));
+                pending.ticket = pending.ticket.max(ticket);
+                seen.insert(id, (content, pending.answers.len()));
+            }
+            None => {
+                inflight.remove(&key);
+            }
+        }
+        Answer {
+            id: id.to_owned(),
+            outcome,
+        }
+    }
+
+    /// Reads "now" for an operation whose locks are held (see `Origin::time`).
+    pub(super) fn stamp(&self, origin: &Origin) -> Timestamp {
+        if !origin.fixed_time {
+            origin.time.set(self.clock.now());
+        }
+        origin.time.get()
+    }
+
+    pub(super) fn context(&self, now: Timestamp) -> Context<'_> {
+        Context {
+            campaigns: &self.campaigns,
+            now,
+        }
+    }
+
+    /// Applies one validated command. Returns the outcome and, when something
+    /// was written (the change, or the remembered refusal), its ticket.
+    pub(super) fn apply_command(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        voucher_id: Option<VoucherId>,
+    ) -> (Result<Reply, Refusal>, Option<u64>) {
+        let done = || Reply::Done {};
+        let result = match command {
+            Command::RegisterInstitution(registration) => {
+                let mut shard = self.institutions.of(&registration.code).write();
+                let context = self.context(self.stamp(origin));
+                rules::register_institution(context, shard.get(&registration.code), registration)
+                    .and_then(|institution| {
+                        let mut change = Change::default();
+                        change.institution(None, &institution);
+                        *change.figures.entry(Figure::Registered).or_default() += 1;
+                        let ticket = self.commit(origin, command, &done(), change)?;
+                        shard.insert(institution.code, institution);
+                        Ok((done(), ticket))
+                    })
+            }
+            Command::SetInstitutionAdmin {
+                institution,
+                admin_name,
+                admin,
+            } => self.change_institution(origin, command, *institution, |existing| {
+                rules::set_institution_admin(existing, *institution, admin_name, *admin)
+            }),
+            Command::AuthoriseOperator {
+                institution,
+                admin,
+                operator,
+            } => self.change_institution(origin, command, *institution, |existing| {
+                rules::authorise_operator(existing, *institution, *admin, operator)
+            }),
+            Command::RevokeOperator {
+                institution,
+                admin,
+                operator,
+            } => self.change_institution(origin, command, *institution, |existing| {
+                rules::revoke_operator(existing, *institution, *admin, operator)
+            }),
+            Command::Issue {
+                holder,
+                category,
+                kind,
+                face_value_fen,
+                channel,
+                district,
+                year,
+            } => {
+                let id = voucher_id
+                    .unwrap_or_else(|| VoucherId(self.next_voucher.fetch_add(1, Ordering::SeqCst)));
+                if id.0 > VOUCHER_ID_MAX {
+                    return (
+                        Err(Refusal::new(
+                            Reason::Overloaded,
+                            format!("the ledger holds at most {VOUCHER_ID_MAX} voucher ids"),
+                        )),
+                        None,
+                    );
+                }
+                let issue = rules::Issue {
+                    holder: *holder,
+                    category: *category,
+                    kind: *kind,
+                    face_value_fen: *face_value_fen,
+                    channel: *channel,
+                    district: *district,
+                    year: *year,
+                };
+                let mut shard = self.vouchers.of(id).write();
+                assert!(shard.get(id).is_none(), "voucher ids are never reused");
+                rules::issue(self.context(self.stamp(origin)), &issue, id).and_then(|voucher| {
+                    let holder = self.persons.intern(voucher.holder, voucher.year);
+                    let packed = self.pack(&voucher, holder);
+                    let mut change = Change::default();
+                    change.voucher(None, &voucher);
+                    let reply = Reply::Issued { voucher: id };
+                    let ticket = self.commit(origin, command, &reply, change)?;
+                    shard.set(id, packed);
+                    Ok((reply, ticket))
+                })
+            }
+            Command::Claim { voucher, holder } => self.change_voucher(
+                origin,
+                command,
+                *voucher,
+                Touch::person(),
+                |context, found| {
+                    let (claimed, person) =
+                        rules::claim(context, found.voucher, *voucher, *holder, found.person)?;
+                    Ok((claimed, Some(person), done()))
+                },
+            ),
+            Command::Redeem {
+                voucher,
+                institution,
+                operator,
+                class,
+            } => {
+                let touch = Touch {
+                    person: true,
+                    institution: At::Given(*institution),
+                    text: Some((keys::TEXT_CLASS, class)),
+                };
+                self.change_voucher(origin, command, *voucher, touch, |context, found| {
+                    let (redeemed, person) = rules::redeem(
+                        context,
+                        found.voucher,
+                        *voucher,
+                        found.person,
+                        found.institution,
+                        *institution,
+                        operator,
+                    )?;
+                    Ok((
+                        redeemed,
+                        Some(person),
+                        Reply::Redeemed {
+                            uses_this_year: person.uses,
+                        },
+                    ))
+                })
+            }
+            Command::Checkin { voucher, lat, lon } => {
+                let touch = Touch {
+                    institution: At::Voucher,
+                    ..Touch::default()
+                };
+                self.change_voucher(origin, command, *voucher, touch, |context, found| {
+                    let (checked, day) = rules::checkin(
+                        context,
+                        found.voucher,
+                        *voucher,
+                        found.institution,
+                        *lat,
+                        *lon,
+                    )?;
+                    let reply = Reply::CheckedIn {
+                        session: day_text(day),
+                        checkins: checked.checkins,
+                    };
+                    Ok((checked, None, reply))
+                })
+            }
+            Command::Complete {
+                voucher,
+                institution,
+            } => self.change_voucher(
+                origin,
+                command,
+                *voucher,
+                Touch::default(),
+                |context, found| {
+                    Ok((
+                        rules::complete(context, found.voucher, *voucher, *institution)?,
+                        None,
+                        done(),
+                    ))
+                },
+            ),
+            Command::Evaluate {
+                voucher,
+                holder,
+                score,
+                comment,
+            } => {
+                let touch = Touch {
+                    text: comment.as_ref().map(|c| (keys::TEXT_COMMENT, c)),
+                    ..Touch::default()
+                };
+                self.change_voucher(origin, command, *voucher, touch, |context, found| {
+                    Ok((
+                        rules::evaluate(context, found.voucher, *voucher, *holder, *score)?,
+                        None,
+                        done(),
+                    ))
+                })
+            }
+            Command::Settle {
+                voucher,
+                amount_fen,
+            } => {
+                let Role::District(agency) = origin.role else {
+                    unreachable!("settle is refused for other roles before the rules");
+                };
+                self.change_voucher(origin, command, *voucher, Touch::default(), |_, found| {
+                    Ok((
+                        rules::settle(found.voucher, *voucher, agency, *amount_fen)?,
+                        None,
+                        done(),
+                    ))
+                })
+            }
+            Command::Release {
+                voucher,
+                institution,
+            } => self.change_voucher(
+                origin,
+                command,
+                *voucher,
+                Touch::person(),
+                |context, found| {
+                    let (released, person) = rules::release(
+                        context,
+                        found.voucher,
+                        *voucher,
+                        found.person,
+                        *institution,
+                    )?;
+                    Ok((released, Some(person), done()))
+                },
+            ),
+            Command::Expire { year } => self.expire(origin, command, *year),
+        };
+        match result {
+            Ok((reply, ticket)) => (Ok(reply), Some(ticket)),
+            Err(refusal) if refusal.reason.is_transient() || origin.remember.is_none() => {
+                (Err(refusal), None)
+            }
+            Err(refusal) => match self.commit_refusal(origin, &refusal) {
+                Ok(ticket) => (Err(refusal), Some(ticket)),
+                Err(transient) => (Err(transient), None),
+            },
+        }
+    }
+
+    /// Locks one institution, applies a rule to it, commits, stores it.
+    pub(super) fn change_institution(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        code: InstitutionCode,
+        rule: impl FnOnce(Option<&Institution>) -> Result<Institution, Refusal>,
+    ) -> Result<(Reply, u64), Refusal> {
+        let mut shard = self.institutions.of(&code).write();
+        let old = shard.get(&code);
+        self.stamp(origin);
+        let new = rule(old)?;
+        let mut change = Change::default();
+        change.institution(old, &new);
+        let ticket = self.commit(origin, command, &Reply::Done {}, change)?;
+        shard.insert(code, new);
+        Ok((Reply::Done {}, ticket))
+    }
+
+    /// Locks a voucher and what else the operation touches (in the fixed order
+    /// voucher, person, institution), applies the rule, commits, stores.
+    pub(super) fn change_voucher(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        id: VoucherId,
+        touch: Touch,
+        rule: impl FnOnce(Context, Found) -> Result<(Voucher, Option<PersonYear>, Reply), Refusal>,
+    ) -> Result<(Reply, u64), Refusal> {
+        let mut vouchers = self.vouchers.of(id).write();
+        let packed = vouchers.get(id).copied();
+        let holder = packed.map(|p| p.holder());
+        let mut persons = holder
+            .filter(|_| touch.person)
+            .map(|holder| self.persons.write(holder));
+        let voucher = packed.map(|p| {
+            let key = match &persons {
+                Some(guard) => guard.entry(p.holder()).key,
+                None => self.persons.key(p.holder()),
+            };
+            p.unpack(id, key, &self.districts)
+        });
+        let person = match (&persons, holder) {
+            (Some(guard), Some(holder)) => {
+                let entry = guard.entry(holder);
+                entry.stored.then_some(entry.record)
+            }
+            _ => None,
+        };
+        let voucher = voucher.as_ref();
+        let code = match touch.institution {
+            At::None => None,
+            At::Given(code) => Some(code),
+            At::Voucher => packed.and_then(|p| p.institution()),
+        };
+        let institutions = code.map(|code| self.institutions.of(&code).read());
+        let institution = match (&institutions, code) {
+            (Some(guard), Some(code)) => guard.get(&code),
+            _ => None,
+        };
+        let found = Found {
+            voucher,
+            person: person.unwrap_or_default(),
+            institution,
+        };
+        let (new_voucher, new_person, reply) = rule(self.context(self.stamp(origin)), found)?;
+        let holder = holder.expect("the rules refuse an unknown voucher");
+        let mut change = Change::default();
+        change.voucher(voucher, &new_voucher);
+        if let Some(new_person) = new_person {
+            change.person(new_voucher.holder, new_voucher.year, person, new_person);
+        }
+        if let Some((tag, text)) = touch.text {
+            change.texts.push((id, tag, text.clone()));
+        }
+        let packed = self.pack(&new_voucher, holder);
+        let ticket = self.commit(origin, command, &reply, change)?;
+        vouchers.set(id, packed);
+        if let (Some(guard), Some(new_person)) = (persons.as_mut(), new_person) {
+            guard.store(holder, new_person);
+        }
+        Ok((reply, ticket))
+    }
+
+    /// Expires every unfinished voucher of a year: locks every voucher shard,
+    /// then every person shard, in index order.
+    pub(super) fn expire(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        year: u16,
+    ) -> Result<(Reply, u64), Refusal> {
+        let _sweeping = Sweeping::new(&self.sweeps);
+        let mut vouchers: Vec<_> = self
+            .vouchers
+            .all()
+            .iter()
+            .map(|shard| shard.write())
+            .collect();
+        let mut persons: Vec<_> = self
+            .persons
+            .all()
+            .iter()
+            .map(|shard| shard.write())
+            .collect();
+        let context = self.context(self.stamp(origin));
+        rules::check_expire(context, year)?;
+        let mut change = Change::default();
+        let mut expired = Vec::new();
+        let mut uses_back: HashMap<PersonHandle, u8> = HashMap::new();
+        for (shard, guard) in vouchers.iter().enumerate() {
+            for (id, packed) in guard.iter(shard) {
+                if packed.year() != year {
+                    continue;
+                }
+                let holder = packed.holder();
+                let key = persons[holder.shard()].entry(holder).key;
+                let voucher = packed.unpack(id, key, &self.districts);
+                if let Some((new, gives_use_back)) = rules::expire_voucher(&voucher, year) {
+                    change.voucher(Some(&voucher), &new);
+                    if gives_use_back {
+                        *uses_back.entry(holder).or_default() += 1;
+                    }
+                    expired.push((id, self.pack(&new, holder)));
+                }
+            }
+        }
+        let mut people = Vec::new();
+        for (holder, back) in uses_back {
+            let entry = persons[holder.shard()].entry(holder);
+            let old = entry.record;
+            assert!(
+                entry.stored && old.uses >= back,
+                "uses count every redeemed voucher"
+            );
+            let new = PersonYear {
+                uses: old.uses - back,
+                ..old
+            };
+            change.person(entry.key, entry.year, Some(old), new);
+            people.push((holder, new));
+        }
+        let reply = Reply::Expired {
+            expired: expired.len() as u64,
+        };
+        let ticket = self.commit(origin, command, &reply, change)?;
+        for (id, packed) in expired {
+            vouchers[index::shard_of(id)].set(id, packed);
+        }
+        for (holder, person) in people {
+            persons[holder.shard()].store(holder, person);
+        }
+        Ok((reply, ticket))
+    }
+
+    /// The voucher as memory holds it. The rules only make vouchers of campaign
+    /// districts, with face values and amounts under `FACE_VALUE_FEN_MAX`.
+    pub(super) fn pack(&self, voucher: &Voucher, holder: PersonHandle) -> Packed {
+        Packed::pack(voucher, holder, &self.districts).expect("the rules keep vouchers packable")
+    }
+}

@@ -1,0 +1,209 @@
+//! Reads: `get_voucher`, `stats`, `audit_head`, `audit_read`, and the
+//! figures the metrics sampler copies. Reads change nothing and wait for
+//! the commits they may rest on.
+
+use super::*;
+
+impl Ledger {
+    /// Answers a read (`get_voucher`, `stats`, `audit_head`) from memory.
+    pub(super) fn read(&self, role: Role, op: &Op) -> Result<Reply, Refusal> {
+        match op {
+            Op::GetVoucher { voucher } => match self.vouchers.of(*voucher).read().get(*voucher) {
+                Some(found) => {
+                    let holder = self.persons.key(found.holder());
+                    let found = found.unpack(*voucher, holder, &self.districts);
+                    Ok(Reply::Voucher(Box::new(found.view())))
+                }
+                None => Err(Refusal::new(
+                    Reason::UnknownVoucher,
+                    format!("no voucher {voucher}"),
+                )),
+            },
+            Op::Stats { district, year } => self
+                .stats(role, *district, *year)
+                .map(|s| Reply::Stats(Box::new(s))),
+            Op::AuditRead { from, limit } => self.audit_page(*from, *limit),
+            Op::AuditHead => {
+                let tail = self.tail.lock();
+                Ok(Reply::AuditHead {
+                    seq: tail.seq,
+                    hash: hex::encode(tail.hash),
+                    state_digest: tail.digest.hex(),
+                })
+            }
+            _ => unreachable!("only reads come here"),
+        }
+    }
+
+    /// Durable audit entries from `from` on, bounded by `AUDIT_PAGE_RECORDS_MAX`
+    /// and `AUDIT_PAGE_BYTES_MAX`, with the head and the campaigns.
+    pub(super) fn audit_page(&self, from: u64, limit: Option<u32>) -> Result<Reply, Refusal> {
+        let limit = limit
+            .unwrap_or(AUDIT_PAGE_RECORDS_MAX)
+            .min(AUDIT_PAGE_RECORDS_MAX);
+        let head_seq = self.tail.lock().seq;
+        let unavailable =
+            |error: Error| Refusal::new(Reason::StorageUnavailable, error.to_string());
+        let rows = self
+            .journal
+            .range(Table::Audit, &keys::audit(from), limit as usize)
+            .map_err(unavailable)?;
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        for (_, entry) in rows {
+            bytes += entry.len();
+            if bytes > AUDIT_PAGE_BYTES_MAX && !entries.is_empty() {
+                break;
+            }
+            entries.push(entry);
+        }
+        let campaigns =
+            meta::recorded_campaign_texts(self.journal.as_ref()).map_err(unavailable)?;
+        Ok(Reply::AuditRecords(Box::new(AuditPage {
+            head_seq,
+            campaigns,
+            entries,
+        })))
+    }
+
+    /// The bureau's figures for a campaign year, one district or all.
+    pub fn stats(
+        &self,
+        role: Role,
+        district: Option<DistrictCode>,
+        year: Option<u16>,
+    ) -> Result<StatsView, Refusal> {
+        let district = match (role, district) {
+            (Role::District(own), None) => Some(own),
+            (Role::District(own), Some(asked)) if asked != own => {
+                return Err(Refusal::new(
+                    Reason::ForbiddenRole,
+                    format!("district agency {own} may see only its own figures"),
+                ))
+            }
+            (_, asked) => asked,
+        };
+        let year = year.unwrap_or(self.campaigns.current().year);
+        let Some(campaign) = self.campaigns.year(year) else {
+            return Err(Refusal::new(
+                Reason::InvalidRequest,
+                format!("no campaign for year {year}"),
+            ));
+        };
+        if let Some(code) = district {
+            if campaign.district(code).is_none() {
+                return Err(Refusal::new(
+                    Reason::UnknownDistrict,
+                    format!("district {code} is not in the {year} campaign"),
+                ));
+            }
+        }
+        // Every institution shard, then the tail (the lock order), held together:
+        // a registration commits under its shard's write lock, so the list and
+        // the figures are of one state.
+        let shards: Vec<_> = self.institutions.all().iter().map(|s| s.read()).collect();
+        let mut registered: Vec<(InstitutionCode, String, DistrictCode)> = shards
+            .iter()
+            .flat_map(|shard| shard.values())
+            .filter(|i| district.is_none_or(|code| i.district == code))
+            .map(|i| (i.code, i.name.clone(), i.district))
+            .collect();
+        registered.sort_unstable_by_key(|(code, _, _)| *code);
+        let tail = self.tail.lock();
+        let figure = |figure: Figure| tail.figures.get(&figure).copied().unwrap_or(0);
+        let percent = |used: u64, target: u64| {
+            if target == 0 {
+                0.0
+            } else {
+                (used as f64 * 10_000.0 / target as f64).round() / 100.0
+            }
+        };
+        let all: Vec<DistrictStats> = campaign
+            .districts
+            .iter()
+            .map(|d| {
+                let used = figure(Figure::Used(year, d.code));
+                DistrictStats {
+                    code: d.code,
+                    name: d.name.clone(),
+                    target: d.target,
+                    issued: figure(Figure::Issued(year, d.code)),
+                    claimed: figure(Figure::Claimed(year, d.code)),
+                    used,
+                    percent_of_target: percent(used, d.target),
+                }
+            })
+            .collect();
+        let target: u64 = all.iter().map(|d| d.target).sum();
+        let used: u64 = all.iter().map(|d| d.used).sum();
+        let city = CityStats {
+            target,
+            issued: all.iter().map(|d| d.issued).sum(),
+            claimed: all.iter().map(|d| d.claimed).sum(),
+            used,
+            percent_of_target: percent(used, target),
+            issued_goal: campaign.issued_goal,
+            used_goal: campaign.used_goal,
+        };
+        let institutions_used = tail
+            .figures
+            .keys()
+            .filter(|f| matches!(f, Figure::InstitutionUsed(y, _) if *y == year))
+            .count() as u64;
+        let coverage = Coverage {
+            districts_used: all.iter().filter(|d| d.used > 0).count() as u64,
+            districts_total: all.len() as u64,
+            institutions_used,
+            institutions_registered: tail.institutions_registered,
+            used_with_checkin: campaign
+                .districts
+                .iter()
+                .map(|d| figure(Figure::UsedWithCheckin(year, d.code)))
+                .sum(),
+            used,
+        };
+        let districts = all
+            .into_iter()
+            .filter(|d| district.is_none_or(|code| d.code == code))
+            .collect();
+        drop(shards);
+        let institutions = registered
+            .into_iter()
+            .map(|(code, name, district)| {
+                let evaluations = figure(Figure::InstitutionEvaluations(year, code));
+                let score_sum = figure(Figure::InstitutionScoreSum(year, code));
+                InstitutionStats {
+                    code,
+                    name,
+                    district,
+                    used: figure(Figure::InstitutionUsed(year, code)),
+                    evaluations,
+                    average_score: (evaluations > 0)
+                        .then(|| (score_sum as f64 * 100.0 / evaluations as f64).round() / 100.0),
+                }
+            })
+            .collect();
+        Ok(StatsView {
+            year,
+            districts,
+            city,
+            coverage,
+            institutions,
+        })
+    }
+
+    /// The audit chain's head: sequence number, hash, and state digest.
+    pub fn head(&self) -> (u64, [u8; 32], String) {
+        let tail = self.tail.lock();
+        (tail.seq, tail.hash, tail.digest.hex())
+    }
+
+    /// Counts of records held (vouchers, person-years, institutions).
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (
+            self.vouchers.len(),
+            self.persons.len(),
+            self.institutions.len(),
+        )
+    }
+}

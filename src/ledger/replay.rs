@@ -1,0 +1,49 @@
+//! Replay: an audit record applied again through the same rules (offline
+//! tools, backups), checking the reply and the record hash are the same.
+
+use super::*;
+
+impl Ledger {
+    /// Re-applies one audit record (replay): same command, time, role and
+    /// voucher id. The result must be the recorded reply and the same hash.
+    pub fn replay(&self, record: &AuditRecord, hash: &[u8; 32]) -> Result<(), String> {
+        let voucher_id = match &record.reply {
+            Reply::Issued { voucher } => Some(*voucher),
+            _ => None,
+        };
+        if let Some(id) = voucher_id {
+            self.next_voucher.fetch_max(id.0 + 1, Ordering::SeqCst);
+        }
+        let origin = Origin {
+            role: record.role,
+            request_id: &record.request_id,
+            time: std::cell::Cell::new(record.time),
+            fixed_time: true,
+            remember: None,
+        };
+        let (outcome, _) = self.apply_command(&origin, &record.command, voucher_id);
+        match outcome {
+            Ok(reply) if reply == record.reply => {}
+            Ok(reply) => {
+                return Err(format!(
+                    "record {}: replay answered {reply:?}, log says {:?}",
+                    record.seq, record.reply
+                ))
+            }
+            Err(refusal) => {
+                return Err(format!(
+                    "record {}: replay refused it: {} ({})",
+                    record.seq, refusal.reason, refusal.message
+                ))
+            }
+        }
+        let (seq, head, _) = self.head();
+        if seq != record.seq || &head != hash {
+            return Err(format!(
+                "record {}: replay produced a different record",
+                record.seq
+            ));
+        }
+        Ok(())
+    }
+}
