@@ -91,6 +91,10 @@ fn scrape_until(port: u16, check: impl Fn(&str) -> Result<(), String>) -> String
     }
 }
 
+fn district_labels() -> [(&'static str, &'static str); 2] {
+    [("district", "500101"), ("name", "万州区")]
+}
+
 #[test]
 fn a_scrape_after_known_operations_shows_their_counts_and_the_bureau_figures() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,11 +121,17 @@ fn a_scrape_after_known_operations_shows_their_counts_and_the_bureau_figures() {
         want(&[("op", "claim"), ("outcome", "not_holder")], 1.0)?;
         want(&[("op", "redeem"), ("outcome", "ok")], 1.0)?;
         match sample(body, "voucherd_audit_sequence", &[]) {
-            Some(6.0) => Ok(()),
-            other => Err(format!("audit sequence {other:?}")),
+            Some(6.0) => {}
+            other => return Err(format!("audit sequence {other:?}")),
+        }
+        // The sampler sets the audit sequence before the bureau's figures:
+        // wait for the pass that set both.
+        match sample(body, "voucherd_district_issued_vouchers", &district_labels()) {
+            Some(2.0) => Ok(()),
+            other => Err(format!("district issued {other:?}")),
         }
     });
-    let district = [("district", "500101"), ("name", "万州区")];
+    let district = district_labels();
     assert_eq!(
         sample(&body, "voucherd_district_issued_vouchers", &district),
         Some(2.0)
