@@ -144,7 +144,7 @@ pub enum Step {
 /// A ledger the workload drives synchronously (the tests' memory and RocksDB ledgers).
 pub trait Target {
     /// Runs one operation with a fresh request id; the request and its answer.
-    fn send(&self, role: Role, op: Op) -> (Request, Answer);
+    fn submit(&self, role: Role, op: Op) -> (Request, Answer);
     /// Moves the clock `seconds` forward, staying before the campaign's deadline.
     fn advance(&self, seconds: i64);
     /// The voucher as the ledger shows it (`get_voucher`).
@@ -248,7 +248,7 @@ impl Workload {
 
     /// Sends one operation to `target` and learns from its answer.
     pub fn apply<T: Target>(&mut self, target: &T, role: Role, op: Op) -> Answer {
-        let (request, answer) = target.send(role, op);
+        let (request, answer) = target.submit(role, op);
         self.learn(role, &request, &answer);
         answer
     }
