@@ -1,5 +1,7 @@
 //! Shared helpers for the integration tests: a ledger on a memory journal with
-//! a hand-moved clock, valid ID numbers, and request builders.
+//! a hand-moved clock, request builders, seeds, and the ledgers the shared
+//! test kit's workload drives (`voucherd_load::kit`, which also holds the
+//! synthetic ID numbers and the one `voucherd` process wrapper).
 #![allow(dead_code)]
 
 pub mod daemon;
@@ -168,8 +170,8 @@ pub fn district(code: &str) -> Role {
 
 // ---------------------------------------------------------------------------
 // Helpers for the race, durability and replay tests: seeds, a driver that
-// works on both the memory journal and the RocksDB store, and a seeded random
-// workload that keeps a model of every voucher from the answers it got.
+// works on both the memory journal and the RocksDB store, on which the kit's
+// seeded random workload runs.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
