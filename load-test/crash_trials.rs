@@ -3,24 +3,26 @@
 //! no answer, and checks nothing acknowledged was lost (docs/reliability.md).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
+use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::Parser;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use voucherd::audit::{self, ExportReader};
 use voucherd::domain::command::Command as Validated;
-use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
-use voucherd::domain::ids::{IdNumber, PersonKey, VoucherId};
-use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, StatsView, VoucherView};
+use voucherd::domain::enums::VoucherState;
+use voucherd::domain::ids::{PersonKey, VoucherId};
+use voucherd::domain::op::{Answer, Op, Reply, Request, Role, StatsView};
 use voucherd::net::client::{Client, ClientError};
+use voucherd_load::kit::daemon::{tool, Launch};
+use voucherd_load::kit::workload::{id_number, register, Sent, Workload};
 
 #[derive(Parser, Clone)]
 #[command(
@@ -48,8 +50,6 @@ struct Args {
     keep: bool,
 }
 
-/// How long the daemon may take to report its address or a tool to finish.
-const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Operations a client sends at most before the kill (the kill normally comes first).
 const CLIENT_BATCHES_MAX: usize = 20_000;
 /// Vouchers a client issues at most (keeps the read-back bounded).
@@ -63,23 +63,16 @@ const CHECK_BATCH_OPS: usize = 1_000;
 /// Tries for a request refused `overloaded` during the checks.
 const TRANSIENT_RETRIES_MAX: u32 = 50;
 
-/// The institutions every client uses: code, district; one site at `SITE`.
+/// The institutions every client uses: code, district; one site at the kit's `SITE`.
 const INSTITUTIONS: [(&str, &str); 4] = [
     ("5100001", "500101"),
     ("5100002", "500102"),
     ("5100003", "500103"),
     ("5100004", "LJXQ"),
 ];
-/// The operator every institution authorises at setup and never revokes.
+/// The operator every institution authorises at setup; the workload only
+/// churns operators named `op-{code}-{n}`, so it is never revoked.
 const OPERATOR: &str = "op-main";
-const SITE: (f64, f64) = (29.5576, 106.5775);
-/// 2 km north of the site: outside its 500 m radius.
-const FAR: (f64, f64) = (29.5756, 106.5775);
-
-/// The n-th synthetic resident ID number, with a valid GB 11643 check digit.
-fn id_number(n: u64) -> String {
-    IdNumber::synthetic("5001011985", n)
-}
 
 fn admin_number(institution: usize) -> String {
     id_number(9_000_000 + institution as u64)
@@ -136,7 +129,10 @@ fn run(args: Args) -> anyhow::Result<bool> {
     });
     let base = tempfile::Builder::new().prefix("voucher-crash").tempdir()?;
     let certs = base.path().join("certs");
-    tool(&voucherd, &["certs", "--out"], &[&certs])?;
+    tool(
+        &voucherd,
+        &[OsStr::new("certs"), OsStr::new("--out"), certs.as_os_str()],
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -228,156 +224,34 @@ fn run(args: Args) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Runs a `voucherd` tool to its end; returns its stdout. Fails on a non-zero exit.
-fn tool(voucherd: &Path, args: &[&str], paths: &[&Path]) -> anyhow::Result<String> {
-    let mut command = Command::new(voucherd);
-    command.args(args);
-    for path in paths {
-        command.arg(path);
-    }
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("run voucherd {args:?}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() {
-        bail!(
-            "voucherd {args:?} {paths:?} exited {}: {stdout}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(stdout)
-}
-
-/// A `voucherd serve` child on 127.0.0.1:0.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Daemon {
-    fn start(voucherd: &Path, data: &Path, certs: &Path, log: &Path) -> anyhow::Result<Daemon> {
-        let mut child = Command::new(voucherd)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--certs")
-            .arg(certs)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(log)?,
-            )
-            .spawn()
-            .context("start voucherd serve")?;
-        let stdout = child.stdout.take().expect("piped");
-        let (lines, received) = std::sync::mpsc::channel();
-        // Drains stdout to its end so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = lines.send(line);
-            }
-        });
-        let started = Instant::now();
-        loop {
-            let left = PROCESS_TIMEOUT.saturating_sub(started.elapsed());
-            match received.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("voucherd: listening on ") {
-                        let addr = addr.trim().parse()?;
-                        return Ok(Daemon { child, addr });
-                    }
-                }
-                Err(error) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    bail!(
-                        "voucherd did not report its address ({error}); log:\n{}",
-                        std::fs::read_to_string(log).unwrap_or_default()
-                    );
-                }
-            }
-        }
-    }
-
-    /// SIGKILL (`kill -9`): no shutdown at all.
-    fn kill(&mut self) -> anyhow::Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// What a client knows of one of its vouchers, from the answers it got.
-#[derive(Clone, Debug, PartialEq)]
-struct Tracked {
-    id: VoucherId,
-    holder: usize,
-    kind: Kind,
-    face_value_fen: u64,
-    district: String,
-    state: VoucherState,
-    /// Index into `INSTITUTIONS`.
-    institution: Option<usize>,
-    checkins: u32,
-    score: Option<u8>,
-    settled_fen: Option<u64>,
-}
-
-/// One request batch and the answers it got.
-struct Sent {
-    role: Role,
-    requests: Vec<Request>,
-    answers: Vec<Answer>,
-}
-
-/// One concurrent client: its own persons, vouchers, connections and history.
+/// One concurrent client: its own persons, vouchers (the shared workload and
+/// its model), connections and history.
 struct Lane {
     trial_seed: u64,
     index: usize,
-    rng: StdRng,
-    vouchers: Vec<Tracked>,
-    index_of: HashMap<VoucherId, usize>,
-    /// Institutions this client registered (beyond the four shared ones).
-    registered: Vec<String>,
+    work: Workload,
     next_request: u64,
-    /// Acknowledged batches (answers received), in order.
-    sent: Vec<Sent>,
     /// The batch that was in flight when the daemon died.
     in_doubt: Option<(Role, Vec<Request>)>,
 }
 
 impl Lane {
     fn new(trial_seed: u64, index: usize) -> Lane {
+        let seed = trial_seed ^ ((index as u64 + 1) << 40);
+        let mut work = Workload::new(seed, CLIENT_PERSONS, campaign_year_now());
+        work.person_base = index as u64 * 100 + 1;
+        work.institution_base = 5_200_000 + (index as u32 % 100) * 1_000;
+        work.vouchers_max = CLIENT_VOUCHERS_MAX;
+        for (at, (code, district)) in INSTITUTIONS.iter().enumerate() {
+            work.know(code, district, &admin_number(at), &[OPERATOR]);
+        }
         Lane {
             trial_seed,
             index,
-            rng: StdRng::seed_from_u64(trial_seed ^ ((index as u64 + 1) << 40)),
-            vouchers: Vec::new(),
-            index_of: HashMap::new(),
-            registered: Vec::new(),
+            work,
             next_request: 0,
-            sent: Vec::new(),
             in_doubt: None,
         }
-    }
-
-    fn person(&self, n: usize) -> String {
-        id_number(self.index as u64 * 100 + n as u64 + 1)
     }
 
     fn request(&mut self, op: Op) -> Request {
@@ -387,345 +261,12 @@ impl Lane {
             op,
         }
     }
-
-    /// A voucher: mostly one in a wanted state, sometimes any, rarely unknown.
-    fn pick(&mut self, wanted: &[VoucherState]) -> VoucherId {
-        if self.vouchers.is_empty() || self.rng.gen_bool(0.03) {
-            return VoucherId(8_000_000_000 + self.rng.gen_range(0..1_000));
-        }
-        if self.rng.gen_bool(0.85) {
-            let fitting: Vec<VoucherId> = self
-                .vouchers
-                .iter()
-                .filter(|v| wanted.contains(&v.state))
-                .map(|v| v.id)
-                .collect();
-            if let Some(id) = fitting.choose(&mut self.rng) {
-                return *id;
-            }
-        }
-        self.vouchers.choose(&mut self.rng).expect("not empty").id
-    }
-
-    fn tracked(&self, voucher: VoucherId) -> Option<&Tracked> {
-        self.index_of.get(&voucher).map(|&at| &self.vouchers[at])
-    }
-
-    fn holder_of(&mut self, voucher: VoucherId) -> String {
-        let holder = match self.tracked(voucher) {
-            Some(tracked) => tracked.holder,
-            None => 0,
-        };
-        if self.rng.gen_bool(0.92) {
-            self.person(holder)
-        } else {
-            self.person((holder + 1) % CLIENT_PERSONS)
-        }
-    }
-
-    /// The voucher's institution (mostly), or any of the four.
-    fn institution_of(&mut self, voucher: VoucherId) -> usize {
-        match self.tracked(voucher).and_then(|t| t.institution) {
-            Some(at) if self.rng.gen_bool(0.9) => at,
-            _ => self.rng.gen_range(0..INSTITUTIONS.len()),
-        }
-    }
-
-    /// One random operation, valid or not, and the role that sends it.
-    fn next_op(&mut self) -> (Role, Op) {
-        let roll = self.rng.gen_range(0..100);
-        match roll {
-            0..=13 if self.vouchers.len() < CLIENT_VOUCHERS_MAX => {
-                let person = self.rng.gen_range(0..CLIENT_PERSONS);
-                let id_number = if self.rng.gen_bool(0.03) {
-                    let good = self.person(person);
-                    let last = if good.ends_with('0') { '1' } else { '0' };
-                    format!("{}{last}", &good[..17])
-                } else {
-                    self.person(person)
-                };
-                let district = if self.rng.gen_bool(0.03) {
-                    "500199"
-                } else {
-                    INSTITUTIONS.choose(&mut self.rng).expect("four").1
-                };
-                let face_value_fen = if self.rng.gen_bool(0.02) {
-                    0
-                } else {
-                    self.rng.gen_range(1..=20) * 10_000
-                };
-                let op = Op::Issue {
-                    id_number,
-                    category: *Category::ALL.choose(&mut self.rng).expect("categories"),
-                    kind: *Kind::ALL[..6].choose(&mut self.rng).expect("kinds"),
-                    face_value_fen,
-                    channel: *Channel::ALL.choose(&mut self.rng).expect("channels"),
-                    district: district.parse().expect("district code"),
-                    year: None,
-                };
-                (Role::Bureau, op)
-            }
-            0..=26 => {
-                let voucher = self.pick(&[VoucherState::Issued]);
-                let id_number = self.holder_of(voucher);
-                (Role::Gateway, Op::Claim { voucher, id_number })
-            }
-            27..=44 => {
-                let voucher = self.pick(&[VoucherState::Claimed]);
-                let at = self.rng.gen_range(0..INSTITUTIONS.len());
-                let operator = match self.rng.gen_range(0..20) {
-                    0 => "op-nobody".to_owned(),
-                    1..=3 => format!("op-client-{}", self.index),
-                    _ => OPERATOR.to_owned(),
-                };
-                let op = Op::Redeem {
-                    voucher,
-                    institution: INSTITUTIONS[at].0.parse().expect("code"),
-                    operator: operator.parse().expect("operator"),
-                    class: format!("班级 {}", self.rng.gen_range(0..20)),
-                };
-                (Role::Gateway, op)
-            }
-            45..=54 => {
-                let voucher = self.pick(&[VoucherState::Redeemed]);
-                let (lat, lon) = if self.rng.gen_bool(0.85) { SITE } else { FAR };
-                (Role::Gateway, Op::Checkin { voucher, lat, lon })
-            }
-            55..=63 => {
-                let voucher = self.pick(&[VoucherState::Redeemed]);
-                let at = self.institution_of(voucher);
-                let institution = INSTITUTIONS[at].0.parse().expect("code");
-                (
-                    Role::Gateway,
-                    Op::Complete {
-                        voucher,
-                        institution,
-                    },
-                )
-            }
-            64..=70 => {
-                let voucher = self.pick(&[VoucherState::Completed, VoucherState::Settled]);
-                let id_number = self.holder_of(voucher);
-                let score = if self.rng.gen_bool(0.03) {
-                    0
-                } else {
-                    self.rng.gen_range(1..=5)
-                };
-                let comment = match self.rng.gen_range(0..4) {
-                    0 => Some("老师讲得很好".to_owned()),
-                    1 => Some("好".repeat(self.rng.gen_range(190..=205))),
-                    _ => None,
-                };
-                let op = Op::Evaluate {
-                    voucher,
-                    id_number,
-                    score,
-                    comment,
-                };
-                (Role::Gateway, op)
-            }
-            71..=78 => {
-                let voucher = self.pick(&[VoucherState::Completed]);
-                let at = self.institution_of(voucher);
-                let face = self.tracked(voucher).map_or(100_000, |t| t.face_value_fen);
-                let amount_fen = if self.rng.gen_bool(0.05) {
-                    face + 1
-                } else {
-                    self.rng.gen_range(0..=face)
-                };
-                let role = Role::District(INSTITUTIONS[at].1.parse().expect("district"));
-                (
-                    role,
-                    Op::Settle {
-                        voucher,
-                        amount_fen,
-                    },
-                )
-            }
-            79..=88 => {
-                let voucher = self.pick(&[VoucherState::Redeemed]);
-                let at = self.institution_of(voucher);
-                let institution = INSTITUTIONS[at].0.parse().expect("code");
-                (
-                    Role::Gateway,
-                    Op::Release {
-                        voucher,
-                        institution,
-                    },
-                )
-            }
-            89..=92 => {
-                // This client's own operator, at any institution; sometimes the wrong admin.
-                let at = self.rng.gen_range(0..INSTITUTIONS.len());
-                let admin = if self.rng.gen_bool(0.9) {
-                    admin_number(at)
-                } else {
-                    id_number(8_000_000 + self.index as u64)
-                };
-                let institution = INSTITUTIONS[at].0.parse().expect("code");
-                let operator = format!("op-client-{}", self.index)
-                    .parse()
-                    .expect("operator");
-                let op = if self.rng.gen_bool(0.6) {
-                    Op::AuthoriseOperator {
-                        institution,
-                        admin_id_number: admin,
-                        operator,
-                    }
-                } else {
-                    Op::RevokeOperator {
-                        institution,
-                        admin_id_number: admin,
-                        operator,
-                    }
-                };
-                (Role::Gateway, op)
-            }
-            93 => {
-                // A new institution of this client, or a duplicate of a shared one.
-                let code = if self.rng.gen_bool(0.7) {
-                    format!("52{:02}{:03}", self.index % 100, self.registered.len())
-                } else {
-                    INSTITUTIONS[0].0.to_owned()
-                };
-                let district = INSTITUTIONS.choose(&mut self.rng).expect("four").1;
-                let admin = id_number(8_500_000 + self.index as u64);
-                (Role::Bureau, registration(&code, district, &admin))
-            }
-            94 => {
-                // Before the deadline: refused `campaign_open`.
-                let year = campaign_year_now();
-                (Role::Bureau, Op::Expire { year })
-            }
-            95 => {
-                // A role that may not run the operation.
-                let voucher = self.pick(&[VoucherState::Redeemed]);
-                (
-                    Role::Bureau,
-                    Op::Release {
-                        voucher,
-                        institution: INSTITUTIONS[0].0.parse().expect("code"),
-                    },
-                )
-            }
-            96..=97 => {
-                let voucher = self.pick(&[VoucherState::Redeemed]);
-                (Role::Gateway, Op::GetVoucher { voucher })
-            }
-            _ => (
-                Role::Bureau,
-                Op::Stats {
-                    district: None,
-                    year: None,
-                },
-            ),
-        }
-    }
-
-    /// Updates what the client knows from one answered request.
-    fn learn(&mut self, request: &Request, answer: &Answer) {
-        let Ok(reply) = &answer.outcome else { return };
-        match (&request.op, reply) {
-            (
-                Op::Issue {
-                    id_number,
-                    kind,
-                    face_value_fen,
-                    district,
-                    ..
-                },
-                Reply::Issued { voucher },
-            ) => {
-                let holder = (0..CLIENT_PERSONS)
-                    .find(|&n| &self.person(n) == id_number)
-                    .expect("clients issue to their own persons");
-                self.index_of.insert(*voucher, self.vouchers.len());
-                self.vouchers.push(Tracked {
-                    id: *voucher,
-                    holder,
-                    kind: *kind,
-                    face_value_fen: *face_value_fen,
-                    district: district.to_string(),
-                    state: VoucherState::Issued,
-                    institution: None,
-                    checkins: 0,
-                    score: None,
-                    settled_fen: None,
-                });
-            }
-            (Op::Claim { voucher, .. }, _) => self.change(*voucher).state = VoucherState::Claimed,
-            (
-                Op::Redeem {
-                    voucher,
-                    institution,
-                    ..
-                },
-                Reply::Redeemed { .. },
-            ) => {
-                let at = INSTITUTIONS
-                    .iter()
-                    .position(|(code, _)| *code == institution.to_string());
-                let tracked = self.change(*voucher);
-                tracked.state = VoucherState::Redeemed;
-                tracked.institution = at;
-            }
-            (Op::Checkin { voucher, .. }, Reply::CheckedIn { checkins, .. }) => {
-                self.change(*voucher).checkins = *checkins
-            }
-            (Op::Complete { voucher, .. }, _) => {
-                self.change(*voucher).state = VoucherState::Completed
-            }
-            (Op::Evaluate { voucher, score, .. }, _) => self.change(*voucher).score = Some(*score),
-            (
-                Op::Settle {
-                    voucher,
-                    amount_fen,
-                },
-                _,
-            ) => {
-                let tracked = self.change(*voucher);
-                tracked.state = VoucherState::Settled;
-                tracked.settled_fen = Some(*amount_fen);
-            }
-            (Op::Release { voucher, .. }, _) => {
-                let tracked = self.change(*voucher);
-                tracked.state = VoucherState::Claimed;
-                tracked.institution = None;
-                tracked.checkins = 0;
-            }
-            (Op::RegisterInstitution { code, .. }, _) => self.registered.push(code.to_string()),
-            _ => {}
-        }
-    }
-
-    fn change(&mut self, voucher: VoucherId) -> &mut Tracked {
-        let at = self.index_of[&voucher];
-        &mut self.vouchers[at]
-    }
 }
 
 /// The year of the campaign a daemon on defaults runs now.
 fn campaign_year_now() -> u16 {
     use voucherd::domain::time::{Clock, SystemClock};
     voucherd::domain::campaign::Campaign::default_for(SystemClock.now()).year
-}
-
-fn registration(code: &str, district: &str, admin: &str) -> Op {
-    Op::RegisterInstitution {
-        code: code.parse().expect("code"),
-        name: format!("培训机构 {code}"),
-        district: district.parse().expect("district"),
-        address: "重庆市渝中区解放碑".into(),
-        phone: "023-88126902".into(),
-        kind: InstitutionType::PrivateSchool,
-        admin_name: "刘路".into(),
-        admin_id_number: admin.into(),
-        sites: vec![SiteSpec {
-            lat: SITE.0,
-            lon: SITE.1,
-            radius_m: None,
-        }],
-    }
 }
 
 /// One connection per role, opened when first needed.
@@ -796,12 +337,12 @@ async fn drive(
         if *killed.borrow() {
             break;
         }
-        let (role, first) = lane.next_op();
+        let (role, first) = lane.work.next_op();
         let mut ops = vec![first];
         // Sometimes a few more operations of the same role in one frame.
-        if lane.rng.gen_bool(0.15) {
-            for _ in 0..lane.rng.gen_range(1..=3) {
-                let (next_role, op) = lane.next_op();
+        if lane.work.rng.gen_bool(0.15) {
+            for _ in 0..lane.work.rng.gen_range(1..=3) {
+                let (next_role, op) = lane.work.next_op();
                 if next_role == role {
                     ops.push(op);
                 }
@@ -816,13 +357,8 @@ async fn drive(
         match outcome {
             Some(Ok(answers)) => {
                 for (request, answer) in requests.iter().zip(&answers) {
-                    lane.learn(request, answer);
+                    lane.work.learn(role, request, answer);
                 }
-                lane.sent.push(Sent {
-                    role,
-                    requests,
-                    answers,
-                });
             }
             // The kill came first (or the connection broke because of it).
             Some(Err(_)) | None => {
@@ -859,7 +395,9 @@ async fn run_trial(
     let mut rng = StdRng::seed_from_u64(seed);
     let data = folder.join("data");
     let log = folder.join("voucherd.log");
-    let mut daemon = Daemon::start(voucherd, &data, certs, &log)?;
+    let mut daemon = Launch::new(voucherd, &data, certs, &log)
+        .envs(&[("RUST_LOG", "warn")])
+        .start()?;
 
     // Setup (acknowledged before the load): the shared institutions and operator.
     let mut setup = Connections::new(daemon.addr, certs);
@@ -867,7 +405,7 @@ async fn run_trial(
     for (at, (code, district)) in INSTITUTIONS.iter().enumerate() {
         let admin = admin_number(at);
         for (role, op) in [
-            (Role::Bureau, registration(code, district, &admin)),
+            (Role::Bureau, register(code, district, &admin)),
             (
                 Role::Gateway,
                 Op::AuthoriseOperator {
@@ -881,14 +419,14 @@ async fn run_trial(
                 id: format!("s{seed}-setup-{}", setup_sent.len()),
                 op,
             }];
-            let answers = setup.settled(role, &requests).await?;
+            let mut answers = setup.settled(role, &requests).await?;
             if let Err(refusal) = &answers[0].outcome {
                 bail!("setup {:?} refused: {}", requests[0].op, refusal.reason);
             }
             setup_sent.push(Sent {
                 role,
-                requests,
-                answers,
+                request: requests.into_iter().next().expect("one"),
+                answer: answers.remove(0),
             });
         }
     }
@@ -917,14 +455,14 @@ async fn run_trial(
     }
     let acknowledged: u64 = lanes
         .iter()
-        .flat_map(|lane| &lane.sent)
-        .map(|sent| sent.requests.len() as u64)
+        .map(|lane| lane.work.sent.len() as u64)
         .sum::<u64>()
         + setup_sent.len() as u64;
 
     // Restart on the same data and note the head before anything new runs.
-    let daemon =
-        Daemon::start(voucherd, &data, certs, &log).context("voucherd restarts after kill -9")?;
+    daemon
+        .restart()
+        .context("voucherd restarts after kill -9")?;
     let mut check = Connections::new(daemon.addr, certs);
     let (seq_at_restart, _) = audit_head(&mut check).await?;
 
@@ -948,29 +486,26 @@ async fn run_trial(
                     request.id, answer.outcome, second.outcome
                 ));
             }
-            lane.learn(request, answer);
+            lane.work.learn(role, request, answer);
             retried.push((role, request.clone(), answer.clone()));
         }
-        lane.sent.push(Sent {
-            role,
-            requests,
-            answers,
-        });
     }
 
     // Every acknowledged change (and each retried one) answers the same again.
     let mut by_role: BTreeMap<String, (Role, Vec<(Request, Answer)>)> = BTreeMap::new();
-    for sent in lanes.iter().flat_map(|lane| &lane.sent).chain(&setup_sent) {
-        for (request, answer) in sent.requests.iter().zip(&sent.answers) {
-            if request.op.is_read() || is_transient(answer) {
-                continue;
-            }
-            by_role
-                .entry(sent.role.to_string())
-                .or_insert_with(|| (sent.role, Vec::new()))
-                .1
-                .push((request.clone(), answer.clone()));
+    for sent in lanes
+        .iter()
+        .flat_map(|lane| &lane.work.sent)
+        .chain(&setup_sent)
+    {
+        if sent.request.op.is_read() || is_transient(&sent.answer) {
+            continue;
         }
+        by_role
+            .entry(sent.role.to_string())
+            .or_insert_with(|| (sent.role, Vec::new()))
+            .1
+            .push((sent.request.clone(), sent.answer.clone()));
     }
     let mut acknowledged_changes = 0u64;
     let mut accepted: HashMap<(String, String), Reply> = HashMap::new();
@@ -999,7 +534,7 @@ async fn run_trial(
     // Every voucher reads back as its answers said.
     let mut vouchers_checked = 0u64;
     for lane in &lanes {
-        for chunk in lane.vouchers.chunks(CHECK_BATCH_OPS) {
+        for chunk in lane.work.vouchers.chunks(CHECK_BATCH_OPS) {
             let requests: Vec<Request> = chunk
                 .iter()
                 .map(|tracked| Request {
@@ -1013,7 +548,11 @@ async fn run_trial(
             for (tracked, answer) in chunk.iter().zip(answers) {
                 vouchers_checked += 1;
                 match answer.outcome {
-                    Ok(Reply::Voucher(view)) => compare_view(tracked, &view, &mut problems),
+                    Ok(Reply::Voucher(view)) => {
+                        if let Some(difference) = lane.work.difference(tracked, &view) {
+                            problems.lost(difference);
+                        }
+                    }
                     other => {
                         problems.lost(format!("get_voucher {} answered {other:?}", tracked.id))
                     }
@@ -1022,7 +561,7 @@ async fn run_trial(
         }
         // No person over the use limit, as read back.
         let mut uses: HashMap<usize, u8> = HashMap::new();
-        for tracked in &lane.vouchers {
+        for tracked in &lane.work.vouchers {
             if tracked.state.is_used() {
                 *uses.entry(tracked.holder).or_default() += 1;
             }
@@ -1062,7 +601,15 @@ async fn run_trial(
     // export to check the history.
     let (seq, state_digest) = audit_head(&mut check).await?;
     let export = folder.join("audit.bin");
-    let verified = tool(voucherd, &["audit", "verify", "--data"], &[&data]);
+    let verified = tool(
+        voucherd,
+        &[
+            OsStr::new("audit"),
+            OsStr::new("verify"),
+            OsStr::new("--data"),
+            data.as_os_str(),
+        ],
+    );
     match verified {
         Ok(text) if text.contains(&format!("{seq} records")) => {}
         Ok(text) => problems.violation(format!("audit verify: {text} (head seq {seq})")),
@@ -1070,10 +617,23 @@ async fn run_trial(
     }
     tool(
         voucherd,
-        &["audit", "export", "--data"],
-        &[&data, Path::new("--out"), &export],
+        &[
+            OsStr::new("audit"),
+            OsStr::new("export"),
+            OsStr::new("--data"),
+            data.as_os_str(),
+            OsStr::new("--out"),
+            export.as_os_str(),
+        ],
     )?;
-    match tool(voucherd, &["replay", "--log"], &[&export]) {
+    match tool(
+        voucherd,
+        &[
+            OsStr::new("replay"),
+            OsStr::new("--log"),
+            export.as_os_str(),
+        ],
+    ) {
         Ok(text) => {
             let replayed = text
                 .lines()
@@ -1174,24 +734,6 @@ impl Problems {
     }
 }
 
-fn compare_view(tracked: &Tracked, view: &VoucherView, problems: &mut Problems) {
-    let institution = tracked.institution.map(|at| INSTITUTIONS[at].0.to_owned());
-    let same = view.state == tracked.state
-        && view.kind == tracked.kind
-        && view.face_value_fen == tracked.face_value_fen
-        && view.district.to_string() == tracked.district
-        && view.institution.map(|code| code.to_string()) == institution
-        && view.checkins == tracked.checkins
-        && view.score == tracked.score
-        && view.settled_fen == tracked.settled_fen;
-    if !same {
-        problems.lost(format!(
-            "voucher {}: answers said {tracked:?}, reads back {view:?}",
-            tracked.id
-        ));
-    }
-}
-
 fn compare_stats(lanes: &[Lane], stats: &StatsView, problems: &mut Problems) {
     #[derive(Default, Debug, PartialEq)]
     struct Figures {
@@ -1202,25 +744,28 @@ fn compare_stats(lanes: &[Lane], stats: &StatsView, problems: &mut Problems) {
     let mut expected: BTreeMap<String, Figures> = BTreeMap::new();
     let mut used_with_checkin = 0u64;
     let mut institutions_used = HashSet::new();
-    for tracked in lanes.iter().flat_map(|lane| &lane.vouchers) {
-        expected.entry(tracked.district.clone()).or_default().issued += 1;
-        if tracked.state != VoucherState::Issued {
-            expected
-                .entry(tracked.district.clone())
-                .or_default()
-                .claimed += 1;
-        }
-        if tracked.state.is_used() {
-            let at = tracked
-                .institution
-                .expect("used vouchers have an institution");
-            expected
-                .entry(INSTITUTIONS[at].1.to_owned())
-                .or_default()
-                .used += 1;
-            institutions_used.insert(at);
-            if tracked.checkins > 0 {
-                used_with_checkin += 1;
+    for lane in lanes {
+        for tracked in &lane.work.vouchers {
+            expected.entry(tracked.district.clone()).or_default().issued += 1;
+            if tracked.state != VoucherState::Issued {
+                expected
+                    .entry(tracked.district.clone())
+                    .or_default()
+                    .claimed += 1;
+            }
+            if tracked.state.is_used() {
+                let at = tracked
+                    .institution
+                    .expect("used vouchers have an institution");
+                let institution = &lane.work.institutions[at];
+                expected
+                    .entry(institution.district.clone())
+                    .or_default()
+                    .used += 1;
+                institutions_used.insert(institution.code.clone());
+                if tracked.checkins > 0 {
+                    used_with_checkin += 1;
+                }
             }
         }
     }
@@ -1243,8 +788,12 @@ fn compare_stats(lanes: &[Lane], stats: &StatsView, problems: &mut Problems) {
     if !expected.is_empty() {
         problems.violation(format!("stats lack districts {:?}", expected.keys()));
     }
-    let registered =
-        INSTITUTIONS.len() as u64 + lanes.iter().map(|l| l.registered.len() as u64).sum::<u64>();
+    let registered = INSTITUTIONS.len() as u64
+        + lanes
+            .iter()
+            .flat_map(|lane| &lane.work.institutions)
+            .filter(|institution| institution.owned)
+            .count() as u64;
     let coverage = &stats.coverage;
     if coverage.used_with_checkin != used_with_checkin
         || coverage.institutions_used != institutions_used.len() as u64

@@ -27,10 +27,11 @@ use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use voucherd::domain::campaign::Campaign;
 use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
-use voucherd::domain::ids::{IdNumber, InstitutionCode, VoucherId};
+use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec};
 use voucherd::domain::time::{Clock, SystemClock};
 use voucherd::net::client::Client;
+use voucherd_load::kit::workload::id_number;
 
 use peak::{Institution, Phase, Timeline, Workload};
 
@@ -105,11 +106,6 @@ struct Args {
     /// Write an SVG plot of throughput and latency (p50, p99) per second of the peak here.
     #[arg(long)]
     plot: Option<PathBuf>,
-}
-
-/// The n-th synthetic resident ID number, with a valid GB 11643 check digit.
-fn id_number(n: u64) -> String {
-    IdNumber::synthetic("5001011980", n)
 }
 
 /// Sends `requests` in frames of at most 1,000, advancing `progress` per frame.

@@ -1,12 +1,13 @@
 //! A few crash trials in CI: `voucher-crash` against the real `voucherd`
-//! (`VOUCHERD_CRASH_TRIALS`, default 3; `VOUCHERD_SEED`); see docs/reliability.md.
+//! (`VOUCHERD_CRASH_TRIALS`, default 3; the seed of `common::seed()`); see docs/reliability.md.
 
 use std::process::Command;
+
+use crate::common::daemon::VOUCHERD;
 
 fn voucher_crash() -> std::path::PathBuf {
     crate::common::daemon::tool("voucher-crash")
 }
-const VOUCHERD: &str = env!("CARGO_BIN_EXE_voucherd");
 
 #[test]
 fn acknowledged_operations_survive_kill_9_and_retries_apply_once() {
@@ -26,10 +27,9 @@ fn acknowledged_operations_survive_kill_9_and_retries_apply_once() {
         "8",
         "--voucherd",
         VOUCHERD,
+        "--seed",
+        &crate::common::seed().to_string(),
     ]);
-    if let Ok(seed) = std::env::var("VOUCHERD_SEED") {
-        command.args(["--seed", seed.trim()]);
-    }
     let output = command.output().expect("voucher-crash runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     eprintln!("{stdout}{}", String::from_utf8_lossy(&output.stderr));

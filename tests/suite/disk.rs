@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{authorise, id_number, issue, redeem, register, Disk, Drive, Workload, NOW};
+use crate::common::{authorise, id_number, issue, redeem, register, workload, Disk, Drive, NOW};
 use voucherd::domain::enums::{Kind, VoucherState};
 use voucherd::domain::op::{Op, Reply, Request, Role};
 use voucherd::domain::time::ManualClock;
@@ -118,7 +118,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_serves_again_once_freed() {
         Role::Gateway,
         authorise("5000001", &id_number(9_001), "operator-1"),
     );
-    let mut workload = Workload::new(5, 40);
+    let mut workload = workload(5, 40);
     workload.setup(&d, 3);
     for _ in 0..300 {
         workload.step(&d);
@@ -247,7 +247,7 @@ fn a_flipped_bit_in_any_store_file_is_found_or_harmless() {
     let data = pristine.path().join("data");
     let head = {
         let d = Disk::open(&data, "damage");
-        let mut workload = Workload::new(11, 30);
+        let mut workload = workload(11, 30);
         workload.setup(&d, 3);
         for _ in 0..150 {
             workload.step(&d);

@@ -97,7 +97,7 @@ fn acknowledged_changes_survive_dropping_the_ledger_without_shutdown() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(ManualClock::new(NOW));
     let disk = Disk::open_at(dir.path(), "first", clock.clone()).expect("data folder opens");
-    let mut work = Workload::new(seed, 40);
+    let mut work = workload(seed, 40);
     work.setup(&disk, 4);
     run_workload(&mut work, &disk, OPERATIONS);
     let head = disk.ledger.head();
@@ -210,7 +210,7 @@ fn crash_child_process() {
                 }
             });
         }
-        let mut work = Workload::new(seed, CRASH_PERSONS);
+        let mut work = workload(seed, CRASH_PERSONS);
         work.setup(&disk, 4);
         for _ in 0..CRASH_OPERATIONS {
             work.step(&disk);
@@ -255,7 +255,7 @@ fn acknowledged_changes_survive_a_crash() {
         Some(&b"end"[..]),
         "the child logged every answer before dying"
     );
-    let mut work = Workload::new(seed, CRASH_PERSONS);
+    let mut work = workload(seed, CRASH_PERSONS);
     for frame in &frames[1..frames.len() - 1] {
         let (role, request, answer): (Role, Request, Answer) =
             codec::decode_plain(frame).expect("log frame");

@@ -13,10 +13,8 @@
 //! well-behaved client's latency with and without the attack, and the RSS
 //! before, during and after.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +27,11 @@ use voucherd::limits::{CONNECTIONS_MAX, FRAME_BYTES_MAX, STREAMS_PER_CONNECTION_
 use voucherd::net::client::Client;
 use voucherd::net::tls::{self, CertPaths};
 use voucherd::net::wire;
+use voucherd_load::kit::daemon::rss_bytes_of;
 
-const VOUCHERD: &str = env!("CARGO_BIN_EXE_voucherd");
+use crate::common::daemon::serve;
+use crate::common::id_number;
+
 /// Connections the flood tries to open on top of everything else.
 const FLOOD_CONNECTIONS: usize = CONNECTIONS_MAX + 100;
 /// Connections whose every stream starts a frame and never finishes it.
@@ -46,63 +47,6 @@ const FOREIGN_CONNECTIONS: usize = 50;
 const SAMPLES: u64 = 150;
 /// The daemon's RSS may grow by at most this much during the attack.
 const RSS_GROWTH_BYTES_MAX: u64 = 384 * 1024 * 1024;
-
-/// `voucherd serve` on 127.0.0.1:0.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Daemon {
-    fn start(data: &Path, certs: &Path) -> Daemon {
-        let mut child = Command::new(VOUCHERD)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--certs")
-            .arg(certs)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("voucherd starts");
-        let stdout = child.stdout.take().unwrap();
-        let (lines, received) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = lines.send(line);
-            }
-        });
-        let addr = loop {
-            let line = received
-                .recv_timeout(Duration::from_secs(60))
-                .expect("voucherd reports its address");
-            if let Some(addr) = line.strip_prefix("voucherd: listening on ") {
-                break addr.trim().parse().unwrap();
-            }
-        };
-        Daemon { child, addr }
-    }
-
-    /// Resident set size from /proc, bytes.
-    fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status");
-        kb * 1024
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn client_config(certs: &Path, role: Role) -> rustls::ClientConfig {
     let paths = CertPaths {
@@ -142,18 +86,6 @@ fn issue(person: u64) -> Op {
         district: "500101".parse().unwrap(),
         year: None,
     }
-}
-
-/// The n-th synthetic resident ID number (valid GB 11643 check digit).
-fn id_number(n: u64) -> String {
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let body = format!("{:017}", 50_010_319_900_000_000 + n);
-    let sum: u32 = body
-        .bytes()
-        .zip(WEIGHTS)
-        .map(|(digit, weight)| u32::from(digit - b'0') * weight)
-        .sum();
-    format!("{body}{}", b"10X98765432"[(sum % 11) as usize] as char)
 }
 
 /// Issues a voucher to `person` and reads it back; returns the two latencies.
@@ -318,36 +250,30 @@ async fn foreign_client(endpoint: Endpoint, addr: SocketAddr) -> bool {
 async fn hostile_clients_do_not_stop_well_behaved_ones() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
-    let daemon = Daemon::start(&data, &certs);
+    let daemon = serve(
+        &data,
+        &certs,
+        &dir.path().join("daemon.log"),
+        &[],
+        &[("RUST_LOG", "error")],
+    );
     let good = Client::connect(daemon.addr, &certs, Role::Bureau)
         .await
         .unwrap();
     well_behaved_round(&good, 0).await; // warm up
     let quiet = measure(&good, 1_000).await;
-    let rss_before = daemon.rss_bytes();
+    let rss_before = daemon.rss_bytes().unwrap();
 
     // Sample the daemon's RSS all along.
     let rss_max = Arc::new(AtomicU64::new(rss_before));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let (rss_max, sampling) = (Arc::clone(&rss_max), Arc::clone(&sampling));
-        let pid = daemon.child.id();
+        let pid = daemon.pid();
         tokio::spawn(async move {
             while sampling.load(Ordering::Relaxed) {
-                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kb) = status
-                        .lines()
-                        .find_map(|line| line.strip_prefix("VmRSS:"))
-                        .and_then(|rest| {
-                            rest.trim()
-                                .trim_end_matches("kB")
-                                .trim()
-                                .parse::<u64>()
-                                .ok()
-                        })
-                    {
-                        rss_max.fetch_max(kb * 1024, Ordering::Relaxed);
-                    }
+                if let Some(bytes) = rss_bytes_of(pid) {
+                    rss_max.fetch_max(bytes, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -466,7 +392,7 @@ async fn hostile_clients_do_not_stop_well_behaved_ones() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     sampling.store(false, Ordering::Relaxed);
     sampler.await.unwrap();
-    let rss_after = daemon.rss_bytes();
+    let rss_after = daemon.rss_bytes().unwrap();
 
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     let ratio = quantile(&attacked, 0.5).as_secs_f64() / quantile(&quiet, 0.5).as_secs_f64();

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::common::daemon::{describe, Daemon};
+use crate::common::daemon::{describe, serve, Daemon};
 
 fn voucher_load_binary() -> std::path::PathBuf {
     crate::common::daemon::tool("voucher-load")
@@ -24,14 +24,14 @@ fn voucher_load_binary() -> std::path::PathBuf {
 fn fresh_daemon(dir: &Path) -> (Daemon, PathBuf) {
     let certs = dir.join("certs");
     let log = dir.join("daemon.log");
-    let daemon = Daemon::start(&dir.join("data"), &certs, &log, &[], &[]);
+    let daemon = serve(&dir.join("data"), &certs, &log, &[], &[]);
     (daemon, certs)
 }
 
 /// Runs voucher-load against `daemon` with `args`, then `--certs CERTS`.
 fn voucher_load(daemon: &Daemon, certs: &Path, args: &[&str]) -> Output {
     Command::new(voucher_load_binary())
-        .args(["--server", &daemon.addr])
+        .args(["--server", &daemon.addr.to_string()])
         .args(args)
         .arg("--certs")
         .arg(certs)
@@ -118,7 +118,7 @@ fn a_small_enrollment_peak_is_consistent() {
             plot.to_str().unwrap(),
         ],
     );
-    daemon.stop();
+    daemon.stop().expect("voucherd stops cleanly");
     assert!(
         output.status.success(),
         "{}",
@@ -175,7 +175,7 @@ fn find_max_reports_the_ladder_and_the_half_step() {
             plot.to_str().unwrap(),
         ],
     );
-    daemon.stop();
+    daemon.stop().expect("voucherd stops cleanly");
     assert!(
         output.status.success(),
         "{}",

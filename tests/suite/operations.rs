@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::daemon::{free_port, sample, scrape, voucherd_ok, Daemon};
+use crate::common::daemon::{free_port, sample, scrape, serve, voucherd_ok, Daemon, Voucherctl};
 use crate::common::{id_number, Harness};
 use serde_json::{json, Value};
 use voucherd::domain::op::{Op, Reply, Request, Role};
@@ -101,7 +101,7 @@ fn a_scrape_after_known_operations_shows_their_counts_and_the_bureau_figures() {
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let daemon = Daemon::start(
+    let daemon = serve(
         &data,
         &certs,
         &dir.path().join("log"),
@@ -166,7 +166,7 @@ fn a_scrape_after_known_operations_shows_their_counts_and_the_bureau_figures() {
         body.contains("# TYPE voucherd_operations_total counter"),
         "{body}"
     );
-    daemon.stop();
+    daemon.stop().expect("voucherd stops cleanly");
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn logs_never_carry_id_numbers_or_names_even_at_trace_level() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
     let log = dir.path().join("log");
-    let daemon = Daemon::start(
+    let daemon = serve(
         &data,
         &certs,
         &log,
@@ -189,7 +189,7 @@ fn logs_never_carry_id_numbers_or_names_even_at_trace_level() {
         &[issue_line("bad", &enrolled.persons[0], "x")],
     );
     assert_eq!(bad[0]["reason"], "unknown_district");
-    daemon.stop();
+    daemon.stop().expect("voucherd stops cleanly");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.lines().count() > 10,
@@ -233,7 +233,7 @@ fn audit_head(daemon: &Daemon, certs: &Path) -> Value {
 fn the_audit_chain_streams_out_while_the_daemon_serves() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("log"), &[], &[]);
+    let daemon = serve(&data, &certs, &dir.path().join("log"), &[], &[]);
     let enrolled = enrol(&daemon, &certs);
     let head = audit_head(&daemon, &certs);
     assert_eq!(head["seq"], enrolled.changes);
@@ -322,7 +322,7 @@ fn the_audit_chain_streams_out_while_the_daemon_serves() {
     );
     assert_eq!(output.status.code(), Some(1));
     assert!(crate::common::daemon::text(&output.stderr).contains("forbidden_role"));
-    daemon.stop();
+    daemon.stop().expect("voucherd stops cleanly");
 }
 
 #[test]
@@ -416,7 +416,7 @@ fn audit_read_pages_are_bounded_and_checked() {
 fn a_backup_taken_while_serving_restores_to_a_verified_prefix_of_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("log"), &[], &[]);
+    let daemon = serve(&data, &certs, &dir.path().join("log"), &[], &[]);
     enrol(&daemon, &certs);
     // Issues keep arriving while the backup is taken.
     let backup = dir.path().join("backup");
@@ -503,14 +503,14 @@ fn a_backup_taken_while_serving_restores_to_a_verified_prefix_of_the_chain() {
         out.contains(live_line["hash"].as_str().unwrap()),
         "{out}\n{live_line}"
     );
-    daemon.stop();
+    daemon.stop().expect("voucherd stops cleanly");
 
     // The restored folder serves, with the same head.
-    let restored_daemon = Daemon::start(&restored, &certs, &dir.path().join("log2"), &[], &[]);
+    let restored_daemon = serve(&restored, &certs, &dir.path().join("log2"), &[], &[]);
     let head = audit_head(&restored_daemon, &certs);
     assert_eq!(head["seq"], seq);
     assert_eq!(head["state_digest"], digest.as_str());
-    restored_daemon.stop();
+    restored_daemon.stop().expect("voucherd stops cleanly");
 
     // With no daemon running, the backup is taken from the folder directly.
     let offline = dir.path().join("offline");

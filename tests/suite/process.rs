@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::daemon::{ctl as ctl_with, text, Daemon, VOUCHERD};
+use crate::common::daemon::{ctl as ctl_with, serve, text, VOUCHERD};
 use crate::common::id_number;
 use serde_json::{json, Value};
 
@@ -94,12 +94,12 @@ fn issue_voucher(addr: &str, certs: &Path, person: &str, kind: &str) -> String {
 fn acknowledged_operations_survive_a_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("first.log"), &[], &[]);
+    let mut daemon = serve(&data, &certs, &dir.path().join("first.log"), &[], &[]);
     assert!(
         certs.join("ca.pem").exists(),
         "serve created development certificates"
     );
-    let addr = daemon.addr.clone();
+    let addr = daemon.addr.to_string();
     let admin = id_number(1);
     let (holder, other) = (id_number(10), id_number(11));
 
@@ -264,10 +264,10 @@ fn acknowledged_operations_survive_a_sigkill() {
     let head_before = ctl_json(&addr, &certs, &["audit", "head"]);
     let stats_before = ctl_json(&addr, &certs, &["stats", "--district", "500101"]);
 
-    daemon.kill();
+    daemon.kill().unwrap();
 
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("second.log"), &[], &[]);
-    let addr = daemon.addr.clone();
+    let daemon = serve(&data, &certs, &dir.path().join("second.log"), &[], &[]);
+    let addr = daemon.addr.to_string();
     let show = |voucher: &str| ctl_json(&addr, &certs, &["voucher", "show", voucher]);
     let settled = show(&v1);
     assert_eq!(settled["state"], "settled", "{settled}");
@@ -317,8 +317,8 @@ fn acknowledged_operations_survive_a_sigkill() {
 fn voucherctl_batch_answers_every_line_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"), &[], &[]);
-    let addr = daemon.addr.clone();
+    let daemon = serve(&data, &certs, &dir.path().join("daemon.log"), &[], &[]);
+    let addr = daemon.addr.to_string();
     let person = id_number(20);
     let long_id = "x".repeat(65);
     let issue = |id: &str, person: &str| {
@@ -494,14 +494,19 @@ fn wal_bytes(dir: &Path) -> u64 {
 fn sigterm_stops_the_daemon_with_exit_0() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
-    let mut daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"), &[], &[]);
-    let voucher = issue_voucher(&daemon.addr, &certs, &id_number(30), "hr_services");
+    let mut daemon = serve(&data, &certs, &dir.path().join("daemon.log"), &[], &[]);
+    let voucher = issue_voucher(
+        &daemon.addr.to_string(),
+        &certs,
+        &id_number(30),
+        "hr_services",
+    );
     let status = Command::new("kill")
-        .args(["-TERM", &daemon.pid()])
+        .args(["-TERM", &daemon.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let status = daemon.wait();
+    let status = daemon.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status}; log:\n{}", daemon.log());
     drop(daemon);
     // A clean stop flushed the memtables: no write-ahead log is left to replay.
@@ -511,8 +516,12 @@ fn sigterm_stops_the_daemon_with_exit_0() {
         "RocksDB *.log files after a clean stop"
     );
     // The data folder opens again with the voucher in it.
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("again.log"), &[], &[]);
-    let shown = ctl_json(&daemon.addr, &certs, &["voucher", "show", &voucher]);
+    let daemon = serve(&data, &certs, &dir.path().join("again.log"), &[], &[]);
+    let shown = ctl_json(
+        &daemon.addr.to_string(),
+        &certs,
+        &["voucher", "show", &voucher],
+    );
     assert_eq!(shown["state"], "issued");
 }
 
@@ -524,8 +533,8 @@ fn sigterm_stops_the_daemon_with_exit_0() {
 fn voucherctl_imports_the_sample_form_and_writes_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
-    let daemon = Daemon::start(&data, &certs, &dir.path().join("daemon.log"), &[], &[]);
-    let addr = daemon.addr.clone();
+    let daemon = serve(&data, &certs, &dir.path().join("daemon.log"), &[], &[]);
+    let addr = daemon.addr.to_string();
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/ops/institutions-sample.csv");
     let args = ["institution", "import", sample];
     let first = ctl_ok(&addr, &certs, &args);

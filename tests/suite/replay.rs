@@ -40,7 +40,7 @@ fn a_random_workload_replays_to_the_live_state() {
         text.parse().expect("VOUCHERD_OPERATIONS is a number")
     });
     let h = Harness::new();
-    let mut work = Workload::new(seed, PERSONS);
+    let mut work = workload(seed, PERSONS);
     work.setup(&h, INSTITUTIONS);
     for _ in 0..operations {
         work.step(&h);
@@ -56,7 +56,7 @@ fn a_random_workload_replays_to_the_live_state() {
     let unfinished = work
         .vouchers
         .iter()
-        .filter(|(_, v)| {
+        .filter(|v| {
             matches!(
                 v.state,
                 VoucherState::Issued | VoucherState::Claimed | VoucherState::Redeemed
@@ -66,17 +66,17 @@ fn a_random_workload_replays_to_the_live_state() {
     let claimed: Vec<_> = work
         .vouchers
         .iter()
-        .filter(|(_, v)| v.state == VoucherState::Claimed)
+        .filter(|v| v.state == VoucherState::Claimed)
         .cloned()
         .collect();
-    if let Some((voucher, tracked)) = claimed.choose(&mut rng) {
+    if let Some(tracked) = claimed.choose(&mut rng) {
         let code = work.institutions[0].code.clone();
         let operator = work.institutions[0]
             .operators
             .first()
             .cloned()
             .unwrap_or_else(|| "op-x".into());
-        let answer = work.apply(&h, Role::Gateway, redeem(*voucher, &code, &operator));
+        let answer = work.apply(&h, Role::Gateway, redeem(tracked.id, &code, &operator));
         let reason = answer
             .outcome
             .expect_err("no redemption after the deadline")
@@ -96,10 +96,10 @@ fn a_random_workload_replays_to_the_live_state() {
     let completed: Vec<_> = work
         .vouchers
         .iter()
-        .filter(|(_, v)| v.state == VoucherState::Completed)
+        .filter(|v| v.state == VoucherState::Completed)
         .cloned()
         .collect();
-    if let Some((voucher, tracked)) = completed.choose(&mut rng) {
+    if let Some(tracked) = completed.choose(&mut rng) {
         let district =
             &work.institutions[tracked.institution.expect("completed at an institution")].district;
         let role = Role::District(district.parse().expect("district"));
@@ -107,7 +107,7 @@ fn a_random_workload_replays_to_the_live_state() {
             &h,
             role,
             Op::Settle {
-                voucher: *voucher,
+                voucher: tracked.id,
                 amount_fen: tracked.face_value_fen / 2,
             },
         );

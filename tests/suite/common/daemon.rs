@@ -1,11 +1,13 @@
 //! The real binaries as child processes: `voucherd serve` on 127.0.0.1:0 with
-//! extra flags and environment, and `voucherctl`/`voucherd` tool runs.
+//! extra flags and environment (the kit's `Daemon`), and `voucherctl`/`voucherd`
+//! tool runs.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+pub use voucherd_load::kit::daemon::Daemon;
+use voucherd_load::kit::daemon::Launch;
 
 pub const VOUCHERD: &str = env!("CARGO_BIN_EXE_voucherd");
 pub const VOUCHERCTL: &str = env!("CARGO_BIN_EXE_voucherctl");
@@ -23,134 +25,24 @@ pub fn tool(name: &str) -> std::path::PathBuf {
     );
     path
 }
-/// How long the daemon may take to start listening or to exit.
-pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub struct Daemon {
-    pub child: Child,
-    pub addr: String,
-    pub log: PathBuf,
+/// Starts `voucherd serve --listen 127.0.0.1:0 --data DATA --certs CERTS ARGS`
+/// (`RUST_LOG=info`, then `env`) with stderr into `log`, and waits until it
+/// listens: the kit's one process wrapper, on this package's binary.
+pub fn serve(data: &Path, certs: &Path, log: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    Launch::new(Path::new(VOUCHERD), data, certs, log)
+        .args(args)
+        .envs(env)
+        .start()
+        .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
-impl Daemon {
-    /// Starts `voucherd serve --listen 127.0.0.1:0 --data DATA --certs CERTS ARGS`
-    /// with `env`, and waits for its `voucherd: listening on ADDR` line.
-    pub fn start(
-        data: &Path,
-        certs: &Path,
-        log: &Path,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Daemon {
-        let mut command = Command::new(VOUCHERD);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--certs")
-            .arg(certs)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("voucherd starts");
-        let stdout = child.stdout.take().unwrap();
-        let (lines, received) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = lines.send(line);
-            }
-        });
-        let started = Instant::now();
-        let addr = loop {
-            let left = DAEMON_TIMEOUT.saturating_sub(started.elapsed());
-            match received.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("voucherd: listening on ") {
-                        break addr.trim().to_owned();
-                    }
-                }
-                Err(error) => {
-                    let _ = child.kill();
-                    panic!(
-                        "voucherd did not report its address ({error}); log:\n{}",
-                        std::fs::read_to_string(log).unwrap_or_default()
-                    );
-                }
-            }
-        };
-        Daemon {
-            child,
-            addr,
-            log: log.to_owned(),
-        }
-    }
-
-    /// SIGTERM, then waits for exit 0.
-    pub fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "voucherd exited with {status}; log:\n{}",
-                    self.log()
-                );
-                return;
-            }
-            assert!(started.elapsed() < DAEMON_TIMEOUT, "voucherd did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    /// Waits for the daemon to exit on its own.
-    pub fn wait(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if started.elapsed() > DAEMON_TIMEOUT {
-                let _ = self.child.kill();
-                panic!(
-                    "voucherd did not exit within {DAEMON_TIMEOUT:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no shutdown at all.
-    pub fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
+/// `voucherctl` against a running daemon.
+pub trait Voucherctl {
     /// Runs `voucherctl --server ADDR --certs CERTS ARGS` with `stdin`.
-    pub fn ctl(&self, certs: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-        ctl(&self.addr, certs, args, stdin)
-    }
+    fn ctl(&self, certs: &Path, args: &[&str], stdin: Option<&str>) -> Output;
 
     /// `voucherctl batch --as ROLE` over JSON lines; the JSON answers.
-    pub fn batch(
+    fn batch(
         &self,
         certs: &Path,
         role: &str,
@@ -170,12 +62,9 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+impl Voucherctl for Daemon {
+    fn ctl(&self, certs: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        ctl(&self.addr.to_string(), certs, args, stdin)
     }
 }
 
@@ -216,14 +105,8 @@ pub fn describe(what: &str, output: &Output) -> String {
 
 /// Runs `voucherd ARGS` (a tool, not the daemon) and expects exit 0; returns stdout.
 pub fn voucherd_ok(args: &[&str]) -> String {
-    let output = Command::new(VOUCHERD).args(args).output().unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        describe(&format!("voucherd {args:?}"), &output)
-    );
-    text(&output.stdout)
+    voucherd_load::kit::daemon::tool(Path::new(VOUCHERD), args)
+        .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// A loopback TCP port nobody listens on right now.
