@@ -375,14 +375,20 @@ pub fn checkin(
     }
     let campaign = context.campaign(voucher.year)?;
     let day = context.now.local_day(campaign.utc_offset_s);
-    if voucher.last_checkin_day == Some(day) {
-        return refuse(
-            Reason::DuplicateCheckin,
-            format!(
-                "voucher {id} checked in on {} already",
-                super::time::day_text(day)
-            ),
-        );
+    // One check-in per session (local day), and sessions only move forward:
+    // a day not after the last check-in's (the same day, or an earlier one
+    // after the clock stepped back) is a duplicate.
+    if let Some(last_day) = voucher.last_checkin_day {
+        if day <= last_day {
+            return refuse(
+                Reason::DuplicateCheckin,
+                format!(
+                    "voucher {id} checked in on {} already; a check-in on {} is not after it",
+                    super::time::day_text(last_day),
+                    super::time::day_text(day)
+                ),
+            );
+        }
     }
     let mut checked = voucher.clone();
     checked.checkins += 1;
@@ -569,4 +575,91 @@ pub fn expire_voucher(voucher: &Voucher, year: u16) -> Option<(Voucher, bool)> {
     let mut expired = voucher.clone();
     expired.state = VoucherState::Expired;
     Some((expired, voucher.state == VoucherState::Redeemed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::campaign::Campaign;
+    use super::super::enums::InstitutionType;
+    use super::super::records::Site;
+    use super::*;
+
+    fn at(rfc3339: &str) -> Timestamp {
+        Timestamp(
+            chrono::DateTime::parse_from_rfc3339(rfc3339)
+                .expect("a test instant")
+                .timestamp(),
+        )
+    }
+
+    /// The embedded default campaign in force at `now`.
+    fn campaigns_at(now: Timestamp) -> Campaigns {
+        Campaigns::new(vec![Campaign::default_for(now)]).expect("one campaign")
+    }
+
+    /// Institution 5000001 in district 500101, one site at 解放碑 (radius 500 m).
+    fn institution() -> Institution {
+        Institution {
+            code: InstitutionCode(5_000_001),
+            name: "重庆示例职业培训学校".into(),
+            district: "500101".parse().expect("a district code"),
+            address: "渝中区解放碑".into(),
+            phone: "023-12345678".into(),
+            kind: InstitutionType::PrivateSchool,
+            admin_name: "张三".into(),
+            admin: PersonKey([9; 32]),
+            admin_changes: 0,
+            sites: vec![Site {
+                lat: 29.5576,
+                lon: 106.5775,
+                radius_m: 500,
+            }],
+            operators: Default::default(),
+            registered_at: Timestamp(0),
+        }
+    }
+
+    /// Checks that check-in sessions only move forward: day 1 and day 2 are
+    /// accepted; day 1 again (the clock stepped back) and day 2 again are
+    /// `duplicate_checkin`; day 3 is accepted. Before the fix only the very
+    /// same day as the last check-in was refused, so day 1 again went through.
+    #[test]
+    fn a_checkin_on_a_day_not_after_the_last_one_is_a_duplicate() {
+        let day_1 = at("2026-06-01T10:00:00+08:00");
+        let day_2 = at("2026-06-02T10:00:00+08:00");
+        let day_3 = at("2026-06-03T09:00:00+08:00");
+        let campaigns = campaigns_at(day_1);
+        let institution = institution();
+        let redeemed = Voucher {
+            year: campaigns.current().year,
+            state: VoucherState::Redeemed,
+            claimed: true,
+            institution: Some((institution.code, institution.district)),
+            ..Voucher::issued_example()
+        };
+        let check_in = |voucher: &Voucher, now: Timestamp| {
+            let context = Context {
+                campaigns: &campaigns,
+                now,
+            };
+            checkin(
+                context,
+                Some(voucher),
+                voucher.id,
+                Some(&institution),
+                29.5577,
+                106.5776,
+            )
+        };
+        let (after_day_1, session_1) = check_in(&redeemed, day_1).expect("day 1 is accepted");
+        let (after_day_2, session_2) = check_in(&after_day_1, day_2).expect("day 2 is accepted");
+        assert_eq!(session_2, session_1 + 1);
+        assert_eq!(after_day_2.checkins, 2);
+        let stepped_back = check_in(&after_day_2, day_1).expect_err("day 1 again is refused");
+        assert_eq!(stepped_back.reason, Reason::DuplicateCheckin);
+        let same_day = check_in(&after_day_2, day_2).expect_err("day 2 again is refused");
+        assert_eq!(same_day.reason, Reason::DuplicateCheckin);
+        let (after_day_3, _) = check_in(&after_day_2, day_3).expect("day 3 is accepted");
+        assert_eq!(after_day_3.checkins, 3);
+    }
 }
