@@ -119,7 +119,19 @@ fn person(text: &str, field: &str, secret: &PersonSecret) -> Result<PersonKey, R
     }
 }
 
+/// A one-line free-text field: no control characters at all.
 fn text(value: &str, field: &str, required: bool) -> Result<String, Refusal> {
+    free_text(value, field, required, false)
+}
+
+/// A free-text field; `line_breaks` lets it hold line breaks (`\n`, `\r\n`,
+/// `\r`) and tabs (an evaluation comment), never other control characters.
+fn free_text(
+    value: &str,
+    field: &str,
+    required: bool,
+    line_breaks: bool,
+) -> Result<String, Refusal> {
     let value = value.trim();
     let chars = value.chars().count();
     if required && chars == 0 {
@@ -131,11 +143,14 @@ fn text(value: &str, field: &str, required: bool) -> Result<String, Refusal> {
             format!("{field} is longer than {TEXT_CHARS_MAX} characters"),
         );
     }
-    if value.chars().any(char::is_control) {
-        return refuse(
-            Reason::InvalidRequest,
-            format!("{field} contains control characters"),
-        );
+    let allowed = |c: char| line_breaks && matches!(c, '\n' | '\r' | '\t');
+    if value.chars().any(|c| c.is_control() && !allowed(c)) {
+        let which = if line_breaks {
+            "control characters other than line breaks and tabs"
+        } else {
+            "control characters"
+        };
+        return refuse(Reason::InvalidRequest, format!("{field} contains {which}"));
     }
     Ok(value.to_owned())
 }
@@ -330,7 +345,7 @@ impl Command {
                             format!("comment is longer than {COMMENT_CHARS_MAX} characters"),
                         )
                     }
-                    Some(comment) => Some(text(comment, "comment", false)?),
+                    Some(comment) => Some(free_text(comment, "comment", false, true)?),
                     None => None,
                 };
                 Command::Evaluate {
@@ -375,5 +390,86 @@ impl Command {
             Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead => return Ok(None),
         };
         Ok(Some(command))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::campaign::Campaign;
+    use super::super::time::Timestamp;
+    use super::*;
+
+    /// 2026-06-01T10:00:00+08:00.
+    const NOW: Timestamp = Timestamp(1_780_279_200);
+
+    fn secret() -> PersonSecret {
+        PersonSecret([7; 32])
+    }
+
+    fn campaigns() -> Campaigns {
+        Campaigns::new(vec![Campaign::default_for(NOW)]).expect("one campaign")
+    }
+
+    fn validate(op: &Op) -> Result<Option<Command>, Refusal> {
+        Command::from_op(op, &secret(), &campaigns())
+    }
+
+    fn evaluate(comment: &str) -> Op {
+        Op::Evaluate {
+            voucher: VoucherId(1),
+            id_number: "11010519491231002X".into(),
+            score: 4,
+            comment: Some(comment.into()),
+        }
+    }
+
+    fn refusal_reason(op: &Op) -> Option<Reason> {
+        validate(op).err().map(|refusal| refusal.reason)
+    }
+
+    /// Checks that an evaluation comment may hold line breaks (`\n`, `\r\n`,
+    /// a lone `\r`) and tabs, kept as sent, while other control characters
+    /// (NUL, ESC, DEL, U+0085) are still `invalid_request`; and that one-line
+    /// fields (a class code) still refuse a line break. Before the fix every
+    /// comment with a line break was refused as holding control characters.
+    #[test]
+    fn comments_may_hold_line_breaks_and_tabs_but_no_other_control_characters() {
+        for comment in [
+            "好老师\n实操多",
+            "good\r\nteacher",
+            "old mac\rline",
+            "score:\t4",
+        ] {
+            match validate(&evaluate(comment)) {
+                Ok(Some(Command::Evaluate {
+                    comment: Some(kept),
+                    ..
+                })) => assert_eq!(kept, comment),
+                other => panic!("{comment:?} must be accepted, got {other:?}"),
+            }
+        }
+        for comment in [
+            "bell\u{7}",
+            "nul\0",
+            "esc\u{1b}[31m",
+            "del\u{7f}",
+            "nel\u{85}x",
+        ] {
+            assert_eq!(
+                refusal_reason(&evaluate(comment)),
+                Some(Reason::InvalidRequest),
+                "{comment:?}"
+            );
+        }
+        let class_with_line_break = Op::Redeem {
+            voucher: VoucherId(1),
+            institution: InstitutionCode(5_000_001),
+            operator: "op-1".parse().expect("an operator"),
+            class: "电工\n2026".into(),
+        };
+        assert_eq!(
+            refusal_reason(&class_with_line_break),
+            Some(Reason::InvalidRequest)
+        );
     }
 }
