@@ -12,6 +12,7 @@ use super::ids::{
 };
 use super::op::Op;
 use super::records::Site;
+use super::time::Timestamp;
 use crate::error::{refuse, Reason, Refusal};
 use crate::limits::{
     COMMENT_CHARS_MAX, FACE_VALUE_FEN_MAX, REQUEST_ID_BYTES_MAX, SITES_PER_INSTITUTION_MAX,
@@ -112,8 +113,19 @@ pub fn check_request_id(id: &str) -> Result<(), Refusal> {
     }
 }
 
-fn person(text: &str, field: &str, secret: &PersonSecret) -> Result<PersonKey, Refusal> {
-    match IdNumber::parse(text) {
+/// An ID number's keyed hash, after the full check as of `now` (without the
+/// "up to today" bound when the caller passes no time).
+fn person(
+    text: &str,
+    field: &str,
+    secret: &PersonSecret,
+    now: Option<Timestamp>,
+) -> Result<PersonKey, Refusal> {
+    let parsed = match now {
+        Some(now) => IdNumber::parse_at(text, now),
+        None => IdNumber::parse(text),
+    };
+    match parsed {
         Ok(id_number) => Ok(id_number.key(secret)),
         Err(why) => refuse(Reason::InvalidIdNumber, format!("{field}: {why}")),
     }
@@ -189,9 +201,29 @@ fn sites(specs: &[super::op::SiteSpec]) -> Result<Vec<Site>, Refusal> {
         .collect()
 }
 
-/// Checks every field of a `register_institution` (the institution import
-/// checks form rows with it before sending them).
+/// Checks every field of a `register_institution` as of `now`, the injected
+/// time (the admin's ID number's birth date is at most today).
+pub fn check_registration_at(
+    op: &Op,
+    secret: &PersonSecret,
+    now: Timestamp,
+) -> Result<Registration, Refusal> {
+    registration(op, secret, Some(now))
+}
+
+/// Transitional, for callers that pass no time yet (the institution import
+/// checks form rows with it before sending them): `check_registration_at`
+/// without the "up to today" bound on the admin's birth date. The daemon
+/// checks the row again with the time when it arrives.
 pub fn check_registration(op: &Op, secret: &PersonSecret) -> Result<Registration, Refusal> {
+    registration(op, secret, None)
+}
+
+fn registration(
+    op: &Op,
+    secret: &PersonSecret,
+    now: Option<Timestamp>,
+) -> Result<Registration, Refusal> {
     let Op::RegisterInstitution {
         code,
         name,
@@ -217,23 +249,47 @@ pub fn check_registration(op: &Op, secret: &PersonSecret) -> Result<Registration
         phone: text(phone, "phone", true)?,
         kind: *kind,
         admin_name: text(admin_name, "admin_name", true)?,
-        admin: person(admin_id_number, "admin_id_number", secret)?,
+        admin: person(admin_id_number, "admin_id_number", secret, now)?,
         sites: sites(site_specs)?,
     })
 }
 
 impl Command {
-    /// Checks every field of a changing operation. Reads (`get_voucher`,
-    /// `stats`, `audit_head`, `audit_read`) are not commands: this checks
-    /// their fields and returns `None` for them.
+    /// Checks every field of a changing operation as of `now`, the injected
+    /// time the operation is applied at (an ID number's birth date is at
+    /// most today in UTC+8). Reads (`get_voucher`, `stats`, `audit_head`,
+    /// `audit_read`) are not commands: this checks their fields and returns
+    /// `None` for them.
+    pub fn from_op_at(
+        op: &Op,
+        secret: &PersonSecret,
+        campaigns: &Campaigns,
+        now: Timestamp,
+    ) -> Result<Option<Command>, Refusal> {
+        Command::validated(op, secret, campaigns, Some(now))
+    }
+
+    /// Transitional, for callers that pass no time yet: `from_op_at` without
+    /// the checks that need today (an ID number's birth date may be later
+    /// than today). Callers move to `from_op_at` with the time they apply
+    /// the command at; then this goes.
     pub fn from_op(
         op: &Op,
         secret: &PersonSecret,
         campaigns: &Campaigns,
     ) -> Result<Option<Command>, Refusal> {
+        Command::validated(op, secret, campaigns, None)
+    }
+
+    fn validated(
+        op: &Op,
+        secret: &PersonSecret,
+        campaigns: &Campaigns,
+        now: Option<Timestamp>,
+    ) -> Result<Option<Command>, Refusal> {
         let command = match op {
             Op::RegisterInstitution { .. } => {
-                Command::RegisterInstitution(Box::new(check_registration(op, secret)?))
+                Command::RegisterInstitution(Box::new(registration(op, secret, now)?))
             }
             Op::SetInstitutionAdmin {
                 institution,
@@ -242,7 +298,7 @@ impl Command {
             } => Command::SetInstitutionAdmin {
                 institution: *institution,
                 admin_name: text(admin_name, "admin_name", true)?,
-                admin: person(admin_id_number, "admin_id_number", secret)?,
+                admin: person(admin_id_number, "admin_id_number", secret, now)?,
             },
             Op::AuthoriseOperator {
                 institution,
@@ -250,7 +306,7 @@ impl Command {
                 operator,
             } => Command::AuthoriseOperator {
                 institution: *institution,
-                admin: person(admin_id_number, "admin_id_number", secret)?,
+                admin: person(admin_id_number, "admin_id_number", secret, now)?,
                 operator: operator.clone(),
             },
             Op::RevokeOperator {
@@ -259,7 +315,7 @@ impl Command {
                 operator,
             } => Command::RevokeOperator {
                 institution: *institution,
-                admin: person(admin_id_number, "admin_id_number", secret)?,
+                admin: person(admin_id_number, "admin_id_number", secret, now)?,
                 operator: operator.clone(),
             },
             Op::Issue {
@@ -285,7 +341,7 @@ impl Command {
                     );
                 }
                 Command::Issue {
-                    holder: person(id_number, "id_number", secret)?,
+                    holder: person(id_number, "id_number", secret, now)?,
                     category: *category,
                     kind: *kind,
                     face_value_fen: *face_value_fen,
@@ -296,7 +352,7 @@ impl Command {
             }
             Op::Claim { voucher, id_number } => Command::Claim {
                 voucher: *voucher,
-                holder: person(id_number, "id_number", secret)?,
+                holder: person(id_number, "id_number", secret, now)?,
             },
             Op::Redeem {
                 voucher,
@@ -350,7 +406,7 @@ impl Command {
                 };
                 Command::Evaluate {
                     voucher: *voucher,
-                    holder: person(id_number, "id_number", secret)?,
+                    holder: person(id_number, "id_number", secret, now)?,
                     score: *score,
                     comment,
                 }
@@ -396,7 +452,6 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::super::campaign::Campaign;
-    use super::super::time::Timestamp;
     use super::*;
 
     /// 2026-06-01T10:00:00+08:00.
@@ -411,7 +466,25 @@ mod tests {
     }
 
     fn validate(op: &Op) -> Result<Option<Command>, Refusal> {
-        Command::from_op(op, &secret(), &campaigns())
+        Command::from_op_at(op, &secret(), &campaigns(), NOW)
+    }
+
+    /// An ID number of region 500101 born on `birth` (YYYYMMDD), check digit right.
+    fn born_on(birth: &str) -> String {
+        let body = format!("500101{birth}123");
+        format!("{body}{}", IdNumber::check_digit(body.as_bytes()) as char)
+    }
+
+    fn issue_to(id_number: &str) -> Op {
+        Op::Issue {
+            id_number: id_number.into(),
+            category: Category::Unemployed,
+            kind: Kind::EmploymentSkills,
+            face_value_fen: 80_000,
+            channel: Channel::Wechat,
+            district: "500101".parse().expect("a district code"),
+            year: None,
+        }
     }
 
     fn evaluate(comment: &str) -> Op {
@@ -471,5 +544,99 @@ mod tests {
             refusal_reason(&class_with_line_break),
             Some(Reason::InvalidRequest)
         );
+    }
+
+    /// Checks that validation reads "today" from the time it is given, in
+    /// UTC+8: at 2026-06-01T10:00+08:00 a person born 2026-06-01 may be
+    /// issued a voucher and one born 2026-06-02 is `invalid_id_number`; at
+    /// 00:30 in Chongqing (still 31 May in UTC) 1 June is already today. And
+    /// that every field holding an ID number gets the full check (region,
+    /// real birth date): `issue`, `claim`, `evaluate`, `register_institution`,
+    /// `set_institution_admin`, `authorise_operator`. Before the fix only the
+    /// check digit was checked, so all of these were accepted.
+    #[test]
+    fn id_numbers_get_the_full_check_with_today_from_the_given_time() {
+        assert!(validate(&issue_to(&born_on("20260601"))).is_ok());
+        assert_eq!(
+            refusal_reason(&issue_to(&born_on("20260602"))),
+            Some(Reason::InvalidIdNumber)
+        );
+        let just_after_midnight = Timestamp(NOW.0 - 9 * 3600 - 30 * 60);
+        assert_eq!(
+            just_after_midnight.local_rfc3339(8 * 3600),
+            "2026-06-01T00:30:00+08:00"
+        );
+        assert!(Command::from_op_at(
+            &issue_to(&born_on("20260601")),
+            &secret(),
+            &campaigns(),
+            just_after_midnight
+        )
+        .is_ok());
+        let month_13 = "500101199913450016";
+        let wrong = [
+            "000000000000000001",
+            month_13,
+            "999999999999999993",
+            &born_on("20230229"),
+        ];
+        for id_number in wrong {
+            let ops = [
+                issue_to(id_number),
+                Op::Claim {
+                    voucher: VoucherId(1),
+                    id_number: id_number.into(),
+                },
+                Op::Evaluate {
+                    voucher: VoucherId(1),
+                    id_number: id_number.into(),
+                    score: 5,
+                    comment: None,
+                },
+                Op::SetInstitutionAdmin {
+                    institution: InstitutionCode(5_000_001),
+                    admin_name: "李四".into(),
+                    admin_id_number: id_number.into(),
+                },
+                Op::AuthoriseOperator {
+                    institution: InstitutionCode(5_000_001),
+                    admin_id_number: id_number.into(),
+                    operator: "op-1".parse().expect("an operator"),
+                },
+                registration_with_admin(id_number),
+            ];
+            for op in ops {
+                assert_eq!(
+                    refusal_reason(&op),
+                    Some(Reason::InvalidIdNumber),
+                    "{} with {id_number}",
+                    op.name()
+                );
+            }
+            assert_eq!(
+                check_registration_at(&registration_with_admin(id_number), &secret(), NOW)
+                    .map_err(|refusal| refusal.reason),
+                Err(Reason::InvalidIdNumber)
+            );
+        }
+        assert!(validate(&registration_with_admin(&born_on("19800229"))).is_ok());
+    }
+
+    fn registration_with_admin(admin_id_number: &str) -> Op {
+        Op::RegisterInstitution {
+            code: InstitutionCode(5_000_001),
+            name: "重庆示例职业培训学校".into(),
+            district: "500101".parse().expect("a district code"),
+            address: "渝中区解放碑".into(),
+            phone: "023-12345678".into(),
+            kind: super::super::enums::InstitutionType::PrivateSchool,
+            admin_name: "张三".into(),
+            admin_id_number: admin_id_number.into(),
+            sites: vec![super::super::op::SiteSpec {
+                lat: 29.5576,
+                lon: 106.5775,
+                radius_m: None,
+            }],
+        }
     }
 }
