@@ -132,17 +132,24 @@ fn person(
 }
 
 /// A one-line free-text field: no control characters at all.
-fn text(value: &str, field: &str, required: bool) -> Result<String, Refusal> {
-    free_text(value, field, required, false)
+fn text(
+    value: &str,
+    field: &str,
+    required: bool,
+    now: Option<Timestamp>,
+) -> Result<String, Refusal> {
+    free_text(value, field, required, false, now)
 }
 
 /// A free-text field; `line_breaks` lets it hold line breaks (`\n`, `\r\n`,
 /// `\r`) and tabs (an evaluation comment), never other control characters.
+/// It may not hold an ID number (checked as of `now`, see `no_id_number`).
 fn free_text(
     value: &str,
     field: &str,
     required: bool,
     line_breaks: bool,
+    now: Option<Timestamp>,
 ) -> Result<String, Refusal> {
     let value = value.trim();
     let chars = value.chars().count();
@@ -164,7 +171,27 @@ fn free_text(
         };
         return refuse(Reason::InvalidRequest, format!("{field} contains {which}"));
     }
+    no_id_number(value, field, now)?;
     Ok(value.to_owned())
+}
+
+/// Free text holding a resident ID number is refused, so no field stores
+/// one in clear (DOMAIN.md): the ledger keeps free text as sent, in its
+/// tables and the audit log. The message never repeats the number.
+fn no_id_number(value: &str, field: &str, now: Option<Timestamp>) -> Result<(), Refusal> {
+    if IdNumber::found_in(value, now) {
+        return refuse(
+            Reason::InvalidRequest,
+            format!("{field}: an ID number may not appear in free text"),
+        );
+    }
+    Ok(())
+}
+
+/// An operator id (printable ASCII, checked when parsed) is free text too.
+fn operator_id(operator: &OperatorId, now: Option<Timestamp>) -> Result<OperatorId, Refusal> {
+    no_id_number(operator.as_str(), "operator", now)?;
+    Ok(operator.clone())
 }
 
 fn sites(specs: &[super::op::SiteSpec]) -> Result<Vec<Site>, Refusal> {
@@ -243,12 +270,12 @@ fn registration(
     };
     Ok(Registration {
         code: *code,
-        name: text(name, "name", true)?,
+        name: text(name, "name", true, now)?,
         district: *district,
-        address: text(address, "address", true)?,
-        phone: text(phone, "phone", true)?,
+        address: text(address, "address", true, now)?,
+        phone: text(phone, "phone", true, now)?,
         kind: *kind,
-        admin_name: text(admin_name, "admin_name", true)?,
+        admin_name: text(admin_name, "admin_name", true, now)?,
         admin: person(admin_id_number, "admin_id_number", secret, now)?,
         sites: sites(site_specs)?,
     })
@@ -297,7 +324,7 @@ impl Command {
                 admin_id_number,
             } => Command::SetInstitutionAdmin {
                 institution: *institution,
-                admin_name: text(admin_name, "admin_name", true)?,
+                admin_name: text(admin_name, "admin_name", true, now)?,
                 admin: person(admin_id_number, "admin_id_number", secret, now)?,
             },
             Op::AuthoriseOperator {
@@ -307,7 +334,7 @@ impl Command {
             } => Command::AuthoriseOperator {
                 institution: *institution,
                 admin: person(admin_id_number, "admin_id_number", secret, now)?,
-                operator: operator.clone(),
+                operator: operator_id(operator, now)?,
             },
             Op::RevokeOperator {
                 institution,
@@ -316,7 +343,7 @@ impl Command {
             } => Command::RevokeOperator {
                 institution: *institution,
                 admin: person(admin_id_number, "admin_id_number", secret, now)?,
-                operator: operator.clone(),
+                operator: operator_id(operator, now)?,
             },
             Op::Issue {
                 id_number,
@@ -362,8 +389,8 @@ impl Command {
             } => Command::Redeem {
                 voucher: *voucher,
                 institution: *institution,
-                operator: operator.clone(),
-                class: text(class, "class", true)?,
+                operator: operator_id(operator, now)?,
+                class: text(class, "class", true, now)?,
             },
             Op::Checkin { voucher, lat, lon } => {
                 if !geo::is_valid_position(*lat, *lon) {
@@ -401,7 +428,7 @@ impl Command {
                             format!("comment is longer than {COMMENT_CHARS_MAX} characters"),
                         )
                     }
-                    Some(comment) => Some(free_text(comment, "comment", false, true)?),
+                    Some(comment) => Some(free_text(comment, "comment", false, true, now)?),
                     None => None,
                 };
                 Command::Evaluate {
@@ -637,6 +664,108 @@ mod tests {
                 lon: 106.5775,
                 radius_m: None,
             }],
+        }
+    }
+
+    /// Checks that every free-text field of a command (institution name,
+    /// address, phone, admin name, operator, class, comment) refuses a valid
+    /// ID number anywhere in it, a lowercase `x` too, with `invalid_request`
+    /// and a message that says so without repeating the number; and that
+    /// digit runs that are no valid ID number (wrong check digit, month 13,
+    /// 17 digits) still pass. Before the fix all of these were accepted and
+    /// stored in clear.
+    #[test]
+    fn free_text_may_not_hold_an_id_number() {
+        let valid = [
+            "11010519491231002X",
+            "11010519491231002x",
+            &born_on("19800229"),
+        ];
+        for id_number in valid {
+            let inside = format!("班级{id_number}号");
+            let operator: OperatorId = format!("op-{id_number}").parse().expect("an operator");
+            let mut registrations = Vec::new();
+            for field in ["name", "address", "phone", "admin_name"] {
+                let mut op = registration_with_admin(&born_on("19800101"));
+                if let Op::RegisterInstitution {
+                    name,
+                    address,
+                    phone,
+                    admin_name,
+                    ..
+                } = &mut op
+                {
+                    let target = match field {
+                        "name" => name,
+                        "address" => address,
+                        "phone" => phone,
+                        _ => admin_name,
+                    };
+                    *target = inside.clone();
+                }
+                registrations.push(op);
+            }
+            let ops = registrations.into_iter().chain([
+                Op::SetInstitutionAdmin {
+                    institution: InstitutionCode(5_000_001),
+                    admin_name: inside.clone(),
+                    admin_id_number: born_on("19800101"),
+                },
+                Op::AuthoriseOperator {
+                    institution: InstitutionCode(5_000_001),
+                    admin_id_number: born_on("19800101"),
+                    operator: operator.clone(),
+                },
+                Op::RevokeOperator {
+                    institution: InstitutionCode(5_000_001),
+                    admin_id_number: born_on("19800101"),
+                    operator: operator.clone(),
+                },
+                Op::Redeem {
+                    voucher: VoucherId(1),
+                    institution: InstitutionCode(5_000_001),
+                    operator: operator.clone(),
+                    class: "电工".into(),
+                },
+                Op::Redeem {
+                    voucher: VoucherId(1),
+                    institution: InstitutionCode(5_000_001),
+                    operator: "op-1".parse().expect("an operator"),
+                    class: inside.clone(),
+                },
+                evaluate(&format!("很好\n{id_number}")),
+            ]);
+            for op in ops {
+                let refusal = validate(&op).expect_err(op.name());
+                assert_eq!(refusal.reason, Reason::InvalidRequest, "{op:?}");
+                assert!(
+                    refusal
+                        .message
+                        .contains("an ID number may not appear in free text"),
+                    "{}",
+                    refusal.message
+                );
+                assert!(
+                    !refusal.message.contains(&id_number[..17]),
+                    "{}",
+                    refusal.message
+                );
+            }
+        }
+        for harmless in [
+            "电工 110105194912310021",
+            "500101199913450016",
+            "订单 12345678901234567",
+            "电话 023-12345678",
+        ] {
+            assert!(validate(&evaluate(harmless)).is_ok(), "{harmless}");
+            let class = Op::Redeem {
+                voucher: VoucherId(1),
+                institution: InstitutionCode(5_000_001),
+                operator: "op-1".parse().expect("an operator"),
+                class: harmless.into(),
+            };
+            assert!(validate(&class).is_ok(), "{harmless}");
         }
     }
 }

@@ -237,6 +237,33 @@ impl IdNumber {
         IdNumber::checked(text.as_bytes(), None)
     }
 
+    /// True when `text` holds a resident ID number anywhere (free text must
+    /// not: DOMAIN.md, "never stores an ID number in clear"): 18 characters
+    /// that pass the full check as of `now` (`None`: without the "up to
+    /// today" bound), a lowercase `x` included. Only runs of 17 ASCII digits
+    /// followed by a digit or `X`/`x` are checked, so text without long digit
+    /// runs costs one pass over its bytes.
+    pub fn found_in(text: &str, now: Option<Timestamp>) -> bool {
+        let latest = latest_birth_day(now);
+        let bytes = text.as_bytes();
+        let mut digits_before = 0usize;
+        for (position, &byte) in bytes.iter().enumerate() {
+            let last = byte.is_ascii_digit() || byte == b'X' || byte == b'x';
+            if digits_before >= 17
+                && last
+                && IdNumber::checked(&bytes[position - 17..=position], latest).is_ok()
+            {
+                return true;
+            }
+            digits_before = if byte.is_ascii_digit() {
+                digits_before + 1
+            } else {
+                0
+            };
+        }
+        false
+    }
+
     /// `latest_birth_day`: the last birth date accepted (days since
     /// 1970-01-01), `None` for no upper bound.
     fn checked(bytes: &[u8], latest_birth_day: Option<i32>) -> Result<IdNumber, String> {
@@ -539,5 +566,43 @@ mod tests {
         assert!("50-101".parse::<DistrictCode>().is_err());
         assert!("".parse::<OperatorId>().is_err());
         assert!("op 1".parse::<OperatorId>().is_err());
+    }
+
+    /// Checks the free-text scan: a valid ID number is found anywhere in a
+    /// text (alone, inside words, inside a longer digit run, with a lowercase
+    /// `x`, after multi-byte characters), and digit runs that are no valid ID
+    /// number (wrong check digit, region 9, month 13, born after today) are
+    /// not. Before the fix free text was not scanned at all.
+    #[test]
+    fn id_numbers_are_found_anywhere_in_free_text() {
+        let valid = "11010519491231002X";
+        for text in [
+            valid.to_owned(),
+            "11010519491231002x".to_owned(),
+            format!("张三{valid}李四"),
+            format!("a-{valid}-b"),
+            format!("99{valid}"),
+            format!("{}00", &with_check_digit("50010119800229123")),
+        ] {
+            assert!(IdNumber::found_in(&text, Some(NOW)), "{text}");
+            assert!(IdNumber::found_in(&text, None), "{text}");
+        }
+        let tomorrow = with_check_digit("50010120261204123");
+        for text in [
+            "",
+            "110105194912310021",
+            "1101051949123100X2",
+            "11010519491231002",
+            "999999999999999993",
+            "500101199913450016",
+            "班级 2026-12 电工",
+            tomorrow.as_str(),
+        ] {
+            assert!(!IdNumber::found_in(text, Some(NOW)), "{text}");
+        }
+        assert!(
+            IdNumber::found_in(&tomorrow, None),
+            "no today, no upper bound"
+        );
     }
 }
