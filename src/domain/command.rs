@@ -297,9 +297,10 @@ impl Command {
     }
 
     /// Transitional, for callers that pass no time yet: `from_op_at` without
-    /// the checks that need today (an ID number's birth date may be later
-    /// than today). Callers move to `from_op_at` with the time they apply
-    /// the command at; then this goes.
+    /// the checks that need now (an ID number's birth date may be later than
+    /// today; an `issue` without year goes to the newest campaign, open or
+    /// not). Callers move to `from_op_at` with the time they apply the
+    /// command at; then this goes.
     pub fn from_op(
         op: &Op,
         secret: &PersonSecret,
@@ -360,7 +361,14 @@ impl Command {
                         format!("face_value_fen must be 1 to {FACE_VALUE_FEN_MAX}"),
                     );
                 }
-                let year = year.unwrap_or(campaigns.current().year);
+                // Without year: the campaign open now (an issue at a time
+                // with none open goes to one that is not, and the rules
+                // refuse it `expired`, remembered like any refusal).
+                let year = match (year, now) {
+                    (Some(year), _) => *year,
+                    (None, Some(now)) => campaigns.for_issue(now).year,
+                    (None, None) => campaigns.current().year,
+                };
                 if campaigns.year(year).is_none() {
                     return refuse(
                         Reason::InvalidRequest,
@@ -767,5 +775,38 @@ mod tests {
             };
             assert!(validate(&class).is_ok(), "{harmless}");
         }
+    }
+
+    /// Checks the brief's case: with the 2026 campaign open and the 2027
+    /// campaign loaded early (it opens after 2026's deadline), an `issue`
+    /// without year goes to 2026, not to the newest year; once 2026 has
+    /// ended it goes to 2027; an explicit year is kept. Before the fix the
+    /// newest loaded year always won.
+    #[test]
+    fn an_issue_without_year_goes_to_the_campaign_open_now() {
+        let campaigns = Campaigns::new(vec![
+            Campaign::example(2026, None),
+            Campaign::example(2027, None),
+        ])
+        .expect("two campaigns");
+        assert_eq!(campaigns.current().year, 2027);
+        let issued_year =
+            |op: &Op, now: Timestamp| match Command::from_op_at(op, &secret(), &campaigns, now) {
+                Ok(Some(Command::Issue { year, .. })) => year,
+                other => panic!("an issue, got {other:?}"),
+            };
+        let person = born_on("19800101");
+        assert_eq!(issued_year(&issue_to(&person), NOW), 2026);
+        let after_2026 = Timestamp(1_796_054_400); // 2026-12-01T00:00:00+08:00
+        assert_eq!(
+            after_2026.local_rfc3339(8 * 3600),
+            "2026-12-01T00:00:00+08:00"
+        );
+        assert_eq!(issued_year(&issue_to(&person), after_2026), 2027);
+        let mut explicit = issue_to(&person);
+        if let Op::Issue { year, .. } = &mut explicit {
+            *year = Some(2027);
+        }
+        assert_eq!(issued_year(&explicit, NOW), 2027);
     }
 }

@@ -38,7 +38,7 @@ impl Context<'_> {
         Ok(match voucher.state {
             VoucherState::Expired => true,
             VoucherState::Completed | VoucherState::Settled => false,
-            _ => !self.campaign(voucher.year)?.is_open(self.now),
+            _ => self.campaign(voucher.year)?.has_ended(self.now),
         })
     }
 }
@@ -217,13 +217,25 @@ pub fn issue(context: Context, issue: &Issue, id: VoucherId) -> Result<Voucher, 
             ),
         );
     }
-    if !campaign.is_open(context.now) {
+    // Issued only while the campaign is open (API.md: an issue with no
+    // campaign open is `expired`, also before the opening).
+    if campaign.has_ended(context.now) {
         return refuse(
             Reason::Expired,
             format!(
                 "the {} campaign ended {}",
                 issue.year,
                 campaign.deadline_text()
+            ),
+        );
+    }
+    if !campaign.is_open(context.now) {
+        return refuse(
+            Reason::Expired,
+            format!(
+                "the {} campaign is not open: it opens {}",
+                issue.year,
+                campaign.opens_text()
             ),
         );
     }
@@ -550,7 +562,7 @@ pub fn release(
 /// Expire may run only once the year's deadline has passed.
 pub fn check_expire(context: Context, year: u16) -> Result<(), Refusal> {
     let campaign = context.campaign(year)?;
-    if campaign.is_open(context.now) {
+    if !campaign.has_ended(context.now) {
         return refuse(
             Reason::CampaignOpen,
             format!(
@@ -661,5 +673,63 @@ mod tests {
         assert_eq!(same_day.reason, Reason::DuplicateCheckin);
         let (after_day_3, _) = check_in(&after_day_2, day_3).expect("day 3 is accepted");
         assert_eq!(after_day_3.checkins, 3);
+    }
+
+    fn issue_into(year: u16) -> Issue {
+        Issue {
+            holder: PersonKey([1; 32]),
+            category: Category::Unemployed,
+            kind: Kind::EmploymentSkills,
+            face_value_fen: 80_000,
+            channel: Channel::Wechat,
+            district: "500101".parse().expect("a district code"),
+            year,
+        }
+    }
+
+    /// Checks that an issue goes only into a campaign open now: with 2026
+    /// open and 2027 loaded but opening only on 2027-01-01 (configured), an
+    /// issue into 2026 is accepted and one into 2027 is `expired` (not open
+    /// yet); in the gap between them (none open) both are `expired`; and
+    /// that a 2026 voucher is not expired before 2026's deadline, though
+    /// 2027 is loaded. Before the fix a campaign was open from the epoch on,
+    /// so the not-yet-open 2027 took issues.
+    #[test]
+    fn an_issue_into_a_campaign_not_open_is_expired() {
+        let campaigns = Campaigns::new(vec![
+            Campaign::example(2026, None),
+            Campaign::example(2027, Some("2027-01-01T00:00:00+08:00")),
+        ])
+        .expect("two campaigns");
+        let issued = |year: u16, now: &str| {
+            let context = Context {
+                campaigns: &campaigns,
+                now: at(now),
+            };
+            issue(context, &issue_into(year), VoucherId(1)).map_err(|refusal| refusal.reason)
+        };
+        let open_2026 = "2026-11-20T10:00:00+08:00";
+        assert_eq!(issued(2026, open_2026).map(|v| v.year), Ok(2026));
+        assert_eq!(issued(2027, open_2026), Err(Reason::Expired));
+        let gap = "2026-12-15T10:00:00+08:00";
+        assert_eq!(issued(2026, gap), Err(Reason::Expired));
+        assert_eq!(issued(2027, gap), Err(Reason::Expired));
+        assert_eq!(
+            issued(2027, "2027-01-01T00:00:00+08:00").map(|v| v.year),
+            Ok(2027)
+        );
+        let context = Context {
+            campaigns: &campaigns,
+            now: at(open_2026),
+        };
+        let voucher = Voucher {
+            year: 2026,
+            ..Voucher::issued_example()
+        };
+        assert!(!context.is_expired(&voucher).expect("2026 is known"));
+        assert_eq!(
+            check_expire(context, 2026).map_err(|r| r.reason),
+            Err(Reason::CampaignOpen)
+        );
     }
 }
