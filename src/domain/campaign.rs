@@ -1,11 +1,16 @@
-//! Campaigns as configuration: a year's deadline, use limit, goals and districts.
+//! Campaigns as configuration: a year's opening and deadline, use limit,
+//! goals and districts.
 //!
 //! The embedded default is the 2021 notice (`ops/campaigns/2021.toml`) moved to
 //! the next 30 November still to come; other years load from a TOML file.
+//! A campaign is open from its opening to its deadline, both inclusive. The
+//! opening is the file's `opens`, or by default the instant after the
+//! previous configured year's deadline (one year before its own deadline for
+//! the earliest year), so a daemon on defaults always has an open campaign.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Datelike, FixedOffset, TimeZone};
+use chrono::{DateTime, Datelike, FixedOffset, Months, TimeZone};
 use serde::{Deserialize, Serialize};
 
 use super::ids::DistrictCode;
@@ -29,6 +34,12 @@ pub struct District {
 pub struct Campaign {
     pub year: u16,
     pub name: String,
+    /// The opening the file gives (`opens`), `None` when it leaves it to the
+    /// default (see `opens`).
+    configured_opens: Option<Timestamp>,
+    /// The opening in force: `configured_opens`, or the default (worked out
+    /// by `Campaigns::new` from the previous year's deadline).
+    opens: Timestamp,
     /// Vouchers are valid through this instant, inclusive.
     pub deadline: Timestamp,
     /// Offset of the local calendar (check-in sessions are local days), seconds.
@@ -45,6 +56,9 @@ pub struct Campaign {
 struct CampaignFile {
     year: u16,
     name: String,
+    /// RFC 3339; absent: the default opening (see the module doc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    opens: Option<String>,
     deadline: String,
     utc_offset_hours: i8,
     uses_per_person_max: u8,
@@ -65,6 +79,20 @@ impl Campaign {
                 file.deadline, file.year
             ));
         }
+        let opens = match &file.opens {
+            Some(text) => {
+                let opens = DateTime::parse_from_rfc3339(text)
+                    .map_err(|e| format!("opens {text:?}: {e}"))?;
+                if opens > deadline {
+                    return Err(format!(
+                        "opens {text} is after the deadline {}",
+                        file.deadline
+                    ));
+                }
+                Some(Timestamp(opens.timestamp()))
+            }
+            None => None,
+        };
         if !(-12..=14).contains(&file.utc_offset_hours) {
             return Err("utc_offset_hours must be within -12..=14".into());
         }
@@ -74,6 +102,7 @@ impl Campaign {
         Campaign::new(
             file.year,
             file.name,
+            opens,
             Timestamp(deadline.timestamp()),
             i32::from(file.utc_offset_hours) * 3600,
             file.uses_per_person_max,
@@ -88,6 +117,9 @@ impl Campaign {
         let file = CampaignFile {
             year: self.year,
             name: self.name.clone(),
+            opens: self
+                .configured_opens
+                .map(|opens| opens.local_rfc3339(self.utc_offset_s)),
             deadline: self.deadline_text(),
             utc_offset_hours: i8::try_from(self.utc_offset_s / 3600).expect("checked on load"),
             uses_per_person_max: self.uses_per_person_max,
@@ -102,6 +134,7 @@ impl Campaign {
     fn new(
         year: u16,
         name: String,
+        configured_opens: Option<Timestamp>,
         deadline: Timestamp,
         utc_offset_s: i32,
         uses_per_person_max: u8,
@@ -123,6 +156,8 @@ impl Campaign {
         Ok(Campaign {
             year,
             name,
+            configured_opens,
+            opens: configured_opens.unwrap_or_else(|| one_year_before(deadline, utc_offset_s)),
             deadline,
             utc_offset_s,
             uses_per_person_max,
@@ -155,6 +190,7 @@ impl Campaign {
                 let mut campaign = base.clone();
                 campaign.year = u16::try_from(year).expect("campaign years fit u16");
                 campaign.deadline = Timestamp(deadline.timestamp());
+                campaign.opens = one_year_before(campaign.deadline, campaign.utc_offset_s);
                 campaign.name = format!("{year} campaign on the 2021 notice's rules and figures");
                 return campaign;
             }
@@ -166,24 +202,76 @@ impl Campaign {
         self.district_index.get(&code).map(|&i| &self.districts[i])
     }
 
-    /// True while vouchers of this campaign may be issued, claimed and used.
+    /// The opening in force: vouchers of this campaign may be issued from
+    /// this instant on, inclusive.
+    pub fn opens(&self) -> Timestamp {
+        self.opens
+    }
+
+    /// True from the opening to the deadline, both inclusive: while vouchers
+    /// of this campaign may be issued.
     pub fn is_open(&self, now: Timestamp) -> bool {
-        now <= self.deadline
+        self.opens <= now && now <= self.deadline
+    }
+
+    /// True once the deadline has passed: unfinished vouchers are expired.
+    pub fn has_ended(&self, now: Timestamp) -> bool {
+        now > self.deadline
     }
 
     /// The deadline as local RFC 3339 text, for messages and reports.
     pub fn deadline_text(&self) -> String {
         self.deadline.local_rfc3339(self.utc_offset_s)
     }
+
+    /// The opening as local RFC 3339 text, for messages and reports.
+    pub fn opens_text(&self) -> String {
+        self.opens.local_rfc3339(self.utc_offset_s)
+    }
 }
 
-/// The campaigns a ledger knows, one per year; the newest is the current one.
+/// A campaign for unit tests: the 2021 file moved to `year` (deadline 30
+/// November 23:59:59, UTC+8), opening at `opens` (RFC 3339) if given.
+#[cfg(test)]
+impl Campaign {
+    pub(crate) fn example(year: u16, opens: Option<&str>) -> Campaign {
+        let mut text = CAMPAIGN_2021_TOML
+            .replace("year = 2021", &format!("year = {year}"))
+            .replace(
+                "2021-11-30T23:59:59+08:00",
+                &format!("{year}-11-30T23:59:59+08:00"),
+            );
+        if let Some(opens) = opens {
+            text = text.replace("deadline = ", &format!("opens = \"{opens}\"\ndeadline = "));
+        }
+        Campaign::from_toml(&text).expect("an example campaign")
+    }
+}
+
+/// The default opening of the earliest campaign: one year before its deadline
+/// (local calendar; 29 February goes to 28 February).
+fn one_year_before(deadline: Timestamp, utc_offset_s: i32) -> Timestamp {
+    let offset = FixedOffset::east_opt(utc_offset_s).expect("offset checked on load");
+    let local = offset
+        .timestamp_opt(deadline.0, 0)
+        .single()
+        .expect("deadline is a valid instant");
+    let opens = local
+        .checked_sub_months(Months::new(12))
+        .expect("a year before a campaign's deadline exists");
+    Timestamp(opens.timestamp())
+}
+
+/// The campaigns a ledger knows, one per year.
 #[derive(Clone, Debug)]
 pub struct Campaigns {
     by_year: Vec<Campaign>,
 }
 
 impl Campaigns {
+    /// Sorts the campaigns by year and works out each default opening: the
+    /// instant after the previous configured year's deadline, or for the
+    /// earliest year one year before its deadline.
     pub fn new(mut campaigns: Vec<Campaign>) -> Result<Campaigns, String> {
         if campaigns.is_empty() {
             return Err("at least one campaign is needed".into());
@@ -192,11 +280,46 @@ impl Campaigns {
         if campaigns.windows(2).any(|w| w[0].year == w[1].year) {
             return Err("two campaigns for the same year".into());
         }
+        let mut previous_deadline = None;
+        for campaign in &mut campaigns {
+            campaign.opens = match (campaign.configured_opens, previous_deadline) {
+                (Some(opens), _) => opens,
+                (None, Some(Timestamp(deadline))) => Timestamp(deadline + 1),
+                (None, None) => one_year_before(campaign.deadline, campaign.utc_offset_s),
+            };
+            if campaign.opens > campaign.deadline {
+                return Err(format!(
+                    "the {} campaign would open ({}) after its deadline ({})",
+                    campaign.year,
+                    campaign.opens_text(),
+                    campaign.deadline_text()
+                ));
+            }
+            previous_deadline = Some(campaign.deadline);
+        }
         Ok(Campaigns { by_year: campaigns })
     }
 
+    /// The newest campaign loaded, open or not (it may open later). An
+    /// `issue` without year goes to `for_issue`, not here.
     pub fn current(&self) -> &Campaign {
         self.by_year.last().expect("never empty")
+    }
+
+    /// The campaign open at `now` (the newest, should openings configured
+    /// by hand overlap), if any.
+    pub fn open_at(&self, now: Timestamp) -> Option<&Campaign> {
+        self.by_year.iter().rev().find(|c| c.is_open(now))
+    }
+
+    /// The campaign an `issue` without year goes to at `now`: the one open
+    /// (`open_at`); when none is, the newest that has opened (it has ended),
+    /// else the earliest (none has opened yet). The rules refuse an issue
+    /// into a campaign that is not open `expired` (API.md).
+    pub fn for_issue(&self, now: Timestamp) -> &Campaign {
+        self.open_at(now)
+            .or_else(|| self.by_year.iter().rev().find(|c| c.opens <= now))
+            .unwrap_or_else(|| self.by_year.first().expect("never empty"))
     }
 
     pub fn year(&self, year: u16) -> Option<&Campaign> {
@@ -264,5 +387,57 @@ mod tests {
             .unwrap_err()
             .contains("listed twice"));
         assert!(Campaign::from_toml("year = 2021").is_err());
+    }
+
+    /// Checks campaign openings: `opens` is read from the file and written
+    /// back (absent stays absent); by default a campaign opens the instant
+    /// after the previous loaded year's deadline, and the earliest one year
+    /// before its own deadline; a campaign is open from its opening to its
+    /// deadline, both inclusive; an opening after the deadline is refused.
+    /// Before the fix campaigns had no opening: open from the epoch on.
+    #[test]
+    fn campaigns_open_at_their_opening() {
+        let configured = Campaign::example(2027, Some("2027-01-01T00:00:00+08:00"));
+        assert_eq!(configured.opens(), at("2027-01-01T00:00:00+08:00"));
+        assert!(configured
+            .to_toml()
+            .contains("opens = \"2027-01-01T00:00:00+08:00\""));
+        assert_eq!(
+            Campaign::from_toml(&configured.to_toml()).unwrap(),
+            configured
+        );
+        let default = Campaign::example(2026, None);
+        assert!(!default.to_toml().contains("opens"));
+        assert_eq!(default.opens(), at("2025-11-30T23:59:59+08:00"));
+        let campaigns = Campaigns::new(vec![
+            Campaign::example(2027, None),
+            Campaign::example(2026, None),
+            Campaign::example(2028, Some("2028-02-01T00:00:00+08:00")),
+        ])
+        .unwrap();
+        let year = |y| campaigns.year(y).unwrap();
+        assert_eq!(year(2026).opens(), at("2025-11-30T23:59:59+08:00"));
+        assert_eq!(year(2027).opens(), at("2026-12-01T00:00:00+08:00"));
+        assert_eq!(year(2028).opens(), at("2028-02-01T00:00:00+08:00"));
+        assert!(!year(2027).is_open(at("2026-11-30T23:59:59+08:00")));
+        assert!(year(2027).is_open(at("2026-12-01T00:00:00+08:00")));
+        assert!(year(2027).is_open(at("2027-11-30T23:59:59+08:00")));
+        assert!(!year(2027).is_open(at("2027-12-01T00:00:00+08:00")));
+        assert!(year(2027).has_ended(at("2027-12-01T00:00:00+08:00")));
+        let open_year = |now| campaigns.open_at(at(now)).map(|c| c.year);
+        assert_eq!(open_year("2026-11-30T23:59:59+08:00"), Some(2026));
+        assert_eq!(open_year("2026-12-01T00:00:00+08:00"), Some(2027));
+        assert_eq!(open_year("2028-01-15T00:00:00+08:00"), None);
+        assert_eq!(open_year("2028-02-01T00:00:00+08:00"), Some(2028));
+        let issue_year = |now| campaigns.for_issue(at(now)).year;
+        assert_eq!(issue_year("2028-01-15T00:00:00+08:00"), 2027, "ended");
+        assert_eq!(issue_year("2020-01-01T00:00:00+08:00"), 2026, "none opened");
+        let late = CAMPAIGN_2021_TOML.replace(
+            "deadline = ",
+            "opens = \"2021-12-01T00:00:00+08:00\"\ndeadline = ",
+        );
+        assert!(Campaign::from_toml(&late)
+            .unwrap_err()
+            .contains("after the deadline"));
     }
 }

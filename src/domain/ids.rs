@@ -9,6 +9,9 @@ use std::fmt;
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
+use chrono::Datelike;
+
+use super::time::Timestamp;
 use crate::limits::OPERATOR_BYTES_MAX;
 
 /// A voucher, printed as `V` and ten or more digits (`V0000000042`).
@@ -208,14 +211,62 @@ checked_decode!(
     OperatorId(String) => |text| text.parse(),
 );
 
-/// A resident ID number (居民身份证号码) whose GB 11643 check digit validates.
+/// Offset of the calendar an ID number's birth date is read in: China
+/// Standard Time (API.md: "up to today" is today in UTC+8), seconds.
+pub const ID_NUMBER_UTC_OFFSET_S: i32 = 8 * 3600;
+
+/// A resident ID number (居民身份证号码) that passes the checks of DOMAIN.md:
+/// GB 11643 check digit, region (first digit 1 to 8) and a real birth date.
 /// Held only long enough to hash it; never stored, logged or printed.
 pub struct IdNumber([u8; 18]);
 
 impl IdNumber {
-    /// Checks form and check digit (ISO 7064 MOD 11-2). A lowercase `x` is accepted.
+    /// The full check of DOMAIN.md as of `now`: 18 characters, 17 digits
+    /// then a digit or `X` (a lowercase `x` is accepted), the check digit
+    /// (ISO 7064 MOD 11-2), the first digit (region) 1 to 8, and digits 7 to
+    /// 14 a real date (YYYYMMDD) from 1900-01-01 up to today in UTC+8,
+    /// inclusive. `now` is the injected time, never the OS clock.
+    pub fn parse_at(text: &str, now: Timestamp) -> Result<IdNumber, String> {
+        IdNumber::checked(text.as_bytes(), latest_birth_day(Some(now)))
+    }
+
+    /// The check of `parse_at` without its "up to today" bound, for tools,
+    /// benchmarks and fixtures that have no clock. The ledger validates with
+    /// `parse_at`.
     pub fn parse(text: &str) -> Result<IdNumber, String> {
+        IdNumber::checked(text.as_bytes(), None)
+    }
+
+    /// True when `text` holds a resident ID number anywhere (free text must
+    /// not: DOMAIN.md, "never stores an ID number in clear"): 18 characters
+    /// that pass the full check as of `now` (`None`: without the "up to
+    /// today" bound), a lowercase `x` included. Only runs of 17 ASCII digits
+    /// followed by a digit or `X`/`x` are checked, so text without long digit
+    /// runs costs one pass over its bytes.
+    pub fn found_in(text: &str, now: Option<Timestamp>) -> bool {
+        let latest = latest_birth_day(now);
         let bytes = text.as_bytes();
+        let mut digits_before = 0usize;
+        for (position, &byte) in bytes.iter().enumerate() {
+            let last = byte.is_ascii_digit() || byte == b'X' || byte == b'x';
+            if digits_before >= 17
+                && last
+                && IdNumber::checked(&bytes[position - 17..=position], latest).is_ok()
+            {
+                return true;
+            }
+            digits_before = if byte.is_ascii_digit() {
+                digits_before + 1
+            } else {
+                0
+            };
+        }
+        false
+    }
+
+    /// `latest_birth_day`: the last birth date accepted (days since
+    /// 1970-01-01), `None` for no upper bound.
+    fn checked(bytes: &[u8], latest_birth_day: Option<i32>) -> Result<IdNumber, String> {
         if bytes.len() != 18 {
             return Err("an ID number has 18 characters".into());
         }
@@ -227,6 +278,17 @@ impl IdNumber {
         }
         if normal[17] != IdNumber::check_digit(&normal[..17]) {
             return Err("the ID number's check digit does not match".into());
+        }
+        if !(b'1'..=b'8').contains(&normal[0]) {
+            return Err("an ID number's first digit (its region) is 1 to 8".into());
+        }
+        let birth_day = birth_day(&normal[6..14])
+            .ok_or("the ID number's birth date (digits 7 to 14) is not a real date")?;
+        if birth_day < BIRTH_DAY_MIN {
+            return Err("the ID number's birth date is before 1900-01-01".into());
+        }
+        if latest_birth_day.is_some_and(|latest| birth_day > latest) {
+            return Err("the ID number's birth date is after today".into());
         }
         Ok(IdNumber(normal))
     }
@@ -243,15 +305,30 @@ impl IdNumber {
         CHECK[(sum % 11) as usize]
     }
 
-    /// The `n`-th synthetic ID number under `prefix` (10 digits: region code and
-    /// birth year), for load tests and fixtures: the prefix, `n` as 7 digits
-    /// (modulo 10 million), the check digit.
+    /// The `n`-th synthetic ID number under `prefix` (10 digits: region code
+    /// and birth year), for load tests and fixtures; distinct for `n` modulo
+    /// 10 million. The region code, a birth date `n / 1000` days (modulo
+    /// 10,000, about 27 years) after 1 January of the prefix's year, `n`
+    /// modulo 1,000 as the 3-digit sequence, the check digit. The birth date
+    /// is a real date, so the number passes `parse` (and `parse_at` when the
+    /// prefix's year is 27 years or more before today).
     pub fn synthetic(prefix: &str, n: u64) -> String {
         assert!(
             prefix.len() == 10 && prefix.bytes().all(|b| b.is_ascii_digit()),
             "a synthetic ID number's prefix is 10 digits"
         );
-        let body = format!("{prefix}{:07}", n % 10_000_000);
+        assert!(
+            (b'1'..=b'8').contains(&prefix.as_bytes()[0]),
+            "a synthetic ID number's region starts with 1 to 8"
+        );
+        let year: i32 = prefix[6..].parse().expect("4 digits");
+        let first = chrono::NaiveDate::from_ymd_opt(year, 1, 1)
+            .filter(|first| first.year() >= 1900)
+            .expect("a synthetic ID number's birth year is 1900 or later");
+        let n = n % 10_000_000;
+        let born = first + chrono::Duration::days(i64::try_from(n / 1000).expect("under 10,000"));
+        let body = format!("{}{}{:03}", &prefix[..6], born.format("%Y%m%d"), n % 1000);
+        assert!(body.len() == 17, "a synthetic birth date has 8 digits");
         let check = IdNumber::check_digit(body.as_bytes());
         format!("{body}{}", check as char)
     }
@@ -260,6 +337,30 @@ impl IdNumber {
     pub fn key(&self, secret: &PersonSecret) -> PersonKey {
         PersonKey(*blake3::keyed_hash(&secret.0, &self.0).as_bytes())
     }
+}
+
+/// Today in UTC+8 at `now` (days since 1970-01-01), the last birth date an
+/// ID number may carry; `None` without a time.
+fn latest_birth_day(now: Option<Timestamp>) -> Option<i32> {
+    now.map(|now| now.local_day(ID_NUMBER_UTC_OFFSET_S))
+}
+
+/// 1900-01-01, the earliest birth date an ID number may carry, in days since 1970-01-01.
+const BIRTH_DAY_MIN: i32 = -25_567;
+
+/// The birth date of 8 ASCII digits (YYYYMMDD), in days since 1970-01-01, or
+/// `None` when it is no real date (month 13, 30 February, 29 February of a
+/// year that is not a leap year).
+fn birth_day(digits: &[u8]) -> Option<i32> {
+    let number = |range: std::ops::Range<usize>| {
+        digits[range]
+            .iter()
+            .fold(0u32, |value, digit| value * 10 + u32::from(digit - b'0'))
+    };
+    let year = i32::try_from(number(0..4)).expect("4 digits fit i32");
+    let date = chrono::NaiveDate::from_ymd_opt(year, number(4..6), number(6..8))?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("the epoch");
+    i32::try_from((date - epoch).num_days()).ok()
 }
 
 impl fmt::Debug for IdNumber {
@@ -353,10 +454,90 @@ mod tests {
             IdNumber::parse("1101051949123100AX").is_err(),
             "letter in body"
         );
-        let synthetic = IdNumber::synthetic("5001011980", 12_345);
-        assert_eq!(&synthetic[..17], "50010119800012345");
-        assert!(IdNumber::parse(&synthetic).is_ok());
-        assert_ne!(synthetic, IdNumber::synthetic("5001011980", 12_346));
+    }
+
+    /// `body` (17 digits) and its right check digit.
+    fn with_check_digit(body: &str) -> String {
+        format!("{body}{}", IdNumber::check_digit(body.as_bytes()) as char)
+    }
+
+    /// 2026-12-03T10:00:00+08:00.
+    const NOW: Timestamp = Timestamp(1_796_263_200);
+
+    /// Checks the region and birth-date rules of DOMAIN.md on numbers whose
+    /// check digit is right: the first digit is 1 to 8 (`000000000000000001`
+    /// and `999999999999999993` are refused), digits 7 to 14 are a real date
+    /// (month 13, 31 April, 29 February 1900 and 2023 refused; 29 February
+    /// 2000 and 2024 accepted), from 1900-01-01 up to today in UTC+8
+    /// inclusive, today taken from the given time. Before the fix all of
+    /// these passed on the check digit alone.
+    #[test]
+    fn id_numbers_have_a_region_and_a_real_birth_date_up_to_today() {
+        let born = |date: &str| with_check_digit(&format!("500101{date}123"));
+        for refused in [
+            "000000000000000001".to_owned(),
+            "999999999999999993".to_owned(),
+            "500101199913450016".to_owned(),
+            with_check_digit("90010119900101123"),
+            with_check_digit("00010119900101123"),
+            born("19991345"),
+            born("19990431"),
+            born("19990100"),
+            born("19000229"),
+            born("20230229"),
+            born("18991231"),
+            born("00000000"),
+        ] {
+            assert!(IdNumber::parse(&refused).is_err(), "{refused}");
+            assert!(IdNumber::parse_at(&refused, NOW).is_err(), "{refused}");
+        }
+        for accepted in [
+            born("19000101"),
+            born("20000229"),
+            born("20240229"),
+            born("19991231"),
+            born("20261203"),
+            with_check_digit("10010119900101123"),
+            with_check_digit("80010119900101123"),
+        ] {
+            assert!(IdNumber::parse_at(&accepted, NOW).is_ok(), "{accepted}");
+        }
+        // Today is read in UTC+8: 2026-12-02T16:00:00Z is already 3 December there.
+        let tomorrow = born("20261204");
+        assert!(IdNumber::parse_at(&tomorrow, NOW).is_err());
+        assert!(IdNumber::parse(&tomorrow).is_ok(), "parse has no today");
+        let midnight_cst = Timestamp(1_796_227_200);
+        assert_eq!(midnight_cst.local_rfc3339(0), "2026-12-02T16:00:00+00:00");
+        assert!(IdNumber::parse_at(&born("20261203"), midnight_cst).is_ok());
+        assert!(IdNumber::parse_at(&born("20261203"), Timestamp(midnight_cst.0 - 1)).is_err());
+    }
+
+    /// Checks that synthetic ID numbers (the fixtures of the tests and the
+    /// load generator) pass the full check, birth date included, and stay
+    /// distinct for 10 million `n`: before, `n` below 10,000 gave month 00.
+    #[test]
+    fn synthetic_id_numbers_are_valid_and_distinct() {
+        let first = IdNumber::synthetic("5001011980", 12_345);
+        assert_eq!(&first[..17], "50010119800113345");
+        assert_ne!(first, IdNumber::synthetic("5001011980", 12_346));
+        let mut seen = std::collections::HashSet::new();
+        for n in (0..10_000_000)
+            .step_by(997)
+            .chain([9_999_999, 10_000_000 + 5])
+        {
+            let synthetic = IdNumber::synthetic("5001011990", n);
+            assert!(IdNumber::parse_at(&synthetic, NOW).is_ok(), "{synthetic}");
+            assert!(seen.insert(synthetic), "n {n}");
+        }
+        assert_eq!(
+            IdNumber::synthetic("5001011990", 5),
+            IdNumber::synthetic("5001011990", 10_000_005),
+            "n is taken modulo 10 million"
+        );
+        assert_eq!(
+            &IdNumber::synthetic("5001011980", 9_999_999)[6..14],
+            "20070518"
+        );
     }
 
     #[test]
@@ -385,5 +566,43 @@ mod tests {
         assert!("50-101".parse::<DistrictCode>().is_err());
         assert!("".parse::<OperatorId>().is_err());
         assert!("op 1".parse::<OperatorId>().is_err());
+    }
+
+    /// Checks the free-text scan: a valid ID number is found anywhere in a
+    /// text (alone, inside words, inside a longer digit run, with a lowercase
+    /// `x`, after multi-byte characters), and digit runs that are no valid ID
+    /// number (wrong check digit, region 9, month 13, born after today) are
+    /// not. Before the fix free text was not scanned at all.
+    #[test]
+    fn id_numbers_are_found_anywhere_in_free_text() {
+        let valid = "11010519491231002X";
+        for text in [
+            valid.to_owned(),
+            "11010519491231002x".to_owned(),
+            format!("张三{valid}李四"),
+            format!("a-{valid}-b"),
+            format!("99{valid}"),
+            format!("{}00", &with_check_digit("50010119800229123")),
+        ] {
+            assert!(IdNumber::found_in(&text, Some(NOW)), "{text}");
+            assert!(IdNumber::found_in(&text, None), "{text}");
+        }
+        let tomorrow = with_check_digit("50010120261204123");
+        for text in [
+            "",
+            "110105194912310021",
+            "1101051949123100X2",
+            "11010519491231002",
+            "999999999999999993",
+            "500101199913450016",
+            "班级 2026-12 电工",
+            tomorrow.as_str(),
+        ] {
+            assert!(!IdNumber::found_in(text, Some(NOW)), "{text}");
+        }
+        assert!(
+            IdNumber::found_in(&tomorrow, None),
+            "no today, no upper bound"
+        );
     }
 }

@@ -38,7 +38,7 @@ impl Context<'_> {
         Ok(match voucher.state {
             VoucherState::Expired => true,
             VoucherState::Completed | VoucherState::Settled => false,
-            _ => !self.campaign(voucher.year)?.is_open(self.now),
+            _ => self.campaign(voucher.year)?.has_ended(self.now),
         })
     }
 }
@@ -217,13 +217,25 @@ pub fn issue(context: Context, issue: &Issue, id: VoucherId) -> Result<Voucher, 
             ),
         );
     }
-    if !campaign.is_open(context.now) {
+    // Issued only while the campaign is open (API.md: an issue with no
+    // campaign open is `expired`, also before the opening).
+    if campaign.has_ended(context.now) {
         return refuse(
             Reason::Expired,
             format!(
                 "the {} campaign ended {}",
                 issue.year,
                 campaign.deadline_text()
+            ),
+        );
+    }
+    if !campaign.is_open(context.now) {
+        return refuse(
+            Reason::Expired,
+            format!(
+                "the {} campaign is not open: it opens {}",
+                issue.year,
+                campaign.opens_text()
             ),
         );
     }
@@ -375,14 +387,20 @@ pub fn checkin(
     }
     let campaign = context.campaign(voucher.year)?;
     let day = context.now.local_day(campaign.utc_offset_s);
-    if voucher.last_checkin_day == Some(day) {
-        return refuse(
-            Reason::DuplicateCheckin,
-            format!(
-                "voucher {id} checked in on {} already",
-                super::time::day_text(day)
-            ),
-        );
+    // One check-in per session (local day), and sessions only move forward:
+    // a day not after the last check-in's (the same day, or an earlier one
+    // after the clock stepped back) is a duplicate.
+    if let Some(last_day) = voucher.last_checkin_day {
+        if day <= last_day {
+            return refuse(
+                Reason::DuplicateCheckin,
+                format!(
+                    "voucher {id} checked in on {} already; a check-in on {} is not after it",
+                    super::time::day_text(last_day),
+                    super::time::day_text(day)
+                ),
+            );
+        }
     }
     let mut checked = voucher.clone();
     checked.checkins += 1;
@@ -544,7 +562,7 @@ pub fn release(
 /// Expire may run only once the year's deadline has passed.
 pub fn check_expire(context: Context, year: u16) -> Result<(), Refusal> {
     let campaign = context.campaign(year)?;
-    if campaign.is_open(context.now) {
+    if !campaign.has_ended(context.now) {
         return refuse(
             Reason::CampaignOpen,
             format!(
@@ -569,4 +587,149 @@ pub fn expire_voucher(voucher: &Voucher, year: u16) -> Option<(Voucher, bool)> {
     let mut expired = voucher.clone();
     expired.state = VoucherState::Expired;
     Some((expired, voucher.state == VoucherState::Redeemed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::campaign::Campaign;
+    use super::super::enums::InstitutionType;
+    use super::super::records::Site;
+    use super::*;
+
+    fn at(rfc3339: &str) -> Timestamp {
+        Timestamp(
+            chrono::DateTime::parse_from_rfc3339(rfc3339)
+                .expect("a test instant")
+                .timestamp(),
+        )
+    }
+
+    /// The embedded default campaign in force at `now`.
+    fn campaigns_at(now: Timestamp) -> Campaigns {
+        Campaigns::new(vec![Campaign::default_for(now)]).expect("one campaign")
+    }
+
+    /// Institution 5000001 in district 500101, one site at 解放碑 (radius 500 m).
+    fn institution() -> Institution {
+        Institution {
+            code: InstitutionCode(5_000_001),
+            name: "重庆示例职业培训学校".into(),
+            district: "500101".parse().expect("a district code"),
+            address: "渝中区解放碑".into(),
+            phone: "023-12345678".into(),
+            kind: InstitutionType::PrivateSchool,
+            admin_name: "张三".into(),
+            admin: PersonKey([9; 32]),
+            admin_changes: 0,
+            sites: vec![Site {
+                lat: 29.5576,
+                lon: 106.5775,
+                radius_m: 500,
+            }],
+            operators: Default::default(),
+            registered_at: Timestamp(0),
+        }
+    }
+
+    /// Checks that check-in sessions only move forward: day 1 and day 2 are
+    /// accepted; day 1 again (the clock stepped back) and day 2 again are
+    /// `duplicate_checkin`; day 3 is accepted. Before the fix only the very
+    /// same day as the last check-in was refused, so day 1 again went through.
+    #[test]
+    fn a_checkin_on_a_day_not_after_the_last_one_is_a_duplicate() {
+        let day_1 = at("2026-06-01T10:00:00+08:00");
+        let day_2 = at("2026-06-02T10:00:00+08:00");
+        let day_3 = at("2026-06-03T09:00:00+08:00");
+        let campaigns = campaigns_at(day_1);
+        let institution = institution();
+        let redeemed = Voucher {
+            year: campaigns.current().year,
+            state: VoucherState::Redeemed,
+            claimed: true,
+            institution: Some((institution.code, institution.district)),
+            ..Voucher::issued_example()
+        };
+        let check_in = |voucher: &Voucher, now: Timestamp| {
+            let context = Context {
+                campaigns: &campaigns,
+                now,
+            };
+            checkin(
+                context,
+                Some(voucher),
+                voucher.id,
+                Some(&institution),
+                29.5577,
+                106.5776,
+            )
+        };
+        let (after_day_1, session_1) = check_in(&redeemed, day_1).expect("day 1 is accepted");
+        let (after_day_2, session_2) = check_in(&after_day_1, day_2).expect("day 2 is accepted");
+        assert_eq!(session_2, session_1 + 1);
+        assert_eq!(after_day_2.checkins, 2);
+        let stepped_back = check_in(&after_day_2, day_1).expect_err("day 1 again is refused");
+        assert_eq!(stepped_back.reason, Reason::DuplicateCheckin);
+        let same_day = check_in(&after_day_2, day_2).expect_err("day 2 again is refused");
+        assert_eq!(same_day.reason, Reason::DuplicateCheckin);
+        let (after_day_3, _) = check_in(&after_day_2, day_3).expect("day 3 is accepted");
+        assert_eq!(after_day_3.checkins, 3);
+    }
+
+    fn issue_into(year: u16) -> Issue {
+        Issue {
+            holder: PersonKey([1; 32]),
+            category: Category::Unemployed,
+            kind: Kind::EmploymentSkills,
+            face_value_fen: 80_000,
+            channel: Channel::Wechat,
+            district: "500101".parse().expect("a district code"),
+            year,
+        }
+    }
+
+    /// Checks that an issue goes only into a campaign open now: with 2026
+    /// open and 2027 loaded but opening only on 2027-01-01 (configured), an
+    /// issue into 2026 is accepted and one into 2027 is `expired` (not open
+    /// yet); in the gap between them (none open) both are `expired`; and
+    /// that a 2026 voucher is not expired before 2026's deadline, though
+    /// 2027 is loaded. Before the fix a campaign was open from the epoch on,
+    /// so the not-yet-open 2027 took issues.
+    #[test]
+    fn an_issue_into_a_campaign_not_open_is_expired() {
+        let campaigns = Campaigns::new(vec![
+            Campaign::example(2026, None),
+            Campaign::example(2027, Some("2027-01-01T00:00:00+08:00")),
+        ])
+        .expect("two campaigns");
+        let issued = |year: u16, now: &str| {
+            let context = Context {
+                campaigns: &campaigns,
+                now: at(now),
+            };
+            issue(context, &issue_into(year), VoucherId(1)).map_err(|refusal| refusal.reason)
+        };
+        let open_2026 = "2026-11-20T10:00:00+08:00";
+        assert_eq!(issued(2026, open_2026).map(|v| v.year), Ok(2026));
+        assert_eq!(issued(2027, open_2026), Err(Reason::Expired));
+        let gap = "2026-12-15T10:00:00+08:00";
+        assert_eq!(issued(2026, gap), Err(Reason::Expired));
+        assert_eq!(issued(2027, gap), Err(Reason::Expired));
+        assert_eq!(
+            issued(2027, "2027-01-01T00:00:00+08:00").map(|v| v.year),
+            Ok(2027)
+        );
+        let context = Context {
+            campaigns: &campaigns,
+            now: at(open_2026),
+        };
+        let voucher = Voucher {
+            year: 2026,
+            ..Voucher::issued_example()
+        };
+        assert!(!context.is_expired(&voucher).expect("2026 is known"));
+        assert_eq!(
+            check_expire(context, 2026).map_err(|r| r.reason),
+            Err(Reason::CampaignOpen)
+        );
+    }
 }
