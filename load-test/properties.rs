@@ -91,7 +91,7 @@ fn ulps_apart(x: f64, y: f64) -> u64 {
 /// panicking, and its JSON form reads back the same (floats within a ulp).
 fn check_request(request: &Request, campaigns: &Campaigns) {
     let _ = format!("{request:?}");
-    let _ = Command::from_op(&request.op, &PersonSecret([7; 32]), campaigns);
+    let _ = Command::from_op(&request.op, &PersonSecret([7; 32]), campaigns, NOW);
     let json = serde_json::to_value(request).expect("a request always has a JSON form");
     if !has_null(&json) {
         let back: Request = serde_json::from_value(json.clone()).unwrap_or_else(|error| {

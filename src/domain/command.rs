@@ -287,26 +287,13 @@ impl Command {
     /// most today in UTC+8). Reads (`get_voucher`, `stats`, `audit_head`,
     /// `audit_read`) are not commands: this checks their fields and returns
     /// `None` for them.
-    pub fn from_op_at(
+    pub fn from_op(
         op: &Op,
         secret: &PersonSecret,
         campaigns: &Campaigns,
         now: Timestamp,
     ) -> Result<Option<Command>, Refusal> {
         Command::validated(op, secret, campaigns, Some(now))
-    }
-
-    /// Transitional, for callers that pass no time yet: `from_op_at` without
-    /// the checks that need now (an ID number's birth date may be later than
-    /// today; an `issue` without year goes to the newest campaign, open or
-    /// not). Callers move to `from_op_at` with the time they apply the
-    /// command at; then this goes.
-    pub fn from_op(
-        op: &Op,
-        secret: &PersonSecret,
-        campaigns: &Campaigns,
-    ) -> Result<Option<Command>, Refusal> {
-        Command::validated(op, secret, campaigns, None)
     }
 
     fn validated(
@@ -501,7 +488,7 @@ mod tests {
     }
 
     fn validate(op: &Op) -> Result<Option<Command>, Refusal> {
-        Command::from_op_at(op, &secret(), &campaigns(), NOW)
+        Command::from_op(op, &secret(), &campaigns(), NOW)
     }
 
     /// An ID number of region 500101 born on `birth` (YYYYMMDD), check digit right.
@@ -601,7 +588,7 @@ mod tests {
             just_after_midnight.local_rfc3339(8 * 3600),
             "2026-06-01T00:30:00+08:00"
         );
-        assert!(Command::from_op_at(
+        assert!(Command::from_op(
             &issue_to(&born_on("20260601")),
             &secret(),
             &campaigns(),
@@ -791,7 +778,7 @@ mod tests {
         .expect("two campaigns");
         assert_eq!(campaigns.current().year, 2027);
         let issued_year =
-            |op: &Op, now: Timestamp| match Command::from_op_at(op, &secret(), &campaigns, now) {
+            |op: &Op, now: Timestamp| match Command::from_op(op, &secret(), &campaigns, now) {
                 Ok(Some(Command::Issue { year, .. })) => year,
                 other => panic!("an issue, got {other:?}"),
             };

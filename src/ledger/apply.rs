@@ -141,7 +141,7 @@ impl Ledger {
             );
         }
         let now = self.clock.now();
-        let command = match Command::from_op(&request.op, &self.secret, &self.campaigns) {
+        let command = match Command::from_op(&request.op, &self.secret, &self.campaigns, now) {
             Ok(Some(command)) => command,
             Ok(None) => {
                 return Answer {

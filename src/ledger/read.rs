@@ -83,7 +83,8 @@ impl Ledger {
             }
             (_, asked) => asked,
         };
-        let year = year.unwrap_or(self.campaigns.current().year);
+        // Default: the campaign open now (else the last that opened), as for an issue.
+        let year = year.unwrap_or(self.campaigns.for_issue(self.clock.now()).year);
         let Some(campaign) = self.campaigns.year(year) else {
             return Err(Refusal::new(
                 Reason::InvalidRequest,

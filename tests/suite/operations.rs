@@ -126,7 +126,11 @@ fn a_scrape_after_known_operations_shows_their_counts_and_the_bureau_figures() {
         }
         // The sampler sets the audit sequence before the bureau's figures:
         // wait for the pass that set both.
-        match sample(body, "voucherd_district_issued_vouchers", &district_labels()) {
+        match sample(
+            body,
+            "voucherd_district_issued_vouchers",
+            &district_labels(),
+        ) {
             Some(2.0) => Ok(()),
             other => Err(format!("district issued {other:?}")),
         }
