@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// A stable refusal code (API.md, "Reason codes"). Never rename a variant:
 /// its snake_case name (strum's, held equal to serde's by a test) is the code.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(
     Clone,
     Copy,
@@ -24,35 +27,35 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Reason {
-    InvalidRequest,
-    InvalidIdNumber,
-    UnknownVoucher,
-    UnknownInstitution,
-    UnknownDistrict,
-    InstitutionExists,
-    NotHolder,
-    KindAlreadyClaimed,
-    NotClaimed,
-    AlreadyRedeemed,
-    UseLimitReached,
-    Expired,
-    NotAuthorised,
-    OutsideSite,
-    DuplicateCheckin,
-    NotRedeemed,
-    WrongInstitution,
-    AlreadyCompleted,
-    NotCompleted,
-    AlreadyEvaluated,
-    AlreadySettled,
-    AmountExceedsFaceValue,
-    CampaignOpen,
-    RequestIdReused,
-    ForbiddenRole,
-    Overloaded,
-    ShuttingDown,
+    InvalidRequest = 0,
+    InvalidIdNumber = 1,
+    UnknownVoucher = 2,
+    UnknownInstitution = 3,
+    UnknownDistrict = 4,
+    InstitutionExists = 5,
+    NotHolder = 6,
+    KindAlreadyClaimed = 7,
+    NotClaimed = 8,
+    AlreadyRedeemed = 9,
+    UseLimitReached = 10,
+    Expired = 11,
+    NotAuthorised = 12,
+    OutsideSite = 13,
+    DuplicateCheckin = 14,
+    NotRedeemed = 15,
+    WrongInstitution = 16,
+    AlreadyCompleted = 17,
+    NotCompleted = 18,
+    AlreadyEvaluated = 19,
+    AlreadySettled = 20,
+    AmountExceedsFaceValue = 21,
+    CampaignOpen = 22,
+    RequestIdReused = 23,
+    ForbiddenRole = 24,
+    Overloaded = 25,
+    ShuttingDown = 26,
     /// Addition to API.md: the store cannot take writes (disk full, I/O error).
-    StorageUnavailable,
+    StorageUnavailable = 27,
 }
 
 impl Reason {
@@ -145,5 +148,10 @@ mod tests {
                 "{reason:?}"
             );
         }
+    }
+
+    #[test]
+    fn reasons_are_stored_as_their_discriminants() {
+        crate::codec::assert_encoded_as_discriminants(Reason::ALL, |reason| reason as u32);
     }
 }

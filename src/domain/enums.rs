@@ -4,13 +4,18 @@
 //!
 //! Each list is written once, as the variants: strum derives the wire names
 //! (`IntoStaticStr`, held equal to serde's names by a test per enum) and the
-//! `ALL` lists (`VariantArray`).
+//! `ALL` lists (`VariantArray`). The explicit discriminants are the stored
+//! bytes, held equal to bincode's encoding by a test per enum.
 
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 use strum::{IntoStaticStr, VariantArray};
 
 /// The subsidised programmes a voucher pays for (notice, section 二（一）).
+/// The discriminant is also the kind's bit in the stored claimed-kinds mask.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(
     Clone,
     Copy,
@@ -30,17 +35,17 @@ use strum::{IntoStaticStr, VariantArray};
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Kind {
-    EmploymentSkills,
-    Entrepreneurship,
-    HrServices,
-    DomesticServices,
-    PreCompetition,
-    Apprenticeship,
-    EmployeePreJob,
-    EmployeeSafety,
-    EmployeeGeneral,
-    Adaptability,
-    WorkForTraining,
+    EmploymentSkills = 0,
+    Entrepreneurship = 1,
+    HrServices = 2,
+    DomesticServices = 3,
+    PreCompetition = 4,
+    Apprenticeship = 5,
+    EmployeePreJob = 6,
+    EmployeeSafety = 7,
+    EmployeeGeneral = 8,
+    Adaptability = 9,
+    WorkForTraining = 10,
 }
 
 impl Kind {
@@ -54,6 +59,9 @@ impl Kind {
 }
 
 /// Who the person is (培训对象类别).
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(
     Clone,
     Copy,
@@ -73,11 +81,11 @@ impl Kind {
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Category {
-    EnterpriseEmployee,
-    CollegeGraduate,
-    RuralMigrant,
-    Unemployed,
-    PovertyAlleviated,
+    EnterpriseEmployee = 0,
+    CollegeGraduate = 1,
+    RuralMigrant = 2,
+    Unemployed = 3,
+    PovertyAlleviated = 4,
 }
 
 impl Category {
@@ -86,6 +94,9 @@ impl Category {
 }
 
 /// Where the voucher was issued (发券渠道).
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(
     Clone,
     Copy,
@@ -105,9 +116,9 @@ impl Category {
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Channel {
-    CqHrssApp,
-    Wechat,
-    Yukuaiban,
+    CqHrssApp = 0,
+    Wechat = 1,
+    Yukuaiban = 2,
 }
 
 impl Channel {
@@ -116,6 +127,9 @@ impl Channel {
 }
 
 /// Institution types of attachment 2 (机构类型).
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(
     Clone,
     Copy,
@@ -135,13 +149,13 @@ impl Channel {
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum InstitutionType {
-    HigherVocational,
-    SecondaryVocational,
-    TechnicianCollege,
-    IndustryBody,
-    EnterpriseCentre,
-    PrivateSchool,
-    Other,
+    HigherVocational = 0,
+    SecondaryVocational = 1,
+    TechnicianCollege = 2,
+    IndustryBody = 3,
+    EnterpriseCentre = 4,
+    PrivateSchool = 5,
+    Other = 6,
 }
 
 impl InstitutionType {
@@ -180,6 +194,9 @@ impl InstitutionType {
 }
 
 /// Where a voucher is in its life cycle.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(
     Clone,
     Copy,
@@ -199,12 +216,12 @@ impl InstitutionType {
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum VoucherState {
-    Issued,
-    Claimed,
-    Redeemed,
-    Completed,
-    Settled,
-    Expired,
+    Issued = 0,
+    Claimed = 1,
+    Redeemed = 2,
+    Completed = 3,
+    Settled = 4,
+    Expired = 5,
 }
 
 impl VoucherState {
@@ -229,6 +246,7 @@ pub fn wire_name<T: Into<&'static str>>(value: T) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::assert_encoded_as_discriminants;
 
     /// strum's name of every variant is the name serde writes and reads.
     fn assert_names_are_serde_names<T>(variants: &[T])
@@ -270,6 +288,34 @@ mod tests {
     #[test]
     fn voucher_state_names_are_serde_names() {
         assert_names_are_serde_names(VoucherState::ALL);
+    }
+
+    #[test]
+    fn kinds_are_stored_as_their_discriminants() {
+        assert_encoded_as_discriminants(Kind::ALL, |kind| kind as u32);
+        for &kind in Kind::ALL {
+            assert_eq!(kind.bit(), 1 << (kind as u32), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn categories_are_stored_as_their_discriminants() {
+        assert_encoded_as_discriminants(Category::ALL, |category| category as u32);
+    }
+
+    #[test]
+    fn channels_are_stored_as_their_discriminants() {
+        assert_encoded_as_discriminants(Channel::ALL, |channel| channel as u32);
+    }
+
+    #[test]
+    fn institution_types_are_stored_as_their_discriminants() {
+        assert_encoded_as_discriminants(InstitutionType::ALL, |kind| kind as u32);
+    }
+
+    #[test]
+    fn voucher_states_are_stored_as_their_discriminants() {
+        assert_encoded_as_discriminants(VoucherState::ALL, |state| state as u32);
     }
 
     #[test]

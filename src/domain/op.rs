@@ -14,6 +14,9 @@ use crate::error::{Reason, Refusal};
 /// Who is calling, taken from the client certificate. A role's name is
 /// strum's snake_case name of its variant (`RoleName`); a district agency's
 /// is `district:<code>`.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, strum::EnumDiscriminants)]
 #[strum_discriminants(
     name(RoleName),
@@ -118,6 +121,9 @@ impl SiteSpec {
 /// One operation of API.md with its fields. Its name (the JSON `"op"` tag)
 /// is strum's snake_case name of the variant (`OpName`), held equal to
 /// serde's by a test.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(
     Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode, strum::EnumDiscriminants,
 )]
@@ -281,6 +287,9 @@ pub struct Request {
 }
 
 /// What an accepted operation answers, besides `ok`.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
 #[serde(untagged)]
 pub enum Reply {

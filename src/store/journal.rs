@@ -13,6 +13,9 @@ use crate::error::{Error, Reason, Refusal};
 
 /// The tables (RocksDB column families) of the ledger. A table's name is its
 /// column family's, strum's snake_case name of the variant.
+///
+/// Append only: the discriminant is the stored byte (the table's tag in the
+/// state digest); see docs/storage-and-audit.md, Format versions.
 #[derive(
     Clone,
     Copy,
@@ -27,14 +30,14 @@ use crate::error::{Error, Reason, Refusal};
 )]
 #[strum(serialize_all = "snake_case")]
 pub enum Table {
-    Vouchers,
-    Persons,
-    Institutions,
-    Texts,
-    Counters,
-    Requests,
-    Audit,
-    Meta,
+    Vouchers = 0,
+    Persons = 1,
+    Institutions = 2,
+    Texts = 3,
+    Counters = 4,
+    Requests = 5,
+    Audit = 6,
+    Meta = 7,
 }
 
 impl Table {
