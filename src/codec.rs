@@ -49,6 +49,32 @@ pub fn decode<T: Decode<()>>(bytes: &[u8], what: &str) -> Result<T, Error> {
     }
 }
 
+/// Test helper for unit-only enums that are stored, sent or exported: every
+/// variant encodes as the varint of its explicit discriminant, one byte
+/// while below 251, and decodes back. bincode's derive writes a variant's
+/// position and ignores `= N`, so this fails when a variant is moved,
+/// inserted anywhere but at the end, or renumbered.
+#[cfg(test)]
+pub(crate) fn assert_encoded_as_discriminants<T>(variants: &[T], discriminant: impl Fn(T) -> u32)
+where
+    T: Encode + Decode<()> + Copy + std::fmt::Debug + PartialEq,
+{
+    for &variant in variants {
+        let number = discriminant(variant);
+        assert!(
+            number < 251,
+            "{variant:?} = {number}: from 251 on the varint takes more than one byte"
+        );
+        let byte = u8::try_from(number).expect("below 251");
+        assert_eq!(
+            encode_plain(&variant),
+            [byte],
+            "{variant:?} = {number} is not encoded as its discriminant: moved or renumbered?"
+        );
+        assert_eq!(decode_plain::<T>(&[byte]), Ok(variant));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

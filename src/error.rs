@@ -5,7 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A stable refusal code (API.md, "Reason codes"). Never rename a variant.
+/// A stable refusal code (API.md, "Reason codes"). Never rename a variant:
+/// its snake_case name (strum's, held equal to serde's by a test) is the code.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(
     Clone,
     Copy,
@@ -17,105 +21,50 @@ use serde::{Deserialize, Serialize};
     Deserialize,
     bincode::Encode,
     bincode::Decode,
+    strum::IntoStaticStr,
+    strum::VariantArray,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
-    InvalidRequest,
-    InvalidIdNumber,
-    UnknownVoucher,
-    UnknownInstitution,
-    UnknownDistrict,
-    InstitutionExists,
-    NotHolder,
-    KindAlreadyClaimed,
-    NotClaimed,
-    AlreadyRedeemed,
-    UseLimitReached,
-    Expired,
-    NotAuthorised,
-    OutsideSite,
-    DuplicateCheckin,
-    NotRedeemed,
-    WrongInstitution,
-    AlreadyCompleted,
-    NotCompleted,
-    AlreadyEvaluated,
-    AlreadySettled,
-    AmountExceedsFaceValue,
-    CampaignOpen,
-    RequestIdReused,
-    ForbiddenRole,
-    Overloaded,
-    ShuttingDown,
+    InvalidRequest = 0,
+    InvalidIdNumber = 1,
+    UnknownVoucher = 2,
+    UnknownInstitution = 3,
+    UnknownDistrict = 4,
+    InstitutionExists = 5,
+    NotHolder = 6,
+    KindAlreadyClaimed = 7,
+    NotClaimed = 8,
+    AlreadyRedeemed = 9,
+    UseLimitReached = 10,
+    Expired = 11,
+    NotAuthorised = 12,
+    OutsideSite = 13,
+    DuplicateCheckin = 14,
+    NotRedeemed = 15,
+    WrongInstitution = 16,
+    AlreadyCompleted = 17,
+    NotCompleted = 18,
+    AlreadyEvaluated = 19,
+    AlreadySettled = 20,
+    AmountExceedsFaceValue = 21,
+    CampaignOpen = 22,
+    RequestIdReused = 23,
+    ForbiddenRole = 24,
+    Overloaded = 25,
+    ShuttingDown = 26,
     /// Addition to API.md: the store cannot take writes (disk full, I/O error).
-    StorageUnavailable,
+    StorageUnavailable = 27,
 }
 
 impl Reason {
-    /// Every code, in API.md order (additions last).
-    pub const ALL: [Reason; 28] = [
-        Reason::InvalidRequest,
-        Reason::InvalidIdNumber,
-        Reason::UnknownVoucher,
-        Reason::UnknownInstitution,
-        Reason::UnknownDistrict,
-        Reason::InstitutionExists,
-        Reason::NotHolder,
-        Reason::KindAlreadyClaimed,
-        Reason::NotClaimed,
-        Reason::AlreadyRedeemed,
-        Reason::UseLimitReached,
-        Reason::Expired,
-        Reason::NotAuthorised,
-        Reason::OutsideSite,
-        Reason::DuplicateCheckin,
-        Reason::NotRedeemed,
-        Reason::WrongInstitution,
-        Reason::AlreadyCompleted,
-        Reason::NotCompleted,
-        Reason::AlreadyEvaluated,
-        Reason::AlreadySettled,
-        Reason::AmountExceedsFaceValue,
-        Reason::CampaignOpen,
-        Reason::RequestIdReused,
-        Reason::ForbiddenRole,
-        Reason::Overloaded,
-        Reason::ShuttingDown,
-        Reason::StorageUnavailable,
-    ];
+    /// Every code, in API.md order (additions last): the declaration order.
+    pub const ALL: &'static [Reason] = <Reason as strum::VariantArray>::VARIANTS;
 
     /// The code as it appears on the wire and in JSON.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::InvalidRequest => "invalid_request",
-            Reason::InvalidIdNumber => "invalid_id_number",
-            Reason::UnknownVoucher => "unknown_voucher",
-            Reason::UnknownInstitution => "unknown_institution",
-            Reason::UnknownDistrict => "unknown_district",
-            Reason::InstitutionExists => "institution_exists",
-            Reason::NotHolder => "not_holder",
-            Reason::KindAlreadyClaimed => "kind_already_claimed",
-            Reason::NotClaimed => "not_claimed",
-            Reason::AlreadyRedeemed => "already_redeemed",
-            Reason::UseLimitReached => "use_limit_reached",
-            Reason::Expired => "expired",
-            Reason::NotAuthorised => "not_authorised",
-            Reason::OutsideSite => "outside_site",
-            Reason::DuplicateCheckin => "duplicate_checkin",
-            Reason::NotRedeemed => "not_redeemed",
-            Reason::WrongInstitution => "wrong_institution",
-            Reason::AlreadyCompleted => "already_completed",
-            Reason::NotCompleted => "not_completed",
-            Reason::AlreadyEvaluated => "already_evaluated",
-            Reason::AlreadySettled => "already_settled",
-            Reason::AmountExceedsFaceValue => "amount_exceeds_face_value",
-            Reason::CampaignOpen => "campaign_open",
-            Reason::RequestIdReused => "request_id_reused",
-            Reason::ForbiddenRole => "forbidden_role",
-            Reason::Overloaded => "overloaded",
-            Reason::ShuttingDown => "shutting_down",
-            Reason::StorageUnavailable => "storage_unavailable",
-        }
+        self.into()
     }
 
     /// Transient refusals are not remembered for the request id: a retry may succeed.
@@ -185,3 +134,24 @@ impl From<rocksdb::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_are_the_serde_names() {
+        for &reason in Reason::ALL {
+            assert_eq!(
+                serde_json::to_value(reason).unwrap(),
+                serde_json::Value::from(reason.as_str()),
+                "{reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reasons_are_stored_as_their_discriminants() {
+        crate::codec::assert_encoded_as_discriminants(Reason::ALL, |reason| reason as u32);
+    }
+}

@@ -294,8 +294,8 @@ fn check_fields<'a>(
         "" => InstitutionType::Other,
         name => InstitutionType::from_chinese_name(name).ok_or_else(|| {
             let names: Vec<&str> = InstitutionType::ALL
-                .into_iter()
-                .map(InstitutionType::chinese_name)
+                .iter()
+                .map(|kind| kind.chinese_name())
                 .collect();
             invalid(format!(
                 "机构类型 {name:?} is not one of {}",

@@ -34,6 +34,9 @@ pub struct Registration {
 }
 
 /// A validated change. This is what the audit log records (no ID number in clear).
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(Clone, Debug, PartialEq, Encode, Decode, serde::Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {

@@ -5,13 +5,25 @@
 
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
+use strum::VariantArray;
 
 use super::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
 use super::ids::{DistrictCode, InstitutionCode, OperatorId, VoucherId};
 use crate::error::{Reason, Refusal};
 
-/// Who is calling, taken from the client certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+/// Who is calling, taken from the client certificate. A role's name is
+/// strum's snake_case name of its variant (`RoleName`); a district agency's
+/// is `district:<code>`.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, strum::EnumDiscriminants)]
+#[strum_discriminants(
+    name(RoleName),
+    doc = "A role without its district: the names of `Role`.",
+    derive(strum::IntoStaticStr, strum::VariantArray),
+    strum(serialize_all = "snake_case")
+)]
 pub enum Role {
     Gateway,
     Bureau,
@@ -20,13 +32,22 @@ pub enum Role {
     Auditor,
 }
 
+impl RoleName {
+    /// The name as `--as` and the certificates write it (`district:<code>`).
+    fn usage(self) -> &'static str {
+        match self {
+            RoleName::District => "district:<code>",
+            other => other.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name: &'static str = RoleName::from(self).into();
         match self {
-            Role::Gateway => f.write_str("gateway"),
-            Role::Bureau => f.write_str("bureau"),
-            Role::District(code) => write!(f, "district:{code}"),
-            Role::Auditor => f.write_str("auditor"),
+            Role::District(code) => write!(f, "{name}:{code}"),
+            _ => f.write_str(name),
         }
     }
 }
@@ -40,16 +61,23 @@ impl Serialize for Role {
 impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(text: &str) -> Result<Role, String> {
-        match text {
-            "gateway" => Ok(Role::Gateway),
-            "bureau" => Ok(Role::Bureau),
-            "auditor" => Ok(Role::Auditor),
-            _ => match text.strip_prefix("district:") {
-                Some(code) => Ok(Role::District(code.parse()?)),
-                None => Err(format!(
-                    "unknown role {text:?} (gateway, bureau, district:<code>, auditor)"
-                )),
-            },
+        let (name, code) = match text.split_once(':') {
+            Some((name, code)) => (name, Some(code)),
+            None => (text, None),
+        };
+        let named = RoleName::VARIANTS
+            .iter()
+            .copied()
+            .find(|&role| <&str>::from(role) == name);
+        match (named, code) {
+            (Some(RoleName::Gateway), None) => Ok(Role::Gateway),
+            (Some(RoleName::Bureau), None) => Ok(Role::Bureau),
+            (Some(RoleName::Auditor), None) => Ok(Role::Auditor),
+            (Some(RoleName::District), Some(code)) => Ok(Role::District(code.parse()?)),
+            _ => {
+                let names: Vec<&str> = RoleName::VARIANTS.iter().map(|r| r.usage()).collect();
+                Err(format!("unknown role {text:?} ({})", names.join(", ")))
+            }
         }
     }
 }
@@ -90,9 +118,22 @@ impl SiteSpec {
     }
 }
 
-/// One operation of API.md with its fields.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+/// One operation of API.md with its fields. Its name (the JSON `"op"` tag)
+/// is strum's snake_case name of the variant (`OpName`), held equal to
+/// serde's by a test.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
+#[derive(
+    Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode, strum::EnumDiscriminants,
+)]
 #[serde(tag = "op", rename_all = "snake_case")]
+#[strum_discriminants(
+    name(OpName),
+    doc = "An operation without its fields: the names of `Op`, one list.",
+    derive(strum::IntoStaticStr, strum::VariantArray),
+    strum(serialize_all = "snake_case")
+)]
 pub enum Op {
     RegisterInstitution {
         code: InstitutionCode,
@@ -202,25 +243,7 @@ impl Op {
 
     /// The operation's wire name (`"redeem"`, …).
     pub fn name(&self) -> &'static str {
-        match self {
-            Op::RegisterInstitution { .. } => "register_institution",
-            Op::SetInstitutionAdmin { .. } => "set_institution_admin",
-            Op::AuthoriseOperator { .. } => "authorise_operator",
-            Op::RevokeOperator { .. } => "revoke_operator",
-            Op::Issue { .. } => "issue",
-            Op::Claim { .. } => "claim",
-            Op::Redeem { .. } => "redeem",
-            Op::Checkin { .. } => "checkin",
-            Op::Complete { .. } => "complete",
-            Op::Evaluate { .. } => "evaluate",
-            Op::Settle { .. } => "settle",
-            Op::Release { .. } => "release",
-            Op::Expire { .. } => "expire",
-            Op::GetVoucher { .. } => "get_voucher",
-            Op::Stats { .. } => "stats",
-            Op::AuditHead => "audit_head",
-            Op::AuditRead { .. } => "audit_read",
-        }
+        OpName::from(self).into()
     }
 
     /// Reads change nothing, are not audited and are not remembered by request id.
@@ -264,6 +287,9 @@ pub struct Request {
 }
 
 /// What an accepted operation answers, besides `ok`.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
 #[serde(untagged)]
 pub enum Reply {
@@ -527,6 +553,131 @@ mod tests {
         assert_eq!(refused.to_json()["ok"], false);
     }
 
+    /// One operation of each name, with arbitrary fields. The match is
+    /// exhaustive, so a new operation must add its sample here.
+    fn sample(name: OpName) -> Op {
+        let voucher = VoucherId(7);
+        let institution: InstitutionCode = "5000001".parse().unwrap();
+        let district: DistrictCode = "500101".parse().unwrap();
+        let operator: OperatorId = "op-1".parse().unwrap();
+        let id_number = String::from("500101199001011234");
+        match name {
+            OpName::RegisterInstitution => Op::RegisterInstitution {
+                code: institution,
+                name: "培训中心".into(),
+                district,
+                address: "解放碑".into(),
+                phone: "023-1234567".into(),
+                kind: InstitutionType::Other,
+                admin_name: "张伟".into(),
+                admin_id_number: id_number,
+                sites: vec![],
+            },
+            OpName::SetInstitutionAdmin => Op::SetInstitutionAdmin {
+                institution,
+                admin_name: "李娜".into(),
+                admin_id_number: id_number,
+            },
+            OpName::AuthoriseOperator => Op::AuthoriseOperator {
+                institution,
+                admin_id_number: id_number,
+                operator,
+            },
+            OpName::RevokeOperator => Op::RevokeOperator {
+                institution,
+                admin_id_number: id_number,
+                operator,
+            },
+            OpName::Issue => Op::Issue {
+                id_number,
+                category: Category::Unemployed,
+                kind: Kind::HrServices,
+                face_value_fen: 100,
+                channel: Channel::Wechat,
+                district,
+                year: None,
+            },
+            OpName::Claim => Op::Claim { voucher, id_number },
+            OpName::Redeem => Op::Redeem {
+                voucher,
+                institution,
+                operator,
+                class: "电工".into(),
+            },
+            OpName::Checkin => Op::Checkin {
+                voucher,
+                lat: 29.5,
+                lon: 106.5,
+            },
+            OpName::Complete => Op::Complete {
+                voucher,
+                institution,
+            },
+            OpName::Evaluate => Op::Evaluate {
+                voucher,
+                id_number,
+                score: 5,
+                comment: None,
+            },
+            OpName::Settle => Op::Settle {
+                voucher,
+                amount_fen: 100,
+            },
+            OpName::Release => Op::Release {
+                voucher,
+                institution,
+            },
+            OpName::Expire => Op::Expire { year: 2021 },
+            OpName::GetVoucher => Op::GetVoucher { voucher },
+            OpName::Stats => Op::Stats {
+                district: None,
+                year: None,
+            },
+            OpName::AuditHead => Op::AuditHead,
+            OpName::AuditRead => Op::AuditRead {
+                from: 1,
+                limit: None,
+            },
+        }
+    }
+
+    #[test]
+    fn operation_names_are_serde_names() {
+        for &name in OpName::VARIANTS {
+            let op = sample(name);
+            assert_eq!(OpName::from(&op), name);
+            let json = serde_json::to_value(&op).unwrap();
+            assert_eq!(json["op"], op.name(), "{name:?}");
+            assert_eq!(serde_json::from_value::<Op>(json).unwrap(), op);
+        }
+    }
+
+    #[test]
+    fn role_names_print_and_parse() {
+        let district: DistrictCode = "500101".parse().unwrap();
+        for &name in RoleName::VARIANTS {
+            let role = match name {
+                RoleName::Gateway => Role::Gateway,
+                RoleName::Bureau => Role::Bureau,
+                RoleName::District => Role::District(district),
+                RoleName::Auditor => Role::Auditor,
+            };
+            assert_eq!(RoleName::from(role), name);
+            assert_eq!(role.to_string().parse::<Role>(), Ok(role));
+            assert_eq!(
+                serde_json::to_value(role).unwrap(),
+                serde_json::Value::from(role.to_string())
+            );
+        }
+        assert_eq!(Role::District(district).to_string(), "district:500101");
+        assert_eq!(
+            "admin".parse::<Role>(),
+            Err(String::from(
+                "unknown role \"admin\" (gateway, bureau, district:<code>, auditor)"
+            ))
+        );
+    }
+
     #[test]
     fn roles_parse_and_print() {
         for text in [
@@ -540,5 +691,8 @@ mod tests {
         }
         assert!("admin".parse::<Role>().is_err());
         assert!("district:".parse::<Role>().is_err());
+        assert!("district".parse::<Role>().is_err());
+        assert!("gateway:500101".parse::<Role>().is_err());
+        assert!("Gateway".parse::<Role>().is_err());
     }
 }

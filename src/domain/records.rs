@@ -94,6 +94,9 @@ pub struct Institution {
 }
 
 /// A counter the ledger keeps, derived from vouchers (see `figure_contributions`).
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
 pub enum Figure {
     /// Vouchers ever issued, by the voucher's district.

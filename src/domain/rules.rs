@@ -280,7 +280,7 @@ pub fn claim(
             Reason::KindAlreadyClaimed,
             format!(
                 "a {} voucher was already claimed in {}",
-                super::enums::wire_name(&voucher.kind),
+                super::enums::wire_name(voucher.kind),
                 voucher.year
             ),
         );

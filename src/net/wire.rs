@@ -14,6 +14,9 @@ use crate::error::{Reason, Refusal};
 use crate::limits::{BATCH_OPS_MAX, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 
 /// The body of an answer frame.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub enum Reply {
     /// One answer per request, in order.

@@ -11,30 +11,38 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Reason, Refusal};
 
-/// The tables (RocksDB column families) of the ledger.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The tables (RocksDB column families) of the ledger. A table's name is its
+/// column family's, strum's snake_case name of the variant.
+///
+/// Append only: the discriminant is the stored byte (the table's tag in the
+/// state digest); see docs/storage-and-audit.md, Format versions.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Table {
-    Vouchers,
-    Persons,
-    Institutions,
-    Texts,
-    Counters,
-    Requests,
-    Audit,
-    Meta,
+    Vouchers = 0,
+    Persons = 1,
+    Institutions = 2,
+    Texts = 3,
+    Counters = 4,
+    Requests = 5,
+    Audit = 6,
+    Meta = 7,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
-        Table::Vouchers,
-        Table::Persons,
-        Table::Institutions,
-        Table::Texts,
-        Table::Counters,
-        Table::Requests,
-        Table::Audit,
-        Table::Meta,
-    ];
+    /// Every table, in declaration order.
+    pub const ALL: &'static [Table] = <Table as strum::VariantArray>::VARIANTS;
 
     /// Tables whose records make up the ledger state (and its digest).
     pub const STATE: [Table; 5] = [
@@ -47,16 +55,7 @@ impl Table {
 
     /// The column family name.
     pub fn name(self) -> &'static str {
-        match self {
-            Table::Vouchers => "vouchers",
-            Table::Persons => "persons",
-            Table::Institutions => "institutions",
-            Table::Texts => "texts",
-            Table::Counters => "counters",
-            Table::Requests => "requests",
-            Table::Audit => "audit",
-            Table::Meta => "meta",
-        }
+        self.into()
     }
 
     /// The table's tag in the state digest.
@@ -348,5 +347,29 @@ mod tests {
             ]
         );
         assert!(last_writes(&[]).is_empty());
+    }
+
+    /// The column family names are in every data folder and the tags in
+    /// every state digest: neither may change. (Table has no serde or
+    /// bincode form; this pins both by value.)
+    #[test]
+    fn table_names_and_tags_are_pinned() {
+        let pinned: Vec<(&str, u8)> = Table::ALL
+            .iter()
+            .map(|&table| (table.name(), table.tag()))
+            .collect();
+        assert_eq!(
+            pinned,
+            [
+                ("vouchers", 0),
+                ("persons", 1),
+                ("institutions", 2),
+                ("texts", 3),
+                ("counters", 4),
+                ("requests", 5),
+                ("audit", 6),
+                ("meta", 7),
+            ]
+        );
     }
 }

@@ -304,7 +304,7 @@ impl Store {
     /// Writes the memtables to SST files and waits (tests and operators that
     /// want the state out of the WAL).
     pub fn flush(&self) -> Result<(), Error> {
-        for table in Table::ALL {
+        for &table in Table::ALL {
             self.db.flush_cf(self.family(table))?;
         }
         Ok(())

@@ -33,10 +33,10 @@ pub fn human(reply: &Reply) -> String {
             let mut text = format!(
                 "voucher       {}\nstate         {}\nkind          {}\ncategory      {}\nchannel       {}\nface value    {} fen\nyear          {}\ndistrict      {}\n",
                 view.voucher,
-                wire_name(&view.state),
-                wire_name(&view.kind),
-                wire_name(&view.category),
-                wire_name(&view.channel),
+                wire_name(view.state),
+                wire_name(view.kind),
+                wire_name(view.category),
+                wire_name(view.channel),
                 view.face_value_fen,
                 view.year,
                 view.district

@@ -7,7 +7,7 @@ mod output;
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use failure::{bail, fail, Failure};
@@ -55,6 +55,8 @@ fn wire_enum<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     serde_json::from_value(serde_json::Value::String(text.into())).map_err(|e| e.to_string())
 }
 
+/// voucherctl's subcommands: those handled apart (a file, a report, an
+/// export) and, flattened in, those that send one operation.
 #[derive(Subcommand)]
 enum Command {
     /// Send JSON-lines operations from FILE (or stdin) in batches; print one JSON answer per line.
@@ -64,6 +66,31 @@ enum Command {
         #[command(subcommand)]
         command: InstitutionCommand,
     },
+    #[command(flatten)]
+    Op(OpCommand),
+    /// The bureau's progress report (attachment 1): districts against their
+    /// targets, city goals, coverage, institutions' average scores.
+    Report {
+        /// text, csv (UTF-8 with BOM) or html (one self-contained page).
+        #[arg(long, default_value = "text")]
+        format: Format,
+        /// Write the report to FILE instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Campaign year (default: the current campaign).
+        #[arg(long)]
+        year: Option<u16>,
+    },
+    /// The audit chain's head and the state digest.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// The subcommands that each send one operation (`OpCommand::op`).
+#[derive(Subcommand)]
+enum OpCommand {
     /// Operators an institution's admin authorises to scan.
     Operator {
         #[command(subcommand)]
@@ -162,28 +189,21 @@ enum Command {
         #[arg(long)]
         year: Option<u16>,
     },
-    /// The bureau's progress report (attachment 1): districts against their
-    /// targets, city goals, coverage, institutions' average scores.
-    Report {
-        /// text, csv (UTF-8 with BOM) or html (one self-contained page).
-        #[arg(long, default_value = "text")]
-        format: Format,
-        /// Write the report to FILE instead of stdout.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Campaign year (default: the current campaign).
-        #[arg(long)]
-        year: Option<u16>,
-    },
-    /// The audit chain's head and the state digest.
-    Audit {
-        #[command(subcommand)]
-        command: AuditCommand,
-    },
 }
 
+/// `institution`: the form import, handled apart, and the two operations.
 #[derive(Subcommand)]
 enum InstitutionCommand {
+    #[command(flatten)]
+    Op(InstitutionOpCommand),
+    /// Register every valid row of an attachment 2 form (UTF-8 CSV with the
+    /// form's Chinese headers); print one line per row. Re-running changes nothing.
+    Import { file: PathBuf },
+}
+
+/// The subcommands of `institution` that each send one operation.
+#[derive(Subcommand)]
+enum InstitutionOpCommand {
     Register {
         #[arg(long)]
         code: InstitutionCode,
@@ -213,9 +233,6 @@ enum InstitutionCommand {
         #[arg(long)]
         admin_id_number: String,
     },
-    /// Register every valid row of an attachment 2 form (UTF-8 CSV with the
-    /// form's Chinese headers); print one line per row. Re-running changes nothing.
-    Import { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -243,9 +260,11 @@ enum VoucherCommand {
     Show { voucher: VoucherId },
 }
 
+/// `audit`: the export, handled apart, and the head operation.
 #[derive(Subcommand)]
 enum AuditCommand {
-    Head,
+    #[command(flatten)]
+    Op(AuditOpCommand),
     /// Stream the audit chain to a file while the daemon serves (auditor).
     Export {
         #[arg(long)]
@@ -259,146 +278,158 @@ enum AuditCommand {
     },
 }
 
-fn op_of(command: Command) -> Op {
-    match command {
-        Command::Batch { .. }
-        | Command::Report { .. }
-        | Command::Institution {
-            command: InstitutionCommand::Import { .. },
-        } => unreachable!("batch, report and import are handled apart"),
-        Command::Institution {
-            command:
-                InstitutionCommand::Register {
-                    code,
-                    name,
-                    district,
-                    address,
-                    phone,
-                    kind,
-                    admin_name,
-                    admin_id_number,
-                    sites,
-                },
-        } => Op::RegisterInstitution {
-            code,
-            name,
-            district,
-            address,
-            phone,
-            kind,
-            admin_name,
-            admin_id_number,
-            sites,
-        },
-        Command::Institution {
-            command:
-                InstitutionCommand::Admin {
-                    institution,
-                    admin_name,
-                    admin_id_number,
-                },
-        } => Op::SetInstitutionAdmin {
-            institution,
-            admin_name,
-            admin_id_number,
-        },
-        Command::Operator {
-            command:
-                OperatorCommand::Authorise {
-                    institution,
-                    admin_id_number,
-                    operator,
-                },
-        } => Op::AuthoriseOperator {
-            institution,
-            admin_id_number,
-            operator,
-        },
-        Command::Operator {
-            command:
-                OperatorCommand::Revoke {
-                    institution,
-                    admin_id_number,
-                    operator,
-                },
-        } => Op::RevokeOperator {
-            institution,
-            admin_id_number,
-            operator,
-        },
-        Command::Issue {
-            id_number,
-            category,
-            kind,
-            face_value_fen,
-            channel,
-            district,
-            year,
-        } => Op::Issue {
-            id_number,
-            category,
-            kind,
-            face_value_fen,
-            channel,
-            district,
-            year,
-        },
-        Command::Claim { voucher, id_number } => Op::Claim { voucher, id_number },
-        Command::Redeem {
-            voucher,
-            institution,
-            operator,
-            class,
-        } => Op::Redeem {
-            voucher,
-            institution,
-            operator,
-            class,
-        },
-        Command::Checkin { voucher, lat, lon } => Op::Checkin { voucher, lat, lon },
-        Command::Complete {
-            voucher,
-            institution,
-        } => Op::Complete {
-            voucher,
-            institution,
-        },
-        Command::Evaluate {
-            voucher,
-            id_number,
-            score,
-            comment,
-        } => Op::Evaluate {
-            voucher,
-            id_number,
-            score,
-            comment,
-        },
-        Command::Settle {
-            voucher,
-            amount_fen,
-        } => Op::Settle {
-            voucher,
-            amount_fen,
-        },
-        Command::Release {
-            voucher,
-            institution,
-        } => Op::Release {
-            voucher,
-            institution,
-        },
-        Command::Expire { year } => Op::Expire { year },
-        Command::Voucher {
-            command: VoucherCommand::Show { voucher },
-        } => Op::GetVoucher { voucher },
-        Command::Stats { district, year } => Op::Stats { district, year },
-        Command::Audit {
-            command: AuditCommand::Head,
-        } => Op::AuditHead,
-        Command::Audit {
-            command: AuditCommand::Export { .. },
-        } => unreachable!("audit export is handled apart"),
+/// The subcommands of `audit` that each send one operation.
+#[derive(Subcommand)]
+enum AuditOpCommand {
+    Head,
+}
+
+impl OpCommand {
+    /// The one operation this subcommand sends.
+    fn op(self) -> Op {
+        match self {
+            OpCommand::Operator { command } => command.op(),
+            OpCommand::Issue {
+                id_number,
+                category,
+                kind,
+                face_value_fen,
+                channel,
+                district,
+                year,
+            } => Op::Issue {
+                id_number,
+                category,
+                kind,
+                face_value_fen,
+                channel,
+                district,
+                year,
+            },
+            OpCommand::Claim { voucher, id_number } => Op::Claim { voucher, id_number },
+            OpCommand::Redeem {
+                voucher,
+                institution,
+                operator,
+                class,
+            } => Op::Redeem {
+                voucher,
+                institution,
+                operator,
+                class,
+            },
+            OpCommand::Checkin { voucher, lat, lon } => Op::Checkin { voucher, lat, lon },
+            OpCommand::Complete {
+                voucher,
+                institution,
+            } => Op::Complete {
+                voucher,
+                institution,
+            },
+            OpCommand::Evaluate {
+                voucher,
+                id_number,
+                score,
+                comment,
+            } => Op::Evaluate {
+                voucher,
+                id_number,
+                score,
+                comment,
+            },
+            OpCommand::Settle {
+                voucher,
+                amount_fen,
+            } => Op::Settle {
+                voucher,
+                amount_fen,
+            },
+            OpCommand::Release {
+                voucher,
+                institution,
+            } => Op::Release {
+                voucher,
+                institution,
+            },
+            OpCommand::Expire { year } => Op::Expire { year },
+            OpCommand::Voucher {
+                command: VoucherCommand::Show { voucher },
+            } => Op::GetVoucher { voucher },
+            OpCommand::Stats { district, year } => Op::Stats { district, year },
+        }
+    }
+}
+
+impl InstitutionOpCommand {
+    /// The one operation this subcommand sends.
+    fn op(self) -> Op {
+        match self {
+            InstitutionOpCommand::Register {
+                code,
+                name,
+                district,
+                address,
+                phone,
+                kind,
+                admin_name,
+                admin_id_number,
+                sites,
+            } => Op::RegisterInstitution {
+                code,
+                name,
+                district,
+                address,
+                phone,
+                kind,
+                admin_name,
+                admin_id_number,
+                sites,
+            },
+            InstitutionOpCommand::Admin {
+                institution,
+                admin_name,
+                admin_id_number,
+            } => Op::SetInstitutionAdmin {
+                institution,
+                admin_name,
+                admin_id_number,
+            },
+        }
+    }
+}
+
+impl OperatorCommand {
+    /// The one operation this subcommand sends.
+    fn op(self) -> Op {
+        match self {
+            OperatorCommand::Authorise {
+                institution,
+                admin_id_number,
+                operator,
+            } => Op::AuthoriseOperator {
+                institution,
+                admin_id_number,
+                operator,
+            },
+            OperatorCommand::Revoke {
+                institution,
+                admin_id_number,
+                operator,
+            } => Op::RevokeOperator {
+                institution,
+                admin_id_number,
+                operator,
+            },
+        }
+    }
+}
+
+impl AuditOpCommand {
+    /// The one operation this subcommand sends.
+    fn op(self) -> Op {
+        match self {
+            AuditOpCommand::Head => Op::AuditHead,
+        }
     }
 }
 
@@ -461,91 +492,38 @@ fn print_answer(answer: &Answer, json: bool) {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let connect = |role: Role| Client::connect(cli.server, &cli.certs, role);
-    let command = cli.command;
-    if let Command::Batch { file } = command {
-        let role = cli.role.unwrap_or(Role::Gateway);
-        let input: Box<dyn BufRead> = match &file {
-            Some(path) => Box::new(std::io::BufReader::new(std::fs::File::open(path)?)),
-            None => Box::new(std::io::stdin().lock()),
-        };
-        let mut lines = Vec::new();
-        for (index, line) in input.lines().enumerate() {
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            lines.push(parse_line(index + 1, &line));
+    let daemon = Daemon {
+        server: cli.server,
+        certs: &cli.certs,
+    };
+    // The subcommands handled apart return here; every other one sends one operation.
+    let op = match cli.command {
+        Command::Batch { file } => {
+            return batch(file.as_deref(), cli.role.unwrap_or(Role::Gateway), daemon).await;
         }
-        let requests: Vec<Request> = lines
-            .iter()
-            .filter_map(|line| match line {
-                Line::Request(request) => Some(request.clone()),
-                Line::Answered(_) => None,
-            })
-            .collect();
-        let mut answers = Vec::with_capacity(requests.len());
-        if !requests.is_empty() {
-            let client = connect(role).await?;
-            for chunk in requests.chunks(BATCH_OPS_MAX) {
-                answers.extend(client.execute(chunk).await?);
-            }
-            client.close().await;
+        Command::Report { format, out, year } => {
+            let role = cli.role.unwrap_or(Role::Bureau);
+            return write_report(format, out.as_deref(), year, role, cli.json, daemon).await;
         }
-        let mut answers = answers.into_iter();
-        let mut refused = false;
-        let mut out = std::io::stdout().lock();
-        for line in lines {
-            let answer = match line {
-                Line::Request(_) => answers.next().expect("one answer per request"),
-                Line::Answered(answer) => answer,
-            };
-            refused |= answer.outcome.is_err();
-            writeln!(out, "{}", answer.to_json())?;
+        Command::Institution {
+            command: InstitutionCommand::Import { file },
+        } => {
+            return import_form(&file, cli.role.unwrap_or(Role::Bureau), cli.json, daemon).await;
         }
-        return Ok(if refused {
-            ExitCode::from(3)
-        } else {
-            ExitCode::SUCCESS
-        });
-    }
-    if let Command::Audit {
-        command: AuditCommand::Export { out, from, format },
-    } = command
-    {
-        let client = connect(cli.role.unwrap_or(Role::Auditor)).await?;
-        let file = std::io::BufWriter::new(std::fs::File::create(&out)?);
-        let records = audit_export(&client, from, format, file).await?;
-        client.close().await;
-        eprintln!("exported {records} audit records to {}", out.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Command::Report { format, out, year } = command {
-        let client = connect(cli.role.unwrap_or(Role::Bureau)).await?;
-        let stats = stats(&client, year).await;
-        client.close().await;
-        let stats = match stats? {
-            Ok(stats) => stats,
-            Err(answer) => {
-                print_answer(&answer, cli.json);
-                return Ok(ExitCode::from(3));
-            }
-        };
-        let rendered = report::render(&stats, format);
-        match out {
-            Some(path) => std::fs::write(&path, rendered)
-                .map_err(|e| fail!("write {}: {e}", path.display()))?,
-            None => std::io::stdout().lock().write_all(rendered.as_bytes())?,
+        Command::Audit {
+            command: AuditCommand::Export { out, from, format },
+        } => {
+            let role = cli.role.unwrap_or(Role::Auditor);
+            return export(&out, from, format, role, daemon).await;
         }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Command::Institution {
-        command: InstitutionCommand::Import { file },
-    } = command
-    {
-        return import_form(&file, cli.role.unwrap_or(Role::Bureau), cli.json, connect).await;
-    }
-    let op = op_of(command);
+        Command::Institution {
+            command: InstitutionCommand::Op(command),
+        } => command.op(),
+        Command::Audit {
+            command: AuditCommand::Op(command),
+        } => command.op(),
+        Command::Op(command) => command.op(),
+    };
     let Some(role) = cli.role.or_else(|| default_role(&op)) else {
         bail!(
             "say which district agency runs {} with --as district:<code>",
@@ -553,7 +531,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         );
     };
     let id = cli.request_id.unwrap_or_else(fresh_request_id);
-    let client = connect(role).await?;
+    let client = daemon.connect(role).await?;
     let answer = client.execute(&[Request { id, op }]).await?.remove(0);
     client.close().await;
     print_answer(&answer, cli.json);
@@ -562,6 +540,114 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::from(3)
     })
+}
+
+/// The daemon `--server` and `--certs` name; each subcommand picks its role.
+#[derive(Clone, Copy)]
+struct Daemon<'a> {
+    server: SocketAddr,
+    certs: &'a Path,
+}
+
+impl Daemon<'_> {
+    async fn connect(self, role: Role) -> Result<Client, voucherd::error::Error> {
+        Client::connect(self.server, self.certs, role).await
+    }
+}
+
+/// `voucherctl batch [FILE]`: exit 0 when every operation is accepted, 3
+/// when some is refused (a line that is not a valid request is answered
+/// `invalid_request` in place, without being sent).
+async fn batch(file: Option<&Path>, role: Role, daemon: Daemon<'_>) -> Result<ExitCode, Failure> {
+    let input: Box<dyn BufRead> = match file {
+        Some(path) => Box::new(std::io::BufReader::new(std::fs::File::open(path)?)),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let mut lines = Vec::new();
+    for (index, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        lines.push(parse_line(index + 1, &line));
+    }
+    let requests: Vec<Request> = lines
+        .iter()
+        .filter_map(|line| match line {
+            Line::Request(request) => Some(request.clone()),
+            Line::Answered(_) => None,
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(requests.len());
+    if !requests.is_empty() {
+        let client = daemon.connect(role).await?;
+        for chunk in requests.chunks(BATCH_OPS_MAX) {
+            answers.extend(client.execute(chunk).await?);
+        }
+        client.close().await;
+    }
+    let mut answers = answers.into_iter();
+    let mut refused = false;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        let answer = match line {
+            Line::Request(_) => answers.next().expect("one answer per request"),
+            Line::Answered(answer) => answer,
+        };
+        refused |= answer.outcome.is_err();
+        writeln!(out, "{}", answer.to_json())?;
+    }
+    Ok(if refused {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `voucherctl audit export`: stream the audit chain to `out`.
+async fn export(
+    out: &Path,
+    from: u64,
+    format: ExportFormat,
+    role: Role,
+    daemon: Daemon<'_>,
+) -> Result<ExitCode, Failure> {
+    let client = daemon.connect(role).await?;
+    let file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let records = audit_export(&client, from, format, file).await?;
+    client.close().await;
+    eprintln!("exported {records} audit records to {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `voucherctl report`: the progress report to `out` (or stdout); exit 3
+/// when the stats it needs are refused.
+async fn write_report(
+    format: Format,
+    out: Option<&Path>,
+    year: Option<u16>,
+    role: Role,
+    json: bool,
+    daemon: Daemon<'_>,
+) -> Result<ExitCode, Failure> {
+    let client = daemon.connect(role).await?;
+    let stats = stats(&client, year).await;
+    client.close().await;
+    let stats = match stats? {
+        Ok(stats) => stats,
+        Err(answer) => {
+            print_answer(&answer, json);
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let rendered = report::render(&stats, format);
+    match out {
+        Some(path) => {
+            std::fs::write(path, rendered).map_err(|e| fail!("write {}: {e}", path.display()))?
+        }
+        None => std::io::stdout().lock().write_all(rendered.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The `stats` answer for `year` (whole city for the bureau), or the refusal.
@@ -583,18 +669,14 @@ async fn stats(client: &Client, year: Option<u16>) -> Result<Result<StatsView, A
 
 /// `voucherctl institution import FILE`: exit 0 when every row is registered
 /// or already present, 3 when some row is refused, 1 when the file is unusable.
-async fn import_form<F, C>(
-    file: &std::path::Path,
+async fn import_form(
+    file: &Path,
     role: Role,
     json: bool,
-    connect: F,
-) -> Result<ExitCode, Failure>
-where
-    F: Fn(Role) -> C,
-    C: std::future::Future<Output = Result<Client, voucherd::error::Error>>,
-{
+    daemon: Daemon<'_>,
+) -> Result<ExitCode, Failure> {
     let bytes = std::fs::read(file).map_err(|e| fail!("read {}: {e}", file.display()))?;
-    let client = connect(role).await?;
+    let client = daemon.connect(role).await?;
     let result = async {
         let stats = match stats(&client, None).await? {
             Ok(stats) => stats,
