@@ -215,7 +215,7 @@ fn export_of(h: &Harness) -> Vec<u8> {
 /// Every row of every table, one line each: table, key and value in hex.
 fn store_dump(journal: &dyn Journal) -> Vec<u8> {
     let mut text = String::new();
-    for table in Table::ALL {
+    for &table in Table::ALL {
         journal
             .scan(table, &mut |key, value| {
                 text += &format!(
@@ -242,8 +242,8 @@ fn journal_from_dump(dump: &[u8]) -> Arc<MemoryJournal> {
             fields.next().expect("key"),
             fields.next().expect("value"),
         );
-        let table = Table::ALL
-            .into_iter()
+        let table = *Table::ALL
+            .iter()
             .find(|table| table.name() == name)
             .unwrap_or_else(|| panic!("unknown table {name}"));
         puts.push(Put {
