@@ -16,6 +16,7 @@ run: deps
 test: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo build --workspace --bins
 	cargo test --workspace --all-targets
 
 # The second tier: the hostile soak, load ladders, crash trials and long model
