@@ -121,12 +121,27 @@ fn init_logs(json: bool) {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves at SIGTERM or SIGINT. The handlers are installed now, before the
+/// daemon says it is ready: a stop right after READY=1 (or the listening
+/// line) is a clean stop, not the default action of a signal.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    })
+}
+
+/// Tells systemd (`Type=notify`) how the start or the stop goes; nothing when
+/// `NOTIFY_SOCKET` is unset (not started by systemd).
+fn notify_systemd(states: &[sd_notify::NotifyState]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(%error, "cannot notify systemd (NOTIFY_SOCKET)");
     }
 }
 
@@ -154,14 +169,34 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(voucherd::admin::daemon::run(
+    let shutdown = {
+        let _context = runtime.enter();
+        shutdown_signal()?
+    };
+    let served = runtime.block_on(voucherd::admin::daemon::run(
         config,
         |address| {
             println!("voucherd: listening on {address}");
+            // Recovery is done and the port is bound: systemd may start
+            // what depends on the daemon (and `TimeoutStartSec` ends here).
+            let status = format!("listening on {address}");
+            notify_systemd(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&status),
+            ]);
         },
-        shutdown_signal(),
-    ))?;
-    Ok(ExitCode::SUCCESS)
+        shutdown,
+    ));
+    match served {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // Damaged data stays damaged: a distinct code, so systemd does not
+        // restart in a loop (`RestartPreventExitStatus=` in the unit).
+        Err(error @ voucherd::error::Error::Corrupt(_)) => {
+            eprintln!("voucherd: {error}");
+            Ok(ExitCode::from(voucherd::admin::daemon::EXIT_CORRUPT_DATA))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {

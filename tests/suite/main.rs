@@ -23,3 +23,4 @@ mod report;
 mod retry_after_crash;
 mod rules_table;
 mod smoke;
+mod systemd;
