@@ -111,8 +111,10 @@ fn main() -> ExitCode {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: never in a file or the journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -146,7 +148,8 @@ fn notify_systemd(states: &[sd_notify::NotifyState]) {
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
-    init_logs(args.log_json);
+    let json = args.log_json;
+    init_logs(json);
     let mut config = match &args.config {
         Some(path) => voucherd::admin::daemon::DaemonConfig::from_file(path)?,
         None => voucherd::admin::daemon::DaemonConfig::default(),
@@ -176,7 +179,17 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let served = runtime.block_on(voucherd::admin::daemon::run(
         config,
         |address| {
-            println!("voucherd: listening on {address}");
+            tracing::info!(%address, "listening");
+            // The line scripts wait for on stdout; JSON too with --log-json,
+            // so a journal that mixes stdout and stderr holds only JSON.
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "listening": address.to_string() })
+                );
+            } else {
+                println!("voucherd: listening on {address}");
+            }
             // Recovery is done and the port is bound: systemd may start
             // what depends on the daemon (and `TimeoutStartSec` ends here).
             let status = format!("listening on {address}");
@@ -187,16 +200,22 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         },
         shutdown,
     ));
-    match served {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+    let Err(error) = served else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    if json {
+        tracing::error!(%error, "voucherd stopped");
+    } else {
+        eprintln!("voucherd: {error}");
+    }
+    Ok(match error {
         // Damaged data stays damaged: a distinct code, so systemd does not
         // restart in a loop (`RestartPreventExitStatus=` in the unit).
-        Err(error @ voucherd::error::Error::Corrupt(_)) => {
-            eprintln!("voucherd: {error}");
-            Ok(ExitCode::from(voucherd::admin::daemon::EXIT_CORRUPT_DATA))
+        voucherd::error::Error::Corrupt(_) => {
+            ExitCode::from(voucherd::admin::daemon::EXIT_CORRUPT_DATA)
         }
-        Err(error) => Err(error.into()),
-    }
+        _ => ExitCode::FAILURE,
+    })
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {

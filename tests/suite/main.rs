@@ -12,6 +12,7 @@ mod hostile;
 mod import;
 mod limits;
 mod load;
+mod logs;
 mod metrics;
 mod model;
 mod operations;

@@ -23,6 +23,16 @@ pub fn tool(name: &str) -> std::path::PathBuf {
     );
     path
 }
+/// The address in the daemon's listening line on stdout:
+/// `voucherd: listening on ADDR`, or `{"listening":"ADDR"}` with `--log-json`.
+pub fn listening_address(line: &str) -> Option<String> {
+    if let Some(addr) = line.strip_prefix("voucherd: listening on ") {
+        return Some(addr.trim().to_owned());
+    }
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some(value.get("listening")?.as_str()?.to_owned())
+}
+
 /// How long the daemon may take to start listening or to exit.
 pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -34,7 +44,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `voucherd serve --listen 127.0.0.1:0 --data DATA --certs CERTS ARGS`
-    /// with `env`, and waits for its `voucherd: listening on ADDR` line.
+    /// with `env`, and waits for the line on stdout that gives its address.
     pub fn start(
         data: &Path,
         certs: &Path,
@@ -70,8 +80,8 @@ impl Daemon {
             let left = DAEMON_TIMEOUT.saturating_sub(started.elapsed());
             match received.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("voucherd: listening on ") {
-                        break addr.trim().to_owned();
+                    if let Some(addr) = listening_address(&line) {
+                        break addr;
                     }
                 }
                 Err(error) => {
