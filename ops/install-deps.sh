@@ -2,12 +2,13 @@
 # Installs what a fresh Debian 12 machine lacks to build and test voucherd:
 # librocksdb-dev (the RocksDB library voucherd links, see .cargo/config.toml),
 # libclang-dev (bindings of the rocksdb crate), chromium and fonts-noto-cjk
-# (the HTML report is rendered headless in tests, with its Chinese names).
+# (the HTML report is rendered headless in tests, with its Chinese names),
+# prometheus (its promtool checks a scrape and the alert rules in tests).
 # Idempotent; quiet when all is present.
 set -eu
 
 missing=""
-for package in librocksdb-dev libclang-dev chromium fonts-noto-cjk; do
+for package in librocksdb-dev libclang-dev chromium fonts-noto-cjk prometheus; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then

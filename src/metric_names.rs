@@ -19,7 +19,9 @@ pub const ROCKSDB_LIVE_BYTES: &str = "voucherd_rocksdb_live_data_bytes";
 pub const ROCKSDB_SST_BYTES: &str = "voucherd_rocksdb_sst_files_bytes";
 pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "voucherd_rocksdb_pending_compaction_bytes";
 pub const ROCKSDB_WRITE_STOPPED: &str = "voucherd_rocksdb_write_stopped";
-pub const ROCKSDB_DELAYED_WRITE_RATE: &str = "voucherd_rocksdb_delayed_write_rate_bytes";
+pub const ROCKSDB_DELAYED_WRITE_RATE: &str = "voucherd_rocksdb_delayed_write_rate_bytes_per_second";
+pub const STORAGE_FREE_BYTES: &str = "voucherd_storage_free_bytes";
+pub const STORAGE_RESERVE_BYTES: &str = "voucherd_storage_reserve_bytes";
 pub const DISTRICT_TARGET: &str = "voucherd_district_target_vouchers";
 pub const DISTRICT_ISSUED: &str = "voucherd_district_issued_vouchers";
 pub const DISTRICT_CLAIMED: &str = "voucherd_district_claimed_vouchers";
@@ -49,6 +51,8 @@ pub const ALL: &[&str] = &[
     ROCKSDB_PENDING_COMPACTION_BYTES,
     ROCKSDB_WRITE_STOPPED,
     ROCKSDB_DELAYED_WRITE_RATE,
+    STORAGE_FREE_BYTES,
+    STORAGE_RESERVE_BYTES,
     DISTRICT_TARGET,
     DISTRICT_ISSUED,
     DISTRICT_CLAIMED,
@@ -58,6 +62,23 @@ pub const ALL: &[&str] = &[
     COVERAGE_INSTITUTIONS_REGISTERED,
     COVERAGE_USED_WITH_CHECKIN,
 ];
+
+/// The process metrics `metrics-process` exports (Prometheus' standard names,
+/// without the `voucherd_` prefix so stock dashboards and alerts find them).
+pub const PROCESS: &[&str] = &[
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_virtual_memory_max_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+];
+
+/// The counters without labels: registered at 0 when the exporter starts, so
+/// a scrape shows them (and `rate()` has a first sample) before any event.
+pub const COUNTERS_UNLABELLED: &[&str] = &[FRAMES_REFUSED, CONNECTIONS_REFUSED];
 
 #[cfg(test)]
 mod tests {

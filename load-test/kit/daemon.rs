@@ -235,9 +235,8 @@ fn spawn(launch: &Launch) -> anyhow::Result<(Child, SocketAddr, Lines)> {
         let left = PROCESS_TIMEOUT.saturating_sub(started.elapsed());
         match received.recv_timeout(left) {
             Ok(line) => {
-                if let Some(addr) = line.strip_prefix("voucherd: listening on ") {
+                if let Some(addr) = listening_address(&line) {
                     let addr = addr
-                        .trim()
                         .parse()
                         .with_context(|| format!("voucherd's address in {line:?}"))?;
                     return Ok((child, addr, kept));
@@ -275,4 +274,14 @@ pub fn tool<S: AsRef<OsStr> + std::fmt::Debug>(
         );
     }
     Ok(stdout)
+}
+
+/// The address in the daemon's listening line on stdout:
+/// `voucherd: listening on ADDR`, or `{"listening":"ADDR"}` with `--log-json`.
+pub fn listening_address(line: &str) -> Option<String> {
+    if let Some(addr) = line.strip_prefix("voucherd: listening on ") {
+        return Some(addr.trim().to_owned());
+    }
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some(value.get("listening")?.as_str()?.to_owned())
 }

@@ -21,6 +21,11 @@ pub const LISTEN_DEFAULT: &str = "127.0.0.1:7443";
 pub const DATA_DEFAULT: &str = "voucherd-data";
 pub const CERTS_DEFAULT: &str = "certs";
 
+/// `voucherd serve`'s exit code when stored data failed a check (`Error::Corrupt`):
+/// restarting cannot help, so the unit lists it in `RestartPreventExitStatus=`
+/// (65 is sysexits' EX_DATAERR; 1 is any other failure, 2 a usage error).
+pub const EXIT_CORRUPT_DATA: u8 = 65;
+
 /// Everything `voucherd serve` needs. Every field has a default.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -70,7 +75,8 @@ pub fn campaign(config: &DaemonConfig, clock: &dyn Clock) -> Result<Campaign, Er
     }
 }
 
-/// Runs the daemon until `shutdown` resolves. `ready` gets the bound address.
+/// Runs the daemon until `shutdown` resolves. `ready` gets the bound address
+/// once recovery is done and the endpoint (and the metrics port) listen.
 pub async fn run(
     config: DaemonConfig,
     ready: impl FnOnce(SocketAddr),

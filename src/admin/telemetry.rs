@@ -1,12 +1,15 @@
 //! Prometheus metrics: the exporter on its own loopback HTTP port, and the
 //! sampler that copies store, audit and bureau figures into gauges once a
 //! second. The names are in `metric_names`; counters are recorded where things happen.
+//! Process figures (`process_resident_memory_bytes`, `process_open_fds`,
+//! `process_cpu_seconds_total`, ...) come from `metrics-process`, read from
+//! `/proc` at each sample.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::domain::op::Role;
@@ -41,6 +44,10 @@ pub fn install(listen: SocketAddr) -> Result<(), Error> {
         .and_then(|b| b.install())
         .map_err(|e| Error::InvalidInput(format!("metrics exporter on {listen}: {e}")))?;
     describe();
+    for name in COUNTERS_UNLABELLED {
+        counter!(*name).absolute(0);
+    }
+    metrics_process::Collector::default().describe();
     Ok(())
 }
 
@@ -84,17 +91,17 @@ fn describe() {
     describe_gauge!(
         ROCKSDB_LIVE_BYTES,
         Unit::Bytes,
-        "RocksDB estimate of live data size."
+        "RocksDB estimate of live data size, summed over every table's column family."
     );
     describe_gauge!(
         ROCKSDB_SST_BYTES,
         Unit::Bytes,
-        "Total size of RocksDB SST files."
+        "Total size of RocksDB SST files, summed over every table's column family."
     );
     describe_gauge!(
         ROCKSDB_PENDING_COMPACTION_BYTES,
         Unit::Bytes,
-        "RocksDB estimate of bytes compaction still has to rewrite."
+        "RocksDB estimate of bytes compaction still has to rewrite, summed over every table's column family."
     );
     describe_gauge!(
         ROCKSDB_WRITE_STOPPED,
@@ -103,6 +110,16 @@ fn describe() {
     describe_gauge!(
         ROCKSDB_DELAYED_WRITE_RATE,
         "RocksDB delayed write rate in bytes per second (0: not delayed)."
+    );
+    describe_gauge!(
+        STORAGE_FREE_BYTES,
+        Unit::Bytes,
+        "Free space of the data folder's filesystem, as the store last measured it."
+    );
+    describe_gauge!(
+        STORAGE_RESERVE_BYTES,
+        Unit::Bytes,
+        "Free space under which the store refuses writes (storage_unavailable)."
     );
     describe_gauge!(DISTRICT_TARGET, "The campaign's use target per district.");
     describe_gauge!(
@@ -142,12 +159,15 @@ pub fn sample(ledger: &Ledger, store: &Store) {
     gauge!(LEDGER_VOUCHERS).set(vouchers as f64);
     gauge!(LEDGER_INSTITUTIONS).set(institutions as f64);
     let property = |name: &str| store.property(name).unwrap_or(0) as f64;
-    gauge!(ROCKSDB_LIVE_BYTES).set(property("rocksdb.estimate-live-data-size"));
-    gauge!(ROCKSDB_SST_BYTES).set(property("rocksdb.total-sst-files-size"));
+    let summed = |name: &str| store.property_summed(name).unwrap_or(0) as f64;
+    gauge!(ROCKSDB_LIVE_BYTES).set(summed("rocksdb.estimate-live-data-size"));
+    gauge!(ROCKSDB_SST_BYTES).set(summed("rocksdb.total-sst-files-size"));
     gauge!(ROCKSDB_PENDING_COMPACTION_BYTES)
-        .set(property("rocksdb.estimate-pending-compaction-bytes"));
+        .set(summed("rocksdb.estimate-pending-compaction-bytes"));
     gauge!(ROCKSDB_WRITE_STOPPED).set(property("rocksdb.is-write-stopped"));
     gauge!(ROCKSDB_DELAYED_WRITE_RATE).set(property("rocksdb.actual-delayed-write-rate"));
+    gauge!(STORAGE_FREE_BYTES).set(store.free_bytes() as f64);
+    gauge!(STORAGE_RESERVE_BYTES).set(store.free_bytes_min() as f64);
     let Ok(stats) = ledger.stats(Role::Bureau, None, None) else {
         return;
     };
@@ -169,11 +189,21 @@ pub fn sample(ledger: &Ledger, store: &Store) {
 
 /// Samples every `SAMPLE_INTERVAL` until the task is dropped.
 pub async fn sample_forever(ledger: Arc<Ledger>, store: Arc<Store>) {
+    let process = Arc::new(metrics_process::Collector::default());
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     loop {
         tick.tick().await;
-        let (ledger, store) = (Arc::clone(&ledger), Arc::clone(&store));
-        // Stats take the audit tail's lock; keep that off the async workers.
-        let _ = tokio::task::spawn_blocking(move || sample(&ledger, &store)).await;
+        let (ledger, store, process) = (
+            Arc::clone(&ledger),
+            Arc::clone(&store),
+            Arc::clone(&process),
+        );
+        // Stats take the audit tail's lock and /proc is read from files;
+        // keep both off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            process.collect();
+            sample(&ledger, &store);
+        })
+        .await;
     }
 }

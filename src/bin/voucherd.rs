@@ -111,8 +111,10 @@ fn main() -> ExitCode {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: never in a file or the journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -121,17 +123,33 @@ fn init_logs(json: bool) {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves at SIGTERM or SIGINT. The handlers are installed now, before the
+/// daemon says it is ready: a stop right after READY=1 (or the listening
+/// line) is a clean stop, not the default action of a signal.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    })
+}
+
+/// Tells systemd (`Type=notify`) how the start or the stop goes; nothing when
+/// `NOTIFY_SOCKET` is unset (not started by systemd).
+fn notify_systemd(states: &[sd_notify::NotifyState]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(%error, "cannot notify systemd (NOTIFY_SOCKET)");
     }
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
-    init_logs(args.log_json);
+    let json = args.log_json;
+    init_logs(json);
     let mut config = match &args.config {
         Some(path) => voucherd::admin::daemon::DaemonConfig::from_file(path)?,
         None => voucherd::admin::daemon::DaemonConfig::default(),
@@ -154,14 +172,50 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(voucherd::admin::daemon::run(
+    let shutdown = {
+        let _context = runtime.enter();
+        shutdown_signal()?
+    };
+    let served = runtime.block_on(voucherd::admin::daemon::run(
         config,
         |address| {
-            println!("voucherd: listening on {address}");
+            tracing::info!(%address, "listening");
+            // The line scripts wait for on stdout; JSON too with --log-json,
+            // so a journal that mixes stdout and stderr holds only JSON.
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "listening": address.to_string() })
+                );
+            } else {
+                println!("voucherd: listening on {address}");
+            }
+            // Recovery is done and the port is bound: systemd may start
+            // what depends on the daemon (and `TimeoutStartSec` ends here).
+            let status = format!("listening on {address}");
+            notify_systemd(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&status),
+            ]);
         },
-        shutdown_signal(),
-    ))?;
-    Ok(ExitCode::SUCCESS)
+        shutdown,
+    ));
+    let Err(error) = served else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    if json {
+        tracing::error!(%error, "voucherd stopped");
+    } else {
+        eprintln!("voucherd: {error}");
+    }
+    Ok(match error {
+        // Damaged data stays damaged: a distinct code, so systemd does not
+        // restart in a loop (`RestartPreventExitStatus=` in the unit).
+        voucherd::error::Error::Corrupt(_) => {
+            ExitCode::from(voucherd::admin::daemon::EXIT_CORRUPT_DATA)
+        }
+        _ => ExitCode::FAILURE,
+    })
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {

@@ -320,9 +320,37 @@ impl Store {
         Ok(())
     }
 
-    /// A RocksDB property of the whole database, e.g. `rocksdb.total-sst-files-size`.
+    /// A RocksDB property of the whole database, e.g. `rocksdb.is-write-stopped`
+    /// (read on the default family, which is where RocksDB answers DB-wide ones).
     pub fn property(&self, name: &str) -> Option<u64> {
         self.db.property_int_value(name).ok().flatten()
+    }
+
+    /// A per-family RocksDB property summed over every table's family, e.g.
+    /// `rocksdb.total-sst-files-size`: the tables live in their own families,
+    /// so the default family alone reads 0 while every SST file is elsewhere.
+    /// None when no family answers.
+    pub fn property_summed(&self, name: &str) -> Option<u64> {
+        Table::ALL
+            .iter()
+            .filter_map(|table| {
+                self.db
+                    .property_int_value_cf(self.family(*table), name)
+                    .ok()
+                    .flatten()
+            })
+            .reduce(u64::saturating_add)
+    }
+
+    /// The data filesystem's free space as last measured (every
+    /// `SPACE_CHECK_MS`), bytes.
+    pub fn free_bytes(&self) -> u64 {
+        self.space.free_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The free space under which writes are refused, bytes.
+    pub fn free_bytes_min(&self) -> u64 {
+        self.space.free_bytes_min
     }
 
     /// Writes one meta key (not ledger state) outside the ticket order, synced.
