@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use crate::admin::data_dir;
+use crate::domain::ids::PersonSecret;
 use crate::domain::time::{ManualClock, Timestamp};
 use crate::error::Error;
 use crate::ledger::{decode_u64, meta, Ledger, LedgerConfig};
@@ -81,23 +82,28 @@ fn prepare_out(out: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn copy_secret(from_data: &Path, to_data: &Path) -> Result<(), Error> {
-    let secret = data_dir::load_or_create_secret(from_data)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(to_data.join(data_dir::SECRET_FILE))?;
-    file.write_all(&secret.0)?;
-    file.sync_all()?;
-    Ok(())
+/// The data folder's person key, checked against the store's check value: a
+/// backup of a ledger without its key would be unusable.
+fn checked_secret(from_data: &Path, store: &Store) -> Result<PersonSecret, Error> {
+    let path = from_data.join(data_dir::SECRET_FILE);
+    let secret = data_dir::read_secret(&path)?.ok_or_else(|| {
+        Error::Corrupt(format!(
+            "{} is missing; a backup of this ledger would be unusable",
+            path.display()
+        ))
+    })?;
+    data_dir::verify_secret(store, &secret, &path)?;
+    Ok(secret)
 }
 
 /// Takes a backup of an open store (the daemon's) into `out`, a new folder.
+/// The person key is checked first, so a refused backup leaves nothing behind.
 pub fn create(data_dir: &Path, store: &Store, out: &Path) -> Result<Manifest, Error> {
+    let secret = checked_secret(data_dir, store)?;
     prepare_out(out)?;
     let store_out = data_dir::store_path(out);
     store.checkpoint(&store_out)?;
-    copy_secret(data_dir, out)?;
+    data_dir::write_secret(&out.join(data_dir::SECRET_FILE), &secret)?;
     let copy = Store::open_read_only(&store_out)?;
     head_of(&copy)
 }
@@ -208,20 +214,19 @@ pub struct Checked {
 /// Opens a data folder read-only with the campaigns it recorded and runs the
 /// full recovery (every cross-check of start-up) and the audit chain check.
 pub fn check(data_dir: &Path) -> Result<Checked, Error> {
-    let secret_file = data_dir.join(data_dir::SECRET_FILE);
-    if !secret_file.is_file() {
-        return Err(Error::Corrupt(format!(
-            "{} is missing",
-            secret_file.display()
-        )));
-    }
-    let store = Arc::new(Store::open_read_only(&data_dir::store_path(data_dir))?);
+    let store = Arc::new(Store::open_read_only(&data_dir::existing_store_path(
+        data_dir,
+    )?)?);
     if let Err(broken) = crate::admin::offline::verify_journal(store.as_ref())? {
         return Err(Error::Corrupt(format!("audit chain broken at {broken}")));
     }
     let manifest = head_of(store.as_ref())?;
     let campaigns = meta::recorded_campaigns(store.as_ref())?;
-    let secret = data_dir::load_or_create_secret(data_dir)?;
+    let secret = match data_dir::existing_secret(data_dir, None, store.as_ref())? {
+        Some((secret, _)) => secret,
+        // An empty ledger: no person key was ever used.
+        None => PersonSecret([0; 32]),
+    };
     let journal: Arc<dyn Journal> = store;
     let ledger = Ledger::open(
         LedgerConfig {

@@ -1,0 +1,114 @@
+//! The holes of issue 17 that a careful operator or an attacker finds outside
+//! the rules: a lost or foreign `person.key`, tools that create what they
+//! should only read, backups that carry the key, certificate folders
+//! overwritten or invented, certificates with two roles or revoked, and error
+//! messages that do not say which file or address failed. Each test names the
+//! hole it closes (docs/reliability.md, "Hardening").
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::daemon::{describe, text, voucherd_ok, VOUCHERD};
+use crate::common::{id_number, issue, Disk, Drive};
+use voucherd::domain::enums::Kind;
+use voucherd::domain::op::Role;
+use voucherd::error::Error;
+
+/// Runs `voucherd ARGS` and expects a failure (exit 1); returns stderr.
+fn voucherd_fails(args: &[&str]) -> String {
+    let output: Output = Command::new(VOUCHERD).args(args).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        describe(&format!("voucherd {args:?}"), &output)
+    );
+    text(&output.stderr)
+}
+
+/// A data folder with one issued voucher (so its ledger is not empty).
+fn ledger_with_a_voucher(data: &Path) {
+    let disk = Disk::open(data, "key");
+    disk.accept(Role::Bureau, issue(&id_number(7), Kind::EmploymentSkills));
+}
+
+fn refused_start(data: &Path) -> String {
+    match Disk::open_at(
+        data,
+        "again",
+        std::sync::Arc::new(voucherd::domain::time::ManualClock::new(crate::common::NOW)),
+    ) {
+        Err(Error::Corrupt(why)) => why,
+        Err(other) => panic!("refused, but not as a key problem: {other}"),
+        Ok(_) => panic!("the ledger opened without its person key"),
+    }
+}
+
+/// Item 8: a data folder copied without `person.key`, or with another
+/// ledger's, is refused at start with the file named; before the fix a new
+/// key was made silently and every stored person became unknown.
+#[test]
+fn a_ledger_refuses_to_start_without_its_person_key_or_with_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ledger_with_a_voucher(&data);
+    let key_file = data.join("person.key");
+    let key = std::fs::read(&key_file).unwrap();
+
+    std::fs::remove_file(&key_file).unwrap();
+    let why = refused_start(&data);
+    assert!(why.contains(&key_file.display().to_string()), "{why}");
+    assert!(why.contains("missing"), "{why}");
+    assert!(!key_file.exists(), "no new key was made");
+
+    std::fs::write(&key_file, [9u8; 32]).unwrap();
+    let why = refused_start(&data);
+    assert!(why.contains(&key_file.display().to_string()), "{why}");
+    assert!(why.contains("not the person key"), "{why}");
+
+    std::fs::write(&key_file, &key).unwrap();
+    Disk::open(&data, "back");
+
+    // The stored check value is not the key.
+    let store = voucherd::store::Store::open_read_only(&data.join("ledger")).unwrap();
+    use voucherd::store::journal::{Journal, Table};
+    let check = store
+        .get(Table::Meta, voucherd::ledger::meta::PERSON_KEY_CHECK)
+        .unwrap()
+        .expect("a check value is stored");
+    assert_ne!(check, key);
+}
+
+/// Item 8, backups: a backup of a folder that lost its key, or a restore of a
+/// backup with a foreign key, is refused naming the file; before the fix the
+/// backup made a new key in the live folder.
+#[test]
+fn backup_and_restore_check_the_person_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ledger_with_a_voucher(&data);
+    let key_file = data.join("person.key");
+    let key = std::fs::read(&key_file).unwrap();
+    let (data_arg, out) = (data.to_str().unwrap(), dir.path().join("backup"));
+
+    std::fs::remove_file(&key_file).unwrap();
+    let why = voucherd_fails(&["backup", "--data", data_arg, "--out", out.to_str().unwrap()]);
+    assert!(why.contains(&key_file.display().to_string()), "{why}");
+    assert!(!key_file.exists(), "the backup made no new key");
+
+    std::fs::write(&key_file, &key).unwrap();
+    voucherd_ok(&["backup", "--data", data_arg, "--out", out.to_str().unwrap()]);
+    let backed_key = out.join("person.key");
+    if backed_key.exists() {
+        std::fs::write(&backed_key, [5u8; 32]).unwrap();
+    }
+    let restored = dir.path().join("restored");
+    let why = voucherd_fails(&[
+        "restore",
+        "--backup",
+        out.to_str().unwrap(),
+        "--data",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(why.contains("person.key"), "{why}");
+}
