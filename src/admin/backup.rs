@@ -134,11 +134,13 @@ pub fn request(data_dir: &Path, out: &Path) -> Result<Option<Manifest>, Error> {
 
 /// `voucherd backup`: through the running daemon, or directly from the folder
 /// when no daemon runs (RocksDB's lock refuses a folder another process holds).
+/// A folder that is not a data folder is refused: nothing is created in it.
 pub fn backup(data_dir: &Path, out: &Path) -> Result<Manifest, Error> {
+    let store_path = data_dir::existing_store_path(data_dir)?;
     if let Some(manifest) = request(data_dir, out)? {
         return Ok(manifest);
     }
-    let store = Store::open(&data_dir::store_path(data_dir))?;
+    let store = Store::open(&store_path)?;
     create(data_dir, &store, out)
 }
 

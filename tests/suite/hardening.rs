@@ -112,3 +112,33 @@ fn backup_and_restore_check_the_person_key() {
     ]);
     assert!(why.contains("person.key"), "{why}");
 }
+
+/// Item 11: the offline tools open existing data folders only. A mistyped
+/// folder is refused with its name and nothing is created (before:
+/// `backup --data <typo>` made an empty ledger and said "audit record 0",
+/// exit 0; `audit verify` left an empty folder).
+#[test]
+fn offline_tools_refuse_a_missing_data_folder_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("voucherd-dta");
+    let typo_arg = typo.to_str().unwrap();
+    let out = dir.path().join("out");
+    let out_arg = out.to_str().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let empty_arg = empty.to_str().unwrap();
+    for folder in [typo_arg, empty_arg] {
+        for args in [
+            vec!["backup", "--data", folder, "--out", out_arg],
+            vec!["audit", "verify", "--data", folder],
+            vec!["audit", "export", "--data", folder, "--out", out_arg],
+            vec!["restore", "--backup", folder, "--data", out_arg],
+        ] {
+            let why = voucherd_fails(&args);
+            assert_eq!(why.matches(folder).count(), 1, "{args:?}: {why}");
+            assert!(!typo.exists(), "{args:?} created {typo_arg}");
+            assert!(!out.exists(), "{args:?} created {out_arg}");
+            assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "{args:?}");
+        }
+    }
+}
