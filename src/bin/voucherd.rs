@@ -37,13 +37,17 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Take a consistent backup of a data folder into a new folder, through the
-    /// running daemon (its control socket) or directly when no daemon runs.
+    /// Take a consistent backup of a data folder into a new folder (0700), through
+    /// the running daemon (its control socket) or directly when no daemon runs.
+    /// The person key is left out unless --include-key: keep it apart.
     Backup {
         #[arg(long, default_value = "voucherd-data")]
         data: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Copy person.key into the backup too (it unlocks every ID-number hash).
+        #[arg(long)]
+        include_key: bool,
     },
     /// Check a backup, copy it into a new data folder, and check the copy.
     Restore {
@@ -51,6 +55,9 @@ enum Command {
         backup: PathBuf,
         #[arg(long)]
         data: PathBuf,
+        /// The ledger's person.key, kept apart from a backup taken without it.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Rebuild the state from an audit export and print its digest.
     Replay {
@@ -202,8 +209,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             println!("exported {records} audit records to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backup { data, out } => {
-            let manifest = voucherd::admin::backup::backup(&data, &out)?;
+        Command::Backup {
+            data,
+            out,
+            include_key,
+        } => {
+            let manifest = voucherd::admin::backup::backup(&data, &out, include_key)?;
             println!(
                 "backup of {} in {}: audit record {} (hash {})",
                 data.display(),
@@ -211,10 +222,16 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 manifest.audit_seq,
                 manifest.audit_hash
             );
+            if !include_key {
+                println!(
+                    "person.key is not in the backup: keep a copy of {} apart from the backups (restore --key FILE)",
+                    data.join(voucherd::admin::data_dir::SECRET_FILE).display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { backup, data } => {
-            let checked = voucherd::admin::backup::restore(&backup, &data)?;
+        Command::Restore { backup, data, key } => {
+            let checked = voucherd::admin::backup::restore(&backup, &data, key.as_deref())?;
             println!(
                 "restored {} into {}: audit record {} (hash {}), {} vouchers, state_digest {}",
                 backup.display(),

@@ -97,11 +97,16 @@ fn backup_and_restore_check_the_person_key() {
     assert!(!key_file.exists(), "the backup made no new key");
 
     std::fs::write(&key_file, &key).unwrap();
-    voucherd_ok(&["backup", "--data", data_arg, "--out", out.to_str().unwrap()]);
+    voucherd_ok(&[
+        "backup",
+        "--data",
+        data_arg,
+        "--out",
+        out.to_str().unwrap(),
+        "--include-key",
+    ]);
     let backed_key = out.join("person.key");
-    if backed_key.exists() {
-        std::fs::write(&backed_key, [5u8; 32]).unwrap();
-    }
+    std::fs::write(&backed_key, [5u8; 32]).unwrap();
     let restored = dir.path().join("restored");
     let why = voucherd_fails(&[
         "restore",
@@ -110,7 +115,95 @@ fn backup_and_restore_check_the_person_key() {
         "--data",
         restored.to_str().unwrap(),
     ]);
-    assert!(why.contains("person.key"), "{why}");
+    assert!(why.contains(&backed_key.display().to_string()), "{why}");
+    assert!(why.contains("not the person key"), "{why}");
+    assert!(!restored.exists(), "a refused restore writes nothing");
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Every folder under `dir` is 0700 and every file 0600.
+fn assert_private(dir: &Path) {
+    assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            assert_private(&path);
+        } else {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+}
+
+/// Item 10: a backup leaves the hashing key out unless `--include-key`
+/// (before: every backup carried it, so a stolen backup gave away every ID
+/// number by dictionary); a restore then takes the kept key with `--key`;
+/// data, backup and restored folders are 0700 with files 0600.
+#[test]
+fn backups_leave_the_person_key_out_unless_asked_and_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ledger_with_a_voucher(&data);
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("person.key")), 0o600);
+    let key = data.join("person.key");
+    let (data_arg, key_arg) = (data.to_str().unwrap(), key.to_str().unwrap());
+
+    let plain = dir.path().join("plain");
+    let said = voucherd_ok(&[
+        "backup",
+        "--data",
+        data_arg,
+        "--out",
+        plain.to_str().unwrap(),
+    ]);
+    assert!(said.contains("person.key is not in the backup"), "{said}");
+    assert!(!plain.join("person.key").exists(), "the key stays out");
+    assert_private(&plain);
+
+    let restored = dir.path().join("restored");
+    let why = voucherd_fails(&[
+        "restore",
+        "--backup",
+        plain.to_str().unwrap(),
+        "--data",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(why.contains("--key"), "{why}");
+    assert!(!restored.exists());
+    voucherd_ok(&[
+        "restore",
+        "--backup",
+        plain.to_str().unwrap(),
+        "--data",
+        restored.to_str().unwrap(),
+        "--key",
+        key_arg,
+    ]);
+    assert_private(&restored);
+    assert_eq!(
+        std::fs::read(restored.join("person.key")).unwrap(),
+        std::fs::read(&key).unwrap()
+    );
+    Disk::open(&restored, "restored");
+
+    let with_key = dir.path().join("with-key");
+    voucherd_ok(&[
+        "backup",
+        "--data",
+        data_arg,
+        "--out",
+        with_key.to_str().unwrap(),
+        "--include-key",
+    ]);
+    assert_private(&with_key);
+    assert_eq!(
+        std::fs::read(with_key.join("person.key")).unwrap(),
+        std::fs::read(&key).unwrap()
+    );
 }
 
 /// Item 11: the offline tools open existing data folders only. A mistyped
