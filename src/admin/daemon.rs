@@ -31,9 +31,10 @@ pub struct DaemonConfig {
     pub data: PathBuf,
     /// Campaign file; absent: the embedded 2021 rules on the next deadline to come.
     pub campaign: Option<PathBuf>,
-    /// Certificate folder (ca.pem, server.pem/key); created with development
-    /// certificates when it does not exist.
-    pub certs: PathBuf,
+    /// Certificate folder (ca.pem, server.pem/key). Absent: `./certs`, where
+    /// development certificates are made (with a warning) when it has no CA.
+    /// A folder given here or with `--certs` must hold a CA.
+    pub certs: Option<PathBuf>,
     /// Loopback HTTP address of the Prometheus `/metrics` endpoint; absent: no metrics.
     pub metrics: Option<SocketAddr>,
 }
@@ -44,7 +45,7 @@ impl Default for DaemonConfig {
             listen: LISTEN_DEFAULT.parse().expect("literal"),
             data: DATA_DEFAULT.into(),
             campaign: None,
-            certs: CERTS_DEFAULT.into(),
+            certs: None,
             metrics: None,
         }
     }
@@ -78,15 +79,24 @@ pub async fn run(
 ) -> Result<(), Error> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let campaign = campaign(&config, clock.as_ref())?;
-    if !(CertPaths {
-        dir: config.certs.clone(),
-    })
-    .ca_cert()
-    .exists()
-    {
+    let certs = config
+        .certs
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(CERTS_DEFAULT));
+    let ca = CertPaths { dir: certs.clone() }.ca_cert();
+    if !ca.exists() {
+        if config.certs.is_some() {
+            return Err(Error::InvalidInput(format!(
+                "{} has no CA ({} is missing): make the deployment's certificates there, \
+                 or `voucherd certs --out {}` for development ones",
+                certs.display(),
+                ca.display(),
+                certs.display()
+            )));
+        }
         let districts: Vec<_> = campaign.districts.iter().map(|d| d.code).collect();
-        crate::net::tls::generate(&config.certs, &districts)?;
-        info!(certs = %config.certs.display(), "created development certificates");
+        crate::net::tls::generate(&certs, &districts)?;
+        warn!(certs = %certs.display(), "created development certificates in the default folder; never use them in production");
     }
     info!(
         year = campaign.year,
@@ -117,7 +127,7 @@ pub async fn run(
             }
         }
     });
-    let endpoint = server::endpoint(config.listen, &config.certs)?;
+    let endpoint = server::endpoint(config.listen, &certs)?;
     let address = endpoint.local_addr()?;
     ready(address);
     server::serve(endpoint, Arc::clone(&opened.ledger), shutdown).await;

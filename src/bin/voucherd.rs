@@ -22,15 +22,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: QUIC on 127.0.0.1:7443, data in ./voucherd-data,
-    /// certificates in ./certs (development certificates are created if missing).
+    /// certificates in ./certs (development certificates are created there, with a
+    /// warning, only when no folder is given and it has no CA).
     Serve(ServeArgs),
-    /// Create a development CA, the server certificate and one client certificate per role.
+    /// Create a development CA, the server certificate and one client certificate per
+    /// role; a folder that already has a CA is refused unless --force.
     Certs {
         #[arg(long, default_value = "certs")]
         out: PathBuf,
         /// Campaign whose districts get a district-agency certificate each (default: embedded).
         #[arg(long)]
         campaign: Option<PathBuf>,
+        /// Replace the CA and every key already in the folder (every client of a
+        /// running deployment is then refused until it gets a new certificate).
+        #[arg(long)]
+        force: bool,
     },
     /// Check, export or inspect the audit chain of a data folder.
     Audit {
@@ -153,7 +159,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         config.campaign = Some(campaign);
     }
     if let Some(certs) = args.certs {
-        config.certs = certs;
+        config.certs = Some(certs);
     }
     if let Some(metrics) = args.metrics {
         config.metrics = Some(metrics);
@@ -174,7 +180,11 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Certs { out, campaign } => {
+        Command::Certs {
+            out,
+            campaign,
+            force,
+        } => {
             let config = voucherd::admin::daemon::DaemonConfig {
                 campaign,
                 ..Default::default()
@@ -182,7 +192,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let campaign =
                 voucherd::admin::daemon::campaign(&config, &voucherd::domain::time::SystemClock)?;
             let districts: Vec<_> = campaign.districts.iter().map(|d| d.code).collect();
-            voucherd::net::tls::generate(&out, &districts)?;
+            if force {
+                voucherd::net::tls::generate_replacing(&out, &districts)?;
+            } else {
+                voucherd::net::tls::generate(&out, &districts)?;
+            }
             println!("development certificates written to {} (CA, server, gateway, bureau, auditor, {} districts)", out.display(), districts.len());
             Ok(ExitCode::SUCCESS)
         }

@@ -60,8 +60,30 @@ fn write_private(path: &Path, text: &str) -> Result<(), Error> {
 
 /// Creates a development CA, the server certificate and one client certificate
 /// per role in `dir` (a district certificate for each code in `districts`).
+/// A folder that already holds a CA is refused: replacing it would cut off
+/// every client of a running deployment (`generate_replacing` does it).
 pub fn generate(dir: &Path, districts: &[crate::domain::ids::DistrictCode]) -> Result<(), Error> {
-    std::fs::create_dir_all(dir)?;
+    let paths = CertPaths {
+        dir: dir.to_owned(),
+    };
+    if paths.ca_cert().exists() {
+        return Err(Error::InvalidInput(format!(
+            "{} already holds a CA ({}); replacing it cuts off every client it signed: \
+             give --force to replace it, or --role to add a client certificate",
+            dir.display(),
+            paths.ca_cert().display()
+        )));
+    }
+    generate_replacing(dir, districts)
+}
+
+/// `generate`, replacing a CA and every key already in `dir`.
+pub fn generate_replacing(
+    dir: &Path,
+    districts: &[crate::domain::ids::DistrictCode],
+) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Storage(format!("cannot create the folder {}: {e}", dir.display())))?;
     let paths = CertPaths {
         dir: dir.to_owned(),
     };

@@ -235,3 +235,75 @@ fn offline_tools_refuse_a_missing_data_folder_and_create_nothing() {
         }
     }
 }
+
+/// Item 12: `voucherd certs --out DIR` refuses a folder that has a CA unless
+/// `--force` (before: it replaced the CA and every key, cutting off every
+/// client of the running daemon).
+#[test]
+fn certs_refuse_to_replace_a_ca_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.to_str().unwrap();
+    voucherd_ok(&["certs", "--out", certs_arg]);
+    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+    let gateway = std::fs::read(certs.join("gateway.key")).unwrap();
+    let why = voucherd_fails(&["certs", "--out", certs_arg]);
+    assert_eq!(
+        why.matches(certs_arg).count(),
+        2,
+        "folder and CA file: {why}"
+    );
+    assert!(why.contains("--force"), "{why}");
+    assert_eq!(std::fs::read(certs.join("ca.pem")).unwrap(), ca);
+    assert_eq!(std::fs::read(certs.join("gateway.key")).unwrap(), gateway);
+    voucherd_ok(&["certs", "--out", certs_arg, "--force"]);
+    assert_ne!(std::fs::read(certs.join("ca.pem")).unwrap(), ca);
+}
+
+/// Item 12: `serve --certs DIR` with a folder that has no CA is an error
+/// naming it, and nothing is created (before: a development CA was made in
+/// any missing folder); only the embedded default `./certs` (`make run`) gets
+/// development certificates, with a warning.
+#[test]
+fn serve_makes_development_certificates_only_in_the_default_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs-typo");
+    let data = dir.path().join("data");
+    let output = Command::new(VOUCHERD)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .arg("--certs")
+        .arg(&certs)
+        .output()
+        .unwrap();
+    let why = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{why}");
+    assert!(why.contains(certs.to_str().unwrap()), "{why}");
+    assert!(!certs.exists(), "no certificates were invented");
+    assert!(!data.exists(), "refused before the data folder is touched");
+
+    // The default folder, as `make run` uses it (no --certs, no config).
+    let mut child = Command::new(VOUCHERD)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", "data"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(line.starts_with("voucherd: listening on"), "{line}\n{log}");
+    assert!(dir.path().join("certs/ca.pem").exists(), "{log}");
+    assert!(
+        log.contains("WARN") && log.contains("development certificates"),
+        "{log}"
+    );
+}

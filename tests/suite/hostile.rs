@@ -55,6 +55,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(data: &Path, certs: &Path) -> Daemon {
+        crate::common::daemon::make_certs(certs, &[]);
         let mut child = Command::new(VOUCHERD)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)

@@ -34,7 +34,9 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `voucherd serve --listen 127.0.0.1:0 --data DATA --certs CERTS ARGS`
-    /// with `env`, and waits for its `voucherd: listening on ADDR` line.
+    /// with `env`, and waits for its `voucherd: listening on ADDR` line. A
+    /// certificate folder without a CA gets development certificates first
+    /// (`voucherd certs`, with the `--campaign` of ARGS if any).
     pub fn start(
         data: &Path,
         certs: &Path,
@@ -42,6 +44,7 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
+        make_certs(certs, args);
         let mut command = Command::new(VOUCHERD);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -168,6 +171,19 @@ impl Daemon {
             .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
             .collect()
     }
+}
+
+/// `voucherd certs --out CERTS` (with the `--campaign` of `serve_args`) when
+/// the folder has no CA yet: `serve --certs` makes none.
+pub fn make_certs(certs: &Path, serve_args: &[&str]) {
+    if certs.join("ca.pem").exists() {
+        return;
+    }
+    let mut args = vec!["certs", "--out", certs.to_str().unwrap()];
+    if let Some(at) = serve_args.iter().position(|arg| *arg == "--campaign") {
+        args.extend(["--campaign", serve_args[at + 1]]);
+    }
+    voucherd_ok(&args);
 }
 
 impl Drop for Daemon {
