@@ -37,6 +37,9 @@ pub struct DaemonConfig {
     pub certs: Option<PathBuf>,
     /// Loopback HTTP address of the Prometheus `/metrics` endpoint; absent: no metrics.
     pub metrics: Option<SocketAddr>,
+    /// Revoked client certificates: SHA-256 of each one's DER, hex
+    /// (`openssl x509 -in FILE -outform DER | sha256sum`). Refused at connection.
+    pub denied_certificates: Vec<String>,
 }
 
 impl Default for DaemonConfig {
@@ -47,11 +50,29 @@ impl Default for DaemonConfig {
             campaign: None,
             certs: None,
             metrics: None,
+            denied_certificates: Vec::new(),
         }
     }
 }
 
 impl DaemonConfig {
+    /// The deny-list as the server checks it; a malformed fingerprint is refused.
+    pub fn admission(&self) -> Result<server::Admission, Error> {
+        let mut denied = std::collections::HashSet::new();
+        for fingerprint in &self.denied_certificates {
+            let normal = fingerprint.replace(':', "").to_ascii_lowercase();
+            if normal.len() != 64 || !normal.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::InvalidInput(format!(
+                    "denied_certificates: {fingerprint:?} is not a SHA-256 fingerprint (64 hex digits)"
+                )));
+            }
+            denied.insert(normal);
+        }
+        Ok(server::Admission {
+            denied_fingerprints: denied,
+        })
+    }
+
     /// Reads a TOML config file (unknown keys are refused).
     pub fn from_file(path: &Path) -> Result<DaemonConfig, Error> {
         let text = std::fs::read_to_string(path)?;
@@ -78,6 +99,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let admission = config.admission()?;
+    if !admission.denied_fingerprints.is_empty() {
+        info!(
+            denied = admission.denied_fingerprints.len(),
+            "client certificates on the deny-list"
+        );
+    }
     let campaign = campaign(&config, clock.as_ref())?;
     let certs = config
         .certs
@@ -130,7 +158,14 @@ pub async fn run(
     let endpoint = server::endpoint(config.listen, &certs)?;
     let address = endpoint.local_addr()?;
     ready(address);
-    server::serve(endpoint, Arc::clone(&opened.ledger), shutdown).await;
+    server::serve_admitting(
+        endpoint,
+        Arc::clone(&opened.ledger),
+        server::Limits::default(),
+        admission,
+        shutdown,
+    )
+    .await;
     for task in sampler.into_iter().chain([control]) {
         task.abort();
         let _ = task.await;

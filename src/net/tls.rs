@@ -1,14 +1,20 @@
 //! Certificates and TLS 1.3 configuration (rustls) for mutual TLS.
 //!
-//! A deployment has one CA. The daemon's certificate names `localhost` and
-//! 127.0.0.1; each client certificate carries its role as a URI subject
-//! alternative name `urn:voucherd:role:<role>`, which the daemon reads after
-//! rustls has checked the chain. `generate` makes a development set with rcgen.
+//! A deployment has one CA. The daemon's certificate names `localhost`,
+//! 127.0.0.1 and ::1 (extended key usage serverAuth); each client certificate
+//! (clientAuth) carries its role as exactly one URI subject alternative name
+//! `urn:voucherd:role:<role>`, which the daemon reads after rustls has checked
+//! the chain. `generate` makes a development set with rcgen: the CA valid
+//! `CA_VALIDITY_DAYS`, the others `LEAF_VALIDITY_DAYS`. A certificate is
+//! named by its `fingerprint` (SHA-256 of the DER, hex) in the deny-list.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -18,6 +24,51 @@ use crate::error::Error;
 /// ALPN protocol name of voucherd over QUIC.
 pub const ALPN: &[u8] = b"voucherd/1";
 const ROLE_URI_PREFIX: &str = "urn:voucherd:role:";
+/// Days a generated CA certificate is valid.
+pub const CA_VALIDITY_DAYS: i64 = 3650;
+/// Days a generated server or client certificate is valid.
+pub const LEAF_VALIDITY_DAYS: i64 = 730;
+
+/// SHA-256 of a certificate's DER, lowercase hex: how the deny-list names it
+/// (`openssl x509 -in FILE -outform DER | sha256sum` prints the same).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()))
+}
+
+/// The fingerprint of the first certificate of a PEM file.
+pub fn fingerprint_of_file(path: &Path) -> Result<String, Error> {
+    Ok(fingerprint(&load_certs(path)?[0]))
+}
+
+/// Validity from an hour ago (clocks differ) to `days` from now.
+fn bounded(params: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+}
+
+/// A client certificate for `role` signed by the CA, with `name` in its
+/// common name; its PEM and its key's PEM.
+fn client_certificate(
+    role: Role,
+    name: &str,
+    ca: &rcgen::Certificate,
+    ca_key: &KeyPair,
+) -> Result<(String, String), Error> {
+    let rc = |e: rcgen::Error| tls_error("certificate generation", e);
+    let key = KeyPair::generate().map_err(rc)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("voucherd {name}"));
+    let uri = format!("{ROLE_URI_PREFIX}{role}").try_into().map_err(rc)?;
+    params.subject_alt_names.push(SanType::URI(uri));
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    bounded(&mut params, LEAF_VALIDITY_DAYS);
+    let cert = params.signed_by(&key, ca, ca_key).map_err(rc)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
 
 fn tls_error(what: &str, error: impl std::fmt::Display) -> Error {
     Error::InvalidInput(format!("{what}: {error}"))
@@ -69,7 +120,7 @@ pub fn generate(dir: &Path, districts: &[crate::domain::ids::DistrictCode]) -> R
     if paths.ca_cert().exists() {
         return Err(Error::InvalidInput(format!(
             "{} already holds a CA ({}); replacing it cuts off every client it signed: \
-             give --force to replace it, or --role to add a client certificate",
+             give --force to replace it",
             dir.display(),
             paths.ca_cert().display()
         )));
@@ -95,6 +146,7 @@ pub fn generate_replacing(
         .distinguished_name
         .push(DnType::CommonName, "voucherd development CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    bounded(&mut ca_params, CA_VALIDITY_DAYS);
     let ca = ca_params.self_signed(&ca_key).map_err(rc)?;
     std::fs::write(paths.ca_cert(), ca.pem())?;
     write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
@@ -107,8 +159,16 @@ pub fn generate_replacing(
             std::net::Ipv4Addr::LOCALHOST,
         )));
     server_params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::V6(
+            std::net::Ipv6Addr::LOCALHOST,
+        )));
+    server_params
         .distinguished_name
         .push(DnType::CommonName, "voucherd");
+    server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    bounded(&mut server_params, LEAF_VALIDITY_DAYS);
     let server = server_params
         .signed_by(&server_key, &ca, &ca_key)
         .map_err(rc)?;
@@ -118,16 +178,9 @@ pub fn generate_replacing(
     let mut roles = vec![Role::Gateway, Role::Bureau, Role::Auditor];
     roles.extend(districts.iter().map(|&code| Role::District(code)));
     for role in roles {
-        let key = KeyPair::generate().map_err(rc)?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("voucherd {role}"));
-        let uri = format!("{ROLE_URI_PREFIX}{role}").try_into().map_err(rc)?;
-        params.subject_alt_names.push(SanType::URI(uri));
-        let cert = params.signed_by(&key, &ca, &ca_key).map_err(rc)?;
-        std::fs::write(paths.client_cert(role), cert.pem())?;
-        write_private(&paths.client_key(role), &key.serialize_pem())?;
+        let (cert, key) = client_certificate(role, &role.to_string(), &ca, &ca_key)?;
+        std::fs::write(paths.client_cert(role), cert)?;
+        write_private(&paths.client_key(role), &key)?;
     }
     Ok(())
 }
@@ -200,7 +253,8 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::Clien
     Ok(config)
 }
 
-/// The role a (chain-verified) client certificate carries.
+/// The role a (chain-verified) client certificate carries: exactly one role
+/// URI, or it is refused (which of two would win is not the holder's choice).
 pub fn role_of(cert: &CertificateDer<'_>) -> Result<Role, String> {
     let (_, parsed) =
         x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
@@ -208,14 +262,21 @@ pub fn role_of(cert: &CertificateDer<'_>) -> Result<Role, String> {
         .subject_alternative_name()
         .map_err(|e| e.to_string())?
         .ok_or("the certificate has no subject alternative names")?;
-    for name in &names.value.general_names {
-        if let x509_parser::extensions::GeneralName::URI(uri) = name {
-            if let Some(role) = uri.strip_prefix(ROLE_URI_PREFIX) {
-                return role.parse();
-            }
-        }
+    let mut roles = names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) => uri.strip_prefix(ROLE_URI_PREFIX),
+            _ => None,
+        });
+    let role = roles
+        .next()
+        .ok_or("the certificate carries no voucherd role")?;
+    if roles.next().is_some() {
+        return Err("the certificate carries more than one voucherd role".into());
     }
-    Err("the certificate carries no voucherd role".into())
+    role.parse()
 }
 
 #[cfg(test)]
@@ -251,5 +312,59 @@ mod tests {
             &paths.client_key(Role::Gateway)
         )
         .is_ok());
+    }
+
+    fn parsed_usages(path: &Path) -> (bool, bool, i64) {
+        let der = &load_certs(path).unwrap()[0];
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let usages = cert
+            .extended_key_usage()
+            .unwrap()
+            .expect("an extended key usage")
+            .value;
+        let validity = cert.validity();
+        let days = (validity.not_after.timestamp() - validity.not_before.timestamp()) / 86_400;
+        (usages.server_auth, usages.client_auth, days)
+    }
+
+    /// Issue 17 item 13: the server certificate is for serverAuth only, the
+    /// clients' for clientAuth only, and none is valid for more than its
+    /// bound (before: no key usage, valid to the year 4096).
+    #[test]
+    fn generated_certificates_carry_their_key_usage_and_a_bounded_validity() {
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), &[]).unwrap();
+        let paths = CertPaths {
+            dir: dir.path().to_owned(),
+        };
+        let (server_auth, client_auth, days) = parsed_usages(&paths.server_cert());
+        assert!(server_auth && !client_auth);
+        assert!(days <= LEAF_VALIDITY_DAYS, "{days} days");
+        for role in [Role::Gateway, Role::Bureau, Role::Auditor] {
+            let (server_auth, client_auth, days) = parsed_usages(&paths.client_cert(role));
+            assert!(client_auth && !server_auth, "{role}");
+            assert!(days <= LEAF_VALIDITY_DAYS, "{role}: {days} days");
+        }
+        let der = &load_certs(&paths.ca_cert()).unwrap()[0];
+        let (_, ca) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let validity = ca.validity();
+        let days = (validity.not_after.timestamp() - validity.not_before.timestamp()) / 86_400;
+        assert!(days <= CA_VALIDITY_DAYS, "CA: {days} days");
+    }
+
+    /// Issue 17 item 13: a certificate with two role URIs is refused (before:
+    /// the first one won).
+    #[test]
+    fn a_certificate_with_two_roles_is_refused() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        for role in ["gateway", "bureau"] {
+            params.subject_alt_names.push(SanType::URI(
+                format!("{ROLE_URI_PREFIX}{role}").try_into().unwrap(),
+            ));
+        }
+        let cert = params.self_signed(&key).unwrap();
+        let why = role_of(cert.der()).unwrap_err();
+        assert!(why.contains("more than one"), "{why}");
     }
 }

@@ -307,3 +307,70 @@ fn serve_makes_development_certificates_only_in_the_default_folder() {
         "{log}"
     );
 }
+
+/// Item 13: a certificate on the config's deny-list (SHA-256 of its DER) is
+/// refused after the handshake and the refusal is logged, while other
+/// certificates of the same CA are served (before: a lost gateway
+/// certificate could only be revoked with a new CA). And the client checks
+/// the daemon's name from `--server`: `localhost:PORT` and `127.0.0.1:PORT`
+/// both verify, a name the certificate does not carry does not (before:
+/// `--server` took only an IP address and the name checked was always
+/// "localhost").
+#[test]
+fn a_denied_certificate_is_refused_and_the_server_name_comes_from_server() {
+    use crate::common::daemon::{make_certs, Daemon};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    make_certs(&certs, &[]);
+    let lost = voucherd::net::tls::fingerprint_of_file(&certs.join("gateway.pem")).unwrap();
+    let config = dir.path().join("voucherd.toml");
+    std::fs::write(
+        &config,
+        format!("denied_certificates = [\"{}\"]\n", lost.to_uppercase()),
+    )
+    .unwrap();
+    let daemon = Daemon::start(
+        &data,
+        &certs,
+        &dir.path().join("log"),
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    let port = daemon.addr.rsplit_once(':').unwrap().1.to_owned();
+    for server in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let output = crate::common::daemon::ctl(
+            &server,
+            &certs,
+            &["--as", "auditor", "audit", "head"],
+            None,
+        );
+        assert!(output.status.success(), "{}", describe(&server, &output));
+    }
+    let output = daemon.ctl(&certs, &["--as", "gateway", "audit", "head"], None);
+    assert!(!output.status.success(), "{}", describe("denied", &output));
+    let log = daemon.log();
+    assert!(log.contains("deny-list") && log.contains(&lost), "{log}");
+
+    // A name the daemon's certificate does not carry is refused by the client.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = voucherd::net::tls::client_config(
+        &certs.join("ca.pem"),
+        &certs.join("bureau.pem"),
+        &certs.join("bureau.key"),
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = daemon.addr.parse().unwrap();
+    let wrong = runtime.block_on(voucherd::net::client::Client::connect_named(
+        addr,
+        "voucherd.example.org",
+        config,
+    ));
+    assert!(
+        wrong.is_err(),
+        "a server name the certificate lacks is refused"
+    );
+    daemon.stop();
+}

@@ -6,7 +6,6 @@ mod human;
 mod output;
 
 use std::io::{BufRead, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,9 +30,9 @@ use voucherd::net::json::{parse_line, Line};
     about = "Run voucherd operations over QUIC"
 )]
 struct Cli {
-    /// The daemon's address.
+    /// The daemon's address, HOST:PORT; its certificate must name HOST.
     #[arg(long, global = true, default_value = "127.0.0.1:7443")]
-    server: SocketAddr,
+    server: String,
     /// Certificate folder (ca.pem and <role>.pem/.key).
     #[arg(long, global = true, default_value = "certs")]
     certs: PathBuf,
@@ -461,7 +460,7 @@ fn print_answer(answer: &Answer, json: bool) {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let connect = |role: Role| Client::connect(cli.server, &cli.certs, role);
+    let connect = |role: Role| Client::connect_to(&cli.server, &cli.certs, role);
     let command = cli.command;
     if let Command::Batch { file } = command {
         let role = cli.role.unwrap_or(Role::Gateway);
