@@ -37,6 +37,13 @@ enum Command {
         /// running deployment is then refused until it gets a new certificate).
         #[arg(long)]
         force: bool,
+        /// Add one client certificate for this role (gateway, bureau, auditor,
+        /// district:<code>), signed by the folder's existing CA; needs --name.
+        #[arg(long, requires = "name", conflicts_with = "force")]
+        role: Option<voucherd::domain::op::Role>,
+        /// The added certificate's name: files <role>-<name>.pem/.key.
+        #[arg(long, requires = "role")]
+        name: Option<String>,
     },
     /// Check, export or inspect the audit chain of a data folder.
     Audit {
@@ -182,8 +189,22 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Serve(args) => serve(args),
         Command::Certs {
             out,
+            role: Some(role),
+            name: Some(name),
+            ..
+        } => {
+            let cert = voucherd::net::tls::add_client(&out, role, &name)?;
+            println!(
+                "client certificate for {role} written to {} (key beside it, .key)",
+                cert.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs {
+            out,
             campaign,
             force,
+            ..
         } => {
             let config = voucherd::admin::daemon::DaemonConfig {
                 campaign,

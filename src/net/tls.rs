@@ -100,6 +100,72 @@ impl CertPaths {
     }
 }
 
+/// A client certificate added by `add_client`: `<role>-<name>.pem`/`.key`
+/// (`gateway-gw-2.pem`), beside the role's first one (`gateway.pem`).
+impl CertPaths {
+    pub fn named_client_cert(&self, role: Role, name: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}-{name}.pem", role.to_string().replace(':', "-")))
+    }
+    pub fn named_client_key(&self, role: Role, name: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}-{name}.key", role.to_string().replace(':', "-")))
+    }
+}
+
+/// Bytes of a certificate name (`--name`) at most.
+pub const CERT_NAME_BYTES_MAX: usize = 64;
+
+/// Adds one client certificate for `role`, named `name` (letters, digits,
+/// `-`, `_`), signed by the CA already in `dir` (`ca.pem`, `ca.key`); no other
+/// file is touched. Refuses a name already used. Returns the certificate's path.
+pub fn add_client(dir: &Path, role: Role, name: &str) -> Result<PathBuf, Error> {
+    let valid = !name.is_empty()
+        && name.len() <= CERT_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(Error::InvalidInput(format!(
+            "--name {name:?}: 1 to {CERT_NAME_BYTES_MAX} letters, digits, '-' or '_'"
+        )));
+    }
+    let paths = CertPaths {
+        dir: dir.to_owned(),
+    };
+    let (cert_path, key_path) = (
+        paths.named_client_cert(role, name),
+        paths.named_client_key(role, name),
+    );
+    if cert_path.exists() || key_path.exists() {
+        return Err(Error::InvalidInput(format!(
+            "{} already exists; pick another --name",
+            cert_path.display()
+        )));
+    }
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidInput(format!(
+                "{}: {e}; adding a certificate needs the folder's CA and its key",
+                path.display()
+            ))
+        })
+    };
+    let ca_key_path = dir.join("ca.key");
+    let ca_key = KeyPair::from_pem(&read(&ca_key_path)?)
+        .map_err(|e| tls_error(&ca_key_path.display().to_string(), e))?;
+    let ca_params = CertificateParams::from_ca_cert_pem(&read(&paths.ca_cert())?)
+        .map_err(|e| tls_error(&paths.ca_cert().display().to_string(), e))?;
+    // Re-signed with the same name and key: what signing a leaf needs.
+    let ca = ca_params
+        .self_signed(&ca_key)
+        .map_err(|e| tls_error("CA", e))?;
+    let (cert, key) = client_certificate(role, &format!("{role} {name}"), &ca, &ca_key)?;
+    std::fs::write(&cert_path, cert)?;
+    write_private(&key_path, &key)?;
+    Ok(cert_path)
+}
+
 fn write_private(path: &Path, text: &str) -> Result<(), Error> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -366,5 +432,39 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         let why = role_of(cert.der()).unwrap_err();
         assert!(why.contains("more than one"), "{why}");
+    }
+
+    /// Issue 16 item 3: a second gateway certificate is added under its own
+    /// name, signed by the existing CA, every other file unchanged.
+    #[test]
+    fn a_named_client_certificate_is_added_beside_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), &[]).unwrap();
+        let before: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect();
+        let cert = add_client(dir.path(), Role::Gateway, "gw-2").unwrap();
+        assert_eq!(cert, dir.path().join("gateway-gw-2.pem"));
+        for (path, bytes) in &before {
+            assert_eq!(&std::fs::read(path).unwrap(), bytes, "{}", path.display());
+        }
+        assert_eq!(
+            role_of(&load_certs(&cert).unwrap()[0]).unwrap(),
+            Role::Gateway
+        );
+        assert!(add_client(dir.path(), Role::Gateway, "gw-2").is_err());
+        assert!(add_client(dir.path(), Role::Gateway, "../x").is_err());
+        // It chains to the CA: the server's verifier accepts it.
+        let roots = roots(&dir.path().join("ca.pem")).unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+                .build()
+                .unwrap();
+        let leaf = load_certs(&cert).unwrap().remove(0);
+        verifier
+            .verify_client_cert(&leaf, &[], rustls::pki_types::UnixTime::now())
+            .expect("the new certificate chains to the existing CA");
     }
 }
