@@ -64,7 +64,11 @@ impl Launch {
     }
 
     /// Starts the daemon (a new log) and waits until it listens.
+    /// Starts the daemon. A certificate folder without a CA first gets
+    /// development certificates (`voucherd certs`, with the `--campaign` of
+    /// the arguments if any): `serve --certs DIR` makes none of its own.
     pub fn start(self) -> anyhow::Result<Daemon> {
+        make_certs(&self.voucherd, &self.certs, &self.args)?;
         std::fs::File::create(&self.log)
             .with_context(|| format!("create {}", self.log.display()))?;
         let (child, addr, stdout) = spawn(&self)?;
@@ -284,4 +288,30 @@ pub fn listening_address(line: &str) -> Option<String> {
     }
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     Some(value.get("listening")?.as_str()?.to_owned())
+}
+
+/// `voucherd certs --out CERTS` (with the `--campaign` of `serve_args`) when
+/// the folder has no CA yet.
+pub fn make_certs(voucherd: &Path, certs: &Path, serve_args: &[String]) -> anyhow::Result<()> {
+    if certs.join("ca.pem").exists() {
+        return Ok(());
+    }
+    let mut command = Command::new(voucherd);
+    command.args(["certs", "--out"]).arg(certs);
+    if let Some(at) = serve_args.iter().position(|arg| arg == "--campaign") {
+        if let Some(campaign) = serve_args.get(at + 1) {
+            command.args(["--campaign", campaign]);
+        }
+    }
+    let output = command
+        .output()
+        .with_context(|| format!("run {} certs", voucherd.display()))?;
+    if !output.status.success() {
+        bail!(
+            "voucherd certs --out {} failed: {}",
+            certs.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
 }

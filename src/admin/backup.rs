@@ -1,6 +1,10 @@
 //! Backups and restores of a data folder. A backup is a data folder of its own:
-//! a RocksDB checkpoint of the store plus the person-key secret, taken by the
-//! running daemon when asked on its control socket (or directly when none runs).
+//! a RocksDB checkpoint of the store, taken by the running daemon when asked on
+//! its control socket (or directly when none runs). The person-key secret is
+//! left out unless asked for (`--include-key`): with it, the low-entropy ID
+//! numbers behind every stored person key can be found by trying them all, so
+//! it is kept apart from the backups (ops/runbook.md, "Backup"). Backup
+//! folders are 0700 and their files 0600.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -13,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use crate::admin::data_dir;
+use crate::domain::ids::PersonSecret;
 use crate::domain::time::{ManualClock, Timestamp};
 use crate::error::Error;
 use crate::ledger::{decode_u64, meta, Ledger, LedgerConfig};
@@ -36,6 +41,9 @@ pub struct Manifest {
 #[derive(Serialize, Deserialize)]
 struct ControlRequest {
     backup: PathBuf,
+    /// Copy `person.key` into the backup too.
+    #[serde(default)]
+    include_key: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,41 +85,79 @@ fn prepare_out(out: &Path) -> Result<(), Error> {
     if out.exists() {
         std::fs::remove_dir(out)?;
     }
-    std::fs::create_dir_all(out)?;
+    data_dir::create_private_dir(out)
+}
+
+/// Makes every folder under `dir` (and itself) 0700 and every file 0600.
+/// Files hard-linked by a checkpoint share their mode with the live store's,
+/// which the daemon's `UMask=0077` already makes 0600.
+fn make_private(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |path: &Path, e: std::io::Error| {
+        Error::Storage(format!("cannot restrict {}: {e}", path.display()))
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| failed(dir, e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| failed(dir, e))? {
+        let path = entry.map_err(|e| failed(dir, e))?.path();
+        if path.is_dir() {
+            make_private(&path)?;
+        } else {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| failed(&path, e))?;
+        }
+    }
     Ok(())
 }
 
-fn copy_secret(from_data: &Path, to_data: &Path) -> Result<(), Error> {
-    let secret = data_dir::load_or_create_secret(from_data)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(to_data.join(data_dir::SECRET_FILE))?;
-    file.write_all(&secret.0)?;
-    file.sync_all()?;
-    Ok(())
+/// The data folder's person key, checked against the store's check value: a
+/// backup of a ledger without its key would be unusable.
+fn checked_secret(from_data: &Path, store: &Store) -> Result<PersonSecret, Error> {
+    let path = from_data.join(data_dir::SECRET_FILE);
+    let secret = data_dir::read_secret(&path)?.ok_or_else(|| {
+        Error::Corrupt(format!(
+            "{} is missing; a backup of this ledger would be unusable",
+            path.display()
+        ))
+    })?;
+    data_dir::verify_secret(store, &secret, &path)?;
+    Ok(secret)
 }
 
-/// Takes a backup of an open store (the daemon's) into `out`, a new folder.
-pub fn create(data_dir: &Path, store: &Store, out: &Path) -> Result<Manifest, Error> {
+/// Takes a backup of an open store (the daemon's) into `out`, a new folder;
+/// with the person key when `include_key`. The key is checked first, so a
+/// refused backup leaves nothing behind.
+pub fn create(
+    data_dir: &Path,
+    store: &Store,
+    out: &Path,
+    include_key: bool,
+) -> Result<Manifest, Error> {
+    let secret = checked_secret(data_dir, store)?;
     prepare_out(out)?;
     let store_out = data_dir::store_path(out);
     store.checkpoint(&store_out)?;
-    copy_secret(data_dir, out)?;
+    if include_key {
+        data_dir::write_secret(&out.join(data_dir::SECRET_FILE), &secret)?;
+    }
+    make_private(out)?;
     let copy = Store::open_read_only(&store_out)?;
     head_of(&copy)
 }
 
 /// Asks the daemon serving `data_dir` for a backup; `Ok(None)` when no daemon
 /// answers on the control socket.
-pub fn request(data_dir: &Path, out: &Path) -> Result<Option<Manifest>, Error> {
+pub fn request(data_dir: &Path, out: &Path, include_key: bool) -> Result<Option<Manifest>, Error> {
     let Ok(mut stream) = UnixStream::connect(data_dir.join(CONTROL_SOCKET)) else {
         return Ok(None);
     };
     stream.set_read_timeout(Some(CONTROL_TIMEOUT))?;
     let out = std::path::absolute(out)?;
-    let mut line = serde_json::to_vec(&ControlRequest { backup: out })
-        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let mut line = serde_json::to_vec(&ControlRequest {
+        backup: out,
+        include_key,
+    })
+    .map_err(|e| Error::InvalidInput(e.to_string()))?;
     line.push(b'\n');
     stream.write_all(&line)?;
     let mut answer = String::new();
@@ -128,12 +174,14 @@ pub fn request(data_dir: &Path, out: &Path) -> Result<Option<Manifest>, Error> {
 
 /// `voucherd backup`: through the running daemon, or directly from the folder
 /// when no daemon runs (RocksDB's lock refuses a folder another process holds).
-pub fn backup(data_dir: &Path, out: &Path) -> Result<Manifest, Error> {
-    if let Some(manifest) = request(data_dir, out)? {
+/// A folder that is not a data folder is refused: nothing is created in it.
+pub fn backup(data_dir: &Path, out: &Path, include_key: bool) -> Result<Manifest, Error> {
+    let store_path = data_dir::existing_store_path(data_dir)?;
+    if let Some(manifest) = request(data_dir, out, include_key)? {
         return Ok(manifest);
     }
-    let store = Store::open(&data_dir::store_path(data_dir))?;
-    create(data_dir, &store, out)
+    let store = Store::open(&store_path)?;
+    create(data_dir, &store, out, include_key)
 }
 
 /// Serves the control socket of `data_dir` until the task is dropped.
@@ -162,7 +210,7 @@ pub async fn serve_control(data_dir: PathBuf, store: Arc<Store>) -> Result<(), E
                 Ok(request) => {
                     let out = request.backup.clone();
                     let made = tokio::task::spawn_blocking(move || {
-                        create(&data_dir, &store, &request.backup)
+                        create(&data_dir, &store, &request.backup, request.include_key)
                     })
                     .await;
                     match made {
@@ -207,21 +255,22 @@ pub struct Checked {
 
 /// Opens a data folder read-only with the campaigns it recorded and runs the
 /// full recovery (every cross-check of start-up) and the audit chain check.
-pub fn check(data_dir: &Path) -> Result<Checked, Error> {
-    let secret_file = data_dir.join(data_dir::SECRET_FILE);
-    if !secret_file.is_file() {
-        return Err(Error::Corrupt(format!(
-            "{} is missing",
-            secret_file.display()
-        )));
-    }
-    let store = Arc::new(Store::open_read_only(&data_dir::store_path(data_dir))?);
+/// The person key is the folder's, else `key_file`; it must match the
+/// ledger's check value.
+pub fn check(data_dir: &Path, key_file: Option<&Path>) -> Result<Checked, Error> {
+    let store = Arc::new(Store::open_read_only(&data_dir::existing_store_path(
+        data_dir,
+    )?)?);
     if let Err(broken) = crate::admin::offline::verify_journal(store.as_ref())? {
         return Err(Error::Corrupt(format!("audit chain broken at {broken}")));
     }
     let manifest = head_of(store.as_ref())?;
     let campaigns = meta::recorded_campaigns(store.as_ref())?;
-    let secret = data_dir::load_or_create_secret(data_dir)?;
+    let secret = match data_dir::existing_secret(data_dir, key_file, store.as_ref())? {
+        Some((secret, _)) => secret,
+        // An empty ledger: no person key was ever used.
+        None => PersonSecret([0; 32]),
+    };
     let journal: Arc<dyn Journal> = store;
     let ledger = Ledger::open(
         LedgerConfig {
@@ -241,7 +290,7 @@ pub fn check(data_dir: &Path) -> Result<Checked, Error> {
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(to)?;
+    data_dir::create_private_dir(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
@@ -249,6 +298,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), Error> {
             copy_dir(&entry.path(), &target)?;
         } else {
             std::fs::copy(entry.path(), &target)?;
+            std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             std::fs::File::open(&target)?.sync_all()?;
         }
     }
@@ -256,13 +306,24 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// `voucherd restore`: checks the backup, copies it into a new data folder,
-/// and checks the copy. The daemon is then started on that folder.
-pub fn restore(backup: &Path, data_dir: &Path) -> Result<Checked, Error> {
-    let original = check(backup)?;
+/// `voucherd restore`: checks the backup, copies it into a new data folder
+/// (0700, files 0600), puts the person key in it (the backup's, else
+/// `key_file`, checked against the ledger's check value), and checks the copy.
+/// The daemon is then started on that folder.
+pub fn restore(backup: &Path, data_dir: &Path, key_file: Option<&Path>) -> Result<Checked, Error> {
+    let original = check(backup, key_file)?;
+    let store = Store::open_read_only(&data_dir::existing_store_path(backup)?)?;
+    let secret = data_dir::existing_secret(backup, key_file, &store)?;
+    drop(store);
     prepare_out(data_dir)?;
     copy_dir(backup, data_dir)?;
-    let restored = check(data_dir)?;
+    let key_in_copy = data_dir.join(data_dir::SECRET_FILE);
+    if let Some((secret, _)) = secret {
+        if !key_in_copy.exists() {
+            data_dir::write_secret(&key_in_copy, &secret)?;
+        }
+    }
+    let restored = check(data_dir, None)?;
     if restored.manifest != original.manifest || restored.state_digest != original.state_digest {
         return Err(Error::Corrupt(
             "the restored folder differs from the backup".into(),

@@ -36,11 +36,15 @@ pub struct DaemonConfig {
     pub data: PathBuf,
     /// Campaign file; absent: the embedded 2021 rules on the next deadline to come.
     pub campaign: Option<PathBuf>,
-    /// Certificate folder (ca.pem, server.pem/key); created with development
-    /// certificates when it does not exist.
-    pub certs: PathBuf,
+    /// Certificate folder (ca.pem, server.pem/key). Absent: `./certs`, where
+    /// development certificates are made (with a warning) when it has no CA.
+    /// A folder given here or with `--certs` must hold a CA.
+    pub certs: Option<PathBuf>,
     /// Loopback HTTP address of the Prometheus `/metrics` endpoint; absent: no metrics.
     pub metrics: Option<SocketAddr>,
+    /// Revoked client certificates: SHA-256 of each one's DER, hex
+    /// (`openssl x509 -in FILE -outform DER | sha256sum`). Refused at connection.
+    pub denied_certificates: Vec<String>,
 }
 
 impl Default for DaemonConfig {
@@ -49,13 +53,31 @@ impl Default for DaemonConfig {
             listen: LISTEN_DEFAULT.parse().expect("literal"),
             data: DATA_DEFAULT.into(),
             campaign: None,
-            certs: CERTS_DEFAULT.into(),
+            certs: None,
             metrics: None,
+            denied_certificates: Vec::new(),
         }
     }
 }
 
 impl DaemonConfig {
+    /// The deny-list as the server checks it; a malformed fingerprint is refused.
+    pub fn admission(&self) -> Result<server::Admission, Error> {
+        let mut denied = std::collections::HashSet::new();
+        for fingerprint in &self.denied_certificates {
+            let normal = fingerprint.replace(':', "").to_ascii_lowercase();
+            if normal.len() != 64 || !normal.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::InvalidInput(format!(
+                    "denied_certificates: {fingerprint:?} is not a SHA-256 fingerprint (64 hex digits)"
+                )));
+            }
+            denied.insert(normal);
+        }
+        Ok(server::Admission {
+            denied_fingerprints: denied,
+        })
+    }
+
     /// Reads a TOML config file (unknown keys are refused).
     pub fn from_file(path: &Path) -> Result<DaemonConfig, Error> {
         let text = std::fs::read_to_string(path)?;
@@ -83,16 +105,32 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let admission = config.admission()?;
+    if !admission.denied_fingerprints.is_empty() {
+        info!(
+            denied = admission.denied_fingerprints.len(),
+            "client certificates on the deny-list"
+        );
+    }
     let campaign = campaign(&config, clock.as_ref())?;
-    if !(CertPaths {
-        dir: config.certs.clone(),
-    })
-    .ca_cert()
-    .exists()
-    {
+    let certs = config
+        .certs
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(CERTS_DEFAULT));
+    let ca = CertPaths { dir: certs.clone() }.ca_cert();
+    if !ca.exists() {
+        if config.certs.is_some() {
+            return Err(Error::InvalidInput(format!(
+                "{} has no CA ({} is missing): make the deployment's certificates there, \
+                 or `voucherd certs --out {}` for development ones",
+                certs.display(),
+                ca.display(),
+                certs.display()
+            )));
+        }
         let districts: Vec<_> = campaign.districts.iter().map(|d| d.code).collect();
-        crate::net::tls::generate(&config.certs, &districts)?;
-        info!(certs = %config.certs.display(), "created development certificates");
+        crate::net::tls::generate(&certs, &districts)?;
+        warn!(certs = %certs.display(), "created development certificates in the default folder; never use them in production");
     }
     info!(
         year = campaign.year,
@@ -123,10 +161,17 @@ pub async fn run(
             }
         }
     });
-    let endpoint = server::endpoint(config.listen, &config.certs)?;
+    let endpoint = server::endpoint(config.listen, &certs)?;
     let address = endpoint.local_addr()?;
     ready(address);
-    server::serve(endpoint, Arc::clone(&opened.ledger), shutdown).await;
+    server::serve_admitting(
+        endpoint,
+        Arc::clone(&opened.ledger),
+        server::Limits::default(),
+        admission,
+        shutdown,
+    )
+    .await;
     for task in sampler.into_iter().chain([control]) {
         task.abort();
         let _ = task.await;

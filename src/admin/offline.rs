@@ -52,9 +52,9 @@ pub fn verify_journal(journal: &dyn Journal) -> Result<Result<Verified, String>,
     })
 }
 
-/// `voucherd audit verify --data DIR`.
+/// `voucherd audit verify --data DIR`: an existing data folder only.
 pub fn verify(data_dir: &Path) -> Result<Result<Verified, String>, Error> {
-    let store = Store::open_read_only(&data_dir::store_path(data_dir))?;
+    let store = Store::open_read_only(&data_dir::existing_store_path(data_dir)?)?;
     verify_journal(&store)
 }
 
@@ -74,11 +74,13 @@ pub fn export_journal(
     Ok(records)
 }
 
-/// `voucherd audit export --data DIR --out FILE`.
+/// `voucherd audit export --data DIR --out FILE`: an existing data folder only.
 pub fn export(data_dir: &Path, out: &Path) -> Result<u64, Error> {
-    let store = Store::open_read_only(&data_dir::store_path(data_dir))?;
+    let store = Store::open_read_only(&data_dir::existing_store_path(data_dir)?)?;
     let campaigns = meta::recorded_campaign_texts(&store)?;
-    let file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let file = std::fs::File::create(out)
+        .map_err(|e| Error::Storage(format!("cannot create {}: {e}", out.display())))?;
+    let file = std::io::BufWriter::new(file);
     export_journal(&store, &campaigns, file)
 }
 

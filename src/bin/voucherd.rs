@@ -22,28 +22,45 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: QUIC on 127.0.0.1:7443, data in ./voucherd-data,
-    /// certificates in ./certs (development certificates are created if missing).
+    /// certificates in ./certs (development certificates are created there, with a
+    /// warning, only when no folder is given and it has no CA).
     Serve(ServeArgs),
-    /// Create a development CA, the server certificate and one client certificate per role.
+    /// Create a development CA, the server certificate and one client certificate per
+    /// role; a folder that already has a CA is refused unless --force.
     Certs {
         #[arg(long, default_value = "certs")]
         out: PathBuf,
         /// Campaign whose districts get a district-agency certificate each (default: embedded).
         #[arg(long)]
         campaign: Option<PathBuf>,
+        /// Replace the CA and every key already in the folder (every client of a
+        /// running deployment is then refused until it gets a new certificate).
+        #[arg(long)]
+        force: bool,
+        /// Add one client certificate for this role (gateway, bureau, auditor,
+        /// district:<code>), signed by the folder's existing CA; needs --name.
+        #[arg(long, requires = "name", conflicts_with = "force")]
+        role: Option<voucherd::domain::op::Role>,
+        /// The added certificate's name: files <role>-<name>.pem/.key.
+        #[arg(long, requires = "role")]
+        name: Option<String>,
     },
     /// Check, export or inspect the audit chain of a data folder.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Take a consistent backup of a data folder into a new folder, through the
-    /// running daemon (its control socket) or directly when no daemon runs.
+    /// Take a consistent backup of a data folder into a new folder (0700), through
+    /// the running daemon (its control socket) or directly when no daemon runs.
+    /// The person key is left out unless --include-key: keep it apart.
     Backup {
         #[arg(long, default_value = "voucherd-data")]
         data: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Copy person.key into the backup too (it unlocks every ID-number hash).
+        #[arg(long)]
+        include_key: bool,
     },
     /// Check a backup, copy it into a new data folder, and check the copy.
     Restore {
@@ -51,6 +68,9 @@ enum Command {
         backup: PathBuf,
         #[arg(long)]
         data: PathBuf,
+        /// The ledger's person.key, kept apart from a backup taken without it.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Rebuild the state from an audit export and print its digest.
     Replay {
@@ -164,7 +184,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         config.campaign = Some(campaign);
     }
     if let Some(certs) = args.certs {
-        config.certs = certs;
+        config.certs = Some(certs);
     }
     if let Some(metrics) = args.metrics {
         config.metrics = Some(metrics);
@@ -221,7 +241,25 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Certs { out, campaign } => {
+        Command::Certs {
+            out,
+            role: Some(role),
+            name: Some(name),
+            ..
+        } => {
+            let cert = voucherd::net::tls::add_client(&out, role, &name)?;
+            println!(
+                "client certificate for {role} written to {} (key beside it, .key)",
+                cert.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs {
+            out,
+            campaign,
+            force,
+            ..
+        } => {
             let config = voucherd::admin::daemon::DaemonConfig {
                 campaign,
                 ..Default::default()
@@ -229,7 +267,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let campaign =
                 voucherd::admin::daemon::campaign(&config, &voucherd::domain::time::SystemClock)?;
             let districts: Vec<_> = campaign.districts.iter().map(|d| d.code).collect();
-            voucherd::net::tls::generate(&out, &districts)?;
+            if force {
+                voucherd::net::tls::generate_replacing(&out, &districts)?;
+            } else {
+                voucherd::net::tls::generate(&out, &districts)?;
+            }
             println!("development certificates written to {} (CA, server, gateway, bureau, auditor, {} districts)", out.display(), districts.len());
             Ok(ExitCode::SUCCESS)
         }
@@ -256,8 +298,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             println!("exported {records} audit records to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backup { data, out } => {
-            let manifest = voucherd::admin::backup::backup(&data, &out)?;
+        Command::Backup {
+            data,
+            out,
+            include_key,
+        } => {
+            let manifest = voucherd::admin::backup::backup(&data, &out, include_key)?;
             println!(
                 "backup of {} in {}: audit record {} (hash {})",
                 data.display(),
@@ -265,10 +311,16 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 manifest.audit_seq,
                 manifest.audit_hash
             );
+            if !include_key {
+                println!(
+                    "person.key is not in the backup: keep a copy of {} apart from the backups (restore --key FILE)",
+                    data.join(voucherd::admin::data_dir::SECRET_FILE).display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { backup, data } => {
-            let checked = voucherd::admin::backup::restore(&backup, &data)?;
+        Command::Restore { backup, data, key } => {
+            let checked = voucherd::admin::backup::restore(&backup, &data, key.as_deref())?;
             println!(
                 "restored {} into {}: audit record {} (hash {}), {} vouchers, state_digest {}",
                 backup.display(),

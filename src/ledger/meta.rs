@@ -1,10 +1,27 @@
-//! The meta table's campaign records: each campaign a ledger has run with is
-//! kept as its TOML text under `campaign/<year>`, so a restart, a backup check
-//! or an auditor's replay applies exactly the rules vouchers were issued under.
+//! The meta table's campaign records and the person-key check value.
+//!
+//! Each campaign a ledger has run with is kept as its TOML text under
+//! `campaign/<year>`, so a restart, a backup check or an auditor's replay
+//! applies exactly the rules vouchers were issued under. `person_key_check`
+//! holds a keyed hash of a fixed label under the person-key secret (never the
+//! key), so a start, a backup or a restore can tell a missing or foreign
+//! `person.key` from the one the ledger's person keys were made with.
 
 use crate::domain::campaign::{Campaign, Campaigns};
+use crate::domain::ids::PersonSecret;
 use crate::error::Error;
 use crate::store::journal::{Journal, Table};
+
+/// The meta key of the person-key check value (32 bytes, no version byte).
+pub const PERSON_KEY_CHECK: &[u8] = b"person_key_check";
+/// What the check value hashes under the key; a version change is a new label.
+const PERSON_KEY_CHECK_LABEL: &[u8] = b"voucherd person.key check v1";
+
+/// The check value of a person-key secret: blake3 keyed hash of a fixed label.
+/// It reveals nothing of the key and matches one key only.
+pub fn person_key_check(secret: &PersonSecret) -> [u8; 32] {
+    *blake3::keyed_hash(&secret.0, PERSON_KEY_CHECK_LABEL).as_bytes()
+}
 
 /// Prefix of every campaign key in the meta table.
 const CAMPAIGN_PREFIX: &[u8] = b"campaign/";
@@ -59,5 +76,14 @@ mod tests {
         assert_eq!(campaign_key(2021), b"campaign/2021".to_vec());
         let journal = MemoryJournal::default();
         assert!(recorded_campaign_texts(&journal).unwrap().is_empty());
+    }
+
+    /// The check value tells keys apart and does not contain the key.
+    #[test]
+    fn the_person_key_check_depends_on_the_key_and_hides_it() {
+        let (a, b) = (PersonSecret([1; 32]), PersonSecret([2; 32]));
+        assert_eq!(person_key_check(&a), person_key_check(&a));
+        assert_ne!(person_key_check(&a), person_key_check(&b));
+        assert_ne!(person_key_check(&a), a.0);
     }
 }

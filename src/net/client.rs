@@ -29,28 +29,60 @@ fn connection_error(error: impl std::fmt::Display) -> ClientError {
     ClientError::Connection(error.to_string())
 }
 
+/// The TLS configuration of `role` from a certificate folder.
+fn role_config(certs: &Path, role: Role) -> Result<rustls::ClientConfig, Error> {
+    let paths = CertPaths {
+        dir: certs.to_owned(),
+    };
+    tls::client_config(
+        &paths.ca_cert(),
+        &paths.client_cert(role),
+        &paths.client_key(role),
+    )
+}
+
 pub struct Client {
     endpoint: Endpoint,
     connection: Connection,
 }
 
 impl Client {
-    /// Connects as `role` with the certificates in `certs` (see `voucherd certs`).
+    /// Connects as `role` with the certificates in `certs` (see `voucherd certs`);
+    /// the daemon's certificate must name the address's IP.
     pub async fn connect(server: SocketAddr, certs: &Path, role: Role) -> Result<Client, Error> {
-        let paths = CertPaths {
-            dir: certs.to_owned(),
-        };
-        let config = tls::client_config(
-            &paths.ca_cert(),
-            &paths.client_cert(role),
-            &paths.client_key(role),
-        )?;
-        Client::connect_with(server, config).await
+        Client::connect_with(server, role_config(certs, role)?).await
     }
 
-    /// Connects with any TLS client configuration (tests use foreign CAs).
+    /// Connects to `HOST:PORT` (a name or an IP address, `[v6]:port`) as
+    /// `role`; the daemon's certificate must name HOST.
+    pub async fn connect_to(target: &str, certs: &Path, role: Role) -> Result<Client, Error> {
+        let (host, _) = target
+            .rsplit_once(':')
+            .ok_or_else(|| Error::InvalidInput(format!("--server {target}: expected HOST:PORT")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        // IPv4 first: `localhost` often resolves to ::1 too, and the daemon
+        // listens on 127.0.0.1 by default.
+        let server = tokio::net::lookup_host(target)
+            .await
+            .map_err(|e| Error::Unavailable(format!("--server {target}: {e}")))?
+            .min_by_key(|address| address.is_ipv6())
+            .ok_or_else(|| Error::Unavailable(format!("--server {target}: no address")))?;
+        Client::connect_named(server, host, role_config(certs, role)?).await
+    }
+
+    /// Connects with any TLS client configuration (tests use foreign CAs);
+    /// the daemon's certificate must name the address's IP.
     pub async fn connect_with(
         server: SocketAddr,
+        config: rustls::ClientConfig,
+    ) -> Result<Client, Error> {
+        Client::connect_named(server, &server.ip().to_string(), config).await
+    }
+
+    /// Connects to `server`, checking that its certificate names `server_name`.
+    pub async fn connect_named(
+        server: SocketAddr,
+        server_name: &str,
         config: rustls::ClientConfig,
     ) -> Result<Client, Error> {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)
@@ -68,9 +100,9 @@ impl Client {
         transport.keep_alive_interval(Some(Duration::from_millis(CLIENT_KEEP_ALIVE_MS)));
         client_config.transport_config(Arc::new(transport));
         endpoint.set_default_client_config(client_config);
-        let connecting = endpoint
-            .connect(server, "localhost")
-            .map_err(|e| Error::InvalidInput(format!("connect to {server}: {e}")))?;
+        let connecting = endpoint.connect(server, server_name).map_err(|e| {
+            Error::InvalidInput(format!("connect to {server_name} ({server}): {e}"))
+        })?;
         let connection = match tokio::time::timeout(
             Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS),
             connecting,

@@ -39,6 +39,16 @@ use crate::net::wire::{self, Reply};
 pub const CLOSE_SHUTDOWN: u32 = 0;
 pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
 pub const CLOSE_NO_ROLE: u32 = 2;
+pub const CLOSE_REVOKED: u32 = 3;
+
+/// Who may connect beyond what TLS checks: certificates revoked by their
+/// fingerprint (`tls::fingerprint`, SHA-256 of the DER, lowercase hex), from
+/// the config's `denied_certificates`. Checked with the role, after the
+/// handshake; a denied certificate is closed with `CLOSE_REVOKED` and logged.
+#[derive(Clone, Debug, Default)]
+pub struct Admission {
+    pub denied_fingerprints: std::collections::HashSet<String>,
+}
 
 /// The service's limits; `Limits::default()` is the constants of `limits.rs`.
 /// Tests shrink them to show each one is enforced.
@@ -87,6 +97,7 @@ pub fn endpoint_with(listen: SocketAddr, certs: &Path, limits: &Limits) -> Resul
 
 struct Shared {
     ledger: Arc<Ledger>,
+    admission: Admission,
     limits: Limits,
     batches: Semaphore,
     /// Permits are request bytes (see `read_frame`).
@@ -111,7 +122,19 @@ pub async fn serve_with(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    serve_admitting(endpoint, ledger, limits, Admission::default(), shutdown).await;
+}
+
+/// `serve_with` refusing the certificates `admission` denies.
+pub async fn serve_admitting(
+    endpoint: Endpoint,
+    ledger: Arc<Ledger>,
+    limits: Limits,
+    admission: Admission,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let shared = Arc::new(Shared {
+        admission,
         ledger,
         batches: Semaphore::new(limits.batches_in_flight_max),
         request_bytes: Semaphore::new(limits.request_bytes_in_flight_max),
@@ -161,12 +184,28 @@ pub async fn serve_with(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
-fn peer_role(connection: &Connection) -> Result<Role, String> {
-    let identity = connection.peer_identity().ok_or("no client certificate")?;
+/// Why a verified client is not served.
+enum NotAdmitted {
+    /// The certificate's fingerprint is on the deny-list.
+    Revoked(String),
+    NoRole(String),
+}
+
+fn peer_role(connection: &Connection, admission: &Admission) -> Result<Role, NotAdmitted> {
+    let identity = connection
+        .peer_identity()
+        .ok_or(NotAdmitted::NoRole("no client certificate".into()))?;
     let certs = identity
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .map_err(|_| "unexpected peer identity")?;
-    tls::role_of(certs.first().ok_or("empty certificate chain")?)
+        .map_err(|_| NotAdmitted::NoRole("unexpected peer identity".into()))?;
+    let leaf = certs
+        .first()
+        .ok_or(NotAdmitted::NoRole("empty certificate chain".into()))?;
+    let fingerprint = tls::fingerprint(leaf);
+    if admission.denied_fingerprints.contains(&fingerprint) {
+        return Err(NotAdmitted::Revoked(fingerprint));
+    }
+    tls::role_of(leaf).map_err(NotAdmitted::NoRole)
 }
 
 async fn handle_connection(
@@ -182,9 +221,14 @@ async fn handle_connection(
             return;
         }
     };
-    let role = match peer_role(&connection) {
+    let role = match peer_role(&connection, &shared.admission) {
         Ok(role) => role,
-        Err(why) => {
+        Err(NotAdmitted::Revoked(fingerprint)) => {
+            warn!(%remote, fingerprint, "client certificate is on the deny-list; closed");
+            connection.close(CLOSE_REVOKED.into(), b"certificate revoked");
+            return;
+        }
+        Err(NotAdmitted::NoRole(why)) => {
             warn!(%remote, why, "client certificate carries no usable role; closed");
             connection.close(CLOSE_NO_ROLE.into(), b"certificate carries no role");
             return;

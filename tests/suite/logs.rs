@@ -16,6 +16,7 @@ use voucherd_load::kit::daemon::PROCESS_TIMEOUT as DAEMON_TIMEOUT;
 /// lines, and the exit code. `stop` sends SIGTERM once the daemon listens.
 fn serve_json(dir: &Path, stop: bool) -> (Vec<String>, Vec<String>, Option<i32>) {
     let log = dir.join("json.log");
+    crate::common::daemon::make_certs(&dir.join("certs"), &[]);
     let mut child = Command::new(VOUCHERD)
         .args(["serve", "--log-json", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.join("data"))

@@ -8,6 +8,7 @@ mod disk;
 mod durability;
 mod fuzz_corpus;
 mod golden;
+mod hardening;
 mod hostile;
 mod import;
 mod limits;

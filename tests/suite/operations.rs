@@ -459,6 +459,8 @@ fn a_backup_taken_while_serving_restores_to_a_verified_prefix_of_the_chain() {
     assert!(!again.status.success());
     assert!(crate::common::daemon::text(&again.stderr).contains("not empty"));
 
+    // The person key stays out of the backup; the restore takes the kept one.
+    assert!(!backup.join("person.key").exists());
     let restored = dir.path().join("restored");
     let out = voucherd_ok(&[
         "restore",
@@ -466,6 +468,8 @@ fn a_backup_taken_while_serving_restores_to_a_verified_prefix_of_the_chain() {
         backup_arg,
         "--data",
         restored.to_str().unwrap(),
+        "--key",
+        data.join("person.key").to_str().unwrap(),
     ]);
     let digest = out
         .rsplit("state_digest ")
@@ -524,6 +528,7 @@ fn a_backup_taken_while_serving_restores_to_a_verified_prefix_of_the_chain() {
         data_arg,
         "--out",
         offline.to_str().unwrap(),
+        "--include-key",
     ]);
     let checked = voucherd_ok(&[
         "restore",

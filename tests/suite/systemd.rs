@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::daemon::{describe, serve, VOUCHERD};
-use voucherd_load::kit::daemon::PROCESS_TIMEOUT as DAEMON_TIMEOUT;
 use voucherd::admin::daemon::EXIT_CORRUPT_DATA;
+use voucherd_load::kit::daemon::PROCESS_TIMEOUT as DAEMON_TIMEOUT;
 
 fn unit_text() -> String {
     std::fs::read_to_string(
@@ -104,6 +104,7 @@ impl Drop for Serving {
 
 /// `voucherd serve` on `listen` with `NOTIFY_SOCKET` set, stderr to `log`.
 fn serve_notifying(dir: &Path, listen: &str, socket: &Path, log: &Path) -> Serving {
+    crate::common::daemon::make_certs(&dir.join("certs"), &[]);
     let child = Command::new(VOUCHERD)
         .args(["serve", "--listen", listen, "--data"])
         .arg(dir.join("data"))

@@ -6,7 +6,6 @@ mod human;
 mod output;
 
 use std::io::{BufRead, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -31,9 +30,9 @@ use voucherd::net::json::{parse_line, Line};
     about = "Run voucherd operations over QUIC"
 )]
 struct Cli {
-    /// The daemon's address.
+    /// The daemon's address, HOST:PORT; its certificate must name HOST.
     #[arg(long, global = true, default_value = "127.0.0.1:7443")]
-    server: SocketAddr,
+    server: String,
     /// Certificate folder (ca.pem and <role>.pem/.key).
     #[arg(long, global = true, default_value = "certs")]
     certs: PathBuf,
@@ -493,7 +492,7 @@ fn print_answer(answer: &Answer, json: bool) {
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let daemon = Daemon {
-        server: cli.server,
+        server: &cli.server,
         certs: &cli.certs,
     };
     // The subcommands handled apart return here; every other one sends one operation.
@@ -545,13 +544,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 /// The daemon `--server` and `--certs` name; each subcommand picks its role.
 #[derive(Clone, Copy)]
 struct Daemon<'a> {
-    server: SocketAddr,
+    server: &'a str,
     certs: &'a Path,
 }
 
 impl Daemon<'_> {
     async fn connect(self, role: Role) -> Result<Client, voucherd::error::Error> {
-        Client::connect(self.server, self.certs, role).await
+        Client::connect_to(self.server, self.certs, role).await
     }
 }
 

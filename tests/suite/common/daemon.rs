@@ -36,6 +36,13 @@ pub fn serve(data: &Path, certs: &Path, log: &Path, args: &[&str], env: &[(&str,
         .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
+/// Development certificates in `certs` unless it has a CA (`voucherd certs`).
+pub fn make_certs(certs: &Path, serve_args: &[&str]) {
+    let args: Vec<String> = serve_args.iter().map(|arg| arg.to_string()).collect();
+    voucherd_load::kit::daemon::make_certs(Path::new(VOUCHERD), certs, &args)
+        .unwrap_or_else(|error| panic!("{error:#}"));
+}
+
 /// `voucherctl` against a running daemon.
 pub trait Voucherctl {
     /// Runs `voucherctl --server ADDR --certs CERTS ARGS` with `stdin`.
