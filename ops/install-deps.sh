@@ -3,12 +3,14 @@
 # librocksdb-dev (the RocksDB library voucherd links, see .cargo/config.toml),
 # libclang-dev (bindings of the rocksdb crate), chromium and fonts-noto-cjk
 # (the HTML report is rendered headless in tests, with its Chinese names),
-# prometheus (its promtool checks a scrape and the alert rules in tests).
+# prometheus (its promtool checks a scrape and the alert rules in tests),
+# python3-venv and a virtual environment in ./.venv with aioquic (the Python
+# client in clients/python/ is run against the daemon in tests).
 # Idempotent; quiet when all is present.
 set -eu
 
 missing=""
-for package in librocksdb-dev libclang-dev chromium fonts-noto-cjk prometheus; do
+for package in librocksdb-dev libclang-dev chromium fonts-noto-cjk prometheus python3-venv; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then
@@ -21,3 +23,11 @@ command -v cargo >/dev/null 2>&1 || {
     echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2
     exit 1
 }
+
+# The Python client's environment, pinned (clients/python/requirements.txt).
+top="$(cd "$(dirname "$0")/.." && pwd)"
+if ! "$top/.venv/bin/python" -c "import aioquic" >/dev/null 2>&1; then
+    echo "creating $top/.venv (aioquic for clients/python)" >&2
+    python3 -m venv "$top/.venv"
+    "$top/.venv/bin/pip" install -q --disable-pip-version-check -r "$top/clients/python/requirements.txt"
+fi

@@ -32,6 +32,7 @@ use crate::limits::{
     STREAMS_PER_CONNECTION_MAX, STREAM_RECEIVE_WINDOW_BYTES,
 };
 use crate::metric_names;
+use crate::net::json::{self, Line};
 use crate::net::tls;
 use crate::net::wire::{self, Reply};
 
@@ -234,7 +235,8 @@ async fn handle_connection(
             return;
         }
     };
-    let span = tracing::info_span!("connection", %remote, %role);
+    let encoding = Encoding::of(&connection);
+    let span = tracing::info_span!("connection", %remote, %role, ?encoding);
     async move {
         debug!("connected");
         let mut streams = JoinSet::new();
@@ -244,7 +246,7 @@ async fn handle_connection(
                 stream = connection.accept_bi() => match stream {
                     Ok((send, recv)) => {
                         let (shared, connection) = (Arc::clone(&shared), connection.clone());
-                        streams.spawn(handle_stream(send, recv, role, shared, connection).in_current_span());
+                        streams.spawn(handle_stream(send, recv, encoding, role, shared, connection).in_current_span());
                     }
                     Err(error) => {
                         debug!(%error, "connection ended");
@@ -264,6 +266,7 @@ async fn handle_connection(
 async fn handle_stream(
     mut send: SendStream,
     mut recv: RecvStream,
+    encoding: Encoding,
     role: Role,
     shared: Arc<Shared>,
     connection: Connection,
@@ -295,21 +298,26 @@ async fn handle_stream(
             return;
         }
     };
-    let decoded = bytes.and_then(|bytes| wire::decode_requests(&bytes));
+    let decoded = bytes.and_then(|bytes| decode_frame(encoding, &bytes));
     // The frame's bytes are gone; the decoded batch is bounded by them.
     drop(budget);
     let (reply, misbehaved) = match decoded {
         Err(refusal) => (Reply::Refused(refusal), true),
-        Ok(requests) => (
-            Reply::Answers(run_batch(role, requests, &shared).await),
-            false,
-        ),
+        Ok(lines) => (Reply::Answers(run_lines(role, lines, &shared).await), false),
     };
     if let Reply::Refused(refusal) = &reply {
         metrics::counter!(metric_names::FRAMES_REFUSED).increment(1);
         warn!(reason = %refusal.reason, message = %refusal.message, "bad frame; closing the connection");
     }
-    if send.write_all(&wire::encode_reply(&reply)).await.is_err() || send.finish().is_err() {
+    let answer = match encoding {
+        Encoding::Binary => wire::encode_reply(&reply),
+        Encoding::Json => wire::frame_json(match &reply {
+            Reply::Answers(answers) => json::encode_answers(answers),
+            Reply::Refused(refusal) => json::encode_refusal(refusal),
+        }),
+    };
+    drop(reply);
+    if send.write_all(&answer).await.is_err() || send.finish().is_err() {
         debug!("client went away before its answer");
         return;
     }
@@ -404,6 +412,65 @@ async fn read_frame<'a>(
             Err(error) => return Err(ReadFailure::Stream(error)),
         }
     }
+}
+
+/// How a connection's frames carry their bodies, chosen by ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    /// `voucherd/1`: bincode.
+    Binary,
+    /// `voucherd-json/1`: a JSON array of API.md's request objects.
+    Json,
+}
+
+impl Encoding {
+    fn of(connection: &Connection) -> Encoding {
+        let protocol = connection
+            .handshake_data()
+            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|data| data.protocol);
+        match protocol.as_deref() {
+            Some(tls::ALPN_JSON) => Encoding::Json,
+            _ => Encoding::Binary,
+        }
+    }
+}
+
+/// A frame's requests, each to run or already answered (a JSON item that is
+/// not a valid request is answered `invalid_request` in its place).
+fn decode_frame(encoding: Encoding, bytes: &[u8]) -> Result<Vec<Line>, Refusal> {
+    match encoding {
+        Encoding::Binary => Ok(wire::decode_requests(bytes)?
+            .into_iter()
+            .map(Line::Request)
+            .collect()),
+        Encoding::Json => json::decode_requests(wire::unframe_json(bytes)?),
+    }
+}
+
+/// Runs the requests of a frame as one batch; the answers of items answered
+/// at decoding keep their places.
+async fn run_lines(role: Role, lines: Vec<Line>, shared: &Arc<Shared>) -> Vec<Answer> {
+    let requests: Vec<Request> = lines
+        .iter()
+        .filter_map(|line| match line {
+            Line::Request(request) => Some(request.clone()),
+            Line::Answered(_) => None,
+        })
+        .collect();
+    let mut answers = if requests.is_empty() {
+        Vec::new()
+    } else {
+        run_batch(role, requests, shared).await
+    }
+    .into_iter();
+    lines
+        .into_iter()
+        .map(|line| match line {
+            Line::Request(_) => answers.next().expect("one answer per request run"),
+            Line::Answered(answer) => answer,
+        })
+        .collect()
 }
 
 fn refuse_all(

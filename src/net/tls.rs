@@ -21,8 +21,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use crate::domain::op::Role;
 use crate::error::Error;
 
-/// ALPN protocol name of voucherd over QUIC.
+/// ALPN protocol name of voucherd over QUIC, binary (bincode) frames.
 pub const ALPN: &[u8] = b"voucherd/1";
+/// ALPN protocol name of the JSON encoding: the same frames, JSON bodies.
+pub const ALPN_JSON: &[u8] = b"voucherd-json/1";
 const ROLE_URI_PREFIX: &str = "urn:voucherd:role:";
 /// Days a generated CA certificate is valid.
 pub const CA_VALIDITY_DAYS: i64 = 3650;
@@ -303,7 +305,7 @@ pub fn server_config(certs: &Path) -> Result<rustls::ServerConfig, Error> {
             load_key(&paths.server_key())?,
         )
         .map_err(|e| tls_error("server certificate", e))?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![ALPN.to_vec(), ALPN_JSON.to_vec()];
     Ok(config)
 }
 

@@ -38,6 +38,16 @@ fn invalid(message: impl Into<String>) -> Refusal {
     Refusal::new(Reason::InvalidRequest, message)
 }
 
+/// A JSON body in a frame (the JSON encoding; same header as bincode's).
+pub fn frame_json(body: Vec<u8>) -> Vec<u8> {
+    frame(body)
+}
+
+/// Checks a JSON frame's length prefix and version; returns the body.
+pub fn unframe_json(bytes: &[u8]) -> Result<&[u8], Refusal> {
+    unframe(bytes)
+}
+
 /// Checks the length prefix and version; returns the body.
 fn unframe(bytes: &[u8]) -> Result<&[u8], Refusal> {
     if bytes.len() < 6 {

@@ -11,6 +11,7 @@ mod golden;
 mod hardening;
 mod hostile;
 mod import;
+mod interop;
 mod limits;
 mod load;
 mod logs;
