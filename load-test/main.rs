@@ -30,7 +30,7 @@ use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec};
 use voucherd::domain::time::{Clock, SystemClock};
-use voucherd::net::client::Client;
+use voucherd::net::client::{Client, Encoding};
 use voucherd_load::kit::workload::id_number;
 
 use peak::{Institution, Phase, Timeline, Workload};
@@ -62,6 +62,10 @@ struct Args {
     /// --find-max also pauses this long before the step at half the maximum.
     #[arg(long, default_value_t = 0)]
     settle_s: u64,
+    /// Peak traffic in the JSON encoding (ALPN `voucherd-json/1`, as gateways
+    /// in other languages speak it) instead of the binary one; setup stays binary.
+    #[arg(long)]
+    json: bool,
     /// Peak phase length, seconds (it also ends when every person is served).
     #[arg(long, default_value_t = 10)]
     duration_s: u64,
@@ -200,6 +204,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         certs: args.certs.clone(),
         connections: args.connections,
         batch: args.batch,
+        encoding: if args.json {
+            Encoding::Json
+        } else {
+            Encoding::Binary
+        },
         invalid_percent: args.invalid_percent,
         hot_percent: args.hot_percent,
         seed: args.seed,
@@ -266,6 +275,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "institutions": args.institutions,
         "connections": args.connections,
         "batch": args.batch,
+        "encoding": if args.json { "json" } else { "binary" },
         "mode": mode,
         "setup_s": setup_s,
         "settle_s": args.settle_s,

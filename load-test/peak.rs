@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Request, Role};
 use voucherd::error::Reason;
-use voucherd::net::client::Client;
+use voucherd::net::client::{Client, Encoding};
 
 use crate::pace::Pacer;
 
@@ -44,6 +44,8 @@ pub struct Workload {
     pub connections: usize,
     /// Operations per request frame.
     pub batch: usize,
+    /// The peak's frames: binary or JSON.
+    pub encoding: Encoding,
     pub invalid_percent: u32,
     pub hot_percent: u32,
     pub seed: u64,
@@ -301,7 +303,15 @@ pub async fn run(
 ) -> anyhow::Result<Outcome> {
     let mut clients = Vec::with_capacity(workload.connections);
     for _ in 0..workload.connections {
-        clients.push(Client::connect(workload.server, &workload.certs, Role::Gateway).await?);
+        clients.push(
+            Client::connect_encoded(
+                workload.server,
+                &workload.certs,
+                Role::Gateway,
+                workload.encoding,
+            )
+            .await?,
+        );
     }
     let tally = Arc::new(Mutex::new(Tally::new()));
     let pacer = Arc::new(Pacer::start()?);

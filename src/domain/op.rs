@@ -430,6 +430,68 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Reads an answer object of API.md's JSON form back, for the request
+    /// `op` it answers (the operation says which result fields to expect).
+    pub fn from_json(op: &Op, value: serde_json::Value) -> Result<Answer, String> {
+        fn field<T: serde::de::DeserializeOwned>(
+            value: &serde_json::Value,
+            name: &str,
+        ) -> Result<T, String> {
+            let found = value.get(name).cloned().unwrap_or(serde_json::Value::Null);
+            serde_json::from_value(found).map_err(|e| format!("answer field {name}: {e}"))
+        }
+        fn whole<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+            serde_json::from_value(value).map_err(|e| format!("answer: {e}"))
+        }
+        let id: String = field(&value, "id")?;
+        if !field::<bool>(&value, "ok")? {
+            let refusal = Refusal::new(
+                field(&value, "reason")?,
+                field::<String>(&value, "message")?,
+            );
+            return Ok(Answer {
+                id,
+                outcome: Err(refusal),
+            });
+        }
+        let reply = match op {
+            Op::Issue { .. } => Reply::Issued {
+                voucher: field(&value, "voucher")?,
+            },
+            Op::Redeem { .. } => Reply::Redeemed {
+                uses_this_year: field(&value, "uses_this_year")?,
+            },
+            Op::Checkin { .. } => Reply::CheckedIn {
+                session: field(&value, "session")?,
+                checkins: field(&value, "checkins")?,
+            },
+            Op::Expire { .. } => Reply::Expired {
+                expired: field(&value, "expired")?,
+            },
+            Op::GetVoucher { .. } => Reply::Voucher(Box::new(whole(value)?)),
+            Op::Stats { .. } => Reply::Stats(Box::new(whole(value)?)),
+            Op::AuditHead => Reply::AuditHead {
+                seq: field(&value, "seq")?,
+                hash: field(&value, "hash")?,
+                state_digest: field(&value, "state_digest")?,
+            },
+            Op::AuditRead { .. } => Reply::AuditRecords(Box::new(whole(value)?)),
+            Op::RegisterInstitution { .. }
+            | Op::SetInstitutionAdmin { .. }
+            | Op::AuthoriseOperator { .. }
+            | Op::RevokeOperator { .. }
+            | Op::Claim { .. }
+            | Op::Complete { .. }
+            | Op::Evaluate { .. }
+            | Op::Settle { .. }
+            | Op::Release { .. } => Reply::Done {},
+        };
+        Ok(Answer {
+            id,
+            outcome: Ok(reply),
+        })
+    }
+
     pub fn refused(id: &str, reason: Reason, message: impl Into<String>) -> Answer {
         Answer {
             id: id.to_owned(),

@@ -41,9 +41,19 @@ fn role_config(certs: &Path, role: Role) -> Result<rustls::ClientConfig, Error> 
     )
 }
 
+/// How a client encodes its frames (chosen by ALPN at connect).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// `voucherd/1`: bincode bodies.
+    Binary,
+    /// `voucherd-json/1`: JSON array bodies (what gateways in other languages use).
+    Json,
+}
+
 pub struct Client {
     endpoint: Endpoint,
     connection: Connection,
+    encoding: Encoding,
 }
 
 impl Client {
@@ -51,6 +61,23 @@ impl Client {
     /// the daemon's certificate must name the address's IP.
     pub async fn connect(server: SocketAddr, certs: &Path, role: Role) -> Result<Client, Error> {
         Client::connect_with(server, role_config(certs, role)?).await
+    }
+
+    /// `connect` with the given encoding (`Encoding::Json` offers only the
+    /// JSON ALPN, as a gateway in another language would).
+    pub async fn connect_encoded(
+        server: SocketAddr,
+        certs: &Path,
+        role: Role,
+        encoding: Encoding,
+    ) -> Result<Client, Error> {
+        let mut config = role_config(certs, role)?;
+        if encoding == Encoding::Json {
+            config.alpn_protocols = vec![tls::ALPN_JSON.to_vec()];
+        }
+        let mut client = Client::connect_with(server, config).await?;
+        client.encoding = encoding;
+        Ok(client)
     }
 
     /// Connects to `HOST:PORT` (a name or an IP address, `[v6]:port`) as
@@ -122,34 +149,71 @@ impl Client {
         Ok(Client {
             endpoint,
             connection,
+            encoding: Encoding::Binary,
         })
     }
 
     /// Sends one batch and waits for its answers (in request order).
     pub async fn execute(&self, requests: &[Request]) -> Result<Vec<Answer>, ClientError> {
-        let frame = wire::encode_requests(requests).map_err(ClientError::Refused)?;
-        self.execute_raw(&frame)
+        let reply = match self.encoding {
+            Encoding::Binary => {
+                let frame = wire::encode_requests(requests).map_err(ClientError::Refused)?;
+                self.execute_raw(&frame).await
+            }
+            Encoding::Json => self.execute_json(requests).await,
+        };
+        reply.and_then(|reply| match reply {
+            Reply::Answers(answers) if answers.len() == requests.len() => Ok(answers),
+            Reply::Answers(answers) => Err(ClientError::Connection(format!(
+                "{} answers for {} requests",
+                answers.len(),
+                requests.len()
+            ))),
+            Reply::Refused(refusal) => Err(ClientError::Refused(refusal)),
+        })
+    }
+
+    /// One frame in the JSON encoding; the answers read back for their ops.
+    async fn execute_json(&self, requests: &[Request]) -> Result<Reply, ClientError> {
+        let body = serde_json::to_vec(requests).expect("requests serialise");
+        let bytes = self.exchange(&wire::frame_json(body)).await?;
+        let body = wire::unframe_json(&bytes).map_err(ClientError::Refused)?;
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| ClientError::Connection(format!("answer frame is not JSON: {e}")))?;
+        match value {
+            serde_json::Value::Array(items) if items.len() == requests.len() => items
+                .into_iter()
+                .zip(requests)
+                .map(|(item, request)| Answer::from_json(&request.op, item))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Reply::Answers)
+                .map_err(ClientError::Connection),
+            serde_json::Value::Object(refused) => {
+                let text = |name: &str| refused.get(name).and_then(|v| v.as_str()).unwrap_or("");
+                let reason = serde_json::from_value(serde_json::Value::from(text("reason")))
+                    .map_err(|e| ClientError::Connection(format!("refusal reason: {e}")))?;
+                Ok(Reply::Refused(Refusal::new(reason, text("message"))))
+            }
+            other => Err(ClientError::Connection(format!(
+                "answer frame is neither an array of {} answers nor a refusal: {other}",
+                requests.len()
+            ))),
+        }
+    }
+
+    /// Sends one frame's bytes and reads the answer frame's.
+    async fn exchange(&self, frame: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let (mut send, mut recv) = self.connection.open_bi().await.map_err(connection_error)?;
+        send.write_all(frame).await.map_err(connection_error)?;
+        send.finish().map_err(connection_error)?;
+        recv.read_to_end(FRAME_BYTES_MAX + 4)
             .await
-            .and_then(|reply| match reply {
-                Reply::Answers(answers) if answers.len() == requests.len() => Ok(answers),
-                Reply::Answers(answers) => Err(ClientError::Connection(format!(
-                    "{} answers for {} requests",
-                    answers.len(),
-                    requests.len()
-                ))),
-                Reply::Refused(refusal) => Err(ClientError::Refused(refusal)),
-            })
+            .map_err(connection_error)
     }
 
     /// Sends raw bytes as a request frame (tests send garbage this way).
     pub async fn execute_raw(&self, frame: &[u8]) -> Result<Reply, ClientError> {
-        let (mut send, mut recv) = self.connection.open_bi().await.map_err(connection_error)?;
-        send.write_all(frame).await.map_err(connection_error)?;
-        send.finish().map_err(connection_error)?;
-        let bytes = recv
-            .read_to_end(FRAME_BYTES_MAX + 4)
-            .await
-            .map_err(connection_error)?;
+        let bytes = self.exchange(frame).await?;
         wire::decode_reply(&bytes).map_err(ClientError::Refused)
     }
 

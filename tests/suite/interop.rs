@@ -94,3 +94,107 @@ fn the_python_client_speaks_json_to_the_daemon() {
     assert_eq!(view[0]["state"], "redeemed", "{view:?}");
     assert_eq!(view[0]["checkins"], 1, "{view:?}");
 }
+
+/// The Rust client in each encoding gets the same answers: JSON answers read
+/// back for their operations equal the binary ones (ids aside).
+#[test]
+fn json_and_binary_answers_agree() {
+    use crate::common::issue;
+    use voucherd::domain::op::{Op, Request, Role};
+    use voucherd::net::client::{Client, Encoding};
+    use voucherd_load::kit::workload::{id_number, register};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    let daemon = serve(&data, &certs, &dir.path().join("log"), &[], &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let connect =
+            |encoding| Client::connect_encoded(daemon.addr, &certs, Role::Bureau, encoding);
+        let (binary, json) = (
+            connect(Encoding::Binary).await.unwrap(),
+            connect(Encoding::Json).await.unwrap(),
+        );
+        let admin = id_number(900);
+        let setup = |prefix: &str| {
+            vec![
+                Request {
+                    id: format!("{prefix}-1"),
+                    op: register(&format!("100000{}", prefix.len()), "500101", &admin),
+                },
+                Request {
+                    id: format!("{prefix}-2"),
+                    op: issue(
+                        &id_number(prefix.len() as u64),
+                        voucherd::domain::enums::Kind::HrServices,
+                    ),
+                },
+                Request {
+                    id: format!("{prefix}-3"),
+                    op: Op::Expire { year: 2000 },
+                },
+                Request {
+                    id: format!("{prefix}-4"),
+                    op: Op::Stats {
+                        district: None,
+                        year: None,
+                    },
+                },
+            ]
+        };
+        let from_binary = binary.execute(&setup("b")).await.unwrap();
+        let from_json = json.execute(&setup("jj")).await.unwrap();
+        for (b, j) in from_binary.iter().zip(&from_json) {
+            match (&b.outcome, &j.outcome) {
+                (Ok(_), Ok(_)) | (Err(_), Err(_)) => {}
+                other => panic!("the encodings disagree: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            from_json[1].outcome,
+            Ok(voucherd::domain::op::Reply::Issued { .. })
+        ));
+        assert_eq!(
+            from_binary[2].outcome.as_ref().unwrap_err().reason,
+            from_json[2].outcome.as_ref().unwrap_err().reason
+        );
+        let (voucher_b, voucher_j) = match (&from_binary[1].outcome, &from_json[1].outcome) {
+            (
+                Ok(voucherd::domain::op::Reply::Issued { voucher: b }),
+                Ok(voucherd::domain::op::Reply::Issued { voucher: j }),
+            ) => (*b, *j),
+            other => panic!("issue answered {other:?}"),
+        };
+        let view = |voucher, id: &str| {
+            vec![Request {
+                id: id.into(),
+                op: Op::GetVoucher { voucher },
+            }]
+        };
+        let b = binary
+            .execute(&view(voucher_b, "vb"))
+            .await
+            .unwrap()
+            .remove(0)
+            .outcome
+            .unwrap();
+        let j = json
+            .execute(&view(voucher_j, "vj"))
+            .await
+            .unwrap()
+            .remove(0)
+            .outcome
+            .unwrap();
+        match (b, j) {
+            (voucherd::domain::op::Reply::Voucher(b), voucherd::domain::op::Reply::Voucher(j)) => {
+                assert_eq!(
+                    (b.state, b.kind, b.face_value_fen),
+                    (j.state, j.kind, j.face_value_fen)
+                );
+            }
+            other => panic!("get_voucher answered {other:?}"),
+        }
+        binary.close().await;
+        json.close().await;
+    });
+}
