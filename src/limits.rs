@@ -112,3 +112,11 @@ pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 pub const IMPORT_FILE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Institution rows one imported form may hold.
 pub const IMPORT_ROWS_MAX: usize = 100_000;
+
+/// Connections served at once on the metrics port (`/metrics`, `/report`);
+/// more wait in the listen queue.
+pub const HTTP_CONNECTIONS_MAX: usize = 16;
+/// A metrics-port connection is closed after this long, milliseconds.
+pub const HTTP_CONNECTION_TIMEOUT_MS: u64 = 10_000;
+/// The live report page reloads itself this often, seconds.
+pub const REPORT_PAGE_REFRESH_S: u32 = 10;

@@ -145,11 +145,17 @@ pub async fn run(
     info!(vouchers, persons, institutions, audit_seq = seq, state_digest = %digest, data = %config.data.display(), "ledger recovered");
     let sampler = match config.metrics {
         Some(listen) => {
-            telemetry::install(listen)?;
-            info!(%listen, "metrics at http://{listen}/metrics");
+            let port = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| Error::InvalidInput(format!("metrics port {listen}: {e}")))?;
+            let handle = telemetry::install()?;
+            info!(%listen, "metrics at http://{listen}/metrics, live report at http://{listen}/report");
             let sampler =
                 telemetry::sample_forever(Arc::clone(&opened.ledger), Arc::clone(&opened.store));
-            Some(tokio::spawn(sampler))
+            let http = crate::admin::http::serve(port, handle, Arc::clone(&opened.ledger));
+            Some(tokio::spawn(async move {
+                tokio::join!(sampler, http);
+            }))
         }
         None => None,
     };

@@ -5,5 +5,6 @@
 pub mod backup;
 pub mod daemon;
 pub mod data_dir;
+pub mod http;
 pub mod offline;
 pub mod telemetry;

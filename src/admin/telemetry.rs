@@ -5,12 +5,11 @@
 //! `process_cpu_seconds_total`, ...) come from `metrics-process`, read from
 //! `/proc` at each sample.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::op::Role;
 use crate::error::Error;
@@ -31,24 +30,23 @@ const SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
 ];
 
-/// Installs the global recorder and serves `/metrics` on `listen` (call inside
-/// the tokio runtime). Only one exporter per process.
-pub fn install(listen: SocketAddr) -> Result<(), Error> {
-    PrometheusBuilder::new()
-        .with_http_listener(listen)
+/// Installs the global recorder (call inside the tokio runtime; one per
+/// process) and returns the handle `admin::http` renders `/metrics` from.
+pub fn install() -> Result<PrometheusHandle, Error> {
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full(BATCH_OPERATIONS.into()), SIZE_BUCKETS)
         })
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_GROUP.into()), SIZE_BUCKETS))
-        .and_then(|b| b.install())
-        .map_err(|e| Error::InvalidInput(format!("metrics exporter on {listen}: {e}")))?;
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| Error::InvalidInput(format!("metrics recorder: {e}")))?;
     describe();
     for name in COUNTERS_UNLABELLED {
         counter!(*name).absolute(0);
     }
     metrics_process::Collector::default().describe();
-    Ok(())
+    Ok(handle)
 }
 
 fn describe() {

@@ -405,6 +405,11 @@ const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs headless Chromium on `page` with `extra` arguments; returns stdout.
 fn run_chromium(page: &Path, extra: &[String]) -> String {
+    run_chromium_on(&format!("file://{}", page.display()), extra)
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments; returns stdout.
+fn run_chromium_on(url: &str, extra: &[String]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let mut child = Command::new(chromium())
         .args([
@@ -420,7 +425,7 @@ fn run_chromium(page: &Path, extra: &[String]) -> String {
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(extra)
-        .arg(format!("file://{}", page.display()))
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -597,4 +602,60 @@ fn the_html_report_renders_in_headless_chromium() {
     assert!(green > 14 * 300, "green (done) bar pixels: {green}");
     let dark_text = count([0x1f, 0x29, 0x33]);
     assert!(dark_text > 2_000, "text pixels: {dark_text}");
+}
+
+/// Checks: the metrics port serves the progress report as a live page (it
+/// refreshes itself, says the time and audit sequence of its figures, shows
+/// the 41 districts) that headless Chromium renders, and serves no personal
+/// data; `/metrics` is still there. How: the real daemon with `--metrics`,
+/// one voucher issued, Chromium's DOM dump of `http://127.0.0.1:PORT/report`.
+#[test]
+fn the_live_report_page_renders_in_headless_chromium() {
+    use crate::common::daemon::{free_port, scrape, serve, Voucherctl};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let daemon = serve(
+        &data,
+        &certs,
+        &dir.path().join("log"),
+        &["--metrics", &listen],
+        &[],
+    );
+    let person = "50010219920229456X";
+    let issued = daemon.batch(
+        &certs,
+        "bureau",
+        &[
+            serde_json::json!({"id": "live-1", "op": "issue", "id_number": person,
+            "category": "rural_migrant", "kind": "hr_services", "face_value_fen": 80000,
+            "channel": "wechat", "district": "500101"}),
+        ],
+    );
+    assert_eq!(issued[0]["ok"], true, "{issued:?}");
+    assert!(scrape(port).contains("voucherd_operations_total"));
+    let dom = run_chromium_on(
+        &format!("http://{listen}/report"),
+        &[
+            "--dump-dom".to_string(),
+            "--virtual-time-budget=2000".to_string(),
+        ],
+    );
+    assert!(
+        dom.contains("http-equiv=\"refresh\""),
+        "the page refreshes itself"
+    );
+    assert!(
+        dom.contains("id=\"as-of-time\""),
+        "the time of the figures is shown"
+    );
+    assert!(
+        dom.contains("id=\"as-of-seq\">1<"),
+        "read at audit record 1: {dom}"
+    );
+    let districts = dom.matches("class=\"district\"").count();
+    assert_eq!(districts, 41, "the 41 districts of attachment 1");
+    assert!(dom.contains("万州区"));
+    assert!(!dom.contains(person), "no ID number on the page");
 }
