@@ -80,7 +80,8 @@ impl DaemonConfig {
 
     /// Reads a TOML config file (unknown keys are refused).
     pub fn from_file(path: &Path) -> Result<DaemonConfig, Error> {
-        let text = std::fs::read_to_string(path)?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::InvalidInput(format!("config {}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))
     }
 }
@@ -89,7 +90,8 @@ impl DaemonConfig {
 pub fn campaign(config: &DaemonConfig, clock: &dyn Clock) -> Result<Campaign, Error> {
     match &config.campaign {
         Some(path) => {
-            let text = std::fs::read_to_string(path)?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::InvalidInput(format!("campaign {}: {e}", path.display())))?;
             Campaign::from_toml(&text)
                 .map_err(|why| Error::InvalidInput(format!("{}: {why}", path.display())))
         }
@@ -139,15 +141,25 @@ pub async fn run(
         districts = campaign.districts.len(),
         "campaign"
     );
+    // The ports are bound before recovery, so a clash fails in a second,
+    // not after recovering a large ledger; clients that arrive during
+    // recovery wait in the endpoint's queue.
+    let endpoint = server::endpoint(config.listen, &certs)?;
+    let metrics_port = match config.metrics {
+        Some(listen) => Some((
+            listen,
+            tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| Error::InvalidInput(format!("metrics port {listen}: {e}")))?,
+        )),
+        None => None,
+    };
     let opened = data_dir::open(&config.data, campaign, clock)?;
     let (vouchers, persons, institutions) = opened.ledger.sizes();
     let (seq, _, digest) = opened.ledger.head();
     info!(vouchers, persons, institutions, audit_seq = seq, state_digest = %digest, data = %config.data.display(), "ledger recovered");
-    let sampler = match config.metrics {
-        Some(listen) => {
-            let port = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|e| Error::InvalidInput(format!("metrics port {listen}: {e}")))?;
+    let sampler = match metrics_port {
+        Some((listen, port)) => {
             let handle = telemetry::install()?;
             info!(%listen, "metrics at http://{listen}/metrics, live report at http://{listen}/report");
             let sampler =
@@ -167,7 +179,6 @@ pub async fn run(
             }
         }
     });
-    let endpoint = server::endpoint(config.listen, &certs)?;
     let address = endpoint.local_addr()?;
     ready(address);
     server::serve_admitting(
@@ -182,6 +193,7 @@ pub async fn run(
         task.abort();
         let _ = task.await;
     }
+    let _ = std::fs::remove_file(config.data.join(crate::admin::backup::CONTROL_SOCKET));
     // A clean stop writes the memtables to SST files, so the next start has
     // no write-ahead log to replay (everything was already durable in it).
     let flushed = Instant::now();

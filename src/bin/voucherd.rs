@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 /// What a command failed with; printed as the process exits 1.
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
+/// A file error naming the file once (the OS error alone does not).
+fn fail_path(what: &str, path: &std::path::Path, error: std::io::Error) -> Failure {
+    format!("{what} {}: {error}", path.display()).into()
+}
+
 #[derive(Parser)]
 #[command(
     name = "voucherd",
@@ -333,7 +338,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay { log } => {
-            let file = std::io::BufReader::new(std::fs::File::open(&log)?);
+            let file = std::io::BufReader::new(
+                std::fs::File::open(&log).map_err(|e| fail_path("replay --log", &log, e))?,
+            );
             match voucherd::admin::offline::replay(file)? {
                 Ok(replayed) => {
                     println!("replayed {} records", replayed.records);

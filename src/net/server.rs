@@ -93,7 +93,8 @@ pub fn endpoint_with(listen: SocketAddr, certs: &Path, limits: &Limits) -> Resul
     transport.stream_receive_window(STREAM_RECEIVE_WINDOW_BYTES.into());
     transport.max_idle_timeout(Some(quinn::VarInt::from_u32(limits.idle_timeout_ms).into()));
     config.transport_config(Arc::new(transport));
-    Ok(Endpoint::server(config, listen)?)
+    Endpoint::server(config, listen)
+        .map_err(|e| Error::InvalidInput(format!("listen on UDP {listen}: {e}")))
 }
 
 struct Shared {
