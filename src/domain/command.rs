@@ -10,7 +10,7 @@ use super::geo;
 use super::ids::{
     DistrictCode, IdNumber, InstitutionCode, OperatorId, PersonKey, PersonSecret, VoucherId,
 };
-use super::op::Op;
+use super::op::{Op, OpName, Role};
 use super::records::Site;
 use super::time::Timestamp;
 use crate::error::{refuse, Reason, Refusal};
@@ -285,6 +285,31 @@ fn registration(
 }
 
 impl Command {
+    /// The operation this command was validated from.
+    pub fn name(&self) -> OpName {
+        match self {
+            Command::RegisterInstitution(_) => OpName::RegisterInstitution,
+            Command::SetInstitutionAdmin { .. } => OpName::SetInstitutionAdmin,
+            Command::AuthoriseOperator { .. } => OpName::AuthoriseOperator,
+            Command::RevokeOperator { .. } => OpName::RevokeOperator,
+            Command::Issue { .. } => OpName::Issue,
+            Command::Claim { .. } => OpName::Claim,
+            Command::Redeem { .. } => OpName::Redeem,
+            Command::Checkin { .. } => OpName::Checkin,
+            Command::Complete { .. } => OpName::Complete,
+            Command::Evaluate { .. } => OpName::Evaluate,
+            Command::Settle { .. } => OpName::Settle,
+            Command::Release { .. } => OpName::Release,
+            Command::Expire { .. } => OpName::Expire,
+        }
+    }
+
+    /// Whether `role` may run this command (API.md's role table): checked
+    /// again for every replayed record, which a request never passed.
+    pub fn allows(&self, role: Role) -> bool {
+        self.name().allows(role)
+    }
+
     /// Checks every field of a changing operation as of `now`, the injected
     /// time the operation is applied at (an ID number's birth date is at
     /// most today in UTC+8). Reads (`get_voucher`, `stats`, `audit_head`,

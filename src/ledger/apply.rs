@@ -6,7 +6,7 @@ use super::*;
 
 /// Who asked, when, and whether the answer is remembered for retries.
 pub(super) struct Origin<'a> {
-    pub(super) role: Role,
+    pub(super) caller: Caller,
     pub(super) request_id: &'a str,
     /// When the operation happens: read from the clock once its locks are
     /// held (so times follow the order of conflicting changes), unless fixed.
@@ -120,12 +120,13 @@ pub(super) struct Found<'a> {
 impl Ledger {
     pub(super) fn apply_one<'r>(
         &self,
-        role: Role,
+        caller: Caller,
         request: &'r Request,
         seen: &mut HashMap<&'r str, ([u8; 32], usize)>,
         pending: &mut Pending,
     ) -> Answer {
         let id = request.id.as_str();
+        let role = caller.role;
         let refused = |refusal: Refusal| Answer {
             id: id.to_owned(),
             outcome: Err(refusal),
@@ -166,7 +167,7 @@ impl Ledger {
                 )
             };
         }
-        let key = keys::request(role, id);
+        let key = keys::request(&caller, id);
         match self.remembered(&key, content) {
             Ok(Some(outcome)) => {
                 return Answer {
@@ -178,7 +179,7 @@ impl Ledger {
             Err(refusal) => return refused(refusal),
         }
         let origin = Origin {
-            role,
+            caller,
             request_id: id,
             time: std::cell::Cell::new(now),
             fixed_time: false,
@@ -404,8 +405,17 @@ impl Ledger {
                 voucher,
                 amount_fen,
             } => {
-                let Role::District(agency) = origin.role else {
-                    unreachable!("settle is refused for other roles before the rules");
+                // Requests of other roles are refused before the rules, and
+                // so are replayed records (`Ledger::replay`); a refusal, never
+                // a panic, should one come here anyway.
+                let Role::District(agency) = origin.caller.role else {
+                    return (
+                        Err(Refusal::new(
+                            Reason::ForbiddenRole,
+                            format!("role {} may not run settle", origin.caller.role),
+                        )),
+                        None,
+                    );
                 };
                 self.change_voucher(origin, command, *voucher, Touch::default(), |_, found| {
                     Ok((

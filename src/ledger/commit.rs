@@ -111,7 +111,7 @@ impl Ledger {
         let record = AuditRecord {
             seq,
             time: origin.time.get(),
-            role: origin.role,
+            role: origin.caller.role,
             request_id: origin.request_id.to_owned(),
             command: command.clone(),
             reply: reply.clone(),

@@ -32,26 +32,28 @@ use crate::domain::campaign::Campaigns;
 use crate::domain::command::{check_request_id, Command};
 use crate::domain::ids::{DistrictCode, InstitutionCode, PersonKey, PersonSecret, VoucherId};
 use crate::domain::op::{
-    Answer, AuditPage, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply, Request,
-    Role, StatsView,
+    Answer, AuditPage, Caller, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply,
+    Request, Role, StatsView,
 };
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use crate::domain::rules::{self, Context};
 use crate::domain::time::{day_text, Clock, Timestamp};
 use crate::error::{Error, Reason, Refusal};
 use crate::limits::{
-    AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX, VOUCHER_ID_MAX,
+    AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX,
+    REQUEST_PRUNE_BATCH_MAX, VOUCHER_ID_MAX,
 };
 use crate::store::journal::{Commit, Durability, Journal, Put, Table};
 use digest::StateDigest;
 use index::{Districts, Packed, PersonHandle, Persons, Vouchers};
-pub use keys::decode_u64;
+pub use keys::{decode_u64, STORE_LAYOUT_VERSION};
 use shards::Shards;
 
 use apply::{Change, Origin};
 pub use commit::Pending;
 use commit::{Applying, Tail};
 use requests::Inflight;
+pub use requests::Pruned;
 
 /// What a ledger needs besides its journal.
 pub struct LedgerConfig {
@@ -77,6 +79,8 @@ pub struct Ledger {
     inflight: Vec<Inflight>,
     /// Operations that lock every shard (`expire`) running now.
     sweeps: AtomicUsize,
+    /// Where the next pass of `prune_requests` starts (a `requests` key).
+    prune_cursor: Mutex<Vec<u8>>,
 }
 
 /// Counts a sweep as running until dropped (even by a panic).
@@ -124,6 +128,7 @@ impl Ledger {
             next_voucher: AtomicU64::new(1),
             inflight: (0..64).map(|_| Mutex::new(HashMap::new())).collect(),
             sweeps: AtomicUsize::new(0),
+            prune_cursor: Mutex::new(Vec::new()),
         }
     }
 
@@ -132,14 +137,16 @@ impl Ledger {
     }
 
     /// Runs a batch of requests in order and waits until their answers are durable.
-    pub fn execute(&self, role: Role, requests: &[Request]) -> Vec<Answer> {
-        let pending = self.apply(role, requests);
+    /// A bare `Role` is a caller with the test certificate (`Caller::test`).
+    pub fn execute(&self, caller: impl Into<Caller>, requests: &[Request]) -> Vec<Answer> {
+        let pending = self.apply(caller, requests);
         self.finish(pending)
     }
 
     /// Decides every request of a batch, in order, without waiting for durability.
     /// Call `finish` before showing any answer to anyone.
-    pub fn apply(&self, role: Role, requests: &[Request]) -> Pending {
+    pub fn apply(&self, caller: impl Into<Caller>, requests: &[Request]) -> Pending {
+        let caller = caller.into();
         let _applying = Applying::new(&*self.journal);
         let mut pending = Pending {
             answers: Vec::with_capacity(requests.len()),
@@ -160,7 +167,7 @@ impl Ledger {
                     continue;
                 }
             }
-            let answer = self.apply_one(role, request, &mut seen, &mut pending);
+            let answer = self.apply_one(caller, request, &mut seen, &mut pending);
             pending.answers.push(answer);
         }
         pending.ticket = pending

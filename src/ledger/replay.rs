@@ -15,7 +15,7 @@ impl Ledger {
             self.next_voucher.fetch_max(id.0 + 1, Ordering::SeqCst);
         }
         let origin = Origin {
-            role: record.role,
+            caller: Caller::new(record.role, Caller::UNKNOWN_CERTIFICATE),
             request_id: &record.request_id,
             time: std::cell::Cell::new(record.time),
             fixed_time: true,

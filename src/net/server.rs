@@ -22,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::domain::op::{Answer, Request, Role};
+use crate::domain::op::{Answer, Caller, Request};
 use crate::error::{Error, Reason, Refusal};
 use crate::ledger::Ledger;
 use crate::limits::{
@@ -191,7 +191,7 @@ enum NotAdmitted {
     NoRole(String),
 }
 
-fn peer_role(connection: &Connection, admission: &Admission) -> Result<Role, NotAdmitted> {
+fn peer_caller(connection: &Connection, admission: &Admission) -> Result<Caller, NotAdmitted> {
     let identity = connection
         .peer_identity()
         .ok_or(NotAdmitted::NoRole("no client certificate".into()))?;
@@ -205,7 +205,8 @@ fn peer_role(connection: &Connection, admission: &Admission) -> Result<Role, Not
     if admission.denied_fingerprints.contains(&fingerprint) {
         return Err(NotAdmitted::Revoked(fingerprint));
     }
-    tls::role_of(leaf).map_err(NotAdmitted::NoRole)
+    let role = tls::role_of(leaf).map_err(NotAdmitted::NoRole)?;
+    Ok(Caller::new(role, tls::fingerprint_bytes(leaf)))
 }
 
 async fn handle_connection(
@@ -221,8 +222,8 @@ async fn handle_connection(
             return;
         }
     };
-    let role = match peer_role(&connection, &shared.admission) {
-        Ok(role) => role,
+    let caller = match peer_caller(&connection, &shared.admission) {
+        Ok(caller) => caller,
         Err(NotAdmitted::Revoked(fingerprint)) => {
             warn!(%remote, fingerprint, "client certificate is on the deny-list; closed");
             connection.close(CLOSE_REVOKED.into(), b"certificate revoked");
@@ -234,6 +235,7 @@ async fn handle_connection(
             return;
         }
     };
+    let role = caller.role;
     let span = tracing::info_span!("connection", %remote, %role);
     async move {
         debug!("connected");
@@ -244,7 +246,7 @@ async fn handle_connection(
                 stream = connection.accept_bi() => match stream {
                     Ok((send, recv)) => {
                         let (shared, connection) = (Arc::clone(&shared), connection.clone());
-                        streams.spawn(handle_stream(send, recv, role, shared, connection).in_current_span());
+                        streams.spawn(handle_stream(send, recv, caller, shared, connection).in_current_span());
                     }
                     Err(error) => {
                         debug!(%error, "connection ended");
@@ -264,7 +266,7 @@ async fn handle_connection(
 async fn handle_stream(
     mut send: SendStream,
     mut recv: RecvStream,
-    role: Role,
+    caller: Caller,
     shared: Arc<Shared>,
     connection: Connection,
 ) {
@@ -301,7 +303,7 @@ async fn handle_stream(
     let (reply, misbehaved) = match decoded {
         Err(refusal) => (Reply::Refused(refusal), true),
         Ok(requests) => (
-            Reply::Answers(run_batch(role, requests, &shared).await),
+            Reply::Answers(run_batch(caller, requests, &shared).await),
             false,
         ),
     };
@@ -418,7 +420,7 @@ fn refuse_all(
 }
 
 async fn run_batch(
-    role: Role,
+    caller: Caller,
     requests: Vec<crate::domain::op::Request>,
     shared: &Arc<Shared>,
 ) -> Vec<Answer> {
@@ -453,11 +455,11 @@ async fn run_batch(
         && requests.iter().all(|r| r.op.is_point())
         && !shared.ledger.is_sweeping();
     let (requests, pending) = if inline {
-        let pending = ledger.apply(role, &requests);
+        let pending = ledger.apply(caller, &requests);
         (requests, pending)
     } else {
         match tokio::task::spawn_blocking(move || {
-            let pending = ledger.apply(role, &requests);
+            let pending = ledger.apply(caller, &requests);
             (requests, pending)
         })
         .await

@@ -19,13 +19,12 @@ use std::sync::Arc;
 
 use crate::common::*;
 use voucherd::admin::offline;
-use voucherd::codec::RECORD_VERSION;
 use voucherd::domain::campaign::Campaign;
 use voucherd::domain::enums::Kind;
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role};
 use voucherd::domain::time::Timestamp;
 use voucherd::error::{Reason, Refusal};
-use voucherd::ledger::{Ledger, LedgerConfig};
+use voucherd::ledger::{Ledger, LedgerConfig, STORE_LAYOUT_VERSION};
 use voucherd::limits::PROTOCOL_VERSION;
 use voucherd::net::wire;
 use voucherd::store::journal::{Commit, Journal, MemoryJournal, Put, Table};
@@ -315,7 +314,7 @@ fn the_golden_session_covers_every_change_and_a_refusal() {
 fn stored_records_keep_their_bytes() {
     let (h, _) = session();
     check_golden(
-        &format!("store-v{RECORD_VERSION}.txt"),
+        &format!("store-v{STORE_LAYOUT_VERSION}.txt"),
         &store_dump(&*h.journal),
     );
 }
@@ -382,7 +381,7 @@ fn every_committed_store_opens() {
             clock: h.clock.clone(),
         };
         let ledger = Ledger::open(config, journal).unwrap_or_else(|e| panic!("{name}: {e}"));
-        if name == format!("store-v{RECORD_VERSION}.txt") {
+        if name == format!("store-v{STORE_LAYOUT_VERSION}.txt") {
             assert_eq!(ledger.head(), h.ledger.head(), "{name}");
             assert_eq!(read(&ledger), read(&h.ledger), "{name}");
         }

@@ -583,4 +583,13 @@ fn ops_files_match_the_daemon() {
             .unwrap();
     assert_eq!(config.metrics, Some("127.0.0.1:9464".parse().unwrap()));
     assert_eq!(config.data, Path::new("/var/lib/voucherd"));
+    assert_eq!(config.request_retention_s().unwrap(), 24 * 3600);
+    let never = voucherd::admin::daemon::DaemonConfig {
+        request_retention_hours: 0,
+        ..config
+    };
+    assert!(
+        never.request_retention_s().is_err(),
+        "a retention of 0 hours is refused"
+    );
 }
