@@ -7,6 +7,16 @@ impl Ledger {
     /// Re-applies one audit record (replay): same command, time, role and
     /// voucher id. The result must be the recorded reply and the same hash.
     pub fn replay(&self, record: &AuditRecord, hash: &[u8; 32]) -> Result<(), String> {
+        // A request's role is checked before the rules; a record's must be
+        // too, or a crafted one would reach rules that assume it.
+        if !record.command.allows(record.role) {
+            return Err(format!(
+                "record {}: role {} may not run {}",
+                record.seq,
+                record.role,
+                <&str>::from(record.command.name())
+            ));
+        }
         let voucher_id = match &record.reply {
             Reply::Issued { voucher } => Some(*voucher),
             _ => None,

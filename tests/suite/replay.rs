@@ -217,3 +217,61 @@ fn a_random_workload_replays_to_the_live_state() {
         .expect("scan")
         .is_ok());
 }
+
+/// A crafted export whose one record has a role that may not run its
+/// command (a gateway settling, a bureau claiming) is refused naming the
+/// record, never a panic of the offline tool.
+#[test]
+fn a_record_whose_role_may_not_run_its_command_is_refused_naming_it() {
+    use voucherd::audit::{seal, AuditRecord, ExportWriter, GENESIS_HASH};
+    use voucherd::domain::command::Command;
+    use voucherd::domain::ids::{PersonKey, VoucherId};
+
+    let campaigns = vec![campaigns().current().to_toml()];
+    let crafted = [
+        (
+            Role::Gateway,
+            Command::Settle {
+                voucher: VoucherId(1),
+                amount_fen: 0,
+            },
+            "settle",
+        ),
+        (
+            Role::Bureau,
+            Command::Claim {
+                voucher: VoucherId(1),
+                holder: PersonKey([9; 32]),
+            },
+            "claim",
+        ),
+    ];
+    for (role, command, name) in crafted {
+        let record = AuditRecord {
+            seq: 1,
+            time: NOW,
+            role,
+            request_id: "crafted".into(),
+            command,
+            reply: Reply::Done {},
+            prev_hash: GENESIS_HASH,
+        };
+        let (entry, _) = seal(&record);
+        let mut writer = ExportWriter::new(Vec::new(), &campaigns).unwrap();
+        writer.write(&entry).unwrap();
+        let export = writer.finish().unwrap();
+        let outcome =
+            std::panic::catch_unwind(|| voucherd::admin::offline::replay(export.as_slice()));
+        let why = match outcome {
+            Ok(Ok(Err(why))) => why,
+            Ok(Ok(Ok(replayed))) => panic!("replayed {} records", replayed.records),
+            Ok(Err(error)) => panic!("replay failed without naming a record: {error}"),
+            Err(_) => panic!("replay of a {role} {name} record panicked"),
+        };
+        assert!(why.starts_with("record 1:"), "{why}");
+        assert!(
+            why.contains(name) && why.contains(&role.to_string()),
+            "{why}"
+        );
+    }
+}
