@@ -101,6 +101,14 @@ pub enum Command {
     Expire {
         year: u16,
     },
+    /// A campaign's rules entering the chain (its TOML text, as recorded in
+    /// `meta/campaign/<year>`): written by the daemon when it first runs
+    /// with the campaign, before any change under it, so that a replay
+    /// needs nothing but the chain. Never a request.
+    RecordCampaign {
+        year: u16,
+        text: String,
+    },
 }
 
 /// A request id: 1 to 64 printable ASCII characters.
@@ -285,9 +293,10 @@ fn registration(
 }
 
 impl Command {
-    /// The operation this command was validated from.
-    pub fn name(&self) -> OpName {
-        match self {
+    /// The operation this command was validated from; `None` for a
+    /// campaign record, which no request makes.
+    pub fn op_name(&self) -> Option<OpName> {
+        Some(match self {
             Command::RegisterInstitution(_) => OpName::RegisterInstitution,
             Command::SetInstitutionAdmin { .. } => OpName::SetInstitutionAdmin,
             Command::AuthoriseOperator { .. } => OpName::AuthoriseOperator,
@@ -301,13 +310,23 @@ impl Command {
             Command::Settle { .. } => OpName::Settle,
             Command::Release { .. } => OpName::Release,
             Command::Expire { .. } => OpName::Expire,
-        }
+            Command::RecordCampaign { .. } => return None,
+        })
+    }
+
+    /// The command's name in records and messages (`redeem`, `record_campaign`).
+    pub fn name(&self) -> &'static str {
+        self.op_name().map_or("record_campaign", <&str>::from)
     }
 
     /// Whether `role` may run this command (API.md's role table): checked
     /// again for every replayed record, which a request never passed.
+    /// A campaign record is the bureau's configuration, sealed by the daemon.
     pub fn allows(&self, role: Role) -> bool {
-        self.name().allows(role)
+        match self.op_name() {
+            Some(name) => name.allows(role),
+            None => role == Role::Bureau,
+        }
     }
 
     /// Checks every field of a changing operation as of `now`, the injected

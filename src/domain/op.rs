@@ -303,6 +303,9 @@ impl Caller {
     /// The certificate of the caller of a version 1 audit record, which
     /// named the role only: unknown.
     pub const UNKNOWN_CERTIFICATE: [u8; 32] = [0; 32];
+    /// The certificate of records the daemon writes by itself (campaign
+    /// records, with the bureau's role: the campaign is its configuration).
+    pub const DAEMON_CERTIFICATE: [u8; 32] = [0xff; 32];
 
     pub fn new(role: Role, certificate: [u8; 32]) -> Caller {
         Caller { role, certificate }

@@ -10,7 +10,7 @@ use rand::Rng;
 use voucherd::domain::enums::{Kind, VoucherState};
 use voucherd::domain::op::{Op, Reply, Role};
 use voucherd::domain::time::{Clock, Timestamp};
-use voucherd::store::journal::Table;
+use voucherd::store::journal::{Journal, Table};
 
 /// Operations of the workload (`VOUCHERD_OPERATIONS` overrides).
 const OPERATIONS: usize = 6_000;
@@ -168,7 +168,7 @@ fn a_random_workload_replays_to_the_live_state() {
     let written = voucherd::admin::offline::export_journal(&*h.journal, &[campaign], &mut export)
         .expect("export");
     assert_eq!(written, seq);
-    let replayed = voucherd::admin::offline::replay(&export[..])
+    let replayed = voucherd::admin::offline::replay(std::io::Cursor::new(&export[..]))
         .expect("replay runs")
         .expect("replay matches the log");
     assert_eq!(replayed.records, seq);
@@ -192,7 +192,7 @@ fn a_random_workload_replays_to_the_live_state() {
         let byte = rng.gen_range(0..len);
         let mut damaged = export.clone();
         damaged[start + byte] ^= 1 << rng.gen_range(0..8);
-        let why = match voucherd::admin::offline::replay(&damaged[..])
+        let why = match voucherd::admin::offline::replay(std::io::Cursor::new(&damaged[..]))
             .expect("the export still frames")
         {
             Ok(_) => panic!("record {k} byte {byte}: damage not noticed by replay"),
@@ -248,9 +248,10 @@ fn a_record_whose_role_may_not_run_its_command_is_refused_naming_it() {
     ];
     for (role, command, name) in crafted {
         let record = AuditRecord {
+            version: voucherd::audit::AUDIT_RECORD_VERSION,
             seq: 1,
             time: NOW,
-            role,
+            caller: role.into(),
             request_id: "crafted".into(),
             command,
             reply: Reply::Done {},
@@ -260,8 +261,9 @@ fn a_record_whose_role_may_not_run_its_command_is_refused_naming_it() {
         let mut writer = ExportWriter::new(Vec::new(), &campaigns).unwrap();
         writer.write(&entry).unwrap();
         let export = writer.finish().unwrap();
-        let outcome =
-            std::panic::catch_unwind(|| voucherd::admin::offline::replay(export.as_slice()));
+        let outcome = std::panic::catch_unwind(|| {
+            voucherd::admin::offline::replay(std::io::Cursor::new(export.as_slice()))
+        });
         let why = match outcome {
             Ok(Ok(Err(why))) => why,
             Ok(Ok(Ok(replayed))) => panic!("replayed {} records", replayed.records),
@@ -274,4 +276,84 @@ fn a_record_whose_role_may_not_run_its_command_is_refused_naming_it() {
             "{why}"
         );
     }
+}
+
+/// The campaign's rules are a record of the chain: an export whose
+/// campaign text was edited (`uses_per_person_max` 3 → 9, a district's
+/// target 7000 → 9000), in the chain's record or in the export's header,
+/// fails to replay naming the campaign's record. Before campaign records,
+/// such an export replayed with the same digest.
+#[test]
+fn an_edited_campaign_text_fails_replay_naming_the_record() {
+    let h = Harness::new();
+    assert_eq!(h.ledger.record_campaigns().unwrap(), 1);
+    assert_eq!(h.ledger.record_campaigns().unwrap(), 0, "sealed once");
+    h.institution("1000001", &id_number(90), "op-1");
+    let person = id_number(91);
+    let voucher = h.claimed(&person, Kind::EmploymentSkills);
+    h.ok(Role::Gateway, redeem(voucher, "1000001", "op-1"));
+    let texts = vec![campaigns().current().to_toml()];
+    let mut export = Vec::new();
+    voucherd::admin::offline::export_journal(&*h.journal, &texts, &mut export).unwrap();
+    let replay = |bytes: &[u8]| voucherd::admin::offline::replay(std::io::Cursor::new(bytes));
+    let replayed = replay(&export)
+        .unwrap()
+        .expect("the untouched export replays");
+    assert_eq!(replayed.state_digest, h.ledger.head().2);
+
+    let edits: [(&[u8], &[u8]); 2] = [
+        (b"uses_per_person_max = 3", b"uses_per_person_max = 9"),
+        (b"target = 7000", b"target = 9000"),
+    ];
+    for (from, to) in edits {
+        let at: Vec<usize> = export
+            .windows(from.len())
+            .enumerate()
+            .filter(|(_, window)| *window == from)
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(at.len(), 2, "the text is in the header and in record 1");
+        for (place, &offset) in ["header", "record"].iter().zip(&at) {
+            let mut edited = export.clone();
+            edited[offset..offset + to.len()].copy_from_slice(to);
+            let why = match replay(&edited) {
+                Ok(Err(why)) => why,
+                Ok(Ok(replayed)) => panic!(
+                    "an edit in the {place} replayed {} records to {}",
+                    replayed.records, replayed.state_digest
+                ),
+                Err(error) => panic!("an edit in the {place} failed without a record: {error}"),
+            };
+            assert!(why.starts_with("record 1:"), "edit in the {place}: {why}");
+        }
+    }
+}
+
+/// Record times never go backwards along the sequence: with the clock
+/// stepped back between two changes, the second record carries the first
+/// one's time, and the chain replays.
+#[test]
+fn record_times_never_go_backwards_when_the_clock_steps_back() {
+    let h = Harness::new();
+    let person = id_number(92);
+    h.issue(&person, Kind::EmploymentSkills);
+    h.clock.set(Timestamp(NOW.0 - 3_600));
+    h.issue(&person, Kind::HrServices);
+    h.clock.set(Timestamp(NOW.0 + 60));
+    h.issue(&person, Kind::Adaptability);
+    let mut times = Vec::new();
+    h.journal
+        .scan(Table::Audit, &mut |_, entry| {
+            times.push(voucherd::audit::open(entry).unwrap().0.time);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(times, [NOW, NOW, Timestamp(NOW.0 + 60)]);
+    let texts = vec![campaigns().current().to_toml()];
+    let mut export = Vec::new();
+    voucherd::admin::offline::export_journal(&*h.journal, &texts, &mut export).unwrap();
+    let replayed = voucherd::admin::offline::replay(std::io::Cursor::new(&export[..]))
+        .unwrap()
+        .expect("replays");
+    assert_eq!(replayed.state_digest, h.ledger.head().2);
 }
