@@ -209,3 +209,51 @@ pub fn entry_json(entry: &[u8]) -> Result<serde_json::Value, String> {
         "entry": hex::encode(entry),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(version: u8) -> AuditRecord {
+        AuditRecord {
+            version,
+            seq: 7,
+            time: Timestamp(1_795_914_000),
+            caller: Caller::new(Role::Gateway, [5; 32]),
+            request_id: "r-7".into(),
+            command: Command::Expire { year: 2026 },
+            reply: Reply::Expired { expired: 0 },
+            prev_hash: [3; 32],
+        }
+    }
+
+    /// A version 1 record has no certificate: it opens with the unknown
+    /// one, and sealing it again as version 1 gives the very same bytes
+    /// (so old chains replay to the same hashes). Version 2 keeps it.
+    #[test]
+    fn version_1_records_open_with_an_unknown_caller_and_reseal_alike() {
+        let (v1, _) = seal(&record(1));
+        assert_eq!(v1[0], 1);
+        let (opened, _) = open(&v1).unwrap();
+        assert_eq!(opened.version, 1);
+        assert_eq!(
+            opened.caller,
+            Caller::new(Role::Gateway, Caller::UNKNOWN_CERTIFICATE)
+        );
+        assert_eq!(seal(&opened).0, v1);
+
+        let (v2, _) = seal(&record(AUDIT_RECORD_VERSION));
+        assert_eq!(v2[0], 2);
+        assert_eq!(open(&v2).unwrap().0, record(2));
+        assert_eq!(v2.len(), v1.len() + 32, "the certificate's 32 bytes");
+
+        let mut unknown = v2.clone();
+        unknown[0] = 9;
+        let body = unknown.len() - 32;
+        let hash = *blake3::hash(&unknown[..body]).as_bytes();
+        unknown[body..].copy_from_slice(&hash);
+        assert!(open(&unknown)
+            .unwrap_err()
+            .contains("unknown audit record version 9"));
+    }
+}

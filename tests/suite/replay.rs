@@ -357,3 +357,96 @@ fn record_times_never_go_backwards_when_the_clock_steps_back() {
         .expect("replays");
     assert_eq!(replayed.state_digest, h.ledger.head().2);
 }
+
+/// A crafted version 2 chain whose second record is earlier than the first
+/// is refused naming record 2 (times never go backwards from version 2 on).
+#[test]
+fn a_version_2_record_earlier_than_the_one_before_is_refused() {
+    use voucherd::audit::{seal, AuditRecord, ExportWriter, GENESIS_HASH};
+    use voucherd::domain::command::Command;
+
+    let year = campaigns().current().year;
+    let mut prev_hash = GENESIS_HASH;
+    let mut writer = ExportWriter::new(Vec::new(), &[campaigns().current().to_toml()]).unwrap();
+    for (seq, time) in [
+        (1, Timestamp(DEADLINE.0 + 10)),
+        (2, Timestamp(DEADLINE.0 + 9)),
+    ] {
+        let record = AuditRecord {
+            version: voucherd::audit::AUDIT_RECORD_VERSION,
+            seq,
+            time,
+            caller: Role::Bureau.into(),
+            request_id: format!("x-{seq}"),
+            command: Command::Expire { year },
+            reply: Reply::Expired { expired: 0 },
+            prev_hash,
+        };
+        let (entry, hash) = seal(&record);
+        writer.write(&entry).unwrap();
+        prev_hash = hash;
+    }
+    let export = writer.finish().unwrap();
+    let why = voucherd::admin::offline::replay(std::io::Cursor::new(&export[..]))
+        .unwrap()
+        .err()
+        .expect("refused");
+    assert!(why.starts_with("record 2:"), "{why}");
+    assert!(why.contains("before the previous record"), "{why}");
+}
+
+/// Under concurrency, with the clock moving forward and back meanwhile,
+/// record times never go backwards along the sequence (an operation
+/// overtaken by a later-stamped record runs again), and the chain replays
+/// to the live digest (each record's time is the one its rule ran with).
+#[test]
+fn concurrent_changes_under_a_jumping_clock_keep_record_times_in_order() {
+    let h = Harness::new();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut step = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                step += 1;
+                // Mostly forward, sometimes a step back.
+                h.clock.advance_s(if step % 7 == 0 { -3 } else { 1 });
+                std::thread::yield_now();
+            }
+        });
+        let workers: Vec<_> = (0..4u64)
+            .map(|worker| {
+                let h = &h;
+                scope.spawn(move || {
+                    for n in 0..150u64 {
+                        let person = id_number(1_000 + worker * 1_000 + n);
+                        h.issue(&person, Kind::EmploymentSkills);
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let mut times = Vec::new();
+    h.journal
+        .scan(Table::Audit, &mut |_, entry| {
+            times.push(voucherd::audit::open(entry).unwrap().0.time);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(times.len(), 600);
+    assert!(
+        times.windows(2).all(|pair| pair[0] <= pair[1]),
+        "record times go backwards: {:?}",
+        times.windows(2).find(|pair| pair[0] > pair[1])
+    );
+    let texts = vec![campaigns().current().to_toml()];
+    let mut export = Vec::new();
+    voucherd::admin::offline::export_journal(&*h.journal, &texts, &mut export).unwrap();
+    let replayed = voucherd::admin::offline::replay(std::io::Cursor::new(&export[..]))
+        .unwrap()
+        .expect("replays");
+    assert_eq!(replayed.state_digest, h.ledger.head().2);
+}
