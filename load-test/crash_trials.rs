@@ -831,7 +831,11 @@ fn check_history(
     while let Some(entry) = reader.next_entry()? {
         let (record, _) = audit::open(&entry).map_err(|why| anyhow!("export: {why}"))?;
         records += 1;
-        let key = (record.role.to_string(), record.request_id.clone());
+        if matches!(record.command, Validated::RecordCampaign { .. }) {
+            // A campaign's rules, sealed by the daemon at start: no client's change.
+            continue;
+        }
+        let key = (record.caller.role.to_string(), record.request_id.clone());
         // Every request in doubt was retried, so every record must be one
         // the clients saw accepted.
         match accepted.get(&key) {

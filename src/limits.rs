@@ -45,12 +45,20 @@ pub const GROUP_LINGER_US_MAX: u64 = 500;
 /// or heavier frames go to the blocking pool. A thread hand-off costs more
 /// than applying a small frame.
 pub const INLINE_APPLY_OPS_MAX: usize = 32;
-/// Requests whose answers are kept for retries, at least (see also the age).
-pub const REQUESTS_REMEMBERED_MIN: u64 = 10_000_000;
-/// Age under which a request's answer is always kept, seconds (24 hours).
-pub const REQUEST_RETENTION_S_MIN: i64 = 24 * 3600;
-/// Request records the pruner deletes in one pass.
+/// How long a request id's answer is kept for retries by default, hours
+/// (`request_retention_hours` in the daemon config); older ids are pruned.
+pub const REQUEST_RETENTION_HOURS_DEFAULT: u32 = 24;
+/// Longest retention the config accepts, hours (a year).
+pub const REQUEST_RETENTION_HOURS_MAX: u32 = 24 * 366;
+/// Remembered requests one pruning pass reads (and deletes at most), in
+/// key order from where the last pass stopped: one bounded read and one
+/// commit of deletes.
 pub const REQUEST_PRUNE_BATCH_MAX: usize = 10_000;
+/// Pause between pruning passes, milliseconds: at most 100,000 rows read a
+/// second, so a table of 10 million remembered ids is gone through in
+/// under 2 minutes and an id is forgotten at most that long after its
+/// retention.
+pub const REQUEST_PRUNE_INTERVAL_MS: u64 = 100;
 /// Free space the store keeps on its filesystem, bytes: under it, new writes
 /// are refused `storage_unavailable` (room for a memtable flush, the WAL and
 /// the commits already queued).

@@ -14,6 +14,9 @@ use crate::admin::telemetry;
 use crate::domain::campaign::Campaign;
 use crate::domain::time::{Clock, SystemClock};
 use crate::error::Error;
+use crate::limits::{
+    REQUEST_PRUNE_INTERVAL_MS, REQUEST_RETENTION_HOURS_DEFAULT, REQUEST_RETENTION_HOURS_MAX,
+};
 use crate::net::server;
 use crate::net::tls::CertPaths;
 
@@ -45,6 +48,9 @@ pub struct DaemonConfig {
     /// Revoked client certificates: SHA-256 of each one's DER, hex
     /// (`openssl x509 -in FILE -outform DER | sha256sum`). Refused at connection.
     pub denied_certificates: Vec<String>,
+    /// How long a request id is remembered for retries, hours (1 to a
+    /// year); older ids are pruned in the background and may be reused.
+    pub request_retention_hours: u32,
 }
 
 impl Default for DaemonConfig {
@@ -56,6 +62,7 @@ impl Default for DaemonConfig {
             certs: None,
             metrics: None,
             denied_certificates: Vec::new(),
+            request_retention_hours: REQUEST_RETENTION_HOURS_DEFAULT,
         }
     }
 }
@@ -76,6 +83,17 @@ impl DaemonConfig {
         Ok(server::Admission {
             denied_fingerprints: denied,
         })
+    }
+
+    /// The request-id retention, seconds; out of range is refused.
+    pub fn request_retention_s(&self) -> Result<i64, Error> {
+        let hours = self.request_retention_hours;
+        if !(1..=REQUEST_RETENTION_HOURS_MAX).contains(&hours) {
+            return Err(Error::InvalidInput(format!(
+                "request_retention_hours: {hours} is not between 1 and {REQUEST_RETENTION_HOURS_MAX}"
+            )));
+        }
+        Ok(i64::from(hours) * 3600)
     }
 
     /// Reads a TOML config file (unknown keys are refused).
@@ -108,6 +126,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admission = config.admission()?;
+    let retention_s = config.request_retention_s()?;
     if !admission.denied_fingerprints.is_empty() {
         info!(
             denied = admission.denied_fingerprints.len(),
@@ -171,6 +190,10 @@ pub async fn run(
         }
         None => None,
     };
+    let pruner = tokio::spawn(prune_requests_forever(
+        Arc::clone(&opened.ledger),
+        retention_s,
+    ));
     let control = tokio::spawn({
         let (data, store) = (config.data.clone(), Arc::clone(&opened.store));
         async move {
@@ -189,7 +212,7 @@ pub async fn run(
         shutdown,
     )
     .await;
-    for task in sampler.into_iter().chain([control]) {
+    for task in sampler.into_iter().chain([control, pruner]) {
         task.abort();
         let _ = task.await;
     }
@@ -207,4 +230,35 @@ pub async fn run(
     drop(opened);
     info!("stopped; every acknowledged change is on disk");
     Ok(())
+}
+
+/// Forgets request ids older than the retention, forever: one bounded
+/// pass (`Ledger::prune_requests`) every `REQUEST_PRUNE_INTERVAL_MS`, on the
+/// blocking pool. Writes go on meanwhile: a pass locks nothing while it
+/// reads and takes the tail lock only to submit its deletes.
+async fn prune_requests_forever(ledger: Arc<crate::ledger::Ledger>, retention_s: i64) {
+    let mut interval =
+        tokio::time::interval(std::time::Duration::from_millis(REQUEST_PRUNE_INTERVAL_MS));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let ledger = Arc::clone(&ledger);
+        match tokio::task::spawn_blocking(move || ledger.prune_requests(retention_s)).await {
+            Ok(Ok(pruned)) if pruned.deleted > 0 => {
+                tracing::debug!(
+                    examined = pruned.examined,
+                    deleted = pruned.deleted,
+                    "request ids pruned"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(refusal)) => {
+                tracing::debug!(reason = %refusal.reason, message = %refusal.message, "request pruning skipped a pass");
+            }
+            Err(error) => {
+                tracing::error!(%error, "request pruning panicked; ids are no longer pruned");
+                return;
+            }
+        }
+    }
 }

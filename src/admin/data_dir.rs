@@ -242,6 +242,8 @@ pub fn open_with(
         },
         journal,
     )?;
+    // Before serving: every campaign's rules in the chain itself.
+    ledger.record_campaigns()?;
     Ok(Opened {
         ledger: Arc::new(ledger),
         store,

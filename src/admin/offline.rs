@@ -1,13 +1,14 @@
 //! The offline tools auditors run: verify the chain in a data folder, export
 //! it, and replay an export into an empty ledger to recompute the digest.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::admin::data_dir;
 use crate::audit::{ChainVerifier, ExportReader, ExportWriter};
-use crate::domain::campaign::Campaigns;
+use crate::domain::campaign::{Campaign, Campaigns};
+use crate::domain::command::Command;
 use crate::domain::ids::PersonSecret;
 use crate::domain::time::{ManualClock, Timestamp};
 use crate::error::Error;
@@ -91,12 +92,107 @@ pub struct Replayed {
     pub ledger: Ledger,
 }
 
+/// The campaigns a chain carries: each `record_campaign` record's year,
+/// text and sequence number, in chain order.
+struct ChainCampaigns {
+    records: Vec<(u16, String, u64)>,
+}
+
+/// First pass of a replay: checks the whole chain (hashes, sequence, links)
+/// and gathers its campaign records. A second record for a year must carry
+/// the same rules.
+fn read_chain_campaigns(input: impl Read) -> Result<Result<ChainCampaigns, String>, Error> {
+    let (mut reader, _) = ExportReader::new(input)?;
+    let mut verifier = ChainVerifier::default();
+    let mut records: Vec<(u16, String, u64)> = Vec::new();
+    while let Some(entry) = reader.next_entry()? {
+        let record = match verifier.check(&entry) {
+            Ok(record) => record,
+            Err(why) => return Ok(Err(why)),
+        };
+        if let Command::RecordCampaign { year, text } = record.command {
+            let parsed = match Campaign::from_toml(&text) {
+                Ok(campaign) => campaign,
+                Err(why) => {
+                    return Ok(Err(format!(
+                        "record {}: campaign {year} does not parse: {why}",
+                        record.seq
+                    )))
+                }
+            };
+            if parsed.year != year {
+                return Ok(Err(format!(
+                    "record {}: campaign text is for {}, the record says {year}",
+                    record.seq, parsed.year
+                )));
+            }
+            if let Some((_, earlier, seq)) = records.iter().find(|(y, _, _)| *y == year) {
+                if Campaign::from_toml(earlier).ok() != Some(parsed) {
+                    return Ok(Err(format!(
+                        "record {}: campaign {year} differs from record {seq}",
+                        record.seq
+                    )));
+                }
+                continue;
+            }
+            records.push((year, text, record.seq));
+        }
+    }
+    Ok(Ok(ChainCampaigns { records }))
+}
+
 /// Replays an export into an empty in-memory ledger: checks the chain, applies
-/// each record's command with its time and role, and requires the same reply
-/// and the same record hash. Errors name the first record that differs.
-pub fn replay(input: impl Read) -> Result<Result<Replayed, String>, Error> {
-    let (mut reader, campaign_texts) = ExportReader::new(input)?;
-    let campaigns = Campaigns::new(meta::parse_campaigns(&campaign_texts)?)
+/// each record's command with its time and caller, and requires the same
+/// reply and the same record hash. Errors name the first record that differs.
+///
+/// The rules come from the chain: its `record_campaign` records (a first
+/// pass reads them). The export's header must then list exactly the same
+/// campaigns, or the replay fails naming the campaign's record. A chain
+/// without campaign records (written before they existed) is replayed with
+/// the header's campaigns, which nothing in the chain can check.
+pub fn replay<R: Read + Seek>(mut input: R) -> Result<Result<Replayed, String>, Error> {
+    let chain = match read_chain_campaigns(&mut input)? {
+        Ok(chain) => chain,
+        Err(why) => return Ok(Err(why)),
+    };
+    input.seek(SeekFrom::Start(0))?;
+    let (mut reader, header_texts) = ExportReader::new(input)?;
+    let header = meta::parse_campaigns(&header_texts)?;
+    let campaigns = if chain.records.is_empty() {
+        header
+    } else {
+        let mut campaigns = Vec::new();
+        for (year, text, seq) in &chain.records {
+            let sealed = Campaign::from_toml(text).expect("parsed in the first pass");
+            match header.iter().find(|campaign| campaign.year == *year) {
+                Some(listed) if *listed == sealed => {}
+                Some(_) => {
+                    return Ok(Err(format!(
+                    "record {seq}: campaign {year} in the export's header differs from this record"
+                )))
+                }
+                None => {
+                    return Ok(Err(format!(
+                        "record {seq}: campaign {year} is missing from the export's header"
+                    )))
+                }
+            }
+            campaigns.push(sealed);
+        }
+        if let Some(extra) = header.iter().find(|listed| {
+            !chain
+                .records
+                .iter()
+                .any(|(year, _, _)| *year == listed.year)
+        }) {
+            return Ok(Err(format!(
+                "the export's header lists campaign {}, which no record of the chain holds",
+                extra.year
+            )));
+        }
+        campaigns
+    };
+    let campaigns = Campaigns::new(campaigns)
         .map_err(|why| Error::Corrupt(format!("export campaigns: {why}")))?;
     let config = LedgerConfig {
         campaigns,

@@ -5,4 +5,6 @@ pub mod export;
 pub mod record;
 
 pub use export::{ExportReader, ExportWriter, EXPORT_MAGIC};
-pub use record::{entry_json, open, seal, AuditRecord, ChainVerifier, GENESIS_HASH};
+pub use record::{
+    entry_json, open, seal, AuditRecord, ChainVerifier, AUDIT_RECORD_VERSION, GENESIS_HASH,
+};

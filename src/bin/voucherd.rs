@@ -87,7 +87,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// TOML config file (keys: listen, data, campaign, certs, metrics); flags override it.
+    /// TOML config file (keys: listen, data, campaign, certs, metrics,
+    /// denied_certificates, request_retention_hours); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     #[arg(long)]

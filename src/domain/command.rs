@@ -10,7 +10,7 @@ use super::geo;
 use super::ids::{
     DistrictCode, IdNumber, InstitutionCode, OperatorId, PersonKey, PersonSecret, VoucherId,
 };
-use super::op::Op;
+use super::op::{Op, OpName, Role};
 use super::records::Site;
 use super::time::Timestamp;
 use crate::error::{refuse, Reason, Refusal};
@@ -100,6 +100,14 @@ pub enum Command {
     },
     Expire {
         year: u16,
+    },
+    /// A campaign's rules entering the chain (its TOML text, as recorded in
+    /// `meta/campaign/<year>`): written by the daemon when it first runs
+    /// with the campaign, before any change under it, so that a replay
+    /// needs nothing but the chain. Never a request.
+    RecordCampaign {
+        year: u16,
+        text: String,
     },
 }
 
@@ -285,6 +293,42 @@ fn registration(
 }
 
 impl Command {
+    /// The operation this command was validated from; `None` for a
+    /// campaign record, which no request makes.
+    pub fn op_name(&self) -> Option<OpName> {
+        Some(match self {
+            Command::RegisterInstitution(_) => OpName::RegisterInstitution,
+            Command::SetInstitutionAdmin { .. } => OpName::SetInstitutionAdmin,
+            Command::AuthoriseOperator { .. } => OpName::AuthoriseOperator,
+            Command::RevokeOperator { .. } => OpName::RevokeOperator,
+            Command::Issue { .. } => OpName::Issue,
+            Command::Claim { .. } => OpName::Claim,
+            Command::Redeem { .. } => OpName::Redeem,
+            Command::Checkin { .. } => OpName::Checkin,
+            Command::Complete { .. } => OpName::Complete,
+            Command::Evaluate { .. } => OpName::Evaluate,
+            Command::Settle { .. } => OpName::Settle,
+            Command::Release { .. } => OpName::Release,
+            Command::Expire { .. } => OpName::Expire,
+            Command::RecordCampaign { .. } => return None,
+        })
+    }
+
+    /// The command's name in records and messages (`redeem`, `record_campaign`).
+    pub fn name(&self) -> &'static str {
+        self.op_name().map_or("record_campaign", <&str>::from)
+    }
+
+    /// Whether `role` may run this command (API.md's role table): checked
+    /// again for every replayed record, which a request never passed.
+    /// A campaign record is the bureau's configuration, sealed by the daemon.
+    pub fn allows(&self, role: Role) -> bool {
+        match self.op_name() {
+            Some(name) => name.allows(role),
+            None => role == Role::Bureau,
+        }
+    }
+
     /// Checks every field of a changing operation as of `now`, the injected
     /// time the operation is applied at (an ID number's birth date is at
     /// most today in UTC+8). Reads (`get_voucher`, `stats`, `audit_head`,

@@ -254,27 +254,81 @@ impl Op {
         )
     }
 
-    /// API.md's role table. Finer checks (a district settles only its own
-    /// district's vouchers, sees only its own stats) happen in the ledger.
+    /// API.md's role table (`OpName::allows`).
     pub fn allows(&self, role: Role) -> bool {
+        OpName::from(self).allows(role)
+    }
+}
+
+impl OpName {
+    /// API.md's role table, kept once for requests and for replayed
+    /// records. Finer checks (a district settles only its own district's
+    /// vouchers, sees only its own stats) happen in the ledger.
+    pub fn allows(self, role: Role) -> bool {
         match self {
-            Op::RegisterInstitution { .. } | Op::SetInstitutionAdmin { .. } | Op::Issue { .. } => {
+            OpName::RegisterInstitution | OpName::SetInstitutionAdmin | OpName::Issue => {
                 role == Role::Bureau
             }
-            Op::Expire { .. } => role == Role::Bureau,
-            Op::AuthoriseOperator { .. }
-            | Op::RevokeOperator { .. }
-            | Op::Claim { .. }
-            | Op::Redeem { .. }
-            | Op::Checkin { .. }
-            | Op::Complete { .. }
-            | Op::Evaluate { .. }
-            | Op::Release { .. } => role == Role::Gateway,
-            Op::Settle { .. } => matches!(role, Role::District(_)),
-            Op::Stats { .. } => matches!(role, Role::Bureau | Role::District(_) | Role::Auditor),
-            Op::GetVoucher { .. } | Op::AuditHead => true,
-            Op::AuditRead { .. } => matches!(role, Role::Bureau | Role::Auditor),
+            OpName::Expire => role == Role::Bureau,
+            OpName::AuthoriseOperator
+            | OpName::RevokeOperator
+            | OpName::Claim
+            | OpName::Redeem
+            | OpName::Checkin
+            | OpName::Complete
+            | OpName::Evaluate
+            | OpName::Release => role == Role::Gateway,
+            OpName::Settle => matches!(role, Role::District(_)),
+            OpName::Stats => matches!(role, Role::Bureau | Role::District(_) | Role::Auditor),
+            OpName::GetVoucher | OpName::AuditHead => true,
+            OpName::AuditRead => matches!(role, Role::Bureau | Role::Auditor),
         }
+    }
+}
+
+/// Who sends a request: the role its client certificate names and that
+/// certificate's SHA-256 fingerprint (of its DER). Request ids belong to a
+/// caller, so two gateways with their own certificates never collide; the
+/// audit chain names the caller of each change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct Caller {
+    pub role: Role,
+    pub certificate: [u8; 32],
+}
+
+impl Caller {
+    /// The certificate of callers made from a bare role (`Caller::test`):
+    /// tests and in-process tools that have no certificate.
+    pub const TEST_CERTIFICATE: [u8; 32] = [0x7e; 32];
+    /// The certificate of the caller of a version 1 audit record, which
+    /// named the role only: unknown.
+    pub const UNKNOWN_CERTIFICATE: [u8; 32] = [0; 32];
+    /// The certificate of records the daemon writes by itself (campaign
+    /// records, with the bureau's role: the campaign is its configuration).
+    pub const DAEMON_CERTIFICATE: [u8; 32] = [0xff; 32];
+
+    pub fn new(role: Role, certificate: [u8; 32]) -> Caller {
+        Caller { role, certificate }
+    }
+
+    /// A caller with the fixed test certificate (tests, in-process tools).
+    pub fn test(role: Role) -> Caller {
+        Caller::new(role, Caller::TEST_CERTIFICATE)
+    }
+}
+
+/// A bare role is a caller with the fixed test certificate (`Caller::test`),
+/// so tests that only have a role can call the ledger. The server always
+/// passes the real certificate.
+impl From<Role> for Caller {
+    fn from(role: Role) -> Caller {
+        Caller::test(role)
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.role, hex::encode(self.certificate))
     }
 }
 

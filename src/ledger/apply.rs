@@ -6,16 +6,26 @@ use super::*;
 
 /// Who asked, when, and whether the answer is remembered for retries.
 pub(super) struct Origin<'a> {
-    pub(super) role: Role,
+    pub(super) caller: Caller,
     pub(super) request_id: &'a str,
     /// When the operation happens: read from the clock once its locks are
     /// held (so times follow the order of conflicting changes), unless fixed.
     pub(super) time: std::cell::Cell<Timestamp>,
     /// Replay: the recorded time, never the clock.
     pub(super) fixed_time: bool,
+    /// Set by `commit` when a record with a later time was sealed after this
+    /// operation read its time: the attempt is abandoned (nothing written)
+    /// and made again with a new time, so record times never go backwards.
+    pub(super) restamp: std::cell::Cell<bool>,
     /// The request's content hash, when its answer is to be remembered.
     pub(super) remember: Option<[u8; 32]>,
+    /// The audit record version to seal in: today's, or a replayed record's.
+    pub(super) record_version: u8,
 }
+
+/// Attempts of one operation whose time a later record overtook, at most
+/// (each needs another change sealed in between); then `overloaded`.
+const RESTAMPS_MAX: u32 = 1_000;
 
 /// The writes one accepted command makes, gathered before it commits.
 #[derive(Default)]
@@ -25,6 +35,8 @@ pub(super) struct Change {
     pub(super) olds: Vec<Option<Vec<u8>>>,
     pub(super) figures: HashMap<Figure, i64>,
     pub(super) texts: Vec<(VoucherId, u8, String)>,
+    /// Writes outside the state tables (no digest), e.g. meta keys.
+    pub(super) others: Vec<Put>,
 }
 
 impl Change {
@@ -120,12 +132,13 @@ pub(super) struct Found<'a> {
 impl Ledger {
     pub(super) fn apply_one<'r>(
         &self,
-        role: Role,
+        caller: Caller,
         request: &'r Request,
         seen: &mut HashMap<&'r str, ([u8; 32], usize)>,
         pending: &mut Pending,
     ) -> Answer {
         let id = request.id.as_str();
+        let role = caller.role;
         let refused = |refusal: Refusal| Answer {
             id: id.to_owned(),
             outcome: Err(refusal),
@@ -166,7 +179,7 @@ impl Ledger {
                 )
             };
         }
-        let key = keys::request(role, id);
+        let key = keys::request(&caller, id);
         match self.remembered(&key, content) {
             Ok(Some(outcome)) => {
                 return Answer {
@@ -178,11 +191,13 @@ impl Ledger {
             Err(refusal) => return refused(refusal),
         }
         let origin = Origin {
-            role,
+            caller,
             request_id: id,
             time: std::cell::Cell::new(now),
             fixed_time: false,
+            restamp: std::cell::Cell::new(false),
             remember: Some(content),
+            record_version: audit::AUDIT_RECORD_VERSION,
         };
         let (outcome, ticket) = self.apply_command(&origin, &command, None);
         let mut inflight = self.inflight_shard(&key).lock();
@@ -203,10 +218,13 @@ impl Ledger {
         }
     }
 
-    /// Reads "now" for an operation whose locks are held (see `Origin::time`).
+    /// Reads "now" for an operation whose locks are held (see `Origin::time`):
+    /// the clock, but never before the last sealed record's time (a clock
+    /// stepped back does not move record times back).
     pub(super) fn stamp(&self, origin: &Origin) -> Timestamp {
         if !origin.fixed_time {
-            origin.time.set(self.clock.now());
+            let sealed = Timestamp(self.record_time.load(Ordering::SeqCst));
+            origin.time.set(self.clock.now().max(sealed));
         }
         origin.time.get()
     }
@@ -226,8 +244,45 @@ impl Ledger {
         command: &Command,
         voucher_id: Option<VoucherId>,
     ) -> (Result<Reply, Refusal>, Option<u64>) {
+        // An issue's voucher id is taken once, so a restamped attempt keeps it.
+        let voucher_id = match command {
+            Command::Issue { .. } => voucher_id
+                .or_else(|| Some(VoucherId(self.next_voucher.fetch_add(1, Ordering::SeqCst)))),
+            _ => voucher_id,
+        };
+        let mut restamps = 0;
+        let result = loop {
+            origin.restamp.set(false);
+            let result = self.apply_command_once(origin, command, voucher_id);
+            if origin.restamp.get() && restamps < RESTAMPS_MAX {
+                restamps += 1;
+                continue;
+            }
+            break result;
+        };
+        match result {
+            Ok((reply, ticket)) => (Ok(reply), Some(ticket)),
+            Err(refusal) if refusal.reason.is_transient() || origin.remember.is_none() => {
+                (Err(refusal), None)
+            }
+            Err(refusal) => match self.commit_refusal(origin, &refusal) {
+                Ok(ticket) => (Err(refusal), Some(ticket)),
+                Err(transient) => (Err(transient), None),
+            },
+        }
+    }
+
+    /// One attempt at a command: locks, the rule, the commit. A commit that
+    /// finds a later record sealed since the attempt's time was read sets
+    /// `origin.restamp` (and submits nothing): `apply_command` tries again.
+    fn apply_command_once(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        voucher_id: Option<VoucherId>,
+    ) -> Result<(Reply, u64), Refusal> {
         let done = || Reply::Done {};
-        let result = match command {
+        match command {
             Command::RegisterInstitution(registration) => {
                 let mut shard = self.institutions.of(&registration.code).write();
                 let context = self.context(self.stamp(origin));
@@ -274,13 +329,10 @@ impl Ledger {
                 let id = voucher_id
                     .unwrap_or_else(|| VoucherId(self.next_voucher.fetch_add(1, Ordering::SeqCst)));
                 if id.0 > VOUCHER_ID_MAX {
-                    return (
-                        Err(Refusal::new(
-                            Reason::Overloaded,
-                            format!("the ledger holds at most {VOUCHER_ID_MAX} voucher ids"),
-                        )),
-                        None,
-                    );
+                    return Err(Refusal::new(
+                        Reason::Overloaded,
+                        format!("the ledger holds at most {VOUCHER_ID_MAX} voucher ids"),
+                    ));
                 }
                 let issue = rules::Issue {
                     holder: *holder,
@@ -404,8 +456,14 @@ impl Ledger {
                 voucher,
                 amount_fen,
             } => {
-                let Role::District(agency) = origin.role else {
-                    unreachable!("settle is refused for other roles before the rules");
+                // Requests of other roles are refused before the rules, and
+                // so are replayed records (`Ledger::replay`); a refusal, never
+                // a panic, should one come here anyway.
+                let Role::District(agency) = origin.caller.role else {
+                    return Err(Refusal::new(
+                        Reason::ForbiddenRole,
+                        format!("role {} may not run settle", origin.caller.role),
+                    ));
                 };
                 self.change_voucher(origin, command, *voucher, Touch::default(), |_, found| {
                     Ok((
@@ -435,16 +493,26 @@ impl Ledger {
                 },
             ),
             Command::Expire { year } => self.expire(origin, command, *year),
-        };
-        match result {
-            Ok((reply, ticket)) => (Ok(reply), Some(ticket)),
-            Err(refusal) if refusal.reason.is_transient() || origin.remember.is_none() => {
-                (Err(refusal), None)
+            Command::RecordCampaign { year, text } => {
+                self.stamp(origin);
+                let sealed = Campaign::from_toml(text).ok();
+                match self.campaigns.year(*year) {
+                    Some(campaign) if sealed.as_ref() == Some(campaign) => {
+                        let mut change = Change::default();
+                        change.others.push(Put {
+                            table: Table::Meta,
+                            key: meta::campaign_sealed_key(*year),
+                            value: Some(Vec::new()),
+                        });
+                        self.commit(origin, command, &done(), change)
+                            .map(|ticket| (done(), ticket))
+                    }
+                    _ => Err(Refusal::new(
+                        Reason::InvalidRequest,
+                        format!("campaign {year} differs from the rules this ledger runs"),
+                    )),
+                }
             }
-            Err(refusal) => match self.commit_refusal(origin, &refusal) {
-                Ok(ticket) => (Err(refusal), Some(ticket)),
-                Err(transient) => (Err(transient), None),
-            },
         }
     }
 

@@ -8,6 +8,8 @@ use super::*;
 pub(super) struct Tail {
     pub(super) seq: u64,
     pub(super) hash: [u8; 32],
+    /// The last record's time; the next one's is never earlier (version 2 on).
+    pub(super) time: Timestamp,
     pub(super) ticket: u64,
     pub(super) digest: StateDigest,
     pub(super) figures: HashMap<Figure, u64>,
@@ -59,12 +61,32 @@ impl Ledger {
             olds,
             figures,
             texts,
+            others,
         } = change;
         let mut tail = self.tail.lock();
         if self.journal.is_full() {
             return Err(Refusal::new(
                 Reason::Overloaded,
                 "the commit queue is full; retry",
+            ));
+        }
+        let time = origin.time.get();
+        if time < tail.time && origin.record_version >= 2 {
+            if origin.fixed_time {
+                return Err(Refusal::new(
+                    Reason::InvalidRequest,
+                    format!(
+                        "its time {} is before the previous record's {}",
+                        time.0, tail.time.0
+                    ),
+                ));
+            }
+            // A change that read its time later was sealed first: try again
+            // with a new time (the rule may answer differently at it).
+            origin.restamp.set(true);
+            return Err(Refusal::new(
+                Reason::Overloaded,
+                "a later change was sealed first; retry",
             ));
         }
         let seq = tail.seq + 1;
@@ -108,10 +130,12 @@ impl Ledger {
             });
             new_figures.push((figure, new));
         }
+        puts.extend(others);
         let record = AuditRecord {
+            version: origin.record_version,
             seq,
-            time: origin.time.get(),
-            role: origin.role,
+            time,
+            caller: origin.caller,
             request_id: origin.request_id.to_owned(),
             command: command.clone(),
             reply: reply.clone(),
@@ -137,6 +161,8 @@ impl Ledger {
         self.journal.submit(Commit { ticket, puts })?;
         tail.seq = seq;
         tail.hash = hash;
+        tail.time = time;
+        self.record_time.store(time.0, Ordering::SeqCst);
         tail.ticket = ticket;
         tail.digest = digest;
         for (figure, value) in new_figures {

@@ -1,7 +1,7 @@
 //! Storage keys of each table. Big-endian numbers so keys sort in number order.
 
 use crate::domain::ids::{InstitutionCode, PersonKey, VoucherId};
-use crate::domain::op::Role;
+use crate::domain::op::Caller;
 
 pub fn voucher(id: VoucherId) -> Vec<u8> {
     id.0.to_be_bytes().to_vec()
@@ -30,10 +30,19 @@ pub fn audit(seq: u64) -> Vec<u8> {
     seq.to_be_bytes().to_vec()
 }
 
-/// Request ids are remembered per caller role, so two callers cannot collide.
-pub fn request(role: Role, id: &str) -> Vec<u8> {
-    format!("{role}\n{id}").into_bytes()
+/// Request ids are remembered per caller: the certificate's fingerprint
+/// (32 bytes), then `<role>\n<id>`, so two certificates never collide (and
+/// callers sharing the test certificate still differ by role).
+pub fn request(caller: &Caller, id: &str) -> Vec<u8> {
+    let mut key = caller.certificate.to_vec();
+    key.extend_from_slice(format!("{}\n{id}", caller.role).as_bytes());
+    key
 }
+
+/// The layout of a data folder as a whole (its keys, beside each record's
+/// own version byte), as the golden store dump `store-v<N>.txt` names it:
+/// 1 the first; 2 request keys per certificate (`request`).
+pub const STORE_LAYOUT_VERSION: u8 = 2;
 
 pub fn decode_u64(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))

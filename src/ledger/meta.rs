@@ -33,6 +33,17 @@ pub fn campaign_key(year: u16) -> Vec<u8> {
     key
 }
 
+/// Prefix of the meta keys saying a campaign is sealed in the audit chain
+/// (empty value): `campaign_record/<year>`.
+const CAMPAIGN_SEALED_PREFIX: &[u8] = b"campaign_record/";
+
+/// The meta key written with a campaign's `record_campaign` audit record.
+pub fn campaign_sealed_key(year: u16) -> Vec<u8> {
+    let mut key = CAMPAIGN_SEALED_PREFIX.to_vec();
+    key.extend_from_slice(year.to_string().as_bytes());
+    key
+}
+
 /// The campaign texts recorded in a journal, in year order.
 pub fn recorded_campaign_texts(journal: &dyn Journal) -> Result<Vec<String>, Error> {
     let mut campaigns = Vec::new();

@@ -20,7 +20,7 @@ mod requests;
 mod shards;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bincode::{Decode, Encode};
@@ -28,30 +28,32 @@ use parking_lot::Mutex;
 
 use crate::audit::{self, AuditRecord, GENESIS_HASH};
 use crate::codec;
-use crate::domain::campaign::Campaigns;
+use crate::domain::campaign::{Campaign, Campaigns};
 use crate::domain::command::{check_request_id, Command};
 use crate::domain::ids::{DistrictCode, InstitutionCode, PersonKey, PersonSecret, VoucherId};
 use crate::domain::op::{
-    Answer, AuditPage, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply, Request,
-    Role, StatsView,
+    Answer, AuditPage, Caller, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply,
+    Request, Role, StatsView,
 };
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use crate::domain::rules::{self, Context};
 use crate::domain::time::{day_text, Clock, Timestamp};
 use crate::error::{Error, Reason, Refusal};
 use crate::limits::{
-    AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX, VOUCHER_ID_MAX,
+    AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX,
+    REQUEST_PRUNE_BATCH_MAX, VOUCHER_ID_MAX,
 };
 use crate::store::journal::{Commit, Durability, Journal, Put, Table};
 use digest::StateDigest;
 use index::{Districts, Packed, PersonHandle, Persons, Vouchers};
-pub use keys::decode_u64;
+pub use keys::{decode_u64, STORE_LAYOUT_VERSION};
 use shards::Shards;
 
 use apply::{Change, Origin};
 pub use commit::Pending;
 use commit::{Applying, Tail};
 use requests::Inflight;
+pub use requests::Pruned;
 
 /// What a ledger needs besides its journal.
 pub struct LedgerConfig {
@@ -77,6 +79,11 @@ pub struct Ledger {
     inflight: Vec<Inflight>,
     /// Operations that lock every shard (`expire`) running now.
     sweeps: AtomicUsize,
+    /// The last sealed record's time (Unix seconds), as `Tail::time`, for
+    /// `stamp` to read without the tail lock.
+    record_time: AtomicI64,
+    /// Where the next pass of `prune_requests` starts (a `requests` key).
+    prune_cursor: Mutex<Vec<u8>>,
 }
 
 /// Counts a sweep as running until dropped (even by a panic).
@@ -115,6 +122,7 @@ impl Ledger {
             tail: Mutex::new(Tail {
                 seq: 0,
                 hash: GENESIS_HASH,
+                time: Timestamp(i64::MIN),
                 ticket: 0,
                 digest: StateDigest::default(),
                 figures: HashMap::new(),
@@ -124,6 +132,8 @@ impl Ledger {
             next_voucher: AtomicU64::new(1),
             inflight: (0..64).map(|_| Mutex::new(HashMap::new())).collect(),
             sweeps: AtomicUsize::new(0),
+            record_time: AtomicI64::new(i64::MIN),
+            prune_cursor: Mutex::new(Vec::new()),
         }
     }
 
@@ -132,14 +142,16 @@ impl Ledger {
     }
 
     /// Runs a batch of requests in order and waits until their answers are durable.
-    pub fn execute(&self, role: Role, requests: &[Request]) -> Vec<Answer> {
-        let pending = self.apply(role, requests);
+    /// A bare `Role` is a caller with the test certificate (`Caller::test`).
+    pub fn execute(&self, caller: impl Into<Caller>, requests: &[Request]) -> Vec<Answer> {
+        let pending = self.apply(caller, requests);
         self.finish(pending)
     }
 
     /// Decides every request of a batch, in order, without waiting for durability.
     /// Call `finish` before showing any answer to anyone.
-    pub fn apply(&self, role: Role, requests: &[Request]) -> Pending {
+    pub fn apply(&self, caller: impl Into<Caller>, requests: &[Request]) -> Pending {
+        let caller = caller.into();
         let _applying = Applying::new(&*self.journal);
         let mut pending = Pending {
             answers: Vec::with_capacity(requests.len()),
@@ -160,7 +172,7 @@ impl Ledger {
                     continue;
                 }
             }
-            let answer = self.apply_one(role, request, &mut seen, &mut pending);
+            let answer = self.apply_one(caller, request, &mut seen, &mut pending);
             pending.answers.push(answer);
         }
         pending.ticket = pending
@@ -174,6 +186,53 @@ impl Ledger {
     /// server keeps such frames off its async workers meanwhile.
     pub fn is_sweeping(&self) -> bool {
         self.sweeps.load(Ordering::SeqCst) > 0
+    }
+
+    /// Seals every campaign of this ledger that the audit chain does not
+    /// hold yet as a `record_campaign` record carrying its TOML text (the
+    /// text of `meta/campaign/<year>`), durably, so that a replay needs
+    /// nothing but the chain. The daemon calls it at start, before serving;
+    /// a data folder of an older version gets its campaigns sealed then.
+    /// Returns how many it sealed.
+    pub fn record_campaigns(&self) -> Result<usize, Error> {
+        let mut sealed = 0;
+        for campaign in self.campaigns.all() {
+            let year = campaign.year;
+            if self
+                .journal
+                .get(Table::Meta, &meta::campaign_sealed_key(year))?
+                .is_some()
+            {
+                continue;
+            }
+            let command = Command::RecordCampaign {
+                year,
+                text: campaign.to_toml(),
+            };
+            let request_id = format!("campaign/{year}");
+            let origin = Origin {
+                caller: Caller::new(Role::Bureau, Caller::DAEMON_CERTIFICATE),
+                request_id: &request_id,
+                time: std::cell::Cell::new(self.clock.now()),
+                fixed_time: false,
+                restamp: std::cell::Cell::new(false),
+                remember: None,
+                record_version: audit::AUDIT_RECORD_VERSION,
+            };
+            match self.apply_command(&origin, &command, None) {
+                (Ok(_), Some(ticket)) => self
+                    .journal
+                    .wait_durable(ticket)
+                    .map_err(|refusal| Error::Storage(refusal.message))?,
+                (outcome, _) => {
+                    return Err(Error::Storage(format!(
+                        "campaign {year} could not be sealed in the audit chain: {outcome:?}"
+                    )))
+                }
+            }
+            sealed += 1;
+        }
+        Ok(sealed)
     }
 
     /// Where async callers await durability before `finish` (see `Journal::durability`).

@@ -260,8 +260,12 @@ impl Ledger {
                 "stored counter {wrong:?} does not match a recount of the vouchers"
             )));
         }
-        let (seq, hash) = match journal.last(Table::Audit)? {
-            None => (0, audit::GENESIS_HASH),
+        let (seq, hash, time) = match journal.last(Table::Audit)? {
+            None => (
+                0,
+                audit::GENESIS_HASH,
+                crate::domain::time::Timestamp(i64::MIN),
+            ),
             Some((key, entry)) => {
                 let (record, hash) = audit::open(&entry)
                     .map_err(|why| Error::Corrupt(format!("last audit record: {why}")))?;
@@ -270,7 +274,7 @@ impl Ledger {
                         "last audit record is stored under another key".into(),
                     ));
                 }
-                (record.seq, hash)
+                (record.seq, hash, record.time)
             }
         };
         check_digest(journal.as_ref(), &digest, seq)?;
@@ -278,6 +282,8 @@ impl Ledger {
             let mut tail = ledger.tail.lock();
             tail.seq = seq;
             tail.hash = hash;
+            tail.time = time;
+            ledger.record_time.store(time.0, Ordering::SeqCst);
             tail.digest = digest;
             tail.institutions_registered = figures.get(&Figure::Registered).copied().unwrap_or(0);
             tail.figures = figures;

@@ -5,8 +5,20 @@ use super::*;
 
 impl Ledger {
     /// Re-applies one audit record (replay): same command, time, role and
-    /// voucher id. The result must be the recorded reply and the same hash.
+    /// voucher id, sealed in the record's own version (a version 1 record
+    /// again without its caller's certificate). The result must be the
+    /// recorded reply and the same hash.
     pub fn replay(&self, record: &AuditRecord, hash: &[u8; 32]) -> Result<(), String> {
+        // A request's role is checked before the rules; a record's must be
+        // too, or a crafted one would reach rules that assume it.
+        if !record.command.allows(record.caller.role) {
+            return Err(format!(
+                "record {}: role {} may not run {}",
+                record.seq,
+                record.caller.role,
+                record.command.name()
+            ));
+        }
         let voucher_id = match &record.reply {
             Reply::Issued { voucher } => Some(*voucher),
             _ => None,
@@ -15,11 +27,13 @@ impl Ledger {
             self.next_voucher.fetch_max(id.0 + 1, Ordering::SeqCst);
         }
         let origin = Origin {
-            role: record.role,
+            caller: record.caller,
             request_id: &record.request_id,
             time: std::cell::Cell::new(record.time),
             fixed_time: true,
+            restamp: std::cell::Cell::new(false),
             remember: None,
+            record_version: record.version,
         };
         let (outcome, _) = self.apply_command(&origin, &record.command, voucher_id);
         match outcome {

@@ -22,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::domain::op::{Answer, Request, Role};
+use crate::domain::op::{Answer, Caller, Request};
 use crate::error::{Error, Reason, Refusal};
 use crate::ledger::Ledger;
 use crate::limits::{
@@ -193,7 +193,7 @@ enum NotAdmitted {
     NoRole(String),
 }
 
-fn peer_role(connection: &Connection, admission: &Admission) -> Result<Role, NotAdmitted> {
+fn peer_caller(connection: &Connection, admission: &Admission) -> Result<Caller, NotAdmitted> {
     let identity = connection
         .peer_identity()
         .ok_or(NotAdmitted::NoRole("no client certificate".into()))?;
@@ -207,7 +207,8 @@ fn peer_role(connection: &Connection, admission: &Admission) -> Result<Role, Not
     if admission.denied_fingerprints.contains(&fingerprint) {
         return Err(NotAdmitted::Revoked(fingerprint));
     }
-    tls::role_of(leaf).map_err(NotAdmitted::NoRole)
+    let role = tls::role_of(leaf).map_err(NotAdmitted::NoRole)?;
+    Ok(Caller::new(role, tls::fingerprint_bytes(leaf)))
 }
 
 async fn handle_connection(
@@ -223,8 +224,8 @@ async fn handle_connection(
             return;
         }
     };
-    let role = match peer_role(&connection, &shared.admission) {
-        Ok(role) => role,
+    let caller = match peer_caller(&connection, &shared.admission) {
+        Ok(caller) => caller,
         Err(NotAdmitted::Revoked(fingerprint)) => {
             warn!(%remote, fingerprint, "client certificate is on the deny-list; closed");
             connection.close(CLOSE_REVOKED.into(), b"certificate revoked");
@@ -237,6 +238,7 @@ async fn handle_connection(
         }
     };
     let encoding = Encoding::of(&connection);
+    let role = caller.role;
     let span = tracing::info_span!("connection", %remote, %role, ?encoding);
     async move {
         debug!("connected");
@@ -247,7 +249,7 @@ async fn handle_connection(
                 stream = connection.accept_bi() => match stream {
                     Ok((send, recv)) => {
                         let (shared, connection) = (Arc::clone(&shared), connection.clone());
-                        streams.spawn(handle_stream(send, recv, encoding, role, shared, connection).in_current_span());
+                        streams.spawn(handle_stream(send, recv, encoding, caller, shared, connection).in_current_span());
                     }
                     Err(error) => {
                         debug!(%error, "connection ended");
@@ -268,7 +270,7 @@ async fn handle_stream(
     mut send: SendStream,
     mut recv: RecvStream,
     encoding: Encoding,
-    role: Role,
+    caller: Caller,
     shared: Arc<Shared>,
     connection: Connection,
 ) {
@@ -304,7 +306,7 @@ async fn handle_stream(
     drop(budget);
     let (reply, misbehaved) = match decoded {
         Err(refusal) => (Reply::Refused(refusal), true),
-        Ok(lines) => (Reply::Answers(run_lines(role, lines, &shared).await), false),
+        Ok(lines) => (Reply::Answers(run_lines(caller, lines, &shared).await), false),
     };
     if let Reply::Refused(refusal) = &reply {
         metrics::counter!(metric_names::FRAMES_REFUSED).increment(1);
@@ -451,7 +453,7 @@ fn decode_frame(encoding: Encoding, bytes: &[u8]) -> Result<Vec<Line>, Refusal> 
 
 /// Runs the requests of a frame as one batch; the answers of items answered
 /// at decoding keep their places.
-async fn run_lines(role: Role, lines: Vec<Line>, shared: &Arc<Shared>) -> Vec<Answer> {
+async fn run_lines(caller: Caller, lines: Vec<Line>, shared: &Arc<Shared>) -> Vec<Answer> {
     let requests: Vec<Request> = lines
         .iter()
         .filter_map(|line| match line {
@@ -462,7 +464,7 @@ async fn run_lines(role: Role, lines: Vec<Line>, shared: &Arc<Shared>) -> Vec<An
     let mut answers = if requests.is_empty() {
         Vec::new()
     } else {
-        run_batch(role, requests, shared).await
+        run_batch(caller, requests, shared).await
     }
     .into_iter();
     lines
@@ -486,7 +488,7 @@ fn refuse_all(
 }
 
 async fn run_batch(
-    role: Role,
+    caller: Caller,
     requests: Vec<crate::domain::op::Request>,
     shared: &Arc<Shared>,
 ) -> Vec<Answer> {
@@ -521,11 +523,11 @@ async fn run_batch(
         && requests.iter().all(|r| r.op.is_point())
         && !shared.ledger.is_sweeping();
     let (requests, pending) = if inline {
-        let pending = ledger.apply(role, &requests);
+        let pending = ledger.apply(caller, &requests);
         (requests, pending)
     } else {
         match tokio::task::spawn_blocking(move || {
-            let pending = ledger.apply(role, &requests);
+            let pending = ledger.apply(caller, &requests);
             (requests, pending)
         })
         .await

@@ -34,7 +34,15 @@ pub const LEAF_VALIDITY_DAYS: i64 = 730;
 /// SHA-256 of a certificate's DER, lowercase hex: how the deny-list names it
 /// (`openssl x509 -in FILE -outform DER | sha256sum` prints the same).
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()))
+    hex::encode(fingerprint_bytes(cert))
+}
+
+/// SHA-256 of a certificate's DER: the certificate part of a `Caller`.
+pub fn fingerprint_bytes(cert: &CertificateDer<'_>) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, cert.as_ref())
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
 }
 
 /// The fingerprint of the first certificate of a PEM file.

@@ -23,6 +23,7 @@ mod quic;
 mod races;
 mod replay;
 mod report;
+mod request_ids;
 mod retry_after_crash;
 mod rules_table;
 mod smoke;

@@ -1164,7 +1164,7 @@ fn check_round(
     for (n, record) in records.iter().enumerate() {
         assert_eq!(record.seq, seq_start + n as u64 + 1, "audit seqs follow on");
         assert_eq!(record.time, Timestamp(now), "record {} time", record.seq);
-        let key = (record.role.to_string(), record.request_id.clone());
+        let key = (record.caller.role.to_string(), record.request_id.clone());
         assert!(
             applied.insert(key.clone()),
             "request {key:?} was applied twice (again at seq {})",
@@ -1193,14 +1193,14 @@ fn check_round(
             Reply::Issued { voucher } => Some(*voucher),
             _ => None,
         };
-        let expected = model.apply(record.role, &ran.planned.request.op, now, issued);
+        let expected = model.apply(record.caller.role, &ran.planned.request.op, now, issued);
         assert_eq!(
             expected.as_ref(),
             Ok(reply),
             "seq {}: {:?} as {} — the model answers {expected:?}, the ledger {reply:?}",
             record.seq,
             ran.planned.request.op,
-            record.role
+            record.caller.role
         );
         model.check_invariants();
         snapshots.push(model.clone());
@@ -1240,7 +1240,9 @@ fn check_round(
             assert!(
                 records
                     .iter()
-                    .any(|record| (record.role.to_string(), record.request_id.clone()) == key),
+                    .any(
+                        |record| (record.caller.role.to_string(), record.request_id.clone()) == key
+                    ),
                 "an accepted change has no audit record: {}",
                 context()
             );
@@ -1366,7 +1368,7 @@ fn compare_final<D: Drive>(d: &D, journal: &dyn Journal, model: &Model) {
     let texts = vec![campaigns().current().to_toml()];
     let mut export = Vec::new();
     voucherd::admin::offline::export_journal(journal, &texts, &mut export).expect("export");
-    let replayed = voucherd::admin::offline::replay(&export[..])
+    let replayed = voucherd::admin::offline::replay(std::io::Cursor::new(&export[..]))
         .expect("replay runs")
         .expect("replay matches every record");
     assert_eq!(

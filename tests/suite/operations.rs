@@ -30,7 +30,8 @@ fn issue_line(id: &str, person: &str, district: &str) -> Value {
 /// What `enrol` did, for the checks.
 pub(crate) struct Enrolled {
     pub persons: Vec<String>,
-    /// Accepted changes (audit records).
+    /// Audit records: the campaign's (sealed when the daemon starts), then
+    /// one per accepted change.
     pub changes: u64,
 }
 
@@ -72,7 +73,7 @@ pub(crate) fn enrol(daemon: &Daemon, certs: &Path) -> Enrolled {
     all.push(admin);
     Enrolled {
         persons: all,
-        changes: 6,
+        changes: 1 + 6,
     }
 }
 
@@ -120,8 +121,9 @@ fn a_scrape_after_known_operations_shows_their_counts_and_the_bureau_figures() {
         want(&[("op", "claim"), ("outcome", "ok")], 1.0)?;
         want(&[("op", "claim"), ("outcome", "not_holder")], 1.0)?;
         want(&[("op", "redeem"), ("outcome", "ok")], 1.0)?;
+        // The campaign's record and six changes.
         match sample(body, "voucherd_audit_sequence", &[]) {
-            Some(6.0) => {}
+            Some(7.0) => {}
             other => return Err(format!("audit sequence {other:?}")),
         }
         // The sampler sets the audit sequence before the bureau's figures:
@@ -266,8 +268,19 @@ fn the_audit_chain_streams_out_while_the_daemon_serves() {
         }
     }
     assert_eq!(lines.last().unwrap()["hash"], head["hash"]);
-    assert_eq!(lines[1]["command"]["op"], "issue");
-    assert_eq!(lines[1]["role"], "bureau");
+    assert_eq!(lines[0]["command"]["op"], "record_campaign");
+    assert!(lines[0]["command"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("uses_per_person_max"));
+    assert_eq!(lines[2]["command"]["op"], "issue");
+    assert_eq!(lines[2]["role"], "bureau");
+    assert_eq!(lines[2]["version"], 2);
+    let bureau = voucherd::net::tls::fingerprint_of_file(&certs.join("bureau.pem")).unwrap();
+    assert_eq!(
+        lines[2]["certificate"], bureau,
+        "the record names the caller's certificate"
+    );
     let text = std::fs::read_to_string(&jsonl).unwrap();
     for person in &enrolled.persons {
         assert!(
@@ -537,7 +550,8 @@ fn a_backup_taken_while_serving_restores_to_a_verified_prefix_of_the_chain() {
         "--data",
         dir.path().join("r2").to_str().unwrap(),
     ]);
-    assert!(checked.contains("audit record 306 "), "{checked}");
+    // The campaign's record, sealed at the first start, then 306 changes.
+    assert!(checked.contains("audit record 307 "), "{checked}");
 }
 
 /// The dashboard and the alert rules only use metrics the daemon exports,
@@ -583,4 +597,13 @@ fn ops_files_match_the_daemon() {
             .unwrap();
     assert_eq!(config.metrics, Some("127.0.0.1:9464".parse().unwrap()));
     assert_eq!(config.data, Path::new("/var/lib/voucherd"));
+    assert_eq!(config.request_retention_s().unwrap(), 24 * 3600);
+    let never = voucherd::admin::daemon::DaemonConfig {
+        request_retention_hours: 0,
+        ..config
+    };
+    assert!(
+        never.request_retention_s().is_err(),
+        "a retention of 0 hours is refused"
+    );
 }

@@ -1557,3 +1557,64 @@ async fn shutdown_delivers_the_answers_of_requests_in_flight() {
         "requests applied during the shutdown lost their answers"
     );
 }
+
+/// Request ids belong to the certificate: two gateway certificates (the
+/// development `gateway.pem` and one added as `gateway-gw-2`) send a claim
+/// under the same id, both are applied, each retry gets its own answer, and
+/// the audit records name each certificate. How: the real server and client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_certificates_reuse_a_request_id_and_both_apply() {
+    let daemon = Daemon::start(today()).await;
+    let bureau = daemon.client(Role::Bureau).await;
+    let (first_person, second_person) = (id_number(41), id_number(42));
+    let first_voucher = issued(&bureau, issue(&first_person, Kind::HrServices)).await;
+    let second_voucher = issued(&bureau, issue(&second_person, Kind::HrServices)).await;
+    let paths = CertPaths {
+        dir: daemon.certs.clone(),
+    };
+    tls::add_client(&daemon.certs, Role::Gateway, "gw-2").unwrap();
+    let config = tls::client_config(
+        &paths.ca_cert(),
+        &paths.named_client_cert(Role::Gateway, "gw-2"),
+        &paths.named_client_key(Role::Gateway, "gw-2"),
+    )
+    .unwrap();
+    let second = Client::connect_with(daemon.addr, config).await.unwrap();
+    let first = daemon.client(Role::Gateway).await;
+    let claim = |voucher: VoucherId, person: &str| Request {
+        id: "same-id".into(),
+        op: Op::Claim {
+            voucher,
+            id_number: person.to_owned(),
+        },
+    };
+    for _attempt in 0..2 {
+        let a = execute(&first, &[claim(first_voucher, &first_person)]).await;
+        let b = execute(&second, &[claim(second_voucher, &second_person)]).await;
+        assert_eq!(a[0].outcome, Ok(Reply::Done {}), "{a:?}");
+        assert_eq!(b[0].outcome, Ok(Reply::Done {}), "{b:?}");
+    }
+    // Four changes after the campaign's record: two issues, two claims.
+    let (seq, _, _) = daemon.head();
+    assert_eq!(seq, 1 + 4, "both claims applied once each");
+    let fingerprints: Vec<String> = [
+        paths.client_cert(Role::Gateway),
+        paths.named_client_cert(Role::Gateway, "gw-2"),
+    ]
+    .iter()
+    .map(|path| tls::fingerprint_of_file(path).unwrap())
+    .collect();
+    let opened = daemon.opened.as_ref().unwrap();
+    for (seq, fingerprint) in [(4u64, &fingerprints[0]), (5, &fingerprints[1])] {
+        let entry = voucherd::store::journal::Journal::get(
+            opened.store.as_ref(),
+            voucherd::store::journal::Table::Audit,
+            &seq.to_be_bytes(),
+        )
+        .unwrap()
+        .expect("record stored");
+        let (record, _) = voucherd::audit::open(&entry).unwrap();
+        assert_eq!(record.request_id, "same-id");
+        assert_eq!(&hex::encode(record.caller.certificate), fingerprint);
+    }
+}

@@ -620,7 +620,7 @@ fn mixed_round(rng: &mut StdRng, round: u64) {
     let campaign = campaigns().current().to_toml();
     voucherd::admin::offline::export_journal(&*h.journal, &[campaign], &mut export)
         .expect("export");
-    let replayed = voucherd::admin::offline::replay(&export[..])
+    let replayed = voucherd::admin::offline::replay(std::io::Cursor::new(&export[..]))
         .expect("replay runs")
         .expect("replay matches");
     assert_eq!(

@@ -111,7 +111,7 @@ fn audit_keys(journal: &dyn Journal) -> Vec<(String, String)> {
     journal
         .scan(Table::Audit, &mut |_, entry| {
             let (record, _) = voucherd::audit::open(entry).expect("audit entry");
-            keys.push((record.role.to_string(), record.request_id));
+            keys.push((record.caller.role.to_string(), record.request_id));
             Ok(())
         })
         .expect("audit scan");
