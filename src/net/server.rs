@@ -306,7 +306,10 @@ async fn handle_stream(
     drop(budget);
     let (reply, misbehaved) = match decoded {
         Err(refusal) => (Reply::Refused(refusal), true),
-        Ok(lines) => (Reply::Answers(run_lines(caller, lines, &shared).await), false),
+        Ok(lines) => (
+            Reply::Answers(run_lines(caller, lines, &shared).await),
+            false,
+        ),
     };
     if let Reply::Refused(refusal) = &reply {
         metrics::counter!(metric_names::FRAMES_REFUSED).increment(1);

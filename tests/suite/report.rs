@@ -650,9 +650,15 @@ fn the_live_report_page_renders_in_headless_chromium() {
         dom.contains("id=\"as-of-time\""),
         "the time of the figures is shown"
     );
+    let head = daemon.batch(
+        &certs,
+        "auditor",
+        &[serde_json::json!({"id": "live-2", "op": "audit_head"})],
+    );
+    let seq = head[0]["seq"].as_u64().expect("audit head");
     assert!(
-        dom.contains("id=\"as-of-seq\">1<"),
-        "read at audit record 1: {dom}"
+        dom.contains(&format!("id=\"as-of-seq\">{seq}<")),
+        "read at audit record {seq}: {dom}"
     );
     let districts = dom.matches("class=\"district\"").count();
     assert_eq!(districts, 41, "the 41 districts of attachment 1");
