@@ -388,6 +388,8 @@ pub struct InstitutionStats {
     /// (`None` without evaluations).
     pub evaluations: u64,
     pub average_score: Option<f64>,
+    /// Subsidies settled for vouchers used at this institution (sum of audited amounts).
+    pub settled_fen: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
@@ -399,6 +401,9 @@ pub struct DistrictStats {
     pub claimed: u64,
     pub used: u64,
     pub percent_of_target: f64,
+    /// Subsidies settled for vouchers used in this district (by the
+    /// institution's district, like `used`).
+    pub settled_fen: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
@@ -410,8 +415,11 @@ pub struct CityStats {
     pub percent_of_target: f64,
     pub issued_goal: u64,
     pub used_goal: u64,
+    pub settled_fen: u64,
 }
 
+/// Coverage of the districts shown: the city's, or one district's when the
+/// caller is a district agency (or names a district).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct Coverage {
     pub districts_used: u64,

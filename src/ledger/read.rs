@@ -99,6 +99,7 @@ impl Ledger {
                 ));
             }
         }
+        let (settled_by_district, settled_by_institution) = self.settled_sums(year);
         // Every institution shard, then the tail (the lock order), held together:
         // a registration commits under its shard's write lock, so the list and
         // the figures are of one state.
@@ -132,6 +133,7 @@ impl Ledger {
                     claimed: figure(Figure::Claimed(year, d.code)),
                     used,
                     percent_of_target: percent(used, d.target),
+                    settled_fen: settled_by_district.get(&d.code).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -145,28 +147,40 @@ impl Ledger {
             percent_of_target: percent(used, target),
             issued_goal: campaign.issued_goal,
             used_goal: campaign.used_goal,
+            settled_fen: all.iter().map(|d| d.settled_fen).sum(),
         };
-        let institutions_used = tail
-            .figures
-            .keys()
-            .filter(|f| matches!(f, Figure::InstitutionUsed(y, _) if *y == year))
-            .count() as u64;
+        // Coverage of the districts shown: the city's, or one district's
+        // (DOMAIN.md: "coverage within the caller's district").
+        let in_scope = |code: DistrictCode| district.is_none_or(|shown| shown == code);
+        let scoped: Vec<&DistrictStats> = all.iter().filter(|d| in_scope(d.code)).collect();
+        let (institutions_used, institutions_registered) = match district {
+            None => (
+                tail.figures
+                    .keys()
+                    .filter(|f| matches!(f, Figure::InstitutionUsed(y, _) if *y == year))
+                    .count() as u64,
+                tail.institutions_registered,
+            ),
+            Some(_) => (
+                registered
+                    .iter()
+                    .filter(|(code, _, _)| figure(Figure::InstitutionUsed(year, *code)) > 0)
+                    .count() as u64,
+                registered.len() as u64,
+            ),
+        };
         let coverage = Coverage {
-            districts_used: all.iter().filter(|d| d.used > 0).count() as u64,
-            districts_total: all.len() as u64,
+            districts_used: scoped.iter().filter(|d| d.used > 0).count() as u64,
+            districts_total: scoped.len() as u64,
             institutions_used,
-            institutions_registered: tail.institutions_registered,
-            used_with_checkin: campaign
-                .districts
+            institutions_registered,
+            used_with_checkin: scoped
                 .iter()
                 .map(|d| figure(Figure::UsedWithCheckin(year, d.code)))
                 .sum(),
-            used,
+            used: scoped.iter().map(|d| d.used).sum(),
         };
-        let districts = all
-            .into_iter()
-            .filter(|d| district.is_none_or(|code| d.code == code))
-            .collect();
+        let districts = all.into_iter().filter(|d| in_scope(d.code)).collect();
         drop(shards);
         let institutions = registered
             .into_iter()
@@ -181,6 +195,7 @@ impl Ledger {
                     evaluations,
                     average_score: (evaluations > 0)
                         .then(|| (score_sum as f64 * 100.0 / evaluations as f64).round() / 100.0),
+                    settled_fen: settled_by_institution.get(&code).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -191,6 +206,36 @@ impl Ledger {
             coverage,
             institutions,
         })
+    }
+
+    /// Subsidies settled in a campaign year, by the institution's district and
+    /// by institution: one pass over the packed vouchers, a voucher shard at a
+    /// time under its read lock (about 10 million vouchers in some tens of
+    /// milliseconds; see docs/decisions.md). Not a stored figure, so data
+    /// folders written before it open unchanged.
+    fn settled_sums(
+        &self,
+        year: u16,
+    ) -> (HashMap<DistrictCode, u64>, HashMap<InstitutionCode, u64>) {
+        let mut by_district: HashMap<u16, u64> = HashMap::new();
+        let mut by_institution: HashMap<InstitutionCode, u64> = HashMap::new();
+        for (shard, lock) in self.vouchers.all().iter().enumerate() {
+            let guard = lock.read();
+            for (_, packed) in guard.iter(shard) {
+                if packed.year() != year {
+                    continue;
+                }
+                if let Some((fen, institution, district)) = packed.settled() {
+                    *by_district.entry(district).or_default() += fen;
+                    *by_institution.entry(institution).or_default() += fen;
+                }
+            }
+        }
+        let by_district = by_district
+            .into_iter()
+            .map(|(index, fen)| (self.districts.code(index), fen))
+            .collect();
+        (by_district, by_institution)
     }
 
     /// The audit chain's head: sequence number, hash, and state digest.

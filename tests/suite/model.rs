@@ -242,6 +242,14 @@ impl Model {
                     v.institution.as_ref().map(district_of_institution).as_ref() == Some(code)
                 })
                 .count() as u64;
+            let settled_fen = self
+                .vouchers
+                .values()
+                .filter(|v| {
+                    v.institution.as_ref().map(district_of_institution).as_ref() == Some(code)
+                })
+                .filter_map(|v| v.settled)
+                .sum();
             districts.push(DistrictStats {
                 code: code.parse().unwrap(),
                 name: name.clone(),
@@ -250,6 +258,7 @@ impl Model {
                 claimed,
                 used,
                 percent_of_target: percent(used, *target),
+                settled_fen,
             });
         }
         let target = districts.iter().map(|d| d.target).sum();
@@ -285,6 +294,7 @@ impl Model {
                         (scores.iter().sum::<u64>() as f64 * 100.0 / scores.len() as f64).round()
                             / 100.0
                     }),
+                    settled_fen: here.iter().filter_map(|v| v.settled).sum(),
                 }
             })
             .collect();
@@ -299,6 +309,7 @@ impl Model {
                 percent_of_target: percent(used, target),
                 issued_goal: self.rules.issued_goal,
                 used_goal: self.rules.used_goal,
+                settled_fen: districts.iter().map(|d| d.settled_fen).sum(),
             },
             coverage: Coverage {
                 districts_used: districts.iter().filter(|d| d.used > 0).count() as u64,

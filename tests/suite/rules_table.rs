@@ -2597,6 +2597,70 @@ fn stats_table() {
             }),
         ),
         row(
+            "a district agency's coverage is within its own district",
+            district("500102"),
+            move |w| {
+                with_uses(w);
+                stats(None)
+            },
+            check(|_, reply| {
+                let Reply::Stats(stats) = reply else {
+                    panic!("{reply:?}")
+                };
+                let c = &stats.coverage;
+                // 500102 holds B (one use, no check-in); A's use and check-in are 500101's.
+                assert_eq!((c.districts_used, c.districts_total), (1, 1));
+                assert_eq!((c.institutions_used, c.institutions_registered), (1, 1));
+                assert_eq!((c.used_with_checkin, c.used), (0, 1));
+                assert_eq!(stats.city.used, 2, "the city totals stay the city's");
+            }),
+        ),
+        row(
+            "subsidies settled per district, per institution and for the city",
+            Role::Bureau,
+            |w| {
+                w.settled(&p1(), Kind::EmploymentSkills);
+                w.settled(&p2(), Kind::EmploymentSkills);
+                let at_b = w.redeemed_at_b(&p1(), Kind::Entrepreneurship);
+                w.ok(Role::Gateway, complete(at_b, B));
+                w.ok(district("500102"), settle(at_b, 12_345));
+                w.completed(&p2(), Kind::HrServices);
+                stats(None)
+            },
+            check(|_, reply| {
+                let Reply::Stats(stats) = reply else {
+                    panic!("{reply:?}")
+                };
+                let of = |code: &str| {
+                    stats
+                        .districts
+                        .iter()
+                        .find(|d| d.code == dc(code))
+                        .unwrap()
+                        .settled_fen
+                };
+                assert_eq!(
+                    (of("500101"), of("500102"), of("500103")),
+                    (120_000, 12_345, 0)
+                );
+                assert_eq!(stats.city.settled_fen, 132_345);
+                let by_institution: Vec<(InstitutionCode, u64)> = stats
+                    .institutions
+                    .iter()
+                    .map(|i| (i.code, i.settled_fen))
+                    .collect();
+                assert_eq!(by_institution, vec![(code(A), 120_000), (code(B), 12_345)]);
+                let json = Answer {
+                    id: "x".into(),
+                    outcome: Ok(reply.clone()),
+                }
+                .to_json();
+                assert_eq!(json["city"]["settled_fen"], 132_345);
+                assert_eq!(json["districts"][0]["settled_fen"], 120_000);
+                assert_eq!(json["institutions"][1]["settled_fen"], 12_345);
+            }),
+        ),
+        row(
             "a district agency names its own district",
             district("500102"),
             |_| stats(Some("500102")),

@@ -55,25 +55,26 @@ pub fn human(reply: &Reply) -> String {
         }
         Reply::Stats(stats) => {
             let mut text = format!(
-                "{:<8} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
-                "code", "district", "target", "issued", "claimed", "used", "%target"
+                "{:<8} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12}\n",
+                "code", "district", "target", "issued", "claimed", "used", "%target", "settled fen"
             );
             for d in &stats.districts {
                 text += &format!(
-                    "{:<8} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8.2}\n",
+                    "{:<8} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8.2} {:>12}\n",
                     d.code.as_str(),
                     d.name,
                     d.target,
                     d.issued,
                     d.claimed,
                     d.used,
-                    d.percent_of_target
+                    d.percent_of_target,
+                    d.settled_fen
                 );
             }
             let c = &stats.city;
             text += &format!(
-                "city {}: issued {} of {} goal, claimed {}, used {} of {} goal ({:.2}% of district targets)\n",
-                stats.year, c.issued, c.issued_goal, c.claimed, c.used, c.used_goal, c.percent_of_target
+                "city {}: issued {} of {} goal, claimed {}, used {} of {} goal ({:.2}% of district targets), settled {} fen\n",
+                stats.year, c.issued, c.issued_goal, c.claimed, c.used, c.used_goal, c.percent_of_target, c.settled_fen
             );
             let v = &stats.coverage;
             text += &format!(
