@@ -468,6 +468,10 @@ impl Command {
                 }
                 return Ok(None);
             }
+            Op::ListVouchers { id_number, .. } => {
+                person(id_number, "id_number", secret, now)?;
+                return Ok(None);
+            }
             Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead => return Ok(None),
         };
         Ok(Some(command))

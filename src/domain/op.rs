@@ -227,6 +227,12 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// A person's vouchers (all campaign years, or one), for the e-card page.
+    ListVouchers {
+        id_number: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        year: Option<u16>,
+    },
 }
 
 impl Op {
@@ -250,7 +256,11 @@ impl Op {
     pub fn is_read(&self) -> bool {
         matches!(
             self,
-            Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead | Op::AuditRead { .. }
+            Op::GetVoucher { .. }
+                | Op::Stats { .. }
+                | Op::AuditHead
+                | Op::AuditRead { .. }
+                | Op::ListVouchers { .. }
         )
     }
 
@@ -269,7 +279,8 @@ impl Op {
             | Op::Checkin { .. }
             | Op::Complete { .. }
             | Op::Evaluate { .. }
-            | Op::Release { .. } => role == Role::Gateway,
+            | Op::Release { .. }
+            | Op::ListVouchers { .. } => role == Role::Gateway,
             Op::Settle { .. } => matches!(role, Role::District(_)),
             Op::Stats { .. } => matches!(role, Role::Bureau | Role::District(_) | Role::Auditor),
             Op::GetVoucher { .. } | Op::AuditHead => true,
@@ -315,6 +326,21 @@ pub enum Reply {
     },
     AuditRecords(Box<AuditPage>),
     Done {},
+    /// `list_vouchers`' answer. (After `Done` for bincode's positions; JSON
+    /// answers are written by `Answer::to_json`, never parsed back as a `Reply`.)
+    Vouchers {
+        vouchers: Vec<VoucherSummary>,
+    },
+}
+
+/// One voucher of `list_vouchers`' answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct VoucherSummary {
+    pub voucher: VoucherId,
+    pub kind: Kind,
+    pub state: VoucherState,
+    pub face_value_fen: u64,
+    pub year: u16,
 }
 
 /// `audit_read`'s answer: stored entries (record bytes + blake3 hash, the
@@ -645,6 +671,10 @@ mod tests {
             OpName::AuditRead => Op::AuditRead {
                 from: 1,
                 limit: None,
+            },
+            OpName::ListVouchers => Op::ListVouchers {
+                id_number,
+                year: Some(2021),
             },
         }
     }

@@ -301,6 +301,7 @@ impl Ledger {
                     let reply = Reply::Issued { voucher: id };
                     let ticket = self.commit(origin, command, &reply, change)?;
                     shard.set(id, packed);
+                    self.persons.write(holder).add_voucher(holder, id);
                     Ok((reply, ticket))
                 })
             }

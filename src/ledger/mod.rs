@@ -30,10 +30,12 @@ use crate::audit::{self, AuditRecord, GENESIS_HASH};
 use crate::codec;
 use crate::domain::campaign::Campaigns;
 use crate::domain::command::{check_request_id, Command};
-use crate::domain::ids::{DistrictCode, InstitutionCode, PersonKey, PersonSecret, VoucherId};
+use crate::domain::ids::{
+    DistrictCode, IdNumber, InstitutionCode, PersonKey, PersonSecret, VoucherId,
+};
 use crate::domain::op::{
     Answer, AuditPage, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply, Request,
-    Role, StatsView,
+    Role, StatsView, VoucherSummary,
 };
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use crate::domain::rules::{self, Context};

@@ -23,6 +23,7 @@ impl Ledger {
                 .stats(role, *district, *year)
                 .map(|s| Reply::Stats(Box::new(s))),
             Op::AuditRead { from, limit } => self.audit_page(*from, *limit),
+            Op::ListVouchers { id_number, year } => self.list_vouchers(id_number, *year),
             Op::AuditHead => {
                 let tail = self.tail.lock();
                 Ok(Reply::AuditHead {
@@ -33,6 +34,42 @@ impl Ledger {
             }
             _ => unreachable!("only reads come here"),
         }
+    }
+
+    /// A person's vouchers in id order, from the person index: one hash
+    /// lookup per campaign year asked, then one voucher read per voucher held.
+    /// A year without a campaign holds none (an empty list).
+    fn list_vouchers(&self, id_number: &str, year: Option<u16>) -> Result<Reply, Refusal> {
+        let holder = IdNumber::parse_at(id_number, self.clock.now())
+            .map_err(|why| Refusal::new(Reason::InvalidIdNumber, format!("id_number: {why}")))?
+            .key(&self.secret);
+        let years: Vec<u16> = match year {
+            Some(year) => vec![year],
+            None => self.campaigns.all().iter().map(|c| c.year).collect(),
+        };
+        let mut held: Vec<VoucherId> = Vec::new();
+        for year in years {
+            if let Some(handle) = self.persons.find(holder, year) {
+                held.extend_from_slice(self.persons.read(handle).vouchers(handle));
+            }
+        }
+        held.sort_unstable();
+        let vouchers = held
+            .into_iter()
+            .filter_map(|id| {
+                let shard = self.vouchers.of(id).read();
+                let packed = shard.get(id)?;
+                let voucher = packed.unpack(id, holder, &self.districts);
+                Some(VoucherSummary {
+                    voucher: id,
+                    kind: voucher.kind,
+                    state: voucher.state,
+                    face_value_fen: voucher.face_value_fen,
+                    year: voucher.year,
+                })
+            })
+            .collect();
+        Ok(Reply::Vouchers { vouchers })
     }
 
     /// Durable audit entries from `from` on, bounded by `AUDIT_PAGE_RECORDS_MAX`

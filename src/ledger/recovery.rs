@@ -193,6 +193,7 @@ impl Ledger {
                     .of(voucher.id)
                     .write()
                     .set(voucher.id, packed);
+                ledger.persons.write(holder).add_voucher(holder, voucher.id);
                 Ok(())
             },
         )?;

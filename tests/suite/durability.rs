@@ -31,6 +31,7 @@ fn changes() -> impl Iterator<Item = OpName> {
         OpName::Stats,
         OpName::AuditHead,
         OpName::AuditRead,
+        OpName::ListVouchers,
     ];
     OpName::VARIANTS
         .iter()

@@ -283,6 +283,19 @@ fn acknowledged_operations_survive_a_sigkill() {
     assert_eq!(show(&v5)["face_value_fen"], 50_000);
     let human = ctl_ok(&addr, &certs, &["voucher", "show", &v1]);
     assert!(human.contains("settled"), "{human}");
+    // list_vouchers: the holder's three vouchers in id order (v4 is another's), after the restart.
+    let listed = ctl_json(&addr, &certs, &["voucher", "list", "--id-number", &holder]);
+    let ids: Vec<&str> = listed["vouchers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|v| v["voucher"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [&v1, &v2, &v3], "{listed}");
+    assert_eq!(listed["vouchers"][0]["state"], "settled");
+    assert_eq!(listed["vouchers"][0]["face_value_fen"], 80_000);
+    let human = ctl_ok(&addr, &certs, &["voucher", "list", "--id-number", &holder]);
+    assert!(human.contains(&v2) && human.contains("redeemed"), "{human}");
 
     let head_after = ctl_json(&addr, &certs, &["audit", "head"]);
     assert_eq!(head_after["seq"], head_before["seq"]);
@@ -298,6 +311,7 @@ fn acknowledged_operations_survive_a_sigkill() {
         (&json!(5), &json!(3), &json!(2)),
         "{row}"
     );
+    assert_eq!(row["settled_fen"], 70_000, "{row}");
     assert_eq!(stats_after["coverage"]["institutions_registered"], 1);
     assert_eq!(stats_after["coverage"]["used_with_checkin"], 1);
 

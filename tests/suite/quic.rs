@@ -694,6 +694,34 @@ async fn every_operation_and_reason_code_over_quic() {
         "unknown_voucher",
     )
     .await;
+    // list_vouchers (gateway): the holder of v1 sees it, in voucher id order.
+    let Reply::Vouchers { vouchers } = w
+        .ok(
+            gateway,
+            Op::ListVouchers {
+                id_number: holder.clone(),
+                year: None,
+            },
+        )
+        .await
+    else {
+        panic!("list_vouchers")
+    };
+    assert!(vouchers
+        .iter()
+        .any(|v| v.voucher == v1 && v.state == VoucherState::Settled));
+    assert!(vouchers
+        .windows(2)
+        .all(|pair| pair[0].voucher < pair[1].voucher));
+    w.refused(
+        bureau,
+        Op::ListVouchers {
+            id_number: holder.clone(),
+            year: None,
+        },
+        "forbidden_role",
+    )
+    .await;
     let stats = |district: Option<&str>| Op::Stats {
         district: district.map(district_code),
         year: None,

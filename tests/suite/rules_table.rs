@@ -28,7 +28,9 @@ use crate::common::{
 use voucherd::codec;
 use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
 use voucherd::domain::ids::{DistrictCode, IdNumber, InstitutionCode, OperatorId, VoucherId};
-use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, StatsView, VoucherView};
+use voucherd::domain::op::{
+    Answer, Op, Reply, Request, Role, SiteSpec, StatsView, VoucherSummary, VoucherView,
+};
 use voucherd::domain::records::PersonYear;
 use voucherd::domain::time::Timestamp;
 use voucherd::error::Reason;
@@ -2719,6 +2721,112 @@ fn stats_table() {
     run_table("stats", rows);
 }
 
+fn list(person: &str, year: Option<u16>) -> Op {
+    Op::ListVouchers {
+        id_number: person.into(),
+        year,
+    }
+}
+
+fn listed(reply: &Reply) -> Vec<VoucherSummary> {
+    match reply {
+        Reply::Vouchers { vouchers } => vouchers.clone(),
+        other => panic!("list_vouchers answered {other:?}"),
+    }
+}
+
+fn list_vouchers_table() {
+    let summary = |voucher: u64, kind: Kind, state: VoucherState| VoucherSummary {
+        voucher: VoucherId(voucher),
+        kind,
+        state,
+        face_value_fen: FACE,
+        year: YEAR,
+    };
+    let mut rows = vec![
+        row(
+            "a person's vouchers in voucher id order, with kind, state, face value and year",
+            Role::Gateway,
+            |w| {
+                w.issued(&p1(), Kind::EmploymentSkills);
+                w.issued(&p2(), Kind::EmploymentSkills);
+                w.redeemed(&p1(), Kind::Entrepreneurship);
+                w.claimed(&p1(), Kind::HrServices);
+                list(&p1(), None)
+            },
+            check(move |w, reply| {
+                let want = vec![
+                    summary(1, Kind::EmploymentSkills, VoucherState::Issued),
+                    summary(3, Kind::Entrepreneurship, VoucherState::Redeemed),
+                    summary(4, Kind::HrServices, VoucherState::Claimed),
+                ];
+                assert_eq!(listed(reply), want);
+                let json = Answer {
+                    id: "x".into(),
+                    outcome: Ok(reply.clone()),
+                }
+                .to_json();
+                assert_eq!(
+                    json["vouchers"][1],
+                    serde_json::json!({"voucher": "V0000000003", "kind": "entrepreneurship",
+                        "state": "redeemed", "face_value_fen": FACE, "year": YEAR})
+                );
+                // The person index is rebuilt from the journal on reopening.
+                let reopened = Harness::on(w.h.journal.clone());
+                assert_eq!(listed(&reopened.ok(Role::Gateway, list(&p1(), None))), want);
+            }),
+        ),
+        row(
+            "one year asked",
+            Role::Gateway,
+            |w| {
+                w.issued(&p1(), Kind::EmploymentSkills);
+                list(&p1(), Some(YEAR))
+            },
+            check(move |_, reply| {
+                assert_eq!(
+                    listed(reply),
+                    vec![summary(1, Kind::EmploymentSkills, VoucherState::Issued)]
+                );
+            }),
+        ),
+        row(
+            "a year without a campaign holds none",
+            Role::Gateway,
+            |w| {
+                w.issued(&p1(), Kind::EmploymentSkills);
+                list(&p1(), Some(YEAR - 1))
+            },
+            check(|_, reply| assert_eq!(listed(reply), vec![])),
+        ),
+        row(
+            "a person holding none: an empty list",
+            Role::Gateway,
+            |w| {
+                w.issued(&p1(), Kind::EmploymentSkills);
+                list(&p2(), None)
+            },
+            check(|_, reply| {
+                let json = Answer {
+                    id: "x".into(),
+                    outcome: Ok(reply.clone()),
+                }
+                .to_json();
+                assert_eq!(json["vouchers"], serde_json::json!([]));
+            }),
+        ),
+        row(
+            "an ID number whose check digit fails",
+            Role::Gateway,
+            |_| list(&bad_id_number(), None),
+            Expect::Refused("invalid_id_number"),
+        ),
+    ];
+    rows.extend(forbidden_rows(&[Role::Gateway], |_| list(&p1(), None)));
+    rows.extend(request_id_rows(Role::Gateway, |_| list(&p1(), None)));
+    run_table("list_vouchers", rows);
+}
+
 fn audit_head_table() {
     let head_matches = |w: &World, reply: &Reply| {
         let Reply::AuditHead {
@@ -3463,6 +3571,11 @@ fn get_voucher_rules() {
 #[test]
 fn stats_rules() {
     stats_table();
+}
+
+#[test]
+fn list_vouchers_rules() {
+    list_vouchers_table();
 }
 
 #[test]

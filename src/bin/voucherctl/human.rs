@@ -9,6 +9,21 @@ use voucherd::domain::op::Reply;
 pub fn human(reply: &Reply) -> String {
     match reply {
         Reply::Done {} => "ok".into(),
+        Reply::Vouchers { vouchers } if vouchers.is_empty() => "no vouchers".into(),
+        Reply::Vouchers { vouchers } => vouchers
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}  {:<18} {:<10} {:>10} fen  {}",
+                    v.voucher,
+                    wire_name(v.kind),
+                    wire_name(v.state),
+                    v.face_value_fen,
+                    v.year
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
         Reply::Issued { voucher } => format!("issued voucher {voucher}"),
         Reply::Redeemed { uses_this_year } => {
             format!("redeemed; the holder's uses this year: {uses_this_year}")

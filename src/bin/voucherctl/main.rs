@@ -256,7 +256,16 @@ enum OperatorCommand {
 
 #[derive(Subcommand)]
 enum VoucherCommand {
-    Show { voucher: VoucherId },
+    Show {
+        voucher: VoucherId,
+    },
+    /// A person's vouchers, in voucher id order (gateway: `list_vouchers`).
+    List {
+        #[arg(long)]
+        id_number: String,
+        #[arg(long)]
+        year: Option<u16>,
+    },
 }
 
 /// `audit`: the export, handled apart, and the head operation.
@@ -354,6 +363,9 @@ impl OpCommand {
             OpCommand::Voucher {
                 command: VoucherCommand::Show { voucher },
             } => Op::GetVoucher { voucher },
+            OpCommand::Voucher {
+                command: VoucherCommand::List { id_number, year },
+            } => Op::ListVouchers { id_number, year },
             OpCommand::Stats { district, year } => Op::Stats { district, year },
         }
     }
