@@ -238,12 +238,13 @@ pub enum Op {
 impl Op {
     /// Whether the operation is decided from a few records in memory and at
     /// most one point read: quick enough to apply on an async worker.
-    /// `expire` walks a whole campaign, `stats` every figure and `audit_read`
-    /// a range of the audit table.
+    /// `expire` walks a whole campaign, `stats` every figure, `audit_read`
+    /// a range of the audit table, and `get_voucher` waits for durability
+    /// before it reads the voucher's texts.
     pub fn is_point(&self) -> bool {
         !matches!(
             self,
-            Op::Expire { .. } | Op::Stats { .. } | Op::AuditRead { .. }
+            Op::Expire { .. } | Op::Stats { .. } | Op::AuditRead { .. } | Op::GetVoucher { .. }
         )
     }
 
@@ -387,6 +388,27 @@ pub struct VoucherView {
     pub checkins: u32,
     pub score: Option<u8>,
     pub settled_fen: Option<u64>,
+    /// The class it is enrolled in (absent when not redeemed).
+    pub class: Option<String>,
+    /// When each step was done (RFC 3339, +08:00); a step not done, or done
+    /// before this version stored step times, has no field.
+    #[serde(flatten)]
+    pub steps: StepTimes,
+}
+
+/// The time of each step of a voucher, for `get_voucher`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct StepTimes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeemed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<String>,
 }
 
 /// `stats`' answer: per district, the city, the coverage figures, and (an
@@ -518,12 +540,12 @@ mod tests {
     }
 
     #[test]
-    fn only_whole_campaign_and_range_operations_leave_the_async_workers() {
+    fn whole_campaign_range_and_waiting_operations_leave_the_async_workers() {
         let op = |json: &str| serde_json::from_str::<Request>(json).unwrap().op;
         for point in [
             r#"{"id":"a","op":"redeem","voucher":"V0000000007","institution":"5000001","operator":"op-1","class":"c"}"#,
-            r#"{"id":"b","op":"get_voucher","voucher":"V0000000007"}"#,
             r#"{"id":"c","op":"audit_head"}"#,
+            r#"{"id":"g","op":"list_vouchers","id_number":"11010519491231002X"}"#,
         ] {
             assert!(op(point).is_point(), "{point}");
         }
@@ -531,6 +553,7 @@ mod tests {
             r#"{"id":"d","op":"expire","year":2021}"#,
             r#"{"id":"e","op":"stats"}"#,
             r#"{"id":"f","op":"audit_read","from":1}"#,
+            r#"{"id":"b","op":"get_voucher","voucher":"V0000000007"}"#,
         ] {
             assert!(!op(heavy).is_point(), "{heavy}");
         }

@@ -3,6 +3,7 @@
 //! and only then change memory.
 
 use super::*;
+use crate::domain::time::ANSWER_UTC_OFFSET_S;
 
 /// Who asked, when, and whether the answer is remembered for retries.
 pub(super) struct Origin<'a> {
@@ -76,6 +77,17 @@ impl Change {
             old.map(codec::encode),
             codec::encode(new),
         );
+    }
+}
+
+/// The step whose time a command records (`get_voucher`'s `*_at`), if any.
+fn step_tag(command: &Command) -> Option<u8> {
+    match command {
+        Command::Claim { .. } => Some(keys::TEXT_CLAIMED_AT),
+        Command::Redeem { .. } => Some(keys::TEXT_REDEEMED_AT),
+        Command::Complete { .. } => Some(keys::TEXT_COMPLETED_AT),
+        Command::Settle { .. } => Some(keys::TEXT_SETTLED_AT),
+        _ => None,
     }
 }
 
@@ -298,6 +310,8 @@ impl Ledger {
                     let packed = self.pack(&voucher, holder);
                     let mut change = Change::default();
                     change.voucher(None, &voucher);
+                    let at = origin.time.get().local_rfc3339(ANSWER_UTC_OFFSET_S);
+                    change.texts.push((id, keys::TEXT_ISSUED_AT, at));
                     let reply = Reply::Issued { voucher: id };
                     let ticket = self.commit(origin, command, &reply, change)?;
                     shard.set(id, packed);
@@ -523,6 +537,10 @@ impl Ledger {
         }
         if let Some((tag, text)) = touch.text {
             change.texts.push((id, tag, text.clone()));
+        }
+        if let Some(tag) = step_tag(command) {
+            let at = origin.time.get().local_rfc3339(ANSWER_UTC_OFFSET_S);
+            change.texts.push((id, tag, at));
         }
         let packed = self.pack(&new_voucher, holder);
         let ticket = self.commit(origin, command, &reply, change)?;

@@ -29,7 +29,7 @@ impl Districts {
         self.0.binary_search(&code).ok().map(|i| i as u16)
     }
 
-    pub fn code(&self, index: u16) -> DistrictCode {
+    fn code(&self, index: u16) -> DistrictCode {
         self.0[usize::from(index)]
     }
 }
@@ -104,16 +104,6 @@ impl Packed {
 
     pub fn year(&self) -> u16 {
         self.year
-    }
-
-    /// The amount settled, the institution and its district's index in
-    /// `Districts`, for a settled voucher.
-    pub fn settled(&self) -> Option<(u64, InstitutionCode, u16)> {
-        (self.flags & SETTLED != 0 && self.flags & AT_INSTITUTION != 0).then_some((
-            u64::from(self.settled_fen),
-            InstitutionCode(self.institution),
-            self.institution_district,
-        ))
     }
 
     pub fn pack(

@@ -30,12 +30,13 @@ use crate::audit::{self, AuditRecord, GENESIS_HASH};
 use crate::codec;
 use crate::domain::campaign::Campaigns;
 use crate::domain::command::{check_request_id, Command};
+use crate::domain::enums::VoucherState;
 use crate::domain::ids::{
     DistrictCode, IdNumber, InstitutionCode, PersonKey, PersonSecret, VoucherId,
 };
 use crate::domain::op::{
     Answer, AuditPage, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply, Request,
-    Role, StatsView, VoucherSummary,
+    Role, StatsView, StepTimes, VoucherSummary,
 };
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use crate::domain::rules::{self, Context};

@@ -8,17 +8,7 @@ impl Ledger {
     /// Answers a read (`get_voucher`, `stats`, `audit_head`) from memory.
     pub(super) fn read(&self, role: Role, op: &Op) -> Result<Reply, Refusal> {
         match op {
-            Op::GetVoucher { voucher } => match self.vouchers.of(*voucher).read().get(*voucher) {
-                Some(found) => {
-                    let holder = self.persons.key(found.holder());
-                    let found = found.unpack(*voucher, holder, &self.districts);
-                    Ok(Reply::Voucher(Box::new(found.view())))
-                }
-                None => Err(Refusal::new(
-                    Reason::UnknownVoucher,
-                    format!("no voucher {voucher}"),
-                )),
-            },
+            Op::GetVoucher { voucher } => self.get_voucher(*voucher),
             Op::Stats { district, year } => self
                 .stats(role, *district, *year)
                 .map(|s| Reply::Stats(Box::new(s))),
@@ -34,6 +24,67 @@ impl Ledger {
             }
             _ => unreachable!("only reads come here"),
         }
+    }
+
+    /// `get_voucher`: the voucher, its class and its step times (from the
+    /// voucher's rows of the `texts` table, one short range read). Memory
+    /// changes when a commit is handed to the journal, before it is written,
+    /// so under the voucher's shard read lock (no change of this voucher can
+    /// be handed over meanwhile) it waits until every commit handed over so
+    /// far is durable, then reads memory and rows of one state. The wait is
+    /// one group commit at most, during which writers of this voucher shard
+    /// (1/256 of the vouchers) wait too; `get_voucher` runs off the async
+    /// workers for it (`Op::is_point`).
+    fn get_voucher(&self, id: VoucherId) -> Result<Reply, Refusal> {
+        let shard = self.vouchers.of(id).read();
+        let Some(packed) = shard.get(id).copied() else {
+            return Err(Refusal::new(
+                Reason::UnknownVoucher,
+                format!("no voucher {id}"),
+            ));
+        };
+        self.journal
+            .wait_durable(self.assigned_ticket.load(Ordering::SeqCst))?;
+        let voucher = packed.unpack(id, self.persons.key(packed.holder()), &self.districts);
+        let mut latest = self.latest_texts(id)?;
+        drop(shard);
+        let done = |tag: u8| match tag {
+            keys::TEXT_ISSUED_AT => true,
+            keys::TEXT_CLAIMED_AT => voucher.claimed,
+            keys::TEXT_REDEEMED_AT | keys::TEXT_CLASS => voucher.institution.is_some(),
+            keys::TEXT_COMPLETED_AT => matches!(
+                voucher.state,
+                VoucherState::Completed | VoucherState::Settled
+            ),
+            keys::TEXT_SETTLED_AT => voucher.settled_fen.is_some(),
+            _ => false,
+        };
+        let mut shown = |tag: u8| latest.remove(&tag).filter(|_| done(tag));
+        let mut view = voucher.view();
+        view.steps = StepTimes {
+            issued_at: shown(keys::TEXT_ISSUED_AT),
+            claimed_at: shown(keys::TEXT_CLAIMED_AT),
+            redeemed_at: shown(keys::TEXT_REDEEMED_AT),
+            completed_at: shown(keys::TEXT_COMPLETED_AT),
+            settled_at: shown(keys::TEXT_SETTLED_AT),
+        };
+        view.class = shown(keys::TEXT_CLASS);
+        Ok(Reply::Voucher(Box::new(view)))
+    }
+
+    /// The latest text of each tag of one voucher (rows are keyed by audit
+    /// sequence, so the last one read of a tag is its latest).
+    fn latest_texts(&self, voucher: VoucherId) -> Result<HashMap<u8, String>, Refusal> {
+        let from = keys::text_prefix(voucher);
+        let to = keys::text_prefix(VoucherId(voucher.0 + 1));
+        let mut latest = HashMap::new();
+        self.journal
+            .scan_between(Table::Texts, &from, Some(&to), &mut |key, value| {
+                let tag = key[from.len()];
+                latest.insert(tag, codec::decode::<String>(value, "text")?);
+                Ok(())
+            })?;
+        Ok(latest)
     }
 
     /// A person's vouchers in id order, from the person index: one hash
@@ -136,7 +187,6 @@ impl Ledger {
                 ));
             }
         }
-        let (settled_by_district, settled_by_institution) = self.settled_sums(year);
         // Every institution shard, then the tail (the lock order), held together:
         // a registration commits under its shard's write lock, so the list and
         // the figures are of one state.
@@ -170,7 +220,7 @@ impl Ledger {
                     claimed: figure(Figure::Claimed(year, d.code)),
                     used,
                     percent_of_target: percent(used, d.target),
-                    settled_fen: settled_by_district.get(&d.code).copied().unwrap_or(0),
+                    settled_fen: figure(Figure::SettledFen(year, d.code)),
                 }
             })
             .collect();
@@ -232,7 +282,7 @@ impl Ledger {
                     evaluations,
                     average_score: (evaluations > 0)
                         .then(|| (score_sum as f64 * 100.0 / evaluations as f64).round() / 100.0),
-                    settled_fen: settled_by_institution.get(&code).copied().unwrap_or(0),
+                    settled_fen: figure(Figure::InstitutionSettledFen(year, code)),
                 }
             })
             .collect();
@@ -243,36 +293,6 @@ impl Ledger {
             coverage,
             institutions,
         })
-    }
-
-    /// Subsidies settled in a campaign year, by the institution's district and
-    /// by institution: one pass over the packed vouchers, a voucher shard at a
-    /// time under its read lock (about 10 million vouchers in some tens of
-    /// milliseconds; see docs/decisions.md). Not a stored figure, so data
-    /// folders written before it open unchanged.
-    fn settled_sums(
-        &self,
-        year: u16,
-    ) -> (HashMap<DistrictCode, u64>, HashMap<InstitutionCode, u64>) {
-        let mut by_district: HashMap<u16, u64> = HashMap::new();
-        let mut by_institution: HashMap<InstitutionCode, u64> = HashMap::new();
-        for (shard, lock) in self.vouchers.all().iter().enumerate() {
-            let guard = lock.read();
-            for (_, packed) in guard.iter(shard) {
-                if packed.year() != year {
-                    continue;
-                }
-                if let Some((fen, institution, district)) = packed.settled() {
-                    *by_district.entry(district).or_default() += fen;
-                    *by_institution.entry(institution).or_default() += fen;
-                }
-            }
-        }
-        let by_district = by_district
-            .into_iter()
-            .map(|(index, fen)| (self.districts.code(index), fen))
-            .collect();
-        (by_district, by_institution)
     }
 
     /// The audit chain's head: sequence number, hash, and state digest.

@@ -17,7 +17,7 @@ use voucherd::domain::enums::{Category, Channel, Kind, VoucherState};
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{
     Answer, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply, Request, Role,
-    SiteSpec, StatsView, VoucherView,
+    SiteSpec, StatsView, StepTimes, VoucherView,
 };
 use voucherd::domain::time::Timestamp;
 use voucherd::ledger::Ledger;
@@ -103,6 +103,10 @@ struct ModelVoucher {
     last_checkin_date: Option<String>,
     score: Option<u8>,
     settled: Option<u64>,
+    /// The class of the latest redemption.
+    class: Option<String>,
+    /// When each step was last done: issued, claimed, redeemed, completed, settled.
+    times: [Option<i64>; 5],
 }
 
 #[derive(Clone, Debug)]
@@ -210,6 +214,25 @@ impl Model {
             checkins: v.checkins,
             score: v.score,
             settled_fen: v.settled,
+            class: v.institution.as_ref().and(v.class.clone()),
+            steps: {
+                let at = |step: usize, shown: bool| {
+                    v.times[step].filter(|_| shown).map(|t| {
+                        chrono::DateTime::from_timestamp(t, 0)
+                            .unwrap()
+                            .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+                            .to_rfc3339()
+                    })
+                };
+                let completed = matches!(v.state, VoucherState::Completed | VoucherState::Settled);
+                StepTimes {
+                    issued_at: at(0, true),
+                    claimed_at: at(1, v.ever_claimed),
+                    redeemed_at: at(2, v.institution.is_some()),
+                    completed_at: at(3, completed),
+                    settled_at: at(4, v.settled.is_some()),
+                }
+            },
         })
     }
 
@@ -488,6 +511,8 @@ impl Model {
                         last_checkin_date: None,
                         score: None,
                         settled: None,
+                        class: None,
+                        times: [Some(now), None, None, None, None],
                     },
                 );
                 Ok(Reply::Issued { voucher: id })
@@ -506,13 +531,14 @@ impl Model {
                 let v = self.vouchers.get_mut(voucher).unwrap();
                 v.state = VoucherState::Claimed;
                 v.ever_claimed = true;
+                v.times[1] = Some(now);
                 done
             }
             Op::Redeem {
                 voucher,
                 institution,
                 operator,
-                ..
+                class,
             } => {
                 let v = self.voucher(*voucher)?;
                 let at = self
@@ -537,6 +563,8 @@ impl Model {
                 let v = self.vouchers.get_mut(voucher).unwrap();
                 v.state = VoucherState::Redeemed;
                 v.institution = Some(institution.to_string());
+                v.class = Some(class.trim().to_owned());
+                v.times[2] = Some(now);
                 Ok(Reply::Redeemed {
                     uses_this_year: (uses + 1) as u8,
                 })
@@ -601,6 +629,7 @@ impl Model {
                 let v = self.vouchers.get_mut(voucher).unwrap();
                 if matches!(op, Op::Complete { .. }) {
                     v.state = VoucherState::Completed;
+                    v.times[3] = Some(now);
                 } else {
                     v.state = VoucherState::Claimed;
                     v.institution = None;
@@ -653,6 +682,7 @@ impl Model {
                 let v = self.vouchers.get_mut(voucher).unwrap();
                 v.state = VoucherState::Settled;
                 v.settled = Some(*amount_fen);
+                v.times[4] = Some(now);
                 done
             }
             Op::Expire { .. } => {

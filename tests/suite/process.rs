@@ -277,12 +277,33 @@ fn acknowledged_operations_survive_a_sigkill() {
     assert_eq!(settled["score"], 4);
     assert_eq!(settled["settled_fen"], 70_000);
     assert_eq!(settled["face_value_fen"], 80_000);
+    assert!(settled["class"].is_string(), "{settled}");
+    for step in [
+        "issued_at",
+        "claimed_at",
+        "redeemed_at",
+        "completed_at",
+        "settled_at",
+    ] {
+        let at = settled[step]
+            .as_str()
+            .unwrap_or_else(|| panic!("{step}: {settled}"));
+        assert!(at.ends_with("+08:00"), "{step}: {at}");
+    }
+    assert!(
+        show(&v4).get("claimed_at").is_none(),
+        "an issued voucher has no claim time"
+    );
     assert_eq!(show(&v2)["state"], "redeemed");
     assert_eq!(show(&v3)["state"], "claimed");
     assert_eq!(show(&v4)["state"], "issued");
     assert_eq!(show(&v5)["face_value_fen"], 50_000);
     let human = ctl_ok(&addr, &certs, &["voucher", "show", &v1]);
     assert!(human.contains("settled"), "{human}");
+    assert!(
+        human.contains("settled at") && human.contains("class"),
+        "{human}"
+    );
     // list_vouchers: the holder's three vouchers in id order (v4 is another's), after the restart.
     let listed = ctl_json(&addr, &certs, &["voucher", "list", "--id-number", &holder]);
     let ids: Vec<&str> = listed["vouchers"]

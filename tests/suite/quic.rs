@@ -685,6 +685,20 @@ async fn every_operation_and_reason_code_over_quic() {
         assert_eq!(seen.checkins, 1);
         assert_eq!(seen.score, Some(5));
         assert_eq!(seen.settled_fen, Some(60_000));
+        assert!(seen.class.is_some(), "the class it was redeemed for");
+        let steps = &seen.steps;
+        for at in [
+            &steps.issued_at,
+            &steps.claimed_at,
+            &steps.redeemed_at,
+            &steps.completed_at,
+            &steps.settled_at,
+        ] {
+            assert!(
+                at.as_deref().is_some_and(|at| at.ends_with("+08:00")),
+                "{steps:?}"
+            );
+        }
     }
     w.refused(
         auditor,

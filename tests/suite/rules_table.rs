@@ -32,7 +32,7 @@ use voucherd::domain::op::{
     Answer, Op, Reply, Request, Role, SiteSpec, StatsView, VoucherSummary, VoucherView,
 };
 use voucherd::domain::records::PersonYear;
-use voucherd::domain::time::Timestamp;
+use voucherd::domain::time::{Clock, Timestamp};
 use voucherd::error::Reason;
 use voucherd::store::journal::{Journal, Table};
 
@@ -2453,6 +2453,83 @@ fn get_voucher_table() {
         })
         .collect();
     rows.extend([
+        row(
+            "the class and the time of each step done (RFC 3339, +08:00)",
+            Role::Gateway,
+            |w| {
+                let start = w.h.clock.now().0;
+                let step = |minutes: i64| w.h.clock.set(Timestamp(start + minutes * 60));
+                let voucher = w.issued(&p1(), Kind::EmploymentSkills);
+                step(1);
+                w.ok(Role::Gateway, claim(voucher, &p1()));
+                step(2);
+                w.ok(Role::Gateway, redeem_class(voucher, "电工初级 1班"));
+                w.ok(Role::Gateway, release(voucher, A));
+                step(3);
+                w.ok(Role::Gateway, redeem_class(voucher, "电工初级 2班"));
+                step(4);
+                w.ok(Role::Gateway, complete(voucher, A));
+                step(5);
+                w.ok(district("500101"), settle(voucher, 60_000));
+                get(voucher)
+            },
+            check(|w, reply| {
+                let Reply::Voucher(view) = reply else {
+                    panic!("{reply:?}")
+                };
+                let start = w.h.clock.now().0 - 5 * 60;
+                let at =
+                    |minutes: i64| Some(Timestamp(start + minutes * 60).local_rfc3339(8 * 3600));
+                assert_eq!(
+                    view.class.as_deref(),
+                    Some("电工初级 2班"),
+                    "the latest enrollment's"
+                );
+                let s = &view.steps;
+                assert_eq!(
+                    (
+                        &s.issued_at,
+                        &s.claimed_at,
+                        &s.redeemed_at,
+                        &s.completed_at,
+                        &s.settled_at
+                    ),
+                    (&at(0), &at(1), &at(3), &at(4), &at(5))
+                );
+                assert!(at(0).unwrap().ends_with("+08:00"));
+                let json = Answer {
+                    id: "x".into(),
+                    outcome: Ok(reply.clone()),
+                }
+                .to_json();
+                assert_eq!(json["class"], "电工初级 2班");
+                assert_eq!(json["redeemed_at"], at(3).unwrap().as_str());
+                // Reopened from the journal: the same view.
+                let reopened = Harness::on(w.h.journal.clone());
+                assert_eq!(&reopened.ok(Role::Auditor, get(view.voucher)), reply);
+            }),
+        ),
+        row(
+            "a released voucher shows no class and no redemption time",
+            Role::Gateway,
+            |w| get(w.released(&p1(), Kind::EmploymentSkills)),
+            check(|_, reply| {
+                let Reply::Voucher(view) = reply else {
+                    panic!("{reply:?}")
+                };
+                assert_eq!(view.class, None);
+                assert!(view.steps.issued_at.is_some() && view.steps.claimed_at.is_some());
+                assert_eq!(view.steps.redeemed_at, None);
+                let json = Answer {
+                    id: "x".into(),
+                    outcome: Ok(reply.clone()),
+                }
+                .to_json();
+                for absent in ["redeemed_at", "completed_at", "settled_at"] {
+                    assert!(json.get(absent).is_none(), "{absent}: {json}");
+                }
+            }),
+        ),
         row(
             "an issued voucher",
             Role::Gateway,

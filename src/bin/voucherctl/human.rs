@@ -59,6 +59,21 @@ pub fn human(reply: &Reply) -> String {
             if let Some(institution) = view.institution {
                 text += &format!("institution   {institution}\n");
             }
+            if let Some(class) = &view.class {
+                text += &format!("class         {class}\n");
+            }
+            let steps = &view.steps;
+            for (label, at) in [
+                ("issued at    ", &steps.issued_at),
+                ("claimed at   ", &steps.claimed_at),
+                ("redeemed at  ", &steps.redeemed_at),
+                ("completed at ", &steps.completed_at),
+                ("settled at   ", &steps.settled_at),
+            ] {
+                if let Some(at) = at {
+                    text += &format!("{label} {at}\n");
+                }
+            }
             text += &format!("check-ins     {}\n", view.checkins);
             if let Some(score) = view.score {
                 text += &format!("score         {score}\n");
