@@ -422,6 +422,12 @@ pub struct StatsView {
     /// Registered institutions (of the district asked, if any), by code.
     #[serde(default)]
     pub institutions: Vec<InstitutionStats>,
+    /// When the figures were read (RFC 3339, +08:00) and the audit sequence
+    /// number of the last change they include.
+    #[serde(default)]
+    pub at: String,
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// One institution's figures for the year asked.

@@ -3,6 +3,7 @@
 //! the commits they may rest on.
 
 use super::*;
+use crate::domain::time::ANSWER_UTC_OFFSET_S;
 
 impl Ledger {
     /// Answers a read (`get_voucher`, `stats`, `audit_head`) from memory.
@@ -199,6 +200,10 @@ impl Ledger {
             .collect();
         registered.sort_unstable_by_key(|(code, _, _)| *code);
         let tail = self.tail.lock();
+        let (at, seq) = (
+            self.clock.now().local_rfc3339(ANSWER_UTC_OFFSET_S),
+            tail.seq,
+        );
         let figure = |figure: Figure| tail.figures.get(&figure).copied().unwrap_or(0);
         let percent = |used: u64, target: u64| {
             if target == 0 {
@@ -287,6 +292,8 @@ impl Ledger {
             })
             .collect();
         Ok(StatsView {
+            at,
+            seq,
             year,
             districts,
             city,

@@ -84,7 +84,8 @@ pub fn human(reply: &Reply) -> String {
             text.trim_end().to_owned()
         }
         Reply::Stats(stats) => {
-            let mut text = format!(
+            let mut text = format!("figures as of {}, audit record {}\n", stats.at, stats.seq);
+            text += &format!(
                 "{:<8} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12}\n",
                 "code", "district", "target", "issued", "claimed", "used", "%target", "settled fen"
             );
