@@ -101,6 +101,21 @@ pub enum Command {
     Expire {
         year: u16,
     },
+    /// `complete` naming the operator who reports it (the form written since
+    /// 2026-12; `Complete` above is kept for replaying older records).
+    #[serde(rename = "complete")]
+    CompleteByOperator {
+        voucher: VoucherId,
+        institution: InstitutionCode,
+        operator: OperatorId,
+    },
+    /// `release` naming the operator (see `CompleteByOperator`).
+    #[serde(rename = "release")]
+    ReleaseByOperator {
+        voucher: VoucherId,
+        institution: InstitutionCode,
+        operator: OperatorId,
+    },
 }
 
 /// A request id: 1 to 64 printable ASCII characters.
@@ -406,9 +421,11 @@ impl Command {
             Op::Complete {
                 voucher,
                 institution,
-            } => Command::Complete {
+                operator,
+            } => Command::CompleteByOperator {
                 voucher: *voucher,
                 institution: *institution,
+                operator: operator_id(operator, now)?,
             },
             Op::Evaluate {
                 voucher,
@@ -446,9 +463,11 @@ impl Command {
             Op::Release {
                 voucher,
                 institution,
-            } => Command::Release {
+                operator,
+            } => Command::ReleaseByOperator {
                 voucher: *voucher,
                 institution: *institution,
+                operator: operator_id(operator, now)?,
             },
             Op::Expire { year } => {
                 if campaigns.year(*year).is_none() {

@@ -190,6 +190,7 @@ pub enum Op {
     Complete {
         voucher: VoucherId,
         institution: InstitutionCode,
+        operator: OperatorId,
     },
     Evaluate {
         voucher: VoucherId,
@@ -205,6 +206,7 @@ pub enum Op {
     Release {
         voucher: VoucherId,
         institution: InstitutionCode,
+        operator: OperatorId,
     },
     Expire {
         year: u16,
@@ -675,6 +677,7 @@ mod tests {
             OpName::Complete => Op::Complete {
                 voucher,
                 institution,
+                operator,
             },
             OpName::Evaluate => Op::Evaluate {
                 voucher,
@@ -689,6 +692,7 @@ mod tests {
             OpName::Release => Op::Release {
                 voucher,
                 institution,
+                operator,
             },
             OpName::Expire => Op::Expire { year: 2021 },
             OpName::GetVoucher => Op::GetVoucher { voucher },

@@ -85,7 +85,9 @@ fn step_tag(command: &Command) -> Option<u8> {
     match command {
         Command::Claim { .. } => Some(keys::TEXT_CLAIMED_AT),
         Command::Redeem { .. } => Some(keys::TEXT_REDEEMED_AT),
-        Command::Complete { .. } => Some(keys::TEXT_COMPLETED_AT),
+        Command::Complete { .. } | Command::CompleteByOperator { .. } => {
+            Some(keys::TEXT_COMPLETED_AT)
+        }
         Command::Settle { .. } => Some(keys::TEXT_SETTLED_AT),
         _ => None,
     }
@@ -384,19 +386,12 @@ impl Ledger {
             Command::Complete {
                 voucher,
                 institution,
-            } => self.change_voucher(
-                origin,
-                command,
-                *voucher,
-                Touch::default(),
-                |context, found| {
-                    Ok((
-                        rules::complete(context, found.voucher, *voucher, *institution)?,
-                        None,
-                        done(),
-                    ))
-                },
-            ),
+            } => self.complete(origin, command, *voucher, *institution, None),
+            Command::CompleteByOperator {
+                voucher,
+                institution,
+                operator,
+            } => self.complete(origin, command, *voucher, *institution, Some(operator)),
             Command::Evaluate {
                 voucher,
                 holder,
@@ -433,22 +428,12 @@ impl Ledger {
             Command::Release {
                 voucher,
                 institution,
-            } => self.change_voucher(
-                origin,
-                command,
-                *voucher,
-                Touch::person(),
-                |context, found| {
-                    let (released, person) = rules::release(
-                        context,
-                        found.voucher,
-                        *voucher,
-                        found.person,
-                        *institution,
-                    )?;
-                    Ok((released, Some(person), done()))
-                },
-            ),
+            } => self.release(origin, command, *voucher, *institution, None),
+            Command::ReleaseByOperator {
+                voucher,
+                institution,
+                operator,
+            } => self.release(origin, command, *voucher, *institution, Some(operator)),
             Command::Expire { year } => self.expire(origin, command, *year),
         };
         match result {
@@ -461,6 +446,64 @@ impl Ledger {
                 Err(transient) => (Err(transient), None),
             },
         }
+    }
+
+    /// Complete; `operator` is `None` only for records written before
+    /// `complete` named one (replay), which skip the operator check.
+    fn complete(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        voucher: VoucherId,
+        institution: InstitutionCode,
+        operator: Option<&OperatorId>,
+    ) -> Result<(Reply, u64), Refusal> {
+        let touch = Touch {
+            institution: match operator {
+                Some(_) => At::Given(institution),
+                None => At::None,
+            },
+            ..Touch::default()
+        };
+        self.change_voucher(origin, command, voucher, touch, |context, found| {
+            let acting = operator.map(|operator| (operator, found.institution));
+            Ok((
+                rules::complete(context, found.voucher, voucher, institution, acting)?,
+                None,
+                Reply::Done {},
+            ))
+        })
+    }
+
+    /// Release; `operator` as for `complete`.
+    fn release(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        voucher: VoucherId,
+        institution: InstitutionCode,
+        operator: Option<&OperatorId>,
+    ) -> Result<(Reply, u64), Refusal> {
+        let touch = Touch {
+            person: true,
+            institution: match operator {
+                Some(_) => At::Given(institution),
+                None => At::None,
+            },
+            ..Touch::default()
+        };
+        self.change_voucher(origin, command, voucher, touch, |context, found| {
+            let acting = operator.map(|operator| (operator, found.institution));
+            let (released, person) = rules::release(
+                context,
+                found.voucher,
+                voucher,
+                found.person,
+                institution,
+                acting,
+            )?;
+            Ok((released, Some(person), Reply::Done {}))
+        })
     }
 
     /// Locks one institution, applies a rule to it, commits, stores it.

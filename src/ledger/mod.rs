@@ -32,7 +32,7 @@ use crate::domain::campaign::Campaigns;
 use crate::domain::command::{check_request_id, Command};
 use crate::domain::enums::VoucherState;
 use crate::domain::ids::{
-    DistrictCode, IdNumber, InstitutionCode, PersonKey, PersonSecret, VoucherId,
+    DistrictCode, IdNumber, InstitutionCode, OperatorId, PersonKey, PersonSecret, VoucherId,
 };
 use crate::domain::op::{
     Answer, AuditPage, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply, Request,

@@ -163,6 +163,7 @@ fn session() -> (Harness, Vec<(Role, Request, Answer)>) {
         Op::Complete {
             voucher: vouchers[0],
             institution: "1000001".parse().unwrap(),
+            operator: "op-1".parse().unwrap(),
         },
     );
     run(
@@ -187,6 +188,7 @@ fn session() -> (Harness, Vec<(Role, Request, Answer)>) {
         Op::Release {
             voucher: vouchers[1],
             institution: "1000001".parse().unwrap(),
+            operator: "op-1".parse().unwrap(),
         },
     );
     run(

@@ -605,12 +605,21 @@ impl Model {
             Op::Complete {
                 voucher,
                 institution,
+                operator,
             }
             | Op::Release {
                 voucher,
                 institution,
+                operator,
             } => {
                 let v = self.voucher(*voucher)?;
+                let named = self
+                    .institutions
+                    .get(&institution.to_string())
+                    .ok_or("unknown_institution")?;
+                if !named.operators.contains(operator.as_str()) {
+                    return Err("not_authorised");
+                }
                 let at_it = v.institution.as_deref() == Some(&institution.to_string());
                 if finished(v.state) {
                     return Err(if at_it {
@@ -894,11 +903,13 @@ impl Generator {
             55..=62 => {
                 let voucher = self.pick_voucher(model, &[VoucherState::Redeemed]);
                 let institution = self.institution(model, voucher);
+                let operator = OPERATORS.choose(&mut self.rng).unwrap().parse().unwrap();
                 self.plan(
                     Role::Gateway,
                     Op::Complete {
                         voucher,
                         institution,
+                        operator,
                     },
                 )
             }
@@ -953,11 +964,13 @@ impl Generator {
             76..=83 => {
                 let voucher = self.pick_voucher(model, &[VoucherState::Redeemed]);
                 let institution = self.institution(model, voucher);
+                let operator = OPERATORS.choose(&mut self.rng).unwrap().parse().unwrap();
                 self.plan(
                     Role::Gateway,
                     Op::Release {
                         voucher,
                         institution,
+                        operator,
                     },
                 )
             }

@@ -169,7 +169,15 @@ fn acknowledged_operations_survive_a_sigkill() {
     ctl_ok(
         &addr,
         &certs,
-        &["complete", "--voucher", &v1, "--institution", "5000001"],
+        &[
+            "complete",
+            "--voucher",
+            &v1,
+            "--institution",
+            "5000001",
+            "--operator",
+            "op-1",
+        ],
     );
     ctl_ok(
         &addr,

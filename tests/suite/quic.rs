@@ -500,9 +500,16 @@ async fn every_operation_and_reason_code_over_quic() {
         .await;
 
     // Complete, evaluate.
+    // The named institution's operator (a's or b's).
+    let operator_of = |institution: &str| -> voucherd::domain::ids::OperatorId {
+        if institution == a { "op-a" } else { "op-b" }
+            .parse()
+            .unwrap()
+    };
     let complete = |voucher, institution: &str| Op::Complete {
         voucher,
         institution: institution.parse().unwrap(),
+        operator: operator_of(institution),
     };
     let evaluate = |voucher, person: &str, score: u8| Op::Evaluate {
         voucher,
@@ -553,6 +560,7 @@ async fn every_operation_and_reason_code_over_quic() {
     let release = |voucher, institution: &str| Op::Release {
         voucher,
         institution: institution.parse().unwrap(),
+        operator: operator_of(institution),
     };
     w.refused(gateway, release(v1, a), "already_completed")
         .await;

@@ -85,6 +85,7 @@ fn complete_and_rate(
         Op::Complete {
             voucher,
             institution: institution.parse().unwrap(),
+            operator: format!("op-{institution}").parse().unwrap(),
         },
     );
     harness.ok(

@@ -213,10 +213,26 @@ fn checkin(voucher: VoucherId, (lat, lon): (f64, f64)) -> Op {
     Op::Checkin { voucher, lat, lon }
 }
 
+/// The operator each institution of the world authorised (`op-a`, `op-b`, `op-c`).
+fn operator_of(institution: &str) -> &'static str {
+    match institution {
+        A => OP_A,
+        B => OP_B,
+        C => OP_C,
+        _ => OP_A,
+    }
+}
+
+/// Reported by the institution's own operator.
 fn complete(voucher: VoucherId, institution: &str) -> Op {
+    complete_by(voucher, institution, operator_of(institution))
+}
+
+fn complete_by(voucher: VoucherId, institution: &str, by: &str) -> Op {
     Op::Complete {
         voucher,
         institution: code(institution),
+        operator: operator(by),
     }
 }
 
@@ -236,10 +252,16 @@ fn settle(voucher: VoucherId, amount_fen: u64) -> Op {
     }
 }
 
+/// Released by the institution's own operator.
 fn release(voucher: VoucherId, institution: &str) -> Op {
+    release_by(voucher, institution, operator_of(institution))
+}
+
+fn release_by(voucher: VoucherId, institution: &str, by: &str) -> Op {
     Op::Release {
         voucher,
         institution: code(institution),
+        operator: operator(by),
     }
 }
 
@@ -1853,6 +1875,43 @@ fn complete_table() {
             |_| complete(NO_SUCH_VOUCHER, A),
             Expect::Refused("unknown_voucher"),
         ),
+        row(
+            "an operator the institution never authorised",
+            Role::Gateway,
+            |w| complete_by(w.redeemed(&p1(), Kind::EmploymentSkills), A, "op-stranger"),
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "another institution's operator",
+            Role::Gateway,
+            |w| complete_by(w.redeemed(&p1(), Kind::EmploymentSkills), A, OP_B),
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "an operator the admin revoked",
+            Role::Gateway,
+            |w| {
+                let voucher = w.redeemed(&p1(), Kind::EmploymentSkills);
+                w.ok(Role::Gateway, revoke(A, &admin_a(), OP_A));
+                complete_by(voucher, A, OP_A)
+            },
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "an institution never registered",
+            Role::Gateway,
+            |w| complete_by(w.redeemed(&p1(), Kind::EmploymentSkills), "5999999", OP_A),
+            Expect::Refused("unknown_institution"),
+        ),
+        row(
+            "an operator id holding an ID number",
+            Role::Gateway,
+            |w| {
+                let voucher = w.redeemed(&p1(), Kind::EmploymentSkills);
+                complete_by(voucher, A, &format!("op-{}", p2()))
+            },
+            Expect::Refused("invalid_request"),
+        ),
     ];
     rows.extend(forbidden_rows(&[Role::Gateway], |w| {
         complete(w.redeemed(&p1(), Kind::EmploymentSkills), A)
@@ -2296,6 +2355,43 @@ fn release_table() {
             Role::Gateway,
             |_| release(NO_SUCH_VOUCHER, A),
             Expect::Refused("unknown_voucher"),
+        ),
+        row(
+            "an operator the institution never authorised",
+            Role::Gateway,
+            |w| release_by(w.redeemed(&p1(), Kind::EmploymentSkills), A, "op-stranger"),
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "another institution's operator",
+            Role::Gateway,
+            |w| release_by(w.redeemed(&p1(), Kind::EmploymentSkills), A, OP_B),
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "an operator the admin revoked",
+            Role::Gateway,
+            |w| {
+                let voucher = w.redeemed(&p1(), Kind::EmploymentSkills);
+                w.ok(Role::Gateway, revoke(A, &admin_a(), OP_A));
+                release_by(voucher, A, OP_A)
+            },
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "an institution never registered",
+            Role::Gateway,
+            |w| release_by(w.redeemed(&p1(), Kind::EmploymentSkills), "5999999", OP_A),
+            Expect::Refused("unknown_institution"),
+        ),
+        row(
+            "an operator id holding an ID number",
+            Role::Gateway,
+            |w| {
+                let voucher = w.redeemed(&p1(), Kind::EmploymentSkills);
+                release_by(voucher, A, &format!("op-{}", p2()))
+            },
+            Expect::Refused("invalid_request"),
         ),
     ];
     rows.extend(forbidden_rows(&[Role::Gateway], |w| {

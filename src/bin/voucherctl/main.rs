@@ -145,6 +145,9 @@ enum OpCommand {
         voucher: VoucherId,
         #[arg(long)]
         institution: InstitutionCode,
+        /// The institution's authorised operator who reports it.
+        #[arg(long)]
+        operator: OperatorId,
     },
     /// Rate the training, 1 to 5 (gateway).
     Evaluate {
@@ -170,6 +173,9 @@ enum OpCommand {
         voucher: VoucherId,
         #[arg(long)]
         institution: InstitutionCode,
+        /// The institution's authorised operator who reports it.
+        #[arg(long)]
+        operator: OperatorId,
     },
     /// Expire a finished campaign's unfinished vouchers (bureau).
     Expire {
@@ -330,9 +336,11 @@ impl OpCommand {
             OpCommand::Complete {
                 voucher,
                 institution,
+                operator,
             } => Op::Complete {
                 voucher,
                 institution,
+                operator,
             },
             OpCommand::Evaluate {
                 voucher,
@@ -355,9 +363,11 @@ impl OpCommand {
             OpCommand::Release {
                 voucher,
                 institution,
+                operator,
             } => Op::Release {
                 voucher,
                 institution,
+                operator,
             },
             OpCommand::Expire { year } => Op::Expire { year },
             OpCommand::Voucher {
