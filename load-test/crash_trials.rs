@@ -879,7 +879,10 @@ fn check_history(
                     ));
                 }
             }
-            (Validated::Release { voucher, .. }, _) => {
+            (
+                Validated::Release { voucher, .. } | Validated::ReleaseByOperator { voucher, .. },
+                _,
+            ) => {
                 if !redeemed.remove(voucher) {
                     problems
                         .violation(format!("seq {}: releases unredeemed {voucher}", record.seq));

@@ -76,8 +76,11 @@ pub const AUDIT_PAGE_BYTES_MAX: usize = 1024 * 1024;
 /// `audit_read`s per request frame: one, so a frame's answer stays bounded.
 pub const AUDIT_READS_PER_FRAME_MAX: usize = 1;
 
-/// Version of the wire protocol a frame carries; others are refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of the wire protocol a frame carries; others are refused with a
+/// reason naming both versions. 2 (2026-12-03): `complete` and `release`
+/// name their operator, `list_vouchers`, and `get_voucher` and `stats`
+/// answers carry class, step times and settled figures; 1 is no longer spoken.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest frame (request or answer), bytes, length prefix excluded.
 pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Operations one request frame may carry.

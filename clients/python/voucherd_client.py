@@ -2,7 +2,7 @@
 
 Written from docs/protocol.md alone, as a gateway team would: ALPN
 `voucherd-json/1`, one bidirectional stream per frame, a frame is a u32
-big-endian length (of what follows), a u16 big-endian protocol version (1),
+big-endian length (of what follows), a u16 big-endian protocol version (2),
 then the body: a JSON array of request objects; the answer frame carries a
 JSON array of answer objects in the same order (or one object with
 `"ok": false` when the whole frame was refused).
@@ -29,7 +29,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import StreamDataReceived, StreamReset, ConnectionTerminated
 
 ALPN = "voucherd-json/1"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 FRAME_BYTES_MAX = 4 * 1024 * 1024
 BATCH_OPS_MAX = 1024
 RETRYABLE = {"overloaded", "shutting_down"}

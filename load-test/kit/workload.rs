@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
-use voucherd::domain::ids::{IdNumber, VoucherId};
+use voucherd::domain::ids::{IdNumber, OperatorId, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, VoucherView};
 
 /// The districts the workload's institutions and vouchers use (all in the
@@ -523,6 +523,16 @@ impl Workload {
         }
     }
 
+    /// One of the institution's authorised operators (mostly), or a stranger
+    /// (`not_authorised`), for redeem, complete and release.
+    fn operator_of(&mut self, at: usize) -> OperatorId {
+        let operator = match self.institutions[at].operators.choose(&mut self.rng) {
+            Some(operator) if self.rng.gen_bool(0.9) => operator.clone(),
+            _ => format!("op-stranger-{}", self.rng.gen_range(0..3)),
+        };
+        operator.parse().expect("operator")
+    }
+
     /// What comes next: a random operation, or (rarely) moving the clock.
     pub fn next_step(&mut self) -> Step {
         let roll = self.rng.gen_range(0..100);
@@ -602,11 +612,13 @@ impl Workload {
                 let voucher = self.pick_voucher(&[VoucherState::Redeemed]);
                 let at = self.institution_of(voucher);
                 let institution = self.institutions[at].code.parse().expect("code");
+                let operator = self.operator_of(at);
                 (
                     Role::Gateway,
                     Op::Complete {
                         voucher,
                         institution,
+                        operator,
                     },
                 )
             }
@@ -654,11 +666,13 @@ impl Workload {
                 let voucher = self.pick_voucher(&[VoucherState::Redeemed]);
                 let at = self.institution_of(voucher);
                 let institution = self.institutions[at].code.parse().expect("code");
+                let operator = self.operator_of(at);
                 (
                     Role::Gateway,
                     Op::Release {
                         voucher,
                         institution,
+                        operator,
                     },
                 )
             }
@@ -729,11 +743,13 @@ impl Workload {
                 let voucher = self.pick_voucher(&[VoucherState::Redeemed]);
                 let at = self.institution_of(voucher);
                 let institution = self.institutions[at].code.parse().expect("code");
+                let operator = self.operator_of(at);
                 (
                     Role::Auditor,
                     Op::Release {
                         voucher,
                         institution,
+                        operator,
                     },
                 )
             }

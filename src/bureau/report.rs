@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::domain::ids::DistrictCode;
 use crate::domain::op::StatsView;
 
 /// The report's formats (`voucherctl report --format`).
@@ -56,6 +57,28 @@ fn thousands(value: u64) -> String {
         out.push(digit);
     }
     out
+}
+
+/// 1234567 fen → "12,345.67" (yuan, thousands separated).
+fn yuan(fen: u64) -> String {
+    format!("{}.{:02}", thousands(fen / 100), fen % 100)
+}
+
+/// "500101 万州区": a district code with its name when the answer has it.
+fn district_label(stats: &StatsView, code: &DistrictCode) -> String {
+    match stats.districts.iter().find(|d| d.code == *code) {
+        Some(d) => format!("{} {}", code.as_str(), d.name),
+        None => code.as_str().to_owned(),
+    }
+}
+
+/// "figures as of <time>, audit record <seq>": what the figures include.
+fn as_of(stats: &StatsView) -> String {
+    format!(
+        "数据截至 figures as of {}, audit record {}",
+        stats.at,
+        thousands(stats.seq)
+    )
 }
 
 /// Terminal columns a text takes: CJK and full-width characters take two.
@@ -118,12 +141,13 @@ pub fn text(stats: &StatsView) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "职业培训券推广使用进度 Vocational training vouchers: progress report, campaign {}\n",
+        "职业培训券推广使用进度 Vocational training vouchers: progress report, campaign {}",
         stats.year
     );
+    let _ = writeln!(out, "{}\n", as_of(stats));
     let _ = writeln!(
         out,
-        "{:>3}  {}{}{:>8} {:>8} {:>8} {:>8} {:>9}",
+        "{:>3}  {}{}{:>11} {:>11} {:>11} {:>11} {:>9} {:>16}",
         "#",
         pad("code", 8),
         pad("district 区县", 14),
@@ -131,33 +155,36 @@ pub fn text(stats: &StatsView) -> String {
         "issued",
         "claimed",
         "used",
-        "% target"
+        "% target",
+        "settled ¥"
     );
     for (index, d) in stats.districts.iter().enumerate() {
         let _ = writeln!(
             out,
-            "{:>3}  {}{}{:>8} {:>8} {:>8} {:>8} {:>9.2}",
+            "{:>3}  {}{}{:>11} {:>11} {:>11} {:>11} {:>9.2} {:>16}",
             index + 1,
             pad(d.code.as_str(), 8),
             pad(&d.name, 14),
-            d.target,
-            d.issued,
-            d.claimed,
-            d.used,
-            d.percent_of_target
+            thousands(d.target),
+            thousands(d.issued),
+            thousands(d.claimed),
+            thousands(d.used),
+            d.percent_of_target,
+            yuan(d.settled_fen)
         );
     }
     let city = &stats.city;
     let _ = writeln!(
         out,
-        "     {}{}{:>8} {:>8} {:>8} {:>8} {:>9.2}\n",
+        "     {}{}{:>11} {:>11} {:>11} {:>11} {:>9.2} {:>16}\n",
         pad("", 8),
         pad("合计 city", 14),
-        city.target,
-        city.issued,
-        city.claimed,
-        city.used,
-        city.percent_of_target
+        thousands(city.target),
+        thousands(city.issued),
+        thousands(city.claimed),
+        thousands(city.used),
+        city.percent_of_target,
+        yuan(city.settled_fen)
     );
     let _ = writeln!(
         out,
@@ -168,24 +195,29 @@ pub fn text(stats: &StatsView) -> String {
     );
     let _ = writeln!(
         out,
-        "used    {} of the {} goal ({:.2}%)\n",
+        "used    {} of the {} goal ({:.2}%)",
         thousands(city.used),
         thousands(city.used_goal),
         percent(city.used, city.used_goal)
+    );
+    let _ = writeln!(
+        out,
+        "settled ¥{} of subsidies (补贴已结算)\n",
+        yuan(city.settled_fen)
     );
     for (_, label, part, whole) in coverage_rows(stats) {
         let _ = writeln!(
             out,
             "{} {}/{} ({:.2}%)",
             pad(&format!("{label}:"), 46),
-            part,
-            whole,
+            thousands(part),
+            thousands(whole),
             percent(part, whole)
         );
     }
     let _ = writeln!(
         out,
-        "\n培训评价 institutions: vouchers used and average evaluation score"
+        "\n培训评价 institutions: vouchers used, average evaluation score, subsidies settled"
     );
     if stats.institutions.is_empty() {
         let _ = writeln!(out, "(no institutions registered)");
@@ -193,31 +225,33 @@ pub fn text(stats: &StatsView) -> String {
     }
     let _ = writeln!(
         out,
-        "{}{}{}{:>8} {:>11} {:>9}",
+        "{}{}{}{:>11} {:>11} {:>9} {:>16}",
         pad("code", 9),
-        pad("district", 10),
+        pad("district 区县", 22),
         pad("institution 培训机构", 32),
         "used",
         "evaluations",
-        "average"
+        "average",
+        "settled ¥"
     );
     for i in &stats.institutions {
         let _ = writeln!(
             out,
-            "{}{}{}{:>8} {:>11} {:>9}",
+            "{}{}{}{:>11} {:>11} {:>9} {:>16}",
             pad(&i.code.to_string(), 9),
-            pad(i.district.as_str(), 10),
+            pad(&district_label(stats, &i.district), 22),
             pad(&i.name, 32),
-            i.used,
-            i.evaluations,
-            average_text(i.average_score)
+            thousands(i.used),
+            thousands(i.evaluations),
+            average_text(i.average_score),
+            yuan(i.settled_fen)
         );
     }
     out
 }
 
 /// The CSV header; every row has these columns (empty where they do not apply).
-pub const CSV_HEADER: [&str; 11] = [
+pub const CSV_HEADER: [&str; 13] = [
     "section",
     "code",
     "name",
@@ -229,108 +263,133 @@ pub const CSV_HEADER: [&str; 11] = [
     "percent",
     "evaluations",
     "average_score",
+    "settled_fen",
+    "district_name",
 ];
 
 /// A CSV report for spreadsheets: UTF-8 with a byte-order mark (so Excel reads
 /// Chinese), one header, one row per figure. `section` is `district`, `city`,
 /// `goal_issued`, `goal_used`, one of the three coverage names, or
 /// `institution`. Goals and coverage put the whole in `target`, the part in
-/// `issued` or `used`, and the ratio in `percent`.
+/// `issued` or `used`, and the ratio in `percent`. The first row after the
+/// header, `as_of`, has the audit sequence number the figures were read at
+/// in `code` and their time (RFC 3339, +08:00) in `name`. Numbers are plain
+/// (no separators) for spreadsheets; `settled_fen` is in fen.
 pub fn csv(stats: &StatsView) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let mut row = |cells: [String; 11]| {
+    let mut row = |cells: [&str; 13]| {
         writer
-            .write_record(&cells)
+            .write_record(cells)
             .expect("writing CSV to memory cannot fail");
     };
-    row(CSV_HEADER.map(str::to_owned));
-    let none = String::new;
+    row(CSV_HEADER);
+    let seq = stats.seq.to_string();
+    row([
+        "as_of", &seq, &stats.at, "", "", "", "", "", "", "", "", "", "",
+    ]);
     for d in &stats.districts {
         row([
-            "district".into(),
-            d.code.to_string(),
-            d.name.clone(),
-            none(),
-            d.target.to_string(),
-            d.issued.to_string(),
-            d.claimed.to_string(),
-            d.used.to_string(),
-            format!("{:.2}", d.percent_of_target),
-            none(),
-            none(),
+            "district",
+            d.code.as_str(),
+            &d.name,
+            "",
+            &d.target.to_string(),
+            &d.issued.to_string(),
+            &d.claimed.to_string(),
+            &d.used.to_string(),
+            &format!("{:.2}", d.percent_of_target),
+            "",
+            "",
+            &d.settled_fen.to_string(),
+            "",
         ]);
     }
     let city = &stats.city;
     row([
-        "city".into(),
-        none(),
-        "合计".into(),
-        none(),
-        city.target.to_string(),
-        city.issued.to_string(),
-        city.claimed.to_string(),
-        city.used.to_string(),
-        format!("{:.2}", city.percent_of_target),
-        none(),
-        none(),
+        "city",
+        "",
+        "合计",
+        "",
+        &city.target.to_string(),
+        &city.issued.to_string(),
+        &city.claimed.to_string(),
+        &city.used.to_string(),
+        &format!("{:.2}", city.percent_of_target),
+        "",
+        "",
+        &city.settled_fen.to_string(),
+        "",
     ]);
     row([
-        "goal_issued".into(),
-        none(),
-        "发券目标".into(),
-        none(),
-        city.issued_goal.to_string(),
-        city.issued.to_string(),
-        none(),
-        none(),
-        format!("{:.2}", percent(city.issued, city.issued_goal)),
-        none(),
-        none(),
+        "goal_issued",
+        "",
+        "发券目标",
+        "",
+        &city.issued_goal.to_string(),
+        &city.issued.to_string(),
+        "",
+        "",
+        &format!("{:.2}", percent(city.issued, city.issued_goal)),
+        "",
+        "",
+        "",
+        "",
     ]);
     row([
-        "goal_used".into(),
-        none(),
-        "用券目标".into(),
-        none(),
-        city.used_goal.to_string(),
-        none(),
-        none(),
-        city.used.to_string(),
-        format!("{:.2}", percent(city.used, city.used_goal)),
-        none(),
-        none(),
+        "goal_used",
+        "",
+        "用券目标",
+        "",
+        &city.used_goal.to_string(),
+        "",
+        "",
+        &city.used.to_string(),
+        &format!("{:.2}", percent(city.used, city.used_goal)),
+        "",
+        "",
+        "",
+        "",
     ]);
     for (section, label, part, whole) in coverage_rows(stats) {
         let name = label.split(' ').next().unwrap_or(label);
         row([
-            section.into(),
-            none(),
-            name.into(),
-            none(),
-            whole.to_string(),
-            none(),
-            none(),
-            part.to_string(),
-            format!("{:.2}", percent(part, whole)),
-            none(),
-            none(),
+            section,
+            "",
+            name,
+            "",
+            &whole.to_string(),
+            "",
+            "",
+            &part.to_string(),
+            &format!("{:.2}", percent(part, whole)),
+            "",
+            "",
+            "",
+            "",
         ]);
     }
     for i in &stats.institutions {
+        let district_name = stats
+            .districts
+            .iter()
+            .find(|d| d.code == i.district)
+            .map_or("", |d| d.name.as_str());
         row([
-            "institution".into(),
-            i.code.to_string(),
-            i.name.clone(),
-            i.district.to_string(),
-            none(),
-            none(),
-            none(),
-            i.used.to_string(),
-            none(),
-            i.evaluations.to_string(),
-            i.average_score
+            "institution",
+            &i.code.to_string(),
+            &i.name,
+            i.district.as_str(),
+            "",
+            "",
+            "",
+            &i.used.to_string(),
+            "",
+            &i.evaluations.to_string(),
+            &i.average_score
                 .map(|a| format!("{a:.2}"))
                 .unwrap_or_default(),
+            &i.settled_fen.to_string(),
+            district_name,
         ]);
     }
     let bytes = writer
@@ -411,8 +470,11 @@ pub fn html(stats: &StatsView) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>职业培训券推广使用进度 {year}</title>\n<style>{HTML_STYLE}</style>\n</head>\n<body>\n\
          <h1>各区县（自治县）职业培训券推广使用进度</h1>\n\
-         <p class=\"sub\">Vocational training vouchers: progress against the district targets, campaign <span id=\"year\">{year}</span></p>\n",
-        year = stats.year
+         <p class=\"sub\">Vocational training vouchers: progress against the district targets, campaign <span id=\"year\">{year}</span></p>\n\
+         <p class=\"sub\" id=\"as-of\">数据截至 figures as of <time id=\"at\">{at}</time>, audit record <span id=\"seq\">{seq}</span></p>\n",
+        year = stats.year,
+        at = escape(&stats.at),
+        seq = stats.seq,
     );
     out.push_str("<h2>全市目标 City goals</h2>\n<div class=\"cards\">\n");
     out += &card(
@@ -429,6 +491,12 @@ pub fn html(stats: &StatsView) -> String {
         city.used_goal,
         "of the used goal",
     );
+    let _ = writeln!(
+        out,
+        "<div class=\"card\" id=\"settled\"><div class=\"label\">补贴已结算 subsidies settled</div>\
+         <div class=\"value\">¥<span id=\"city-settled\">{}</span></div></div>",
+        yuan(city.settled_fen)
+    );
     out.push_str("</div>\n<h2>覆盖 Coverage</h2>\n<div class=\"cards\">\n");
     for (section, label, part, whole) in coverage_rows(stats) {
         out += &card(
@@ -444,7 +512,7 @@ pub fn html(stats: &StatsView) -> String {
         "<table id=\"districts\">\n<thead><tr><th>#</th><th class=\"name\">代码 code</th>\
          <th class=\"name\">区县 district</th><th>目标 target</th><th>发券 issued</th>\
          <th>领券 claimed</th><th>用券 used</th><th>% target</th>\
-         <th class=\"name\">进度 progress</th></tr></thead>\n<tbody>\n",
+         <th>补贴 settled ¥</th><th class=\"name\">进度 progress</th></tr></thead>\n<tbody>\n",
     );
     for (index, d) in stats.districts.iter().enumerate() {
         let _ = writeln!(
@@ -452,12 +520,13 @@ pub fn html(stats: &StatsView) -> String {
             "<tr class=\"district\" data-code=\"{code}\"><td>{n}</td><td class=\"name\">{code}</td>\
              <td class=\"name\">{name}</td><td class=\"target\">{}</td><td class=\"issued\">{}</td>\
              <td class=\"claimed\">{}</td><td class=\"used\">{}</td><td class=\"percent\">{:.2}</td>\
-             <td class=\"chart\">{}</td></tr>",
-            d.target,
-            d.issued,
-            d.claimed,
-            d.used,
+             <td class=\"settled\">{}</td><td class=\"chart\">{}</td></tr>",
+            thousands(d.target),
+            thousands(d.issued),
+            thousands(d.claimed),
+            thousands(d.used),
             d.percent_of_target,
+            yuan(d.settled_fen),
             bar(d.percent_of_target),
             n = index + 1,
             code = escape(d.code.as_str()),
@@ -468,12 +537,14 @@ pub fn html(stats: &StatsView) -> String {
         out,
         "</tbody>\n<tfoot><tr class=\"total\"><td></td><td class=\"name\"></td><td class=\"name\">合计 city</td>\
          <td id=\"city-target\">{}</td><td id=\"city-issued\">{}</td><td id=\"city-claimed\">{}</td>\
-         <td id=\"city-used\">{}</td><td id=\"city-percent\">{:.2}</td><td class=\"chart\">{}</td></tr></tfoot>\n</table>",
-        city.target,
-        city.issued,
-        city.claimed,
-        city.used,
+         <td id=\"city-used\">{}</td><td id=\"city-percent\">{:.2}</td><td id=\"city-settled-total\">{}</td>\
+         <td class=\"chart\">{}</td></tr></tfoot>\n</table>",
+        thousands(city.target),
+        thousands(city.issued),
+        thousands(city.claimed),
+        thousands(city.used),
         city.percent_of_target,
+        yuan(city.settled_fen),
         bar(city.percent_of_target)
     );
     out.push_str("<h2>培训机构 Institutions: vouchers used and evaluations</h2>\n");
@@ -483,19 +554,22 @@ pub fn html(stats: &StatsView) -> String {
         out.push_str(
             "<table id=\"institutions\">\n<thead><tr><th class=\"name\">机构编码 code</th>\
              <th class=\"name\">机构名称 institution</th><th class=\"name\">区县 district</th>\
-             <th>用券 used</th><th>评价 evaluations</th><th>平均分 average score</th></tr></thead>\n<tbody>\n",
+             <th>用券 used</th><th>评价 evaluations</th><th>平均分 average score</th>\
+             <th>补贴 settled ¥</th></tr></thead>\n<tbody>\n",
         );
         for i in &stats.institutions {
             let _ = writeln!(
                 out,
                 "<tr class=\"institution\" data-code=\"{code}\"><td class=\"name\">{code}</td>\
                  <td class=\"name\">{}</td><td class=\"name\">{}</td><td class=\"used\">{}</td>\
-                 <td class=\"evaluations\">{}</td><td class=\"average\">{}</td></tr>",
+                 <td class=\"evaluations\">{}</td><td class=\"average\">{}</td>\
+                 <td class=\"settled\">{}</td></tr>",
                 escape(&i.name),
-                escape(i.district.as_str()),
-                i.used,
-                i.evaluations,
+                escape(&district_label(stats, &i.district)),
+                thousands(i.used),
+                thousands(i.evaluations),
                 average_text(i.average_score),
+                yuan(i.settled_fen),
                 code = i.code,
             );
         }
@@ -515,6 +589,9 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(300_000), "300,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(yuan(0), "0.00");
+        assert_eq!(yuan(75_050), "750.50");
+        assert_eq!(yuan(123_456_789), "1,234,567.89");
         assert_eq!(percent(2, 500), 0.4);
         assert_eq!(percent(1, 3), 33.33);
         assert_eq!(percent(5, 0), 0.0);

@@ -109,6 +109,21 @@ pub enum Command {
         year: u16,
         text: String,
     },
+    /// `complete` naming the operator who reports it (the form written since
+    /// 2026-12; `Complete` above is kept for replaying older records).
+    #[serde(rename = "complete")]
+    CompleteByOperator {
+        voucher: VoucherId,
+        institution: InstitutionCode,
+        operator: OperatorId,
+    },
+    /// `release` naming the operator (see `CompleteByOperator`).
+    #[serde(rename = "release")]
+    ReleaseByOperator {
+        voucher: VoucherId,
+        institution: InstitutionCode,
+        operator: OperatorId,
+    },
 }
 
 /// A request id: 1 to 64 printable ASCII characters.
@@ -310,6 +325,8 @@ impl Command {
             Command::Settle { .. } => OpName::Settle,
             Command::Release { .. } => OpName::Release,
             Command::Expire { .. } => OpName::Expire,
+            Command::CompleteByOperator { .. } => OpName::Complete,
+            Command::ReleaseByOperator { .. } => OpName::Release,
             Command::RecordCampaign { .. } => return None,
         })
     }
@@ -450,9 +467,11 @@ impl Command {
             Op::Complete {
                 voucher,
                 institution,
-            } => Command::Complete {
+                operator,
+            } => Command::CompleteByOperator {
                 voucher: *voucher,
                 institution: *institution,
+                operator: operator_id(operator, now)?,
             },
             Op::Evaluate {
                 voucher,
@@ -490,9 +509,11 @@ impl Command {
             Op::Release {
                 voucher,
                 institution,
-            } => Command::Release {
+                operator,
+            } => Command::ReleaseByOperator {
                 voucher: *voucher,
                 institution: *institution,
+                operator: operator_id(operator, now)?,
             },
             Op::Expire { year } => {
                 if campaigns.year(*year).is_none() {
@@ -510,6 +531,10 @@ impl Command {
                 if *limit == Some(0) {
                     return refuse(Reason::InvalidRequest, "limit must be at least 1");
                 }
+                return Ok(None);
+            }
+            Op::ListVouchers { id_number, .. } => {
+                person(id_number, "id_number", secret, now)?;
                 return Ok(None);
             }
             Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead => return Ok(None),

@@ -190,6 +190,7 @@ pub enum Op {
     Complete {
         voucher: VoucherId,
         institution: InstitutionCode,
+        operator: OperatorId,
     },
     Evaluate {
         voucher: VoucherId,
@@ -205,6 +206,7 @@ pub enum Op {
     Release {
         voucher: VoucherId,
         institution: InstitutionCode,
+        operator: OperatorId,
     },
     Expire {
         year: u16,
@@ -227,17 +229,24 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// A person's vouchers (all campaign years, or one), for the e-card page.
+    ListVouchers {
+        id_number: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        year: Option<u16>,
+    },
 }
 
 impl Op {
     /// Whether the operation is decided from a few records in memory and at
     /// most one point read: quick enough to apply on an async worker.
-    /// `expire` walks a whole campaign, `stats` every figure and `audit_read`
-    /// a range of the audit table.
+    /// `expire` walks a whole campaign, `stats` every figure, `audit_read`
+    /// a range of the audit table, and `get_voucher` waits for durability
+    /// before it reads the voucher's texts.
     pub fn is_point(&self) -> bool {
         !matches!(
             self,
-            Op::Expire { .. } | Op::Stats { .. } | Op::AuditRead { .. }
+            Op::Expire { .. } | Op::Stats { .. } | Op::AuditRead { .. } | Op::GetVoucher { .. }
         )
     }
 
@@ -250,7 +259,11 @@ impl Op {
     pub fn is_read(&self) -> bool {
         matches!(
             self,
-            Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead | Op::AuditRead { .. }
+            Op::GetVoucher { .. }
+                | Op::Stats { .. }
+                | Op::AuditHead
+                | Op::AuditRead { .. }
+                | Op::ListVouchers { .. }
         )
     }
 
@@ -277,7 +290,8 @@ impl OpName {
             | OpName::Checkin
             | OpName::Complete
             | OpName::Evaluate
-            | OpName::Release => role == Role::Gateway,
+            | OpName::Release
+            | OpName::ListVouchers => role == Role::Gateway,
             OpName::Settle => matches!(role, Role::District(_)),
             OpName::Stats => matches!(role, Role::Bureau | Role::District(_) | Role::Auditor),
             OpName::GetVoucher | OpName::AuditHead => true,
@@ -369,6 +383,21 @@ pub enum Reply {
     },
     AuditRecords(Box<AuditPage>),
     Done {},
+    /// `list_vouchers`' answer. (After `Done` for bincode's positions; JSON
+    /// answers are written by `Answer::to_json`, never parsed back as a `Reply`.)
+    Vouchers {
+        vouchers: Vec<VoucherSummary>,
+    },
+}
+
+/// One voucher of `list_vouchers`' answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct VoucherSummary {
+    pub voucher: VoucherId,
+    pub kind: Kind,
+    pub state: VoucherState,
+    pub face_value_fen: u64,
+    pub year: u16,
 }
 
 /// `audit_read`'s answer: stored entries (record bytes + blake3 hash, the
@@ -415,6 +444,27 @@ pub struct VoucherView {
     pub checkins: u32,
     pub score: Option<u8>,
     pub settled_fen: Option<u64>,
+    /// The class it is enrolled in (absent when not redeemed).
+    pub class: Option<String>,
+    /// When each step was done (RFC 3339, +08:00); a step not done, or done
+    /// before this version stored step times, has no field.
+    #[serde(flatten)]
+    pub steps: StepTimes,
+}
+
+/// The time of each step of a voucher, for `get_voucher`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct StepTimes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeemed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<String>,
 }
 
 /// `stats`' answer: per district, the city, the coverage figures, and (an
@@ -428,6 +478,12 @@ pub struct StatsView {
     /// Registered institutions (of the district asked, if any), by code.
     #[serde(default)]
     pub institutions: Vec<InstitutionStats>,
+    /// When the figures were read (RFC 3339, +08:00) and the audit sequence
+    /// number of the last change they include.
+    #[serde(default)]
+    pub at: String,
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// One institution's figures for the year asked.
@@ -442,6 +498,8 @@ pub struct InstitutionStats {
     /// (`None` without evaluations).
     pub evaluations: u64,
     pub average_score: Option<f64>,
+    /// Subsidies settled for vouchers used at this institution (sum of audited amounts).
+    pub settled_fen: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
@@ -453,6 +511,9 @@ pub struct DistrictStats {
     pub claimed: u64,
     pub used: u64,
     pub percent_of_target: f64,
+    /// Subsidies settled for vouchers used in this district (by the
+    /// institution's district, like `used`).
+    pub settled_fen: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
@@ -464,8 +525,11 @@ pub struct CityStats {
     pub percent_of_target: f64,
     pub issued_goal: u64,
     pub used_goal: u64,
+    pub settled_fen: u64,
 }
 
+/// Coverage of the districts shown: the city's, or one district's when the
+/// caller is a district agency (or names a district).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct Coverage {
     pub districts_used: u64,
@@ -530,6 +594,9 @@ impl Answer {
                 state_digest: field(&value, "state_digest")?,
             },
             Op::AuditRead { .. } => Reply::AuditRecords(Box::new(whole(value)?)),
+            Op::ListVouchers { .. } => Reply::Vouchers {
+                vouchers: field(&value, "vouchers")?,
+            },
             Op::RegisterInstitution { .. }
             | Op::SetInstitutionAdmin { .. }
             | Op::AuthoriseOperator { .. }
@@ -600,12 +667,12 @@ mod tests {
     }
 
     #[test]
-    fn only_whole_campaign_and_range_operations_leave_the_async_workers() {
+    fn whole_campaign_range_and_waiting_operations_leave_the_async_workers() {
         let op = |json: &str| serde_json::from_str::<Request>(json).unwrap().op;
         for point in [
             r#"{"id":"a","op":"redeem","voucher":"V0000000007","institution":"5000001","operator":"op-1","class":"c"}"#,
-            r#"{"id":"b","op":"get_voucher","voucher":"V0000000007"}"#,
             r#"{"id":"c","op":"audit_head"}"#,
+            r#"{"id":"g","op":"list_vouchers","id_number":"11010519491231002X"}"#,
         ] {
             assert!(op(point).is_point(), "{point}");
         }
@@ -613,6 +680,7 @@ mod tests {
             r#"{"id":"d","op":"expire","year":2021}"#,
             r#"{"id":"e","op":"stats"}"#,
             r#"{"id":"f","op":"audit_read","from":1}"#,
+            r#"{"id":"b","op":"get_voucher","voucher":"V0000000007"}"#,
         ] {
             assert!(!op(heavy).is_point(), "{heavy}");
         }
@@ -728,6 +796,7 @@ mod tests {
             OpName::Complete => Op::Complete {
                 voucher,
                 institution,
+                operator,
             },
             OpName::Evaluate => Op::Evaluate {
                 voucher,
@@ -742,6 +811,7 @@ mod tests {
             OpName::Release => Op::Release {
                 voucher,
                 institution,
+                operator,
             },
             OpName::Expire => Op::Expire { year: 2021 },
             OpName::GetVoucher => Op::GetVoucher { voucher },
@@ -753,6 +823,10 @@ mod tests {
             OpName::AuditRead => Op::AuditRead {
                 from: 1,
                 limit: None,
+            },
+            OpName::ListVouchers => Op::ListVouchers {
+                id_number,
+                year: Some(2021),
             },
         }
     }

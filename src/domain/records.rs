@@ -52,6 +52,8 @@ impl Voucher {
             checkins: self.checkins,
             score: self.score,
             settled_fen: self.settled_fen,
+            class: None,
+            steps: Default::default(),
         }
     }
 }
@@ -114,14 +116,29 @@ pub enum Figure {
     InstitutionScoreSum(u16, InstitutionCode),
     /// Institutions registered (all years).
     Registered,
+    /// Subsidies settled (fen), by the district of the institution that trained.
+    SettledFen(u16, DistrictCode),
+    /// Subsidies settled (fen) for vouchers used at one institution.
+    InstitutionSettledFen(u16, InstitutionCode),
+}
+
+impl Figure {
+    /// Figures added after stores were first written: a store written before
+    /// them has no counter for them (see `ledger::recovery`).
+    pub fn is_later_addition(self) -> bool {
+        matches!(
+            self,
+            Figure::SettledFen(..) | Figure::InstitutionSettledFen(..)
+        )
+    }
 }
 
 /// The figures one voucher adds to; a change adds the new voucher's and takes
 /// away the old one's, so figures always equal a recount over all vouchers.
-/// (At most seven, gathered without allocating: start-up calls this per voucher.)
+/// (At most nine, gathered without allocating: start-up calls this per voucher.)
 pub fn figure_contributions(voucher: &Voucher) -> impl Iterator<Item = (Figure, u64)> {
     let year = voucher.year;
-    let mut figures = [None; 7];
+    let mut figures = [None; 9];
     let mut count = 0;
     let mut push = |figure: Figure, amount: u64| {
         figures[count] = Some((figure, amount));
@@ -145,6 +162,11 @@ pub fn figure_contributions(voucher: &Voucher) -> impl Iterator<Item = (Figure, 
                 Figure::InstitutionScoreSum(year, institution),
                 u64::from(score),
             );
+        }
+        // A counter never holds 0 (its row is deleted), so 0 fen adds nothing.
+        if let Some(fen) = voucher.settled_fen.filter(|&fen| fen > 0) {
+            push(Figure::SettledFen(year, district), fen);
+            push(Figure::InstitutionSettledFen(year, institution), fen);
         }
     }
     figures.into_iter().flatten()
@@ -179,7 +201,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_settled_rated_voucher_with_check_ins_adds_to_all_seven_figures() {
+    fn a_settled_rated_voucher_with_check_ins_adds_to_all_nine_figures() {
         let district: DistrictCode = "500101".parse().expect("a code");
         let institution = InstitutionCode(5_000_001);
         let issued = Voucher::issued_example();
@@ -204,6 +226,8 @@ mod tests {
                 (Figure::UsedWithCheckin(2021, district), 1),
                 (Figure::InstitutionEvaluations(2021, institution), 1),
                 (Figure::InstitutionScoreSum(2021, institution), 4),
+                (Figure::SettledFen(2021, district), 80_000),
+                (Figure::InstitutionSettledFen(2021, institution), 80_000),
             ]
         );
         assert_eq!(

@@ -55,6 +55,28 @@ fn known_institution(
         .ok_or_else(|| Refusal::new(Reason::UnknownInstitution, format!("no institution {code}")))
 }
 
+/// The operator an institution's admin authorised, acting for it (redeem,
+/// complete, release): the institution must exist and list the operator.
+fn authorised<'i>(
+    institution: Option<&'i Institution>,
+    code: InstitutionCode,
+    operator: &OperatorId,
+) -> Result<&'i Institution, Refusal> {
+    let institution = known_institution(institution, code)?;
+    if !institution.operators.contains(operator) {
+        return refuse(
+            Reason::NotAuthorised,
+            format!("operator {operator} is not authorised by institution {code}"),
+        );
+    }
+    Ok(institution)
+}
+
+/// Who reports a completion or a release: an operator and the institution
+/// named (looked up), or `None` for a record written before `complete` and
+/// `release` named an operator (replayed as it was accepted).
+pub type Acting<'a> = Option<(&'a OperatorId, Option<&'a Institution>)>;
+
 fn expired(voucher: &Voucher) -> Result<Voucher, Refusal> {
     refuse(
         Reason::Expired,
@@ -304,13 +326,7 @@ pub fn redeem(
     operator: &OperatorId,
 ) -> Result<(Voucher, PersonYear), Refusal> {
     let voucher = known(voucher, id)?;
-    let institution = known_institution(institution, code)?;
-    if !institution.operators.contains(operator) {
-        return refuse(
-            Reason::NotAuthorised,
-            format!("operator {operator} is not authorised by institution {code}"),
-        );
-    }
+    let institution = authorised(institution, code, operator)?;
     if context.is_expired(voucher)? {
         return expired_pair(voucher);
     }
@@ -408,13 +424,18 @@ pub fn checkin(
     Ok((checked, day))
 }
 
+/// Complete (完成培训), reported by an authorised operator of the institution.
 pub fn complete(
     context: Context,
     voucher: Option<&Voucher>,
     id: VoucherId,
     institution: InstitutionCode,
+    acting: Acting,
 ) -> Result<Voucher, Refusal> {
     let voucher = known(voucher, id)?;
+    if let Some((operator, named)) = acting {
+        authorised(named, institution, operator)?;
+    }
     match voucher.state {
         VoucherState::Completed | VoucherState::Settled => {
             check_institution(voucher, institution)?;
@@ -523,7 +544,7 @@ pub fn settle(
     Ok(settled)
 }
 
-/// Release: a cancelled enrollment returns the voucher to claimed and the use
+/// Release, by an authorised operator of the institution: a cancelled enrollment returns the voucher to claimed and the use
 /// to the person; the enrollment's check-ins go with it.
 pub fn release(
     context: Context,
@@ -531,8 +552,12 @@ pub fn release(
     id: VoucherId,
     person: PersonYear,
     institution: InstitutionCode,
+    acting: Acting,
 ) -> Result<(Voucher, PersonYear), Refusal> {
     let voucher = known(voucher, id)?;
+    if let Some((operator, named)) = acting {
+        authorised(named, institution, operator)?;
+    }
     match voucher.state {
         VoucherState::Completed | VoucherState::Settled => {
             check_institution(voucher, institution)?;

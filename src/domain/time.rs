@@ -30,6 +30,9 @@ impl Timestamp {
     }
 }
 
+/// The offset of every time an answer shows (API.md: RFC 3339 with +08:00).
+pub const ANSWER_UTC_OFFSET_S: i32 = 8 * 3600;
+
 /// The local date (YYYY-MM-DD) of a day number from `Timestamp::local_day`.
 pub fn day_text(day: i32) -> String {
     let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")

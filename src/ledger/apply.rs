@@ -3,6 +3,7 @@
 //! and only then change memory.
 
 use super::*;
+use crate::domain::time::ANSWER_UTC_OFFSET_S;
 
 /// Who asked, when, and whether the answer is remembered for retries.
 pub(super) struct Origin<'a> {
@@ -88,6 +89,19 @@ impl Change {
             old.map(codec::encode),
             codec::encode(new),
         );
+    }
+}
+
+/// The step whose time a command records (`get_voucher`'s `*_at`), if any.
+fn step_tag(command: &Command) -> Option<u8> {
+    match command {
+        Command::Claim { .. } => Some(keys::TEXT_CLAIMED_AT),
+        Command::Redeem { .. } => Some(keys::TEXT_REDEEMED_AT),
+        Command::Complete { .. } | Command::CompleteByOperator { .. } => {
+            Some(keys::TEXT_COMPLETED_AT)
+        }
+        Command::Settle { .. } => Some(keys::TEXT_SETTLED_AT),
+        _ => None,
     }
 }
 
@@ -350,9 +364,12 @@ impl Ledger {
                     let packed = self.pack(&voucher, holder);
                     let mut change = Change::default();
                     change.voucher(None, &voucher);
+                    let at = origin.time.get().local_rfc3339(ANSWER_UTC_OFFSET_S);
+                    change.texts.push((id, keys::TEXT_ISSUED_AT, at));
                     let reply = Reply::Issued { voucher: id };
                     let ticket = self.commit(origin, command, &reply, change)?;
                     shard.set(id, packed);
+                    self.persons.write(holder).add_voucher(holder, id);
                     Ok((reply, ticket))
                 })
             }
@@ -421,19 +438,12 @@ impl Ledger {
             Command::Complete {
                 voucher,
                 institution,
-            } => self.change_voucher(
-                origin,
-                command,
-                *voucher,
-                Touch::default(),
-                |context, found| {
-                    Ok((
-                        rules::complete(context, found.voucher, *voucher, *institution)?,
-                        None,
-                        done(),
-                    ))
-                },
-            ),
+            } => self.complete(origin, command, *voucher, *institution, None),
+            Command::CompleteByOperator {
+                voucher,
+                institution,
+                operator,
+            } => self.complete(origin, command, *voucher, *institution, Some(operator)),
             Command::Evaluate {
                 voucher,
                 holder,
@@ -476,22 +486,12 @@ impl Ledger {
             Command::Release {
                 voucher,
                 institution,
-            } => self.change_voucher(
-                origin,
-                command,
-                *voucher,
-                Touch::person(),
-                |context, found| {
-                    let (released, person) = rules::release(
-                        context,
-                        found.voucher,
-                        *voucher,
-                        found.person,
-                        *institution,
-                    )?;
-                    Ok((released, Some(person), done()))
-                },
-            ),
+            } => self.release(origin, command, *voucher, *institution, None),
+            Command::ReleaseByOperator {
+                voucher,
+                institution,
+                operator,
+            } => self.release(origin, command, *voucher, *institution, Some(operator)),
             Command::Expire { year } => self.expire(origin, command, *year),
             Command::RecordCampaign { year, text } => {
                 self.stamp(origin);
@@ -514,6 +514,64 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// Complete; `operator` is `None` only for records written before
+    /// `complete` named one (replay), which skip the operator check.
+    fn complete(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        voucher: VoucherId,
+        institution: InstitutionCode,
+        operator: Option<&OperatorId>,
+    ) -> Result<(Reply, u64), Refusal> {
+        let touch = Touch {
+            institution: match operator {
+                Some(_) => At::Given(institution),
+                None => At::None,
+            },
+            ..Touch::default()
+        };
+        self.change_voucher(origin, command, voucher, touch, |context, found| {
+            let acting = operator.map(|operator| (operator, found.institution));
+            Ok((
+                rules::complete(context, found.voucher, voucher, institution, acting)?,
+                None,
+                Reply::Done {},
+            ))
+        })
+    }
+
+    /// Release; `operator` as for `complete`.
+    fn release(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        voucher: VoucherId,
+        institution: InstitutionCode,
+        operator: Option<&OperatorId>,
+    ) -> Result<(Reply, u64), Refusal> {
+        let touch = Touch {
+            person: true,
+            institution: match operator {
+                Some(_) => At::Given(institution),
+                None => At::None,
+            },
+            ..Touch::default()
+        };
+        self.change_voucher(origin, command, voucher, touch, |context, found| {
+            let acting = operator.map(|operator| (operator, found.institution));
+            let (released, person) = rules::release(
+                context,
+                found.voucher,
+                voucher,
+                found.person,
+                institution,
+                acting,
+            )?;
+            Ok((released, Some(person), Reply::Done {}))
+        })
     }
 
     /// Locks one institution, applies a rule to it, commits, stores it.
@@ -590,6 +648,10 @@ impl Ledger {
         }
         if let Some((tag, text)) = touch.text {
             change.texts.push((id, tag, text.clone()));
+        }
+        if let Some(tag) = step_tag(command) {
+            let at = origin.time.get().local_rfc3339(ANSWER_UTC_OFFSET_S);
+            change.texts.push((id, tag, at));
         }
         let packed = self.pack(&new_voucher, holder);
         let ticket = self.commit(origin, command, &reply, change)?;

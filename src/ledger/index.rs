@@ -291,6 +291,10 @@ pub struct PersonEntry {
 pub struct PersonShard {
     table: HashTable<u32>,
     entries: Vec<PersonEntry>,
+    /// Each entry's vouchers (same positions as `entries`), for
+    /// `list_vouchers`: a boxed slice (16 bytes) and one exact heap block per
+    /// person-year that holds any, replaced on each issue.
+    vouchers: Vec<Box<[VoucherId]>>,
     /// Entries with a stored record.
     stored: usize,
 }
@@ -316,15 +320,21 @@ impl PersonShard {
         entry.stored = true;
     }
 
+    /// The entry number of (key, year), if interned.
+    fn find(&self, key: PersonKey, year: u16) -> Option<usize> {
+        let entries = &self.entries;
+        self.table
+            .find(person_hash(&key, year), |&e| {
+                let entry = &entries[e as usize];
+                entry.key == key && entry.year == year
+            })
+            .map(|&e| e as usize)
+    }
+
     /// The handle of (key, year), made with an empty, unstored record if new.
     fn intern(&mut self, shard: usize, key: PersonKey, year: u16) -> PersonHandle {
-        let entries = &self.entries;
-        let found = self.table.find(person_hash(&key, year), |&e| {
-            let entry = &entries[e as usize];
-            entry.key == key && entry.year == year
-        });
-        if let Some(&e) = found {
-            return PersonHandle::new(shard, e as usize);
+        if let Some(e) = self.find(key, year) {
+            return PersonHandle::new(shard, e);
         }
         let handle = PersonHandle::new(shard, self.entries.len());
         self.entries.push(PersonEntry {
@@ -333,6 +343,7 @@ impl PersonShard {
             record: PersonYear::default(),
             stored: false,
         });
+        self.vouchers.push(Box::default());
         let entries = &self.entries;
         self.table
             .insert_unique(person_hash(&key, year), handle.entry() as u32, |&e| {
@@ -344,6 +355,20 @@ impl PersonShard {
 
     pub fn entries(&self) -> &[PersonEntry] {
         &self.entries
+    }
+
+    /// Notes that a person-year holds a voucher (once per voucher).
+    pub fn add_voucher(&mut self, handle: PersonHandle, id: VoucherId) {
+        let held = &mut self.vouchers[handle.entry()];
+        assert!(!held.contains(&id), "a voucher is added to its holder once");
+        let mut grown = Vec::with_capacity(held.len() + 1);
+        grown.extend_from_slice(held);
+        grown.push(id);
+        *held = grown.into_boxed_slice();
+    }
+
+    pub fn vouchers(&self, handle: PersonHandle) -> &[VoucherId] {
+        &self.vouchers[handle.entry()]
     }
 }
 
@@ -372,6 +397,13 @@ impl Persons {
 
     pub fn write(&self, handle: PersonHandle) -> RwLockWriteGuard<'_, PersonShard> {
         self.shards[handle.shard()].write()
+    }
+
+    /// The handle of (key, year) if the person-year was ever seen.
+    pub fn find(&self, key: PersonKey, year: u16) -> Option<PersonHandle> {
+        let shard = person_shard(&key);
+        let entry = self.shards[shard].read().find(key, year)?;
+        Some(PersonHandle::new(shard, entry))
     }
 
     /// The holder key behind a handle (person keys never change once interned).
@@ -506,5 +538,23 @@ mod tests {
             persons.write(*handle).store(*handle, PersonYear::default());
         }
         assert_eq!(persons.len(), 10);
+    }
+
+    #[test]
+    fn a_person_year_lists_the_vouchers_it_holds() {
+        let persons = Persons::default();
+        let key = PersonKey([9; 32]);
+        assert_eq!(persons.find(key, 2021), None);
+        let handle = persons.intern(key, 2021);
+        assert_eq!(persons.find(key, 2021), Some(handle));
+        assert_eq!(persons.find(key, 2022), None);
+        assert!(persons.read(handle).vouchers(handle).is_empty());
+        for id in [7, 3] {
+            persons.write(handle).add_voucher(handle, VoucherId(id));
+        }
+        assert_eq!(
+            persons.read(handle).vouchers(handle),
+            &[VoucherId(7), VoucherId(3)]
+        );
     }
 }

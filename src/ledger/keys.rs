@@ -26,6 +26,11 @@ pub fn text(voucher: VoucherId, tag: u8, seq: u64) -> Vec<u8> {
     bytes
 }
 
+/// The keys of every text of one voucher lie in `text_prefix(v)..text_prefix(v + 1)`.
+pub fn text_prefix(voucher: VoucherId) -> Vec<u8> {
+    voucher.0.to_be_bytes().to_vec()
+}
+
 pub fn audit(seq: u64) -> Vec<u8> {
     seq.to_be_bytes().to_vec()
 }
@@ -50,6 +55,13 @@ pub fn decode_u64(key: &[u8]) -> Option<u64> {
 
 pub const TEXT_CLASS: u8 = b'c';
 pub const TEXT_COMMENT: u8 = b'e';
+/// When a step was done (RFC 3339, +08:00), one row per step done, keyed like
+/// every text by the audit record that did it: the latest of each tag counts.
+pub const TEXT_ISSUED_AT: u8 = b'I';
+pub const TEXT_CLAIMED_AT: u8 = b'L';
+pub const TEXT_REDEEMED_AT: u8 = b'R';
+pub const TEXT_COMPLETED_AT: u8 = b'C';
+pub const TEXT_SETTLED_AT: u8 = b'S';
 
 /// Meta key of the state digest's running sum, written with every state change.
 pub const STATE_DIGEST: &[u8] = b"state_digest";

@@ -30,10 +30,13 @@ use crate::audit::{self, AuditRecord, GENESIS_HASH};
 use crate::codec;
 use crate::domain::campaign::{Campaign, Campaigns};
 use crate::domain::command::{check_request_id, Command};
-use crate::domain::ids::{DistrictCode, InstitutionCode, PersonKey, PersonSecret, VoucherId};
+use crate::domain::enums::VoucherState;
+use crate::domain::ids::{
+    DistrictCode, IdNumber, InstitutionCode, OperatorId, PersonKey, PersonSecret, VoucherId,
+};
 use crate::domain::op::{
     Answer, AuditPage, Caller, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply,
-    Request, Role, StatsView,
+    Request, Role, StatsView, StepTimes, VoucherSummary,
 };
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use crate::domain::rules::{self, Context};
@@ -195,14 +198,26 @@ impl Ledger {
     /// a data folder of an older version gets its campaigns sealed then.
     /// Returns how many it sealed.
     pub fn record_campaigns(&self) -> Result<usize, Error> {
-        let mut sealed = 0;
+        let mut missing = Vec::new();
         for campaign in self.campaigns.all() {
+            let key = meta::campaign_sealed_key(campaign.year);
+            if self.journal.get(Table::Meta, &key)?.is_none() {
+                missing.push(campaign);
+            }
+        }
+        // A missing marker usually means a campaign never sealed (a ledger
+        // from before campaign records). It can also mean the marker alone
+        // was lost (a damaged store file): the chain itself decides, read
+        // once, so a campaign is never sealed twice.
+        let in_chain = if missing.is_empty() {
+            Vec::new()
+        } else {
+            self.campaign_years_in_chain()?
+        };
+        let mut sealed = 0;
+        for campaign in missing {
             let year = campaign.year;
-            if self
-                .journal
-                .get(Table::Meta, &meta::campaign_sealed_key(year))?
-                .is_some()
-            {
+            if in_chain.contains(&year) {
                 continue;
             }
             let command = Command::RecordCampaign {
@@ -233,6 +248,20 @@ impl Ledger {
             sealed += 1;
         }
         Ok(sealed)
+    }
+
+    /// The years whose campaign records are in the audit chain (a full read
+    /// of the chain: only when a marker is missing).
+    fn campaign_years_in_chain(&self) -> Result<Vec<u16>, Error> {
+        let mut years = Vec::new();
+        self.journal.scan(Table::Audit, &mut |_, entry| {
+            let (record, _) = audit::open(entry).map_err(Error::Corrupt)?;
+            if let Command::RecordCampaign { year, .. } = record.command {
+                years.push(year);
+            }
+            Ok(())
+        })?;
+        Ok(years)
     }
 
     /// Where async callers await durability before `finish` (see `Journal::durability`).

@@ -3,26 +3,18 @@
 //! the commits they may rest on.
 
 use super::*;
+use crate::domain::time::ANSWER_UTC_OFFSET_S;
 
 impl Ledger {
     /// Answers a read (`get_voucher`, `stats`, `audit_head`) from memory.
     pub(super) fn read(&self, role: Role, op: &Op) -> Result<Reply, Refusal> {
         match op {
-            Op::GetVoucher { voucher } => match self.vouchers.of(*voucher).read().get(*voucher) {
-                Some(found) => {
-                    let holder = self.persons.key(found.holder());
-                    let found = found.unpack(*voucher, holder, &self.districts);
-                    Ok(Reply::Voucher(Box::new(found.view())))
-                }
-                None => Err(Refusal::new(
-                    Reason::UnknownVoucher,
-                    format!("no voucher {voucher}"),
-                )),
-            },
+            Op::GetVoucher { voucher } => self.get_voucher(*voucher),
             Op::Stats { district, year } => self
                 .stats(role, *district, *year)
                 .map(|s| Reply::Stats(Box::new(s))),
             Op::AuditRead { from, limit } => self.audit_page(*from, *limit),
+            Op::ListVouchers { id_number, year } => self.list_vouchers(id_number, *year),
             Op::AuditHead => {
                 let tail = self.tail.lock();
                 Ok(Reply::AuditHead {
@@ -33,6 +25,103 @@ impl Ledger {
             }
             _ => unreachable!("only reads come here"),
         }
+    }
+
+    /// `get_voucher`: the voucher, its class and its step times (from the
+    /// voucher's rows of the `texts` table, one short range read). Memory
+    /// changes when a commit is handed to the journal, before it is written,
+    /// so under the voucher's shard read lock (no change of this voucher can
+    /// be handed over meanwhile) it waits until every commit handed over so
+    /// far is durable, then reads memory and rows of one state. The wait is
+    /// one group commit at most, during which writers of this voucher shard
+    /// (1/256 of the vouchers) wait too; `get_voucher` runs off the async
+    /// workers for it (`Op::is_point`).
+    fn get_voucher(&self, id: VoucherId) -> Result<Reply, Refusal> {
+        let shard = self.vouchers.of(id).read();
+        let Some(packed) = shard.get(id).copied() else {
+            return Err(Refusal::new(
+                Reason::UnknownVoucher,
+                format!("no voucher {id}"),
+            ));
+        };
+        self.journal
+            .wait_durable(self.assigned_ticket.load(Ordering::SeqCst))?;
+        let voucher = packed.unpack(id, self.persons.key(packed.holder()), &self.districts);
+        let mut latest = self.latest_texts(id)?;
+        drop(shard);
+        let done = |tag: u8| match tag {
+            keys::TEXT_ISSUED_AT => true,
+            keys::TEXT_CLAIMED_AT => voucher.claimed,
+            keys::TEXT_REDEEMED_AT | keys::TEXT_CLASS => voucher.institution.is_some(),
+            keys::TEXT_COMPLETED_AT => matches!(
+                voucher.state,
+                VoucherState::Completed | VoucherState::Settled
+            ),
+            keys::TEXT_SETTLED_AT => voucher.settled_fen.is_some(),
+            _ => false,
+        };
+        let mut shown = |tag: u8| latest.remove(&tag).filter(|_| done(tag));
+        let mut view = voucher.view();
+        view.steps = StepTimes {
+            issued_at: shown(keys::TEXT_ISSUED_AT),
+            claimed_at: shown(keys::TEXT_CLAIMED_AT),
+            redeemed_at: shown(keys::TEXT_REDEEMED_AT),
+            completed_at: shown(keys::TEXT_COMPLETED_AT),
+            settled_at: shown(keys::TEXT_SETTLED_AT),
+        };
+        view.class = shown(keys::TEXT_CLASS);
+        Ok(Reply::Voucher(Box::new(view)))
+    }
+
+    /// The latest text of each tag of one voucher (rows are keyed by audit
+    /// sequence, so the last one read of a tag is its latest).
+    fn latest_texts(&self, voucher: VoucherId) -> Result<HashMap<u8, String>, Refusal> {
+        let from = keys::text_prefix(voucher);
+        let to = keys::text_prefix(VoucherId(voucher.0 + 1));
+        let mut latest = HashMap::new();
+        self.journal
+            .scan_between(Table::Texts, &from, Some(&to), &mut |key, value| {
+                let tag = key[from.len()];
+                latest.insert(tag, codec::decode::<String>(value, "text")?);
+                Ok(())
+            })?;
+        Ok(latest)
+    }
+
+    /// A person's vouchers in id order, from the person index: one hash
+    /// lookup per campaign year asked, then one voucher read per voucher held.
+    /// A year without a campaign holds none (an empty list).
+    fn list_vouchers(&self, id_number: &str, year: Option<u16>) -> Result<Reply, Refusal> {
+        let holder = IdNumber::parse_at(id_number, self.clock.now())
+            .map_err(|why| Refusal::new(Reason::InvalidIdNumber, format!("id_number: {why}")))?
+            .key(&self.secret);
+        let years: Vec<u16> = match year {
+            Some(year) => vec![year],
+            None => self.campaigns.all().iter().map(|c| c.year).collect(),
+        };
+        let mut held: Vec<VoucherId> = Vec::new();
+        for year in years {
+            if let Some(handle) = self.persons.find(holder, year) {
+                held.extend_from_slice(self.persons.read(handle).vouchers(handle));
+            }
+        }
+        held.sort_unstable();
+        let vouchers = held
+            .into_iter()
+            .filter_map(|id| {
+                let shard = self.vouchers.of(id).read();
+                let packed = shard.get(id)?;
+                let voucher = packed.unpack(id, holder, &self.districts);
+                Some(VoucherSummary {
+                    voucher: id,
+                    kind: voucher.kind,
+                    state: voucher.state,
+                    face_value_fen: voucher.face_value_fen,
+                    year: voucher.year,
+                })
+            })
+            .collect();
+        Ok(Reply::Vouchers { vouchers })
     }
 
     /// Durable audit entries from `from` on, bounded by `AUDIT_PAGE_RECORDS_MAX`
@@ -111,6 +200,10 @@ impl Ledger {
             .collect();
         registered.sort_unstable_by_key(|(code, _, _)| *code);
         let tail = self.tail.lock();
+        let (at, seq) = (
+            self.clock.now().local_rfc3339(ANSWER_UTC_OFFSET_S),
+            tail.seq,
+        );
         let figure = |figure: Figure| tail.figures.get(&figure).copied().unwrap_or(0);
         let percent = |used: u64, target: u64| {
             if target == 0 {
@@ -132,6 +225,7 @@ impl Ledger {
                     claimed: figure(Figure::Claimed(year, d.code)),
                     used,
                     percent_of_target: percent(used, d.target),
+                    settled_fen: figure(Figure::SettledFen(year, d.code)),
                 }
             })
             .collect();
@@ -145,28 +239,40 @@ impl Ledger {
             percent_of_target: percent(used, target),
             issued_goal: campaign.issued_goal,
             used_goal: campaign.used_goal,
+            settled_fen: all.iter().map(|d| d.settled_fen).sum(),
         };
-        let institutions_used = tail
-            .figures
-            .keys()
-            .filter(|f| matches!(f, Figure::InstitutionUsed(y, _) if *y == year))
-            .count() as u64;
+        // Coverage of the districts shown: the city's, or one district's
+        // (DOMAIN.md: "coverage within the caller's district").
+        let in_scope = |code: DistrictCode| district.is_none_or(|shown| shown == code);
+        let scoped: Vec<&DistrictStats> = all.iter().filter(|d| in_scope(d.code)).collect();
+        let (institutions_used, institutions_registered) = match district {
+            None => (
+                tail.figures
+                    .keys()
+                    .filter(|f| matches!(f, Figure::InstitutionUsed(y, _) if *y == year))
+                    .count() as u64,
+                tail.institutions_registered,
+            ),
+            Some(_) => (
+                registered
+                    .iter()
+                    .filter(|(code, _, _)| figure(Figure::InstitutionUsed(year, *code)) > 0)
+                    .count() as u64,
+                registered.len() as u64,
+            ),
+        };
         let coverage = Coverage {
-            districts_used: all.iter().filter(|d| d.used > 0).count() as u64,
-            districts_total: all.len() as u64,
+            districts_used: scoped.iter().filter(|d| d.used > 0).count() as u64,
+            districts_total: scoped.len() as u64,
             institutions_used,
-            institutions_registered: tail.institutions_registered,
-            used_with_checkin: campaign
-                .districts
+            institutions_registered,
+            used_with_checkin: scoped
                 .iter()
                 .map(|d| figure(Figure::UsedWithCheckin(year, d.code)))
                 .sum(),
-            used,
+            used: scoped.iter().map(|d| d.used).sum(),
         };
-        let districts = all
-            .into_iter()
-            .filter(|d| district.is_none_or(|code| d.code == code))
-            .collect();
+        let districts = all.into_iter().filter(|d| in_scope(d.code)).collect();
         drop(shards);
         let institutions = registered
             .into_iter()
@@ -181,10 +287,13 @@ impl Ledger {
                     evaluations,
                     average_score: (evaluations > 0)
                         .then(|| (score_sum as f64 * 100.0 / evaluations as f64).round() / 100.0),
+                    settled_fen: figure(Figure::InstitutionSettledFen(year, code)),
                 }
             })
             .collect();
         Ok(StatsView {
+            at,
+            seq,
             year,
             districts,
             city,

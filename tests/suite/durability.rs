@@ -31,6 +31,7 @@ fn changes() -> impl Iterator<Item = OpName> {
         OpName::Stats,
         OpName::AuditHead,
         OpName::AuditRead,
+        OpName::ListVouchers,
     ];
     OpName::VARIANTS
         .iter()
@@ -208,6 +209,7 @@ fn crash_child_process() {
                         Op::Release {
                             voucher,
                             institution: "5999999".parse().unwrap(),
+                            operator: "op-1".parse().unwrap(),
                         },
                     );
                     n += 1;
@@ -322,6 +324,7 @@ fn populated() -> (Harness, Vec<voucherd::domain::ids::VoucherId>) {
         Op::Complete {
             voucher: b,
             institution: "5000001".parse().unwrap(),
+            operator: "op-1".parse().unwrap(),
         },
     );
     h.ok(

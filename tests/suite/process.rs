@@ -169,7 +169,15 @@ fn acknowledged_operations_survive_a_sigkill() {
     ctl_ok(
         &addr,
         &certs,
-        &["complete", "--voucher", &v1, "--institution", "5000001"],
+        &[
+            "complete",
+            "--voucher",
+            &v1,
+            "--institution",
+            "5000001",
+            "--operator",
+            "op-1",
+        ],
     );
     ctl_ok(
         &addr,
@@ -277,12 +285,46 @@ fn acknowledged_operations_survive_a_sigkill() {
     assert_eq!(settled["score"], 4);
     assert_eq!(settled["settled_fen"], 70_000);
     assert_eq!(settled["face_value_fen"], 80_000);
+    assert!(settled["class"].is_string(), "{settled}");
+    for step in [
+        "issued_at",
+        "claimed_at",
+        "redeemed_at",
+        "completed_at",
+        "settled_at",
+    ] {
+        let at = settled[step]
+            .as_str()
+            .unwrap_or_else(|| panic!("{step}: {settled}"));
+        assert!(at.ends_with("+08:00"), "{step}: {at}");
+    }
+    assert!(
+        show(&v4).get("claimed_at").is_none(),
+        "an issued voucher has no claim time"
+    );
     assert_eq!(show(&v2)["state"], "redeemed");
     assert_eq!(show(&v3)["state"], "claimed");
     assert_eq!(show(&v4)["state"], "issued");
     assert_eq!(show(&v5)["face_value_fen"], 50_000);
     let human = ctl_ok(&addr, &certs, &["voucher", "show", &v1]);
     assert!(human.contains("settled"), "{human}");
+    assert!(
+        human.contains("settled at") && human.contains("class"),
+        "{human}"
+    );
+    // list_vouchers: the holder's three vouchers in id order (v4 is another's), after the restart.
+    let listed = ctl_json(&addr, &certs, &["voucher", "list", "--id-number", &holder]);
+    let ids: Vec<&str> = listed["vouchers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|v| v["voucher"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [&v1, &v2, &v3], "{listed}");
+    assert_eq!(listed["vouchers"][0]["state"], "settled");
+    assert_eq!(listed["vouchers"][0]["face_value_fen"], 80_000);
+    let human = ctl_ok(&addr, &certs, &["voucher", "list", "--id-number", &holder]);
+    assert!(human.contains(&v2) && human.contains("redeemed"), "{human}");
 
     let head_after = ctl_json(&addr, &certs, &["audit", "head"]);
     assert_eq!(head_after["seq"], head_before["seq"]);
@@ -298,6 +340,7 @@ fn acknowledged_operations_survive_a_sigkill() {
         (&json!(5), &json!(3), &json!(2)),
         "{row}"
     );
+    assert_eq!(row["settled_fen"], 70_000, "{row}");
     assert_eq!(stats_after["coverage"]["institutions_registered"], 1);
     assert_eq!(stats_after["coverage"]["used_with_checkin"], 1);
 

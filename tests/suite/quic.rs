@@ -500,9 +500,16 @@ async fn every_operation_and_reason_code_over_quic() {
         .await;
 
     // Complete, evaluate.
+    // The named institution's operator (a's or b's).
+    let operator_of = |institution: &str| -> voucherd::domain::ids::OperatorId {
+        if institution == a { "op-a" } else { "op-b" }
+            .parse()
+            .unwrap()
+    };
     let complete = |voucher, institution: &str| Op::Complete {
         voucher,
         institution: institution.parse().unwrap(),
+        operator: operator_of(institution),
     };
     let evaluate = |voucher, person: &str, score: u8| Op::Evaluate {
         voucher,
@@ -553,6 +560,7 @@ async fn every_operation_and_reason_code_over_quic() {
     let release = |voucher, institution: &str| Op::Release {
         voucher,
         institution: institution.parse().unwrap(),
+        operator: operator_of(institution),
     };
     w.refused(gateway, release(v1, a), "already_completed")
         .await;
@@ -685,6 +693,20 @@ async fn every_operation_and_reason_code_over_quic() {
         assert_eq!(seen.checkins, 1);
         assert_eq!(seen.score, Some(5));
         assert_eq!(seen.settled_fen, Some(60_000));
+        assert!(seen.class.is_some(), "the class it was redeemed for");
+        let steps = &seen.steps;
+        for at in [
+            &steps.issued_at,
+            &steps.claimed_at,
+            &steps.redeemed_at,
+            &steps.completed_at,
+            &steps.settled_at,
+        ] {
+            assert!(
+                at.as_deref().is_some_and(|at| at.ends_with("+08:00")),
+                "{steps:?}"
+            );
+        }
     }
     w.refused(
         auditor,
@@ -692,6 +714,34 @@ async fn every_operation_and_reason_code_over_quic() {
             voucher: VoucherId(9_999_999_999),
         },
         "unknown_voucher",
+    )
+    .await;
+    // list_vouchers (gateway): the holder of v1 sees it, in voucher id order.
+    let Reply::Vouchers { vouchers } = w
+        .ok(
+            gateway,
+            Op::ListVouchers {
+                id_number: holder.clone(),
+                year: None,
+            },
+        )
+        .await
+    else {
+        panic!("list_vouchers")
+    };
+    assert!(vouchers
+        .iter()
+        .any(|v| v.voucher == v1 && v.state == VoucherState::Settled));
+    assert!(vouchers
+        .windows(2)
+        .all(|pair| pair[0].voucher < pair[1].voucher));
+    w.refused(
+        bureau,
+        Op::ListVouchers {
+            id_number: holder.clone(),
+            year: None,
+        },
+        "forbidden_role",
     )
     .await;
     let stats = |district: Option<&str>| Op::Stats {

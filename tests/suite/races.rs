@@ -465,6 +465,7 @@ fn mixed_round(rng: &mut StdRng, round: u64) {
                                     Op::Release {
                                         voucher,
                                         institution: at,
+                                        operator: "op-1".parse().unwrap(),
                                     },
                                 );
                             }

@@ -85,6 +85,7 @@ fn complete_and_rate(
         Op::Complete {
             voucher,
             institution: institution.parse().unwrap(),
+            operator: format!("op-{institution}").parse().unwrap(),
         },
     );
     harness.ok(
@@ -99,7 +100,8 @@ fn complete_and_rate(
 }
 
 /// Three institutions (two in 万州 500101, one in 渝中 500103); four vouchers
-/// issued, three claimed and used, one checked in, three evaluated.
+/// issued, three claimed and used, one checked in, three evaluated, one
+/// settled for 750.50 yuan.
 fn known_operations() -> Harness {
     let harness = Harness::new();
     institution_in(&harness, "5000001", "500101");
@@ -121,6 +123,13 @@ fn known_operations() -> Harness {
     complete_and_rate(&harness, first, "5000001", &anna, 5);
     complete_and_rate(&harness, second, "5000001", &anna, 4);
     complete_and_rate(&harness, third, "5000002", &bo, 3);
+    harness.ok(
+        voucherd::domain::op::Role::District("500101".parse().unwrap()),
+        Op::Settle {
+            voucher: first,
+            amount_fen: 75_050,
+        },
+    );
     harness
 }
 
@@ -188,24 +197,37 @@ fn text_and_csv_reports_show_the_figures_of_known_operations() {
     };
     let numbers = |line: &str| -> Vec<String> {
         line.split_whitespace()
-            .filter(|w| w.chars().all(|c| c.is_ascii_digit() || c == '.'))
+            .filter(|w| {
+                w.chars()
+                    .all(|c| c.is_ascii_digit() || c == '.' || c == ',')
+            })
             .map(str::to_owned)
             .collect()
     };
     // #, target, issued, claimed, used, % of target (1 of 7000 rounds to 0.01, 2 to 0.03).
     assert_eq!(
         numbers(line_of("万州区")),
-        ["1", "500101", "7000", "3", "2", "2", "0.03"]
+        ["1", "500101", "7,000", "3", "2", "2", "0.03", "750.50"]
     );
     assert_eq!(
         numbers(line_of("渝中区")),
-        ["4", "500103", "3000", "1", "1", "1", "0.03"]
+        ["4", "500103", "3,000", "1", "1", "1", "0.03", "0.00"]
     );
     assert_eq!(
         numbers(line_of("万盛经开区")),
-        ["41", "500", "0", "0", "0", "0.00"]
+        ["41", "500", "0", "0", "0", "0.00", "0.00"]
     );
-    assert_eq!(numbers(line_of("合计")), ["120000", "4", "3", "3", "0.00"]);
+    assert_eq!(
+        numbers(line_of("合计")),
+        ["120,000", "4", "3", "3", "0.00", "750.50"]
+    );
+    assert!(
+        line_of("figures as of")
+            .ends_with(&format!("as of {}, audit record {}", stats.at, stats.seq)),
+        "{text}"
+    );
+    assert!(stats.at.ends_with("+08:00") && stats.seq > 0);
+    assert!(text.contains("\nsettled ¥750.50 of subsidies"), "{text}");
     assert!(
         text.contains("\nissued  4 of the 300,000 goal (0.00%)\n"),
         "{text}"
@@ -219,15 +241,25 @@ fn text_and_csv_reports_show_the_figures_of_known_operations() {
     assert!(line_of("used vouchers with check-ins").ends_with("1/3 (33.33%)"));
     assert_eq!(
         numbers(line_of("5000001")),
-        ["5000001", "500101", "5000001", "2", "2", "4.50"]
+        ["5000001", "500101", "5000001", "2", "2", "4.50", "750.50"]
+    );
+    assert!(
+        line_of("5000001").contains("500101 万州区"),
+        "district names beside codes"
     );
     assert_eq!(
         numbers(line_of("5000002")),
-        ["5000002", "500103", "5000002", "1", "1", "3.00"]
+        ["5000002", "500103", "5000002", "1", "1", "3.00", "0.00"]
     );
-    assert!(line_of("5000003")
-        .trim_end()
-        .ends_with(" 0           0         -"));
+    assert!(line_of("5000002").contains("500103 渝中区"));
+    assert_eq!(
+        numbers(line_of("5000003")),
+        ["5000003", "500101", "5000003", "0", "0", "0.00"]
+    );
+    assert!(
+        line_of("5000003").contains(" - "),
+        "no evaluations: no average"
+    );
     assert_eq!(
         text.lines()
             .filter(|l| l.contains(" 500") || l.contains("LJXQ") || l.contains("GXQ"))
@@ -267,12 +299,19 @@ fn text_and_csv_reports_show_the_figures_of_known_operations() {
             "2",
             "0.03",
             "",
+            "",
+            "75050",
             ""
         ]
     );
     assert_eq!(
         of("city", ""),
-        ["city", "", "合计", "", "120000", "4", "3", "3", "0.00", "", ""]
+        ["city", "", "合计", "", "120000", "4", "3", "3", "0.00", "", "", "75050", ""]
+    );
+    let as_of = of("as_of", &stats.seq.to_string());
+    assert_eq!(
+        as_of[2], stats.at,
+        "the time and audit sequence of the figures"
     );
     assert_eq!(
         of("goal_issued", ""),
@@ -286,6 +325,8 @@ fn text_and_csv_reports_show_the_figures_of_known_operations() {
             "",
             "",
             "0.00",
+            "",
+            "",
             "",
             ""
         ]
@@ -316,10 +357,12 @@ fn text_and_csv_reports_show_the_figures_of_known_operations() {
             "2",
             "",
             "2",
-            "4.50"
+            "4.50",
+            "75050",
+            "万州区"
         ]
     );
-    assert_eq!(of("institution", "5000003")[9..], ["0", ""]);
+    assert_eq!(of("institution", "5000003")[9..], ["0", "", "0", "万州区"]);
 }
 
 /// The figures of a district row in the HTML: target, issued, claimed, used, percent.
@@ -354,12 +397,22 @@ fn the_html_report_shows_the_figures_of_known_operations() {
         "the page loads nothing from elsewhere"
     );
     assert_eq!(html.matches("<tr class=\"district\"").count(), 41);
-    assert_eq!(html_row(&html, "500101"), ["7000", "3", "2", "2", "0.03"]);
-    assert_eq!(html_row(&html, "500103"), ["3000", "1", "1", "1", "0.03"]);
+    assert_eq!(html_row(&html, "500101"), ["7,000", "3", "2", "2", "0.03"]);
+    assert_eq!(html_row(&html, "500103"), ["3,000", "1", "1", "1", "0.03"]);
     assert_eq!(html_row(&html, "WSJK"), ["500", "0", "0", "0", "0.00"]);
     assert_eq!(element_text(&html, "city-issued"), "4");
     assert_eq!(element_text(&html, "city-used"), "3");
-    assert_eq!(element_text(&html, "city-target"), "120000");
+    assert_eq!(element_text(&html, "city-target"), "120,000");
+    assert_eq!(element_text(&html, "city-settled"), "750.50");
+    assert_eq!(element_text(&html, "city-settled-total"), "750.50");
+    assert!(html.contains("<td class=\"settled\">750.50</td>"));
+    assert!(
+        html.contains("<td class=\"name\">500101 万州区</td>"),
+        "district names beside codes"
+    );
+    let stats = stats_as(&harness, Role::Bureau, None);
+    assert_eq!(element_text(&html, "at"), stats.at);
+    assert_eq!(element_text(&html, "seq"), stats.seq.to_string());
     assert!(html.contains("<span class=\"part\">4</span> / <span class=\"whole\">300,000</span>"));
     assert!(html.contains("<span class=\"part\">3</span> / <span class=\"whole\">120,000</span>"));
     assert!(html.contains("id=\"coverage-institutions-using-vouchers\""));
@@ -567,8 +620,8 @@ fn the_html_report_renders_in_headless_chromium() {
     );
     assert!(dom.contains("class=\"bar done\" style=\"width:100.00%\" data-percent=\"120.00\""));
     assert!(dom.contains("class=\"bar\" style=\"width:50.00%\" data-percent=\"50.00\""));
-    assert_eq!(element_text(&dom, "city-issued"), "1400");
-    assert_eq!(element_text(&dom, "city-used"), "1400");
+    assert_eq!(element_text(&dom, "city-issued"), "1,400");
+    assert_eq!(element_text(&dom, "city-used"), "1,400");
     assert_eq!(element_text(&dom, "city-percent"), "1.17");
     assert!(dom.contains("<td class=\"average\">4.50</td>"));
 

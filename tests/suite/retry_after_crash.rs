@@ -63,6 +63,7 @@ fn retry_crash_child_process() {
             Op::Complete {
                 voucher: vouchers[0],
                 institution,
+                operator: OPERATOR.parse().unwrap(),
             },
         ),
         (Role::Gateway, redeem(vouchers[1], INSTITUTION, OPERATOR)),

@@ -28,9 +28,11 @@ use crate::common::{
 use voucherd::codec;
 use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
 use voucherd::domain::ids::{DistrictCode, IdNumber, InstitutionCode, OperatorId, VoucherId};
-use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, StatsView, VoucherView};
+use voucherd::domain::op::{
+    Answer, Op, Reply, Request, Role, SiteSpec, StatsView, VoucherSummary, VoucherView,
+};
 use voucherd::domain::records::PersonYear;
-use voucherd::domain::time::Timestamp;
+use voucherd::domain::time::{Clock, Timestamp};
 use voucherd::error::Reason;
 use voucherd::store::journal::{Journal, Table};
 
@@ -211,10 +213,26 @@ fn checkin(voucher: VoucherId, (lat, lon): (f64, f64)) -> Op {
     Op::Checkin { voucher, lat, lon }
 }
 
+/// The operator each institution of the world authorised (`op-a`, `op-b`, `op-c`).
+fn operator_of(institution: &str) -> &'static str {
+    match institution {
+        A => OP_A,
+        B => OP_B,
+        C => OP_C,
+        _ => OP_A,
+    }
+}
+
+/// Reported by the institution's own operator.
 fn complete(voucher: VoucherId, institution: &str) -> Op {
+    complete_by(voucher, institution, operator_of(institution))
+}
+
+fn complete_by(voucher: VoucherId, institution: &str, by: &str) -> Op {
     Op::Complete {
         voucher,
         institution: code(institution),
+        operator: operator(by),
     }
 }
 
@@ -234,10 +252,16 @@ fn settle(voucher: VoucherId, amount_fen: u64) -> Op {
     }
 }
 
+/// Released by the institution's own operator.
 fn release(voucher: VoucherId, institution: &str) -> Op {
+    release_by(voucher, institution, operator_of(institution))
+}
+
+fn release_by(voucher: VoucherId, institution: &str, by: &str) -> Op {
     Op::Release {
         voucher,
         institution: code(institution),
+        operator: operator(by),
     }
 }
 
@@ -1851,6 +1875,43 @@ fn complete_table() {
             |_| complete(NO_SUCH_VOUCHER, A),
             Expect::Refused("unknown_voucher"),
         ),
+        row(
+            "an operator the institution never authorised",
+            Role::Gateway,
+            |w| complete_by(w.redeemed(&p1(), Kind::EmploymentSkills), A, "op-stranger"),
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "another institution's operator",
+            Role::Gateway,
+            |w| complete_by(w.redeemed(&p1(), Kind::EmploymentSkills), A, OP_B),
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "an operator the admin revoked",
+            Role::Gateway,
+            |w| {
+                let voucher = w.redeemed(&p1(), Kind::EmploymentSkills);
+                w.ok(Role::Gateway, revoke(A, &admin_a(), OP_A));
+                complete_by(voucher, A, OP_A)
+            },
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "an institution never registered",
+            Role::Gateway,
+            |w| complete_by(w.redeemed(&p1(), Kind::EmploymentSkills), "5999999", OP_A),
+            Expect::Refused("unknown_institution"),
+        ),
+        row(
+            "an operator id holding an ID number",
+            Role::Gateway,
+            |w| {
+                let voucher = w.redeemed(&p1(), Kind::EmploymentSkills);
+                complete_by(voucher, A, &format!("op-{}", p2()))
+            },
+            Expect::Refused("invalid_request"),
+        ),
     ];
     rows.extend(forbidden_rows(&[Role::Gateway], |w| {
         complete(w.redeemed(&p1(), Kind::EmploymentSkills), A)
@@ -2295,6 +2356,43 @@ fn release_table() {
             |_| release(NO_SUCH_VOUCHER, A),
             Expect::Refused("unknown_voucher"),
         ),
+        row(
+            "an operator the institution never authorised",
+            Role::Gateway,
+            |w| release_by(w.redeemed(&p1(), Kind::EmploymentSkills), A, "op-stranger"),
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "another institution's operator",
+            Role::Gateway,
+            |w| release_by(w.redeemed(&p1(), Kind::EmploymentSkills), A, OP_B),
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "an operator the admin revoked",
+            Role::Gateway,
+            |w| {
+                let voucher = w.redeemed(&p1(), Kind::EmploymentSkills);
+                w.ok(Role::Gateway, revoke(A, &admin_a(), OP_A));
+                release_by(voucher, A, OP_A)
+            },
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "an institution never registered",
+            Role::Gateway,
+            |w| release_by(w.redeemed(&p1(), Kind::EmploymentSkills), "5999999", OP_A),
+            Expect::Refused("unknown_institution"),
+        ),
+        row(
+            "an operator id holding an ID number",
+            Role::Gateway,
+            |w| {
+                let voucher = w.redeemed(&p1(), Kind::EmploymentSkills);
+                release_by(voucher, A, &format!("op-{}", p2()))
+            },
+            Expect::Refused("invalid_request"),
+        ),
     ];
     rows.extend(forbidden_rows(&[Role::Gateway], |w| {
         release(w.redeemed(&p1(), Kind::EmploymentSkills), A)
@@ -2452,6 +2550,83 @@ fn get_voucher_table() {
         .collect();
     rows.extend([
         row(
+            "the class and the time of each step done (RFC 3339, +08:00)",
+            Role::Gateway,
+            |w| {
+                let start = w.h.clock.now().0;
+                let step = |minutes: i64| w.h.clock.set(Timestamp(start + minutes * 60));
+                let voucher = w.issued(&p1(), Kind::EmploymentSkills);
+                step(1);
+                w.ok(Role::Gateway, claim(voucher, &p1()));
+                step(2);
+                w.ok(Role::Gateway, redeem_class(voucher, "电工初级 1班"));
+                w.ok(Role::Gateway, release(voucher, A));
+                step(3);
+                w.ok(Role::Gateway, redeem_class(voucher, "电工初级 2班"));
+                step(4);
+                w.ok(Role::Gateway, complete(voucher, A));
+                step(5);
+                w.ok(district("500101"), settle(voucher, 60_000));
+                get(voucher)
+            },
+            check(|w, reply| {
+                let Reply::Voucher(view) = reply else {
+                    panic!("{reply:?}")
+                };
+                let start = w.h.clock.now().0 - 5 * 60;
+                let at =
+                    |minutes: i64| Some(Timestamp(start + minutes * 60).local_rfc3339(8 * 3600));
+                assert_eq!(
+                    view.class.as_deref(),
+                    Some("电工初级 2班"),
+                    "the latest enrollment's"
+                );
+                let s = &view.steps;
+                assert_eq!(
+                    (
+                        &s.issued_at,
+                        &s.claimed_at,
+                        &s.redeemed_at,
+                        &s.completed_at,
+                        &s.settled_at
+                    ),
+                    (&at(0), &at(1), &at(3), &at(4), &at(5))
+                );
+                assert!(at(0).unwrap().ends_with("+08:00"));
+                let json = Answer {
+                    id: "x".into(),
+                    outcome: Ok(reply.clone()),
+                }
+                .to_json();
+                assert_eq!(json["class"], "电工初级 2班");
+                assert_eq!(json["redeemed_at"], at(3).unwrap().as_str());
+                // Reopened from the journal: the same view.
+                let reopened = Harness::on(w.h.journal.clone());
+                assert_eq!(&reopened.ok(Role::Auditor, get(view.voucher)), reply);
+            }),
+        ),
+        row(
+            "a released voucher shows no class and no redemption time",
+            Role::Gateway,
+            |w| get(w.released(&p1(), Kind::EmploymentSkills)),
+            check(|_, reply| {
+                let Reply::Voucher(view) = reply else {
+                    panic!("{reply:?}")
+                };
+                assert_eq!(view.class, None);
+                assert!(view.steps.issued_at.is_some() && view.steps.claimed_at.is_some());
+                assert_eq!(view.steps.redeemed_at, None);
+                let json = Answer {
+                    id: "x".into(),
+                    outcome: Ok(reply.clone()),
+                }
+                .to_json();
+                for absent in ["redeemed_at", "completed_at", "settled_at"] {
+                    assert!(json.get(absent).is_none(), "{absent}: {json}");
+                }
+            }),
+        ),
+        row(
             "an issued voucher",
             Role::Gateway,
             |w| get(w.issued(&p1(), Kind::EmploymentSkills)),
@@ -2597,6 +2772,70 @@ fn stats_table() {
             }),
         ),
         row(
+            "a district agency's coverage is within its own district",
+            district("500102"),
+            move |w| {
+                with_uses(w);
+                stats(None)
+            },
+            check(|_, reply| {
+                let Reply::Stats(stats) = reply else {
+                    panic!("{reply:?}")
+                };
+                let c = &stats.coverage;
+                // 500102 holds B (one use, no check-in); A's use and check-in are 500101's.
+                assert_eq!((c.districts_used, c.districts_total), (1, 1));
+                assert_eq!((c.institutions_used, c.institutions_registered), (1, 1));
+                assert_eq!((c.used_with_checkin, c.used), (0, 1));
+                assert_eq!(stats.city.used, 2, "the city totals stay the city's");
+            }),
+        ),
+        row(
+            "subsidies settled per district, per institution and for the city",
+            Role::Bureau,
+            |w| {
+                w.settled(&p1(), Kind::EmploymentSkills);
+                w.settled(&p2(), Kind::EmploymentSkills);
+                let at_b = w.redeemed_at_b(&p1(), Kind::Entrepreneurship);
+                w.ok(Role::Gateway, complete(at_b, B));
+                w.ok(district("500102"), settle(at_b, 12_345));
+                w.completed(&p2(), Kind::HrServices);
+                stats(None)
+            },
+            check(|_, reply| {
+                let Reply::Stats(stats) = reply else {
+                    panic!("{reply:?}")
+                };
+                let of = |code: &str| {
+                    stats
+                        .districts
+                        .iter()
+                        .find(|d| d.code == dc(code))
+                        .unwrap()
+                        .settled_fen
+                };
+                assert_eq!(
+                    (of("500101"), of("500102"), of("500103")),
+                    (120_000, 12_345, 0)
+                );
+                assert_eq!(stats.city.settled_fen, 132_345);
+                let by_institution: Vec<(InstitutionCode, u64)> = stats
+                    .institutions
+                    .iter()
+                    .map(|i| (i.code, i.settled_fen))
+                    .collect();
+                assert_eq!(by_institution, vec![(code(A), 120_000), (code(B), 12_345)]);
+                let json = Answer {
+                    id: "x".into(),
+                    outcome: Ok(reply.clone()),
+                }
+                .to_json();
+                assert_eq!(json["city"]["settled_fen"], 132_345);
+                assert_eq!(json["districts"][0]["settled_fen"], 120_000);
+                assert_eq!(json["institutions"][1]["settled_fen"], 12_345);
+            }),
+        ),
+        row(
             "a district agency names its own district",
             district("500102"),
             |_| stats(Some("500102")),
@@ -2653,6 +2892,112 @@ fn stats_table() {
     ));
     rows.extend(request_id_rows(Role::Bureau, |_| stats(None)));
     run_table("stats", rows);
+}
+
+fn list(person: &str, year: Option<u16>) -> Op {
+    Op::ListVouchers {
+        id_number: person.into(),
+        year,
+    }
+}
+
+fn listed(reply: &Reply) -> Vec<VoucherSummary> {
+    match reply {
+        Reply::Vouchers { vouchers } => vouchers.clone(),
+        other => panic!("list_vouchers answered {other:?}"),
+    }
+}
+
+fn list_vouchers_table() {
+    let summary = |voucher: u64, kind: Kind, state: VoucherState| VoucherSummary {
+        voucher: VoucherId(voucher),
+        kind,
+        state,
+        face_value_fen: FACE,
+        year: YEAR,
+    };
+    let mut rows = vec![
+        row(
+            "a person's vouchers in voucher id order, with kind, state, face value and year",
+            Role::Gateway,
+            |w| {
+                w.issued(&p1(), Kind::EmploymentSkills);
+                w.issued(&p2(), Kind::EmploymentSkills);
+                w.redeemed(&p1(), Kind::Entrepreneurship);
+                w.claimed(&p1(), Kind::HrServices);
+                list(&p1(), None)
+            },
+            check(move |w, reply| {
+                let want = vec![
+                    summary(1, Kind::EmploymentSkills, VoucherState::Issued),
+                    summary(3, Kind::Entrepreneurship, VoucherState::Redeemed),
+                    summary(4, Kind::HrServices, VoucherState::Claimed),
+                ];
+                assert_eq!(listed(reply), want);
+                let json = Answer {
+                    id: "x".into(),
+                    outcome: Ok(reply.clone()),
+                }
+                .to_json();
+                assert_eq!(
+                    json["vouchers"][1],
+                    serde_json::json!({"voucher": "V0000000003", "kind": "entrepreneurship",
+                        "state": "redeemed", "face_value_fen": FACE, "year": YEAR})
+                );
+                // The person index is rebuilt from the journal on reopening.
+                let reopened = Harness::on(w.h.journal.clone());
+                assert_eq!(listed(&reopened.ok(Role::Gateway, list(&p1(), None))), want);
+            }),
+        ),
+        row(
+            "one year asked",
+            Role::Gateway,
+            |w| {
+                w.issued(&p1(), Kind::EmploymentSkills);
+                list(&p1(), Some(YEAR))
+            },
+            check(move |_, reply| {
+                assert_eq!(
+                    listed(reply),
+                    vec![summary(1, Kind::EmploymentSkills, VoucherState::Issued)]
+                );
+            }),
+        ),
+        row(
+            "a year without a campaign holds none",
+            Role::Gateway,
+            |w| {
+                w.issued(&p1(), Kind::EmploymentSkills);
+                list(&p1(), Some(YEAR - 1))
+            },
+            check(|_, reply| assert_eq!(listed(reply), vec![])),
+        ),
+        row(
+            "a person holding none: an empty list",
+            Role::Gateway,
+            |w| {
+                w.issued(&p1(), Kind::EmploymentSkills);
+                list(&p2(), None)
+            },
+            check(|_, reply| {
+                let json = Answer {
+                    id: "x".into(),
+                    outcome: Ok(reply.clone()),
+                }
+                .to_json();
+                assert_eq!(json["vouchers"], serde_json::json!([]));
+            }),
+        ),
+        row(
+            "an ID number whose check digit fails",
+            Role::Gateway,
+            |_| list(&bad_id_number(), None),
+            Expect::Refused("invalid_id_number"),
+        ),
+    ];
+    rows.extend(forbidden_rows(&[Role::Gateway], |_| list(&p1(), None)));
+    rows.extend(request_id_rows(Role::Gateway, |_| list(&p1(), None)));
+    run_table("list_vouchers", rows);
 }
 
 fn audit_head_table() {
@@ -3399,6 +3744,11 @@ fn get_voucher_rules() {
 #[test]
 fn stats_rules() {
     stats_table();
+}
+
+#[test]
+fn list_vouchers_rules() {
+    list_vouchers_table();
 }
 
 #[test]

@@ -31,6 +31,7 @@ fn a_voucher_goes_from_issue_to_settlement() {
         Op::Complete {
             voucher,
             institution: "5000001".parse().unwrap(),
+            operator: "op-1".parse().unwrap(),
         },
     );
     h.ok(

@@ -9,6 +9,21 @@ use voucherd::domain::op::Reply;
 pub fn human(reply: &Reply) -> String {
     match reply {
         Reply::Done {} => "ok".into(),
+        Reply::Vouchers { vouchers } if vouchers.is_empty() => "no vouchers".into(),
+        Reply::Vouchers { vouchers } => vouchers
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}  {:<18} {:<10} {:>10} fen  {}",
+                    v.voucher,
+                    wire_name(v.kind),
+                    wire_name(v.state),
+                    v.face_value_fen,
+                    v.year
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
         Reply::Issued { voucher } => format!("issued voucher {voucher}"),
         Reply::Redeemed { uses_this_year } => {
             format!("redeemed; the holder's uses this year: {uses_this_year}")
@@ -44,6 +59,21 @@ pub fn human(reply: &Reply) -> String {
             if let Some(institution) = view.institution {
                 text += &format!("institution   {institution}\n");
             }
+            if let Some(class) = &view.class {
+                text += &format!("class         {class}\n");
+            }
+            let steps = &view.steps;
+            for (label, at) in [
+                ("issued at    ", &steps.issued_at),
+                ("claimed at   ", &steps.claimed_at),
+                ("redeemed at  ", &steps.redeemed_at),
+                ("completed at ", &steps.completed_at),
+                ("settled at   ", &steps.settled_at),
+            ] {
+                if let Some(at) = at {
+                    text += &format!("{label} {at}\n");
+                }
+            }
             text += &format!("check-ins     {}\n", view.checkins);
             if let Some(score) = view.score {
                 text += &format!("score         {score}\n");
@@ -54,26 +84,28 @@ pub fn human(reply: &Reply) -> String {
             text.trim_end().to_owned()
         }
         Reply::Stats(stats) => {
-            let mut text = format!(
-                "{:<8} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
-                "code", "district", "target", "issued", "claimed", "used", "%target"
+            let mut text = format!("figures as of {}, audit record {}\n", stats.at, stats.seq);
+            text += &format!(
+                "{:<8} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12}\n",
+                "code", "district", "target", "issued", "claimed", "used", "%target", "settled fen"
             );
             for d in &stats.districts {
                 text += &format!(
-                    "{:<8} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8.2}\n",
+                    "{:<8} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8.2} {:>12}\n",
                     d.code.as_str(),
                     d.name,
                     d.target,
                     d.issued,
                     d.claimed,
                     d.used,
-                    d.percent_of_target
+                    d.percent_of_target,
+                    d.settled_fen
                 );
             }
             let c = &stats.city;
             text += &format!(
-                "city {}: issued {} of {} goal, claimed {}, used {} of {} goal ({:.2}% of district targets)\n",
-                stats.year, c.issued, c.issued_goal, c.claimed, c.used, c.used_goal, c.percent_of_target
+                "city {}: issued {} of {} goal, claimed {}, used {} of {} goal ({:.2}% of district targets), settled {} fen\n",
+                stats.year, c.issued, c.issued_goal, c.claimed, c.used, c.used_goal, c.percent_of_target, c.settled_fen
             );
             let v = &stats.coverage;
             text += &format!(

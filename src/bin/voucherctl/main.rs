@@ -145,6 +145,9 @@ enum OpCommand {
         voucher: VoucherId,
         #[arg(long)]
         institution: InstitutionCode,
+        /// The institution's authorised operator who reports it.
+        #[arg(long)]
+        operator: OperatorId,
     },
     /// Rate the training, 1 to 5 (gateway).
     Evaluate {
@@ -170,6 +173,9 @@ enum OpCommand {
         voucher: VoucherId,
         #[arg(long)]
         institution: InstitutionCode,
+        /// The institution's authorised operator who reports it.
+        #[arg(long)]
+        operator: OperatorId,
     },
     /// Expire a finished campaign's unfinished vouchers (bureau).
     Expire {
@@ -256,7 +262,16 @@ enum OperatorCommand {
 
 #[derive(Subcommand)]
 enum VoucherCommand {
-    Show { voucher: VoucherId },
+    Show {
+        voucher: VoucherId,
+    },
+    /// A person's vouchers, in voucher id order (gateway: `list_vouchers`).
+    List {
+        #[arg(long)]
+        id_number: String,
+        #[arg(long)]
+        year: Option<u16>,
+    },
 }
 
 /// `audit`: the export, handled apart, and the head operation.
@@ -321,9 +336,11 @@ impl OpCommand {
             OpCommand::Complete {
                 voucher,
                 institution,
+                operator,
             } => Op::Complete {
                 voucher,
                 institution,
+                operator,
             },
             OpCommand::Evaluate {
                 voucher,
@@ -346,14 +363,19 @@ impl OpCommand {
             OpCommand::Release {
                 voucher,
                 institution,
+                operator,
             } => Op::Release {
                 voucher,
                 institution,
+                operator,
             },
             OpCommand::Expire { year } => Op::Expire { year },
             OpCommand::Voucher {
                 command: VoucherCommand::Show { voucher },
             } => Op::GetVoucher { voucher },
+            OpCommand::Voucher {
+                command: VoucherCommand::List { id_number, year },
+            } => Op::ListVouchers { id_number, year },
             OpCommand::Stats { district, year } => Op::Stats { district, year },
         }
     }
