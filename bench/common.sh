@@ -36,6 +36,8 @@ stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
 # spawn until it listens).
 start_daemon() {
     : >"$work/$1.out"
+    # `serve --certs DIR` makes no certificates of its own: make them once.
+    [ -f "$work/$1/certs/ca.pem" ] || "$bin/voucherd" certs --out "$work/$1/certs" >/dev/null
     t0="$(date +%s.%N)"
     "$bin/voucherd" serve --listen 127.0.0.1:0 --data "$work/$1/data" \
         --certs "$work/$1/certs" >>"$work/$1.out" 2>>"$work/$1.log" &

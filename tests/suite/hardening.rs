@@ -374,3 +374,92 @@ fn a_denied_certificate_is_refused_and_the_server_name_comes_from_server() {
     );
     daemon.stop().expect("voucherd stops cleanly");
 }
+
+/// Checks (issue 17, item 15): a missing config, campaign or export file is
+/// named once in the error; a cut export is called truncated, not a bare
+/// "failed to fill whole buffer". How: the real binary on paths that do not
+/// exist and on a cut file.
+#[test]
+fn file_errors_name_the_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    voucherd_ok(&["certs", "--out", certs.to_str().unwrap()]);
+    let data = dir.path().join("data");
+    let (data, certs) = (data.to_str().unwrap(), certs.to_str().unwrap());
+    for (args, path) in [
+        (
+            vec![
+                "serve",
+                "--config",
+                "nope.toml",
+                "--data",
+                data,
+                "--certs",
+                certs,
+            ],
+            "nope.toml",
+        ),
+        (
+            vec![
+                "serve",
+                "--campaign",
+                "missing.toml",
+                "--data",
+                data,
+                "--certs",
+                certs,
+            ],
+            "missing.toml",
+        ),
+        (vec!["replay", "--log", "nope.bin"], "nope.bin"),
+    ] {
+        let stderr = voucherd_fails(&args);
+        assert_eq!(stderr.matches(path).count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("No such file"), "{args:?}: {stderr}");
+    }
+    assert!(
+        !Path::new(data).exists(),
+        "a refused start creates no data folder"
+    );
+    let cut = dir.path().join("cut.bin");
+    std::fs::write(&cut, b"VOUCHERD-AUD").unwrap();
+    let stderr = voucherd_fails(&["replay", "--log", cut.to_str().unwrap()]);
+    assert!(stderr.contains("shorter than its magic"), "{stderr}");
+    assert!(!stderr.contains("fill whole buffer"), "{stderr}");
+}
+
+/// Checks (issue 17, item 15): a UDP port clash fails at once (the port is
+/// bound before recovery), names the address, and leaves no control socket
+/// and no data folder behind. How: hold a UDP port, start the daemon on it.
+#[test]
+fn a_port_clash_fails_at_once_naming_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    voucherd_ok(&["certs", "--out", certs.to_str().unwrap()]);
+    let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let address = held.local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    let started = std::time::Instant::now();
+    let stderr = voucherd_fails(&[
+        "serve",
+        "--listen",
+        &address,
+        "--data",
+        data.to_str().unwrap(),
+        "--certs",
+        certs.to_str().unwrap(),
+    ]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the clash is found before recovery"
+    );
+    assert!(
+        stderr.contains(&address) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(
+        !data.join("control.sock").exists(),
+        "no stale control socket"
+    );
+    drop(held);
+}
