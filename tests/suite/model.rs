@@ -1481,10 +1481,12 @@ fn each_seed(seeds: &[u64], journal_name: &str, run: impl Fn(u64) -> Covered) {
     );
 }
 
-/// The seeds to run: `VOUCHERD_SEED` alone, or `count` from a printed base.
+/// The seeds to run: a numeric `VOUCHERD_SEED` alone (to replay one), or
+/// `count` from a printed base (`common::seed()`: fixed, or the clock with
+/// `VOUCHERD_SEED=time`).
 fn seeds(count: u64) -> Vec<u64> {
-    if let Ok(text) = std::env::var("VOUCHERD_SEED") {
-        return vec![text.trim().parse().expect("VOUCHERD_SEED is a u64")];
+    if let Ok(seed) = std::env::var("VOUCHERD_SEED").unwrap_or_default().trim().parse() {
+        return vec![seed];
     }
     let base = crate::common::seed() % 1_000_000_000;
     (0..count).map(|n| base + n).collect()
