@@ -75,6 +75,11 @@ pub const AUDIT_PAGE_RECORDS_MAX: u32 = 1024;
 pub const AUDIT_PAGE_BYTES_MAX: usize = 1024 * 1024;
 /// `audit_read`s per request frame: one, so a frame's answer stays bounded.
 pub const AUDIT_READS_PER_FRAME_MAX: usize = 1;
+/// `stats` per request frame: one. Each lists every district and
+/// institution and walks the figures under the audit tail's lock, so a frame
+/// of many would take gigabytes and stall every commit; more are refused
+/// `invalid_request` in place.
+pub const STATS_PER_FRAME_MAX: usize = 1;
 
 /// Version of the wire protocol a frame carries; others are refused with a
 /// reason naming both versions. 2 (2026-12-03): `complete` and `release`

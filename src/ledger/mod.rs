@@ -44,7 +44,7 @@ use crate::domain::time::{day_text, Clock, Timestamp};
 use crate::error::{Error, Reason, Refusal};
 use crate::limits::{
     AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX,
-    REQUEST_PRUNE_BATCH_MAX, VOUCHER_ID_MAX,
+    REQUEST_PRUNE_BATCH_MAX, STATS_PER_FRAME_MAX, VOUCHER_ID_MAX,
 };
 use crate::store::journal::{Commit, Durability, Journal, Put, Table};
 use digest::StateDigest;
@@ -162,18 +162,24 @@ impl Ledger {
             inflight: Vec::new(),
         };
         let mut seen: HashMap<&str, ([u8; 32], usize)> = HashMap::new();
-        let mut audit_reads = 0;
+        let (mut audit_reads, mut stats_reads) = (0, 0);
         for request in requests {
-            if matches!(request.op, Op::AuditRead { .. }) {
-                audit_reads += 1;
-                if audit_reads > AUDIT_READS_PER_FRAME_MAX {
-                    pending.answers.push(Answer::refused(
-                        &request.id,
-                        Reason::InvalidRequest,
-                        format!("at most {AUDIT_READS_PER_FRAME_MAX} audit_read per request frame"),
-                    ));
-                    continue;
-                }
+            // The reads whose answers grow with the ledger are capped per
+            // frame, so one frame cannot ask for gigabytes or hold the tail
+            // lock for many figure walks (`limits.rs`).
+            let (count, max, name) = match request.op {
+                Op::AuditRead { .. } => (&mut audit_reads, AUDIT_READS_PER_FRAME_MAX, "audit_read"),
+                Op::Stats { .. } => (&mut stats_reads, STATS_PER_FRAME_MAX, "stats"),
+                _ => (&mut 0, usize::MAX, ""),
+            };
+            *count += 1;
+            if *count > max {
+                pending.answers.push(Answer::refused(
+                    &request.id,
+                    Reason::InvalidRequest,
+                    format!("at most {max} {name} per request frame"),
+                ));
+                continue;
             }
             let answer = self.apply_one(caller, request, &mut seen, &mut pending);
             pending.answers.push(answer);

@@ -195,3 +195,34 @@ async fn no_batch_slot_means_overloaded_and_nothing_runs() {
     );
     running.stop().await;
 }
+
+/// Checks (issue 17, item 4): one `stats` per frame; a second in the same
+/// frame is refused `invalid_request` in its place and the others run. How:
+/// a frame of stats, audit_head, stats on a ledger with the default campaign.
+#[test]
+fn one_stats_per_frame() {
+    let h = crate::common::Harness::new();
+    let stats = |id: &str| Request {
+        id: id.into(),
+        op: Op::Stats {
+            district: None,
+            year: None,
+        },
+    };
+    let head = Request {
+        id: "head".into(),
+        op: Op::AuditHead,
+    };
+    let answers = h
+        .ledger
+        .execute(Role::Bureau, &[stats("s1"), head, stats("s2")]);
+    assert!(answers[0].outcome.is_ok(), "{:?}", answers[0]);
+    assert!(answers[1].outcome.is_ok(), "{:?}", answers[1]);
+    let refusal = answers[2].outcome.as_ref().unwrap_err();
+    assert_eq!(refusal.reason.as_str(), "invalid_request");
+    assert!(
+        refusal.message.contains("stats per request frame"),
+        "{}",
+        refusal.message
+    );
+}
