@@ -89,6 +89,11 @@ pub fn endpoint_with(listen: SocketAddr, certs: &Path, limits: &Limits) -> Resul
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(limits.streams_per_connection_max.into());
     transport.max_concurrent_uni_streams(0u8.into());
+    // No datagrams: the protocol never uses them, and quinn would keep a
+    // receive buffer (about 1.25 MB) per connection for them, outside every
+    // budget. The peer learns datagrams are off from the transport parameters.
+    transport.datagram_receive_buffer_size(None);
+    transport.datagram_send_buffer_size(0);
     transport.receive_window(CONNECTION_RECEIVE_WINDOW_BYTES.into());
     transport.stream_receive_window(STREAM_RECEIVE_WINDOW_BYTES.into());
     transport.max_idle_timeout(Some(quinn::VarInt::from_u32(limits.idle_timeout_ms).into()));

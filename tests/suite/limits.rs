@@ -226,3 +226,20 @@ fn one_stats_per_frame() {
         refusal.message
     );
 }
+
+/// Checks (issue 17, item 5): the daemon takes no QUIC datagrams, so quinn
+/// keeps no datagram receive buffer per connection; a client sees datagrams
+/// unsupported. How: a real connection's negotiated datagram size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_takes_no_datagrams() {
+    let running = start(Limits::default()).await;
+    let client = running.client().await;
+    assert!(served(&client).await);
+    assert_eq!(
+        client.connection().max_datagram_size(),
+        None,
+        "datagrams must be off at the daemon"
+    );
+    client.close().await;
+    running.stop().await;
+}
