@@ -678,3 +678,60 @@ fn voucherctl_imports_the_sample_form_and_writes_the_report() {
     assert_eq!(html.matches("<tr class=\"institution\"").count(), 8);
     assert!(html.contains("两江新区创业孵化培训中心"));
 }
+
+/// Checks (issue 17, item 14): `voucherctl` reads an ID number from stdin
+/// (`-`) or from a file (`@FILE`), so it need not sit in the shell history;
+/// the answers are those of the number given inline. How: issue with
+/// `--id-number -`, claim with `--id-number @FILE`, list inline.
+#[test]
+fn voucherctl_reads_id_numbers_from_stdin_or_a_file() {
+    use crate::common::daemon::{ctl, serve};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    let daemon = serve(&data, &certs, &dir.path().join("log"), &[], &[]);
+    let addr = daemon.addr.to_string();
+    let person = "50010219920229456X";
+    let issued = ctl(
+        &addr,
+        &certs,
+        &[
+            "--json",
+            "issue",
+            "--id-number",
+            "-",
+            "--category",
+            "unemployed",
+            "--kind",
+            "hr_services",
+            "--face-value-fen",
+            "80000",
+            "--district",
+            "500101",
+        ],
+        Some(&format!("{person}\n")),
+    );
+    assert!(issued.status.success(), "{}", describe(&["issue"], &issued));
+    let answer: Value = serde_json::from_slice(&issued.stdout).unwrap();
+    let voucher = answer["voucher"].as_str().unwrap().to_owned();
+    let file = dir.path().join("id.txt");
+    std::fs::write(&file, format!("{person}\n")).unwrap();
+    let at_file = format!("@{}", file.display());
+    let claimed = ctl(
+        &addr,
+        &certs,
+        &["claim", "--voucher", &voucher, "--id-number", &at_file],
+        None,
+    );
+    assert!(
+        claimed.status.success(),
+        "{}",
+        describe(&["claim"], &claimed)
+    );
+    let listed = ctl_json(&addr, &certs, &["voucher", "list", "--id-number", person]);
+    assert_eq!(
+        listed["vouchers"][0]["voucher"],
+        voucher.as_str(),
+        "{listed}"
+    );
+    assert_eq!(listed["vouchers"][0]["state"], "claimed", "{listed}");
+}

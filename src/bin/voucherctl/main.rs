@@ -97,7 +97,7 @@ enum OpCommand {
     },
     /// Issue a voucher (bureau).
     Issue {
-        #[arg(long)]
+        #[arg(long, value_parser = id_number_arg)]
         id_number: String,
         #[arg(long, value_parser = wire_enum::<Category>)]
         category: Category,
@@ -116,7 +116,7 @@ enum OpCommand {
     Claim {
         #[arg(long)]
         voucher: VoucherId,
-        #[arg(long)]
+        #[arg(long, value_parser = id_number_arg)]
         id_number: String,
     },
     /// Scan a voucher at enrollment (gateway).
@@ -153,7 +153,7 @@ enum OpCommand {
     Evaluate {
         #[arg(long)]
         voucher: VoucherId,
-        #[arg(long)]
+        #[arg(long, value_parser = id_number_arg)]
         id_number: String,
         #[arg(long)]
         score: u8,
@@ -224,7 +224,7 @@ enum InstitutionOpCommand {
         kind: InstitutionType,
         #[arg(long)]
         admin_name: String,
-        #[arg(long)]
+        #[arg(long, value_parser = id_number_arg)]
         admin_id_number: String,
         /// A training site, LAT,LON[,RADIUS_M]; repeat for several.
         #[arg(long = "site", value_parser = SiteSpec::parse, required = true)]
@@ -235,7 +235,7 @@ enum InstitutionOpCommand {
         institution: InstitutionCode,
         #[arg(long)]
         admin_name: String,
-        #[arg(long)]
+        #[arg(long, value_parser = id_number_arg)]
         admin_id_number: String,
     },
 }
@@ -245,7 +245,7 @@ enum OperatorCommand {
     Authorise {
         #[arg(long)]
         institution: InstitutionCode,
-        #[arg(long)]
+        #[arg(long, value_parser = id_number_arg)]
         admin_id_number: String,
         #[arg(long)]
         operator: OperatorId,
@@ -253,7 +253,7 @@ enum OperatorCommand {
     Revoke {
         #[arg(long)]
         institution: InstitutionCode,
-        #[arg(long)]
+        #[arg(long, value_parser = id_number_arg)]
         admin_id_number: String,
         #[arg(long)]
         operator: OperatorId,
@@ -267,7 +267,7 @@ enum VoucherCommand {
     },
     /// A person's vouchers, in voucher id order (gateway: `list_vouchers`).
     List {
-        #[arg(long)]
+        #[arg(long, value_parser = id_number_arg)]
         id_number: String,
         #[arg(long)]
         year: Option<u16>,
@@ -561,6 +561,26 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::from(3)
     })
+}
+
+/// An ID number argument: the number itself, or `-` to read it from stdin,
+/// or `@FILE` to read it from a file (first line), so that it need not sit
+/// in the shell's history or the process list.
+fn id_number_arg(value: &str) -> Result<String, String> {
+    let text = if value == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the ID number from stdin: {e}"))?;
+        line
+    } else if let Some(path) = value.strip_prefix('@') {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading the ID number from {path}: {e}"))?;
+        text.lines().next().unwrap_or_default().to_owned()
+    } else {
+        return Ok(value.to_owned());
+    };
+    Ok(text.trim().to_owned())
 }
 
 /// The daemon `--server` and `--certs` name; each subcommand picks its role.
