@@ -56,6 +56,10 @@ pub enum Reason {
     ShuttingDown = 26,
     /// Addition to API.md: the store cannot take writes (disk full, I/O error).
     StorageUnavailable = 27,
+    /// Storage failed after the change was handed to it: it may or may not
+    /// be on disk. The daemon stops; a retry of the same id once it is back
+    /// gets the real outcome (API.md).
+    OutcomeUnknown = 28,
 }
 
 impl Reason {
@@ -71,7 +75,10 @@ impl Reason {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Reason::Overloaded | Reason::ShuttingDown | Reason::StorageUnavailable
+            Reason::Overloaded
+                | Reason::ShuttingDown
+                | Reason::StorageUnavailable
+                | Reason::OutcomeUnknown
         )
     }
 }

@@ -174,6 +174,7 @@ pub async fn run(
         None => None,
     };
     let opened = data_dir::open(&config.data, campaign, clock)?;
+    let fail_stop = tokio::spawn(exit_when_storage_fails(Arc::clone(&opened.ledger)));
     let (vouchers, persons, institutions) = opened.ledger.sizes();
     let (seq, _, digest) = opened.ledger.head();
     info!(vouchers, persons, institutions, audit_seq = seq, state_digest = %digest, data = %config.data.display(), "ledger recovered");
@@ -212,7 +213,7 @@ pub async fn run(
         shutdown,
     )
     .await;
-    for task in sampler.into_iter().chain([control, pruner]) {
+    for task in sampler.into_iter().chain([control, pruner, fail_stop]) {
         task.abort();
         let _ = task.await;
     }
@@ -261,4 +262,35 @@ async fn prune_requests_forever(ledger: Arc<crate::ledger::Ledger>, retention_s:
             }
         }
     }
+}
+
+/// The exit code after a storage failure: a supervisor restarts the daemon
+/// (it is not in the unit's `RestartPreventExitStatus=`), and recovery then
+/// decides what reached the disk.
+pub const EXIT_STORAGE_FAILED: u8 = 75;
+
+/// How long the answers of a failed store (`outcome_unknown`) have to leave
+/// before the process exits, milliseconds.
+const STORAGE_FAILED_EXIT_GRACE_MS: u64 = 500;
+
+/// Fail-stop: once a synced write has failed, nothing more is written and
+/// every answer waiting on it says `outcome_unknown`; the process then exits
+/// so that a supervisor restarts it and recovery settles what is on disk.
+/// A retry of the same request id afterwards gets the real outcome.
+async fn exit_when_storage_fails(ledger: Arc<crate::ledger::Ledger>) {
+    let Some(mut durability) = ledger.durability() else {
+        return;
+    };
+    if durability.wait_for(|now| now.failed).await.is_err() {
+        return;
+    }
+    tracing::error!(
+        "storage failed: stopping, so a supervisor restarts the daemon; \
+         clients retry unanswered ids once it is back"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(
+        STORAGE_FAILED_EXIT_GRACE_MS,
+    ))
+    .await;
+    std::process::exit(EXIT_STORAGE_FAILED.into());
 }

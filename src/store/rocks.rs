@@ -239,9 +239,10 @@ impl Store {
         let committer = {
             let (db, durable, figures) =
                 (Arc::clone(&db), Arc::clone(&durable), Arc::clone(&figures));
+            let fail_after = injected_write_failure()?;
             std::thread::Builder::new()
                 .name("committer".into())
-                .spawn(move || run_committer(&db, &receiver, &durable, &figures))?
+                .spawn(move || run_committer(&db, &receiver, &durable, &figures, fail_after))?
         };
         Ok(Store {
             db,
@@ -446,11 +447,29 @@ impl Drop for FailOnPanic<'_> {
     }
 }
 
+/// Fault injection for tests of a failed sync (`VOUCHERD_INJECT_SYNC_FAILURE_AFTER=N`):
+/// the synced write after N good ones reaches RocksDB but is reported failed,
+/// as an `fdatasync` error would leave it (on disk or not, nobody knows).
+/// Unset in production; a value that is not a count is refused at start.
+const INJECT_SYNC_FAILURE_AFTER: &str = "VOUCHERD_INJECT_SYNC_FAILURE_AFTER";
+
+fn injected_write_failure() -> Result<Option<u64>, Error> {
+    match std::env::var(INJECT_SYNC_FAILURE_AFTER) {
+        Err(_) => Ok(None),
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            Error::InvalidInput(format!(
+                "{INJECT_SYNC_FAILURE_AFTER}={text:?} is not a count"
+            ))
+        }),
+    }
+}
+
 fn run_committer(
     db: &DB,
     receiver: &Receiver<Commit>,
     durable: &Durable,
     figures: &Mutex<CommitterFigures>,
+    fail_after: Option<u64>,
 ) {
     let _fail_on_panic = FailOnPanic(durable);
     let mut sync = WriteOptions::default();
@@ -482,6 +501,11 @@ fn run_committer(
         if let Err(error) = written {
             tracing::error!(%error, "a synced write failed; the store takes no more writes");
             durable.fail(error.as_ref());
+            continue;
+        }
+        if fail_after == Some(figures.lock().writes) {
+            tracing::error!("injected sync failure ({INJECT_SYNC_FAILURE_AFTER}); the store takes no more writes");
+            durable.fail("injected sync failure");
             continue;
         }
         {
@@ -550,9 +574,14 @@ impl Journal for Store {
                 return Ok(());
             }
             if let Some(why) = &state.failed {
+                // The commit was handed to the store before it failed: it may
+                // be on disk (and replay at restart) or not. Nobody knows.
                 return Err(Refusal::new(
-                    Reason::StorageUnavailable,
-                    format!("the store failed: {why}"),
+                    Reason::OutcomeUnknown,
+                    format!(
+                        "the store failed after this change was handed to it ({why}); the daemon \
+                         stops: retry the same id once it is back to get the real outcome"
+                    ),
                 ));
             }
             self.durable.changed.wait(&mut state);
@@ -717,7 +746,11 @@ mod tests {
             .unwrap();
         assert!(now.failed && now.ticket == 0, "{now:?}");
         let refusal = store.wait_durable(5).unwrap_err();
-        assert_eq!(refusal.reason, Reason::StorageUnavailable);
+        assert_eq!(
+            refusal.reason,
+            Reason::OutcomeUnknown,
+            "a commit handed over before the failure has no known outcome"
+        );
         assert!(store.failed());
         let refusal = store.submit(commit(6)).unwrap_err();
         assert_eq!(refusal.reason, Reason::StorageUnavailable);

@@ -337,3 +337,56 @@ fn a_flipped_bit_in_any_store_file_is_found_or_harmless() {
     );
     assert!(refused > 0);
 }
+
+/// Checks (issue 17, item 9): a sync that fails after a change was handed to
+/// the store is answered `outcome_unknown` (not "nothing applied"), the
+/// daemon exits with its storage-failure code so a supervisor restarts it,
+/// and after the restart a retry of the same id gets the real outcome: the
+/// change reached the log, so it is applied once and answered as accepted.
+/// How: the real daemon with an injected sync failure
+/// (`VOUCHERD_INJECT_SYNC_FAILURE_AFTER`), one request per frame.
+#[test]
+fn a_failed_sync_is_outcome_unknown_then_the_retry_tells() {
+    use crate::common::daemon::{serve, Voucherctl};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    // Start-up writes the campaign record; the failure comes a few frames later.
+    let mut daemon = serve(
+        &data,
+        &certs,
+        &dir.path().join("log"),
+        &[],
+        &[("VOUCHERD_INJECT_SYNC_FAILURE_AFTER", "3")],
+    );
+    let issue_json = |n: u64| {
+        serde_json::json!({"id": format!("sync-{n}"), "op": "issue",
+            "id_number": id_number(n), "category": "unemployed", "kind": "hr_services",
+            "face_value_fen": 80000, "channel": "wechat", "district": "500101"})
+    };
+    let mut unknown = None;
+    for n in 1..=6 {
+        let answer = daemon.batch(&certs, "bureau", &[issue_json(n)]).remove(0);
+        if answer["ok"] == false {
+            assert_eq!(answer["reason"], "outcome_unknown", "{answer}");
+            unknown = Some(n);
+            break;
+        }
+    }
+    let unknown = unknown.expect("the injected failure answers outcome_unknown");
+    let status = daemon.wait().expect("the daemon exits by itself");
+    assert_eq!(
+        status.code(),
+        Some(voucherd::admin::daemon::EXIT_STORAGE_FAILED.into()),
+        "the storage-failure exit code"
+    );
+    // The supervisor's restart, without the fault: the retry tells.
+    let restarted = serve(&data, &certs, &dir.path().join("log2"), &[], &[]);
+    let retried = restarted
+        .batch(&certs, "bureau", &[issue_json(unknown)])
+        .remove(0);
+    assert_eq!(retried["ok"], true, "the change reached the log: {retried}");
+    let again = restarted
+        .batch(&certs, "bureau", &[issue_json(unknown)])
+        .remove(0);
+    assert_eq!(again, retried, "applied once, answered the same");
+}

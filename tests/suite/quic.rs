@@ -223,14 +223,15 @@ fn reason_of(answer: &Answer) -> &'static str {
 
 /// Every reason code the walk must meet end to end: all of `Reason::ALL` but
 /// `expired` (its own test on a past campaign), `overloaded` and
-/// `shutting_down` (load and shutdown matters) and `storage_unavailable`
-/// (the disk tests).
+/// `shutting_down` (load and shutdown matters), `storage_unavailable` and
+/// `outcome_unknown` (the disk tests).
 fn walked_reasons() -> Vec<&'static str> {
     let elsewhere = [
         Reason::Expired,
         Reason::Overloaded,
         Reason::ShuttingDown,
         Reason::StorageUnavailable,
+        Reason::OutcomeUnknown,
     ];
     Reason::ALL
         .iter()
