@@ -116,6 +116,10 @@ pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const CLIENT_KEEP_ALIVE_MS: u64 = 2_000;
 /// How long a stream may take to deliver its request frame, milliseconds.
 pub const REQUEST_READ_TIMEOUT_MS: u64 = 10_000;
+/// How long an answer frame may take to be taken by the client, ms; past
+/// it the stream is reset, so a client that never reads cannot pin the
+/// answer's memory.
+pub const ANSWER_WRITE_TIMEOUT_MS: u64 = 10_000;
 /// Batches being applied or waiting for durability at once, across connections;
 /// a stream that cannot get a slot within `BATCH_SLOT_WAIT_MS` is answered `overloaded`.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 256;

@@ -26,10 +26,10 @@ use crate::domain::op::{Answer, Caller, Request};
 use crate::error::{Error, Reason, Refusal};
 use crate::ledger::Ledger;
 use crate::limits::{
-    BATCHES_IN_FLIGHT_MAX, BATCH_SLOT_WAIT_MS, CONNECTIONS_MAX, CONNECTION_RECEIVE_WINDOW_BYTES,
-    FRAME_BYTES_MAX, IDLE_TIMEOUT_MS, INLINE_APPLY_OPS_MAX, REQUEST_BYTES_IN_FLIGHT_MAX,
-    REQUEST_READ_CHUNK_BYTES, REQUEST_READ_TIMEOUT_MS, SHUTDOWN_GRACE_MS,
-    STREAMS_PER_CONNECTION_MAX, STREAM_RECEIVE_WINDOW_BYTES,
+    ANSWER_WRITE_TIMEOUT_MS, BATCHES_IN_FLIGHT_MAX, BATCH_SLOT_WAIT_MS, CONNECTIONS_MAX,
+    CONNECTION_RECEIVE_WINDOW_BYTES, FRAME_BYTES_MAX, IDLE_TIMEOUT_MS, INLINE_APPLY_OPS_MAX,
+    REQUEST_BYTES_IN_FLIGHT_MAX, REQUEST_READ_CHUNK_BYTES, REQUEST_READ_TIMEOUT_MS,
+    SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX, STREAM_RECEIVE_WINDOW_BYTES,
 };
 use crate::metric_names;
 use crate::net::json::{self, Line};
@@ -59,6 +59,7 @@ pub struct Limits {
     pub streams_per_connection_max: u32,
     pub idle_timeout_ms: u32,
     pub request_read_timeout_ms: u64,
+    pub answer_write_timeout_ms: u64,
     pub batches_in_flight_max: usize,
     pub request_bytes_in_flight_max: usize,
 }
@@ -69,6 +70,7 @@ impl Default for Limits {
             connections_max: CONNECTIONS_MAX,
             streams_per_connection_max: STREAMS_PER_CONNECTION_MAX,
             idle_timeout_ms: IDLE_TIMEOUT_MS,
+            answer_write_timeout_ms: ANSWER_WRITE_TIMEOUT_MS,
             request_read_timeout_ms: REQUEST_READ_TIMEOUT_MS,
             batches_in_flight_max: BATCHES_IN_FLIGHT_MAX,
             request_bytes_in_flight_max: REQUEST_BYTES_IN_FLIGHT_MAX,
@@ -328,7 +330,24 @@ async fn handle_stream(
         }),
     };
     drop(reply);
-    if send.write_all(&answer).await.is_err() || send.finish().is_err() {
+    // A client that never reads its answer (a tiny receive window) would
+    // hold the answer's bytes here for ever: the stream is reset instead.
+    let write_timeout_ms = shared.limits.answer_write_timeout_ms;
+    let write_timeout = Duration::from_millis(write_timeout_ms);
+    match tokio::time::timeout(write_timeout, send.write_all(&answer)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            debug!("client went away before its answer");
+            return;
+        }
+        Err(_) => {
+            warn!("answer not taken within {write_timeout_ms} ms; stream reset");
+            let _ = send.reset(CLOSE_PROTOCOL_ERROR.into());
+            return;
+        }
+    }
+    drop(answer);
+    if send.finish().is_err() {
         debug!("client went away before its answer");
         return;
     }

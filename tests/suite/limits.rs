@@ -243,3 +243,66 @@ async fn the_daemon_takes_no_datagrams() {
     client.close().await;
     running.stop().await;
 }
+
+/// Checks (issue 17, item 3): a client that never reads its answer (a
+/// receive window far smaller than the answer) gets its stream reset after
+/// the write deadline, instead of pinning the answer in the daemon for ever;
+/// other clients go on being served. How: raw quinn with a 1 KiB stream
+/// window, a `stats` (several KiB of answer) never read, then a read after
+/// the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_never_read_is_reset_after_the_write_deadline() {
+    use voucherd::net::tls::{self, CertPaths};
+    let running = start(Limits {
+        answer_write_timeout_ms: 500,
+        ..Limits::default()
+    })
+    .await;
+    let paths = CertPaths {
+        dir: running.certs.path().to_owned(),
+    };
+    let config = tls::client_config(
+        &paths.ca_cert(),
+        &paths.client_cert(Role::Bureau),
+        &paths.client_key(Role::Bureau),
+    )
+    .unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config).unwrap();
+    let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(1024u32.into());
+    client_config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client_config);
+    let connection = endpoint
+        .connect(running.address, "127.0.0.1")
+        .unwrap()
+        .await
+        .unwrap();
+    let stats = vec![Request {
+        id: "big".into(),
+        op: Op::Stats {
+            district: None,
+            year: None,
+        },
+    }];
+    let frame = voucherd::net::wire::encode_requests(&stats).unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&frame).await.unwrap();
+    send.finish().unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let read = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 20)).await;
+    assert!(
+        matches!(
+            read,
+            Ok(Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(_))))
+        ),
+        "the unread answer's stream is reset: {read:?}"
+    );
+    // Others are served meanwhile.
+    let other = running.client().await;
+    assert!(served(&other).await);
+    other.close().await;
+    connection.close(0u32.into(), b"done");
+    running.stop().await;
+}
