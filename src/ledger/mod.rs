@@ -129,6 +129,7 @@ impl Ledger {
                 ticket: 0,
                 digest: StateDigest::default(),
                 figures: HashMap::new(),
+                at_expiry: HashMap::new(),
                 institutions_registered: 0,
             }),
             assigned_ticket: AtomicU64::new(0),

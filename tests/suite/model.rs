@@ -1485,7 +1485,11 @@ fn each_seed(seeds: &[u64], journal_name: &str, run: impl Fn(u64) -> Covered) {
 /// `count` from a printed base (`common::seed()`: fixed, or the clock with
 /// `VOUCHERD_SEED=time`).
 fn seeds(count: u64) -> Vec<u64> {
-    if let Ok(seed) = std::env::var("VOUCHERD_SEED").unwrap_or_default().trim().parse() {
+    if let Ok(seed) = std::env::var("VOUCHERD_SEED")
+        .unwrap_or_default()
+        .trim()
+        .parse()
+    {
         return vec![seed];
     }
     let base = crate::common::seed() % 1_000_000_000;
