@@ -109,6 +109,15 @@ pub enum Command {
         year: u16,
         text: String,
     },
+    /// One bounded batch of the daemon's own expiry after the deadline
+    /// (docs/decisions.md D41): the listed vouchers of the year that are
+    /// still unfinished become expired, as `Expire` does for all of them.
+    /// Written by the daemon as the bureau (its name is `expire`); never a
+    /// request. At most `EXPIRE_BATCH_VOUCHERS_MAX` vouchers.
+    ExpireBatch {
+        year: u16,
+        vouchers: Vec<VoucherId>,
+    },
     /// `complete` naming the operator who reports it (the form written since
     /// 2026-12; `Complete` above is kept for replaying older records).
     #[serde(rename = "complete")]
@@ -324,7 +333,7 @@ impl Command {
             Command::Evaluate { .. } => OpName::Evaluate,
             Command::Settle { .. } => OpName::Settle,
             Command::Release { .. } => OpName::Release,
-            Command::Expire { .. } => OpName::Expire,
+            Command::Expire { .. } | Command::ExpireBatch { .. } => OpName::Expire,
             Command::CompleteByOperator { .. } => OpName::Complete,
             Command::ReleaseByOperator { .. } => OpName::Release,
             Command::RecordCampaign { .. } => return None,

@@ -501,6 +501,9 @@ impl Ledger {
                 operator,
             } => self.release(origin, command, *voucher, *institution, Some(operator)),
             Command::Expire { year } => self.expire(origin, command, *year),
+            Command::ExpireBatch { year, vouchers } => {
+                self.expire_batch(origin, command, *year, vouchers)
+            }
             Command::RecordCampaign { year, text } => {
                 self.stamp(origin);
                 let sealed = Campaign::from_toml(text).ok();

@@ -10,6 +10,7 @@
 mod apply;
 mod commit;
 pub mod digest;
+mod expiry;
 mod index;
 mod keys;
 pub mod meta;
@@ -55,6 +56,7 @@ use shards::Shards;
 use apply::{Change, Origin};
 pub use commit::Pending;
 use commit::{Applying, Tail};
+pub use expiry::ExpiryPass;
 use requests::Inflight;
 pub use requests::Pruned;
 
