@@ -59,6 +59,13 @@ pub const REQUEST_PRUNE_BATCH_MAX: usize = 10_000;
 /// under 2 minutes and an id is forgotten at most that long after its
 /// retention.
 pub const REQUEST_PRUNE_INTERVAL_MS: u64 = 100;
+/// Vouchers one batch of the daemon's expiry writes (one commit, one audit
+/// record): the batch holds one voucher shard's write lock and its holders'
+/// person shards for its time only (docs/decisions.md D41).
+pub const EXPIRE_BATCH_VOUCHERS_MAX: usize = 1_000;
+/// Pause between two checks for a campaign whose deadline has passed and
+/// whose vouchers are not all written expired yet, milliseconds.
+pub const EXPIRE_CHECK_INTERVAL_MS: u64 = 10_000;
 /// Free space the store keeps on its filesystem, bytes: under it, new writes
 /// are refused `storage_unavailable` (room for a memtable flush, the WAL and
 /// the commits already queued).

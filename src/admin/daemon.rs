@@ -15,7 +15,8 @@ use crate::domain::campaign::Campaign;
 use crate::domain::time::{Clock, SystemClock};
 use crate::error::Error;
 use crate::limits::{
-    REQUEST_PRUNE_INTERVAL_MS, REQUEST_RETENTION_HOURS_DEFAULT, REQUEST_RETENTION_HOURS_MAX,
+    EXPIRE_CHECK_INTERVAL_MS, INDEX_SHARDS, REQUEST_PRUNE_INTERVAL_MS,
+    REQUEST_RETENTION_HOURS_DEFAULT, REQUEST_RETENTION_HOURS_MAX,
 };
 use crate::net::server;
 use crate::net::tls::CertPaths;
@@ -195,6 +196,7 @@ pub async fn run(
         Arc::clone(&opened.ledger),
         retention_s,
     ));
+    let expirer = tokio::spawn(expire_forever(Arc::clone(&opened.ledger)));
     let control = tokio::spawn({
         let (data, store) = (config.data.clone(), Arc::clone(&opened.store));
         async move {
@@ -213,7 +215,10 @@ pub async fn run(
         shutdown,
     )
     .await;
-    for task in sampler.into_iter().chain([control, pruner, fail_stop]) {
+    for task in sampler
+        .into_iter()
+        .chain([control, pruner, fail_stop, expirer])
+    {
         task.abort();
         let _ = task.await;
     }
@@ -293,4 +298,62 @@ async fn exit_when_storage_fails(ledger: Arc<crate::ledger::Ledger>) {
     ))
     .await;
     std::process::exit(EXIT_STORAGE_FAILED.into());
+}
+
+/// Writes the expiry of a campaign whose deadline has passed, by itself
+/// (API.md: "the daemon runs one by itself at the deadline"): every
+/// `EXPIRE_CHECK_INTERVAL_MS` (and at start-up), each year past its deadline
+/// and not yet done this run is gone through one voucher shard at a time on
+/// the blocking pool (`Ledger::expire_shard`: batches of at most
+/// `EXPIRE_BATCH_VOUCHERS_MAX`, each holding one voucher shard's lock and
+/// its holders' person shards). Other writes go on between batches. A
+/// failed batch (overloaded, storage) is logged and the year is gone through
+/// again at the next check; after a restart each ended year is read once
+/// more and, already written, costs no commit.
+async fn expire_forever(ledger: Arc<crate::ledger::Ledger>) {
+    let mut done: Vec<u16> = Vec::new();
+    let mut interval =
+        tokio::time::interval(std::time::Duration::from_millis(EXPIRE_CHECK_INTERVAL_MS));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        for year in ledger.years_past_deadline() {
+            if done.contains(&year) {
+                continue;
+            }
+            let started = Instant::now();
+            let mut total = crate::ledger::ExpiryPass::default();
+            let mut failed = false;
+            for shard in 0..INDEX_SHARDS {
+                let ledger = Arc::clone(&ledger);
+                match tokio::task::spawn_blocking(move || ledger.expire_shard(year, shard)).await {
+                    Ok(Ok(pass)) => {
+                        total.expired += pass.expired;
+                        total.batches += pass.batches;
+                    }
+                    Ok(Err(refusal)) => {
+                        warn!(year, reason = %refusal.reason, message = %refusal.message, "expiry stopped; tried again at the next check");
+                        failed = true;
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "expiry panicked; vouchers are no longer expired by the daemon");
+                        return;
+                    }
+                }
+            }
+            if !failed {
+                done.push(year);
+                if total.expired > 0 {
+                    info!(
+                        year,
+                        expired = total.expired,
+                        batches = total.batches,
+                        ms = started.elapsed().as_millis() as u64,
+                        "vouchers expired after the deadline"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -124,6 +124,16 @@ pub enum Command {
         institution: InstitutionCode,
         operator: OperatorId,
     },
+    /// One bounded batch of the daemon's own expiry after the deadline
+    /// (docs/decisions.md D41): the listed vouchers of the year that are
+    /// still unfinished become expired, as `Expire` does for all of them.
+    /// Written by the daemon as the bureau (its name is `expire`); never a
+    /// request. At most `EXPIRE_BATCH_VOUCHERS_MAX` vouchers. (New variants
+    /// go last: bincode stores a variant by its position.)
+    ExpireBatch {
+        year: u16,
+        vouchers: Vec<VoucherId>,
+    },
 }
 
 /// A request id: 1 to 64 printable ASCII characters.
@@ -324,7 +334,7 @@ impl Command {
             Command::Evaluate { .. } => OpName::Evaluate,
             Command::Settle { .. } => OpName::Settle,
             Command::Release { .. } => OpName::Release,
-            Command::Expire { .. } => OpName::Expire,
+            Command::Expire { .. } | Command::ExpireBatch { .. } => OpName::Expire,
             Command::CompleteByOperator { .. } => OpName::Complete,
             Command::ReleaseByOperator { .. } => OpName::Release,
             Command::RecordCampaign { .. } => return None,

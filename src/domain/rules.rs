@@ -9,7 +9,7 @@ use super::command::Registration;
 use super::enums::{Category, Channel, Kind, VoucherState};
 use super::geo;
 use super::ids::{DistrictCode, InstitutionCode, OperatorId, PersonKey, VoucherId};
-use super::records::{Institution, PersonYear, Voucher};
+use super::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
 use super::time::Timestamp;
 use crate::error::{refuse, Reason, Refusal};
 use crate::limits::OPERATORS_PER_INSTITUTION_MAX;
@@ -614,6 +614,48 @@ pub fn expire_voucher(voucher: &Voucher, year: u16) -> Option<(Voucher, bool)> {
     Some((expired, voucher.state == VoucherState::Redeemed))
 }
 
+/// The state answers show (API.md, DOMAIN.md "Expire"): from the campaign
+/// deadline on, a voucher not yet completed is expired, whether or not an
+/// `expire` has written it down yet. `deadline` is its campaign's; "on" is
+/// `Campaign::has_ended` (after the deadline's last second), as for the rules.
+pub fn shown_state(stored: VoucherState, deadline: Timestamp, now: Timestamp) -> VoucherState {
+    let unfinished = matches!(
+        stored,
+        VoucherState::Issued | VoucherState::Claimed | VoucherState::Redeemed
+    );
+    if unfinished && now > deadline {
+        VoucherState::Expired
+    } else {
+        stored
+    }
+}
+
+/// What expiring one voucher takes away from the figures (its contributions
+/// now, less those it keeps once expired): for a redeemed voucher its use
+/// (`Used`, `InstitutionUsed`, `UsedWithCheckin`), nothing for the others.
+/// Reads past the deadline subtract these sums, so `stats` answers as if
+/// `expire` had run. At most nine, gathered without allocating.
+pub fn expiry_withdrawals(voucher: &Voucher) -> impl Iterator<Item = (Figure, u64)> {
+    let mut withdrawn = [None; 9];
+    if let Some((expired, _)) = expire_voucher(voucher, voucher.year) {
+        let mut after = [None; 9];
+        for (slot, contribution) in after.iter_mut().zip(figure_contributions(&expired)) {
+            *slot = Some(contribution);
+        }
+        for (slot, (figure, amount)) in withdrawn.iter_mut().zip(figure_contributions(voucher)) {
+            let remains = after
+                .iter()
+                .flatten()
+                .find(|(other, _)| *other == figure)
+                .map_or(0, |(_, amount)| *amount);
+            if amount > remains {
+                *slot = Some((figure, amount - remains));
+            }
+        }
+    }
+    withdrawn.into_iter().flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::campaign::Campaign;
@@ -756,5 +798,74 @@ mod tests {
             check_expire(context, 2026).map_err(|r| r.reason),
             Err(Reason::CampaignOpen)
         );
+    }
+
+    /// `shown_state`: before or at the deadline the stored state shows; after
+    /// it issued, claimed and redeemed show as expired, while completed,
+    /// settled and (already) expired vouchers show as stored.
+    #[test]
+    fn unfinished_vouchers_show_as_expired_after_the_deadline() {
+        let deadline = at("2021-11-30T23:59:59+08:00");
+        let after = at("2021-12-01T00:00:00+08:00");
+        for stored in [
+            VoucherState::Issued,
+            VoucherState::Claimed,
+            VoucherState::Redeemed,
+            VoucherState::Completed,
+            VoucherState::Settled,
+            VoucherState::Expired,
+        ] {
+            assert_eq!(shown_state(stored, deadline, deadline), stored);
+            let unfinished = matches!(
+                stored,
+                VoucherState::Issued | VoucherState::Claimed | VoucherState::Redeemed
+            );
+            let expected = if unfinished {
+                VoucherState::Expired
+            } else {
+                stored
+            };
+            assert_eq!(shown_state(stored, deadline, after), expected, "{stored:?}");
+        }
+    }
+
+    /// `expiry_withdrawals`: a redeemed voucher with a check-in gives back its
+    /// three use figures; an issued or a completed one gives back nothing; and
+    /// the figures after withdrawing equal those of the expired voucher.
+    #[test]
+    fn expiry_withdraws_only_the_uses_of_redeemed_vouchers() {
+        let issued = Voucher::issued_example();
+        assert_eq!(expiry_withdrawals(&issued).count(), 0);
+        let institution: InstitutionCode = "1000001".parse().expect("a code");
+        let redeemed = Voucher {
+            state: VoucherState::Redeemed,
+            claimed: true,
+            institution: Some((institution, issued.district)),
+            checkins: 1,
+            ..issued.clone()
+        };
+        let mut withdrawn: Vec<_> = expiry_withdrawals(&redeemed).collect();
+        withdrawn.sort();
+        assert_eq!(
+            withdrawn,
+            vec![
+                (Figure::Used(2021, issued.district), 1),
+                (Figure::UsedWithCheckin(2021, issued.district), 1),
+                (Figure::InstitutionUsed(2021, institution), 1),
+            ]
+        );
+        let (expired, _) = expire_voucher(&redeemed, 2021).expect("redeemed expires");
+        let mut after: Vec<_> = figure_contributions(&redeemed)
+            .filter(|f| !withdrawn.contains(f))
+            .collect();
+        after.sort();
+        let mut expected: Vec<_> = figure_contributions(&expired).collect();
+        expected.sort();
+        assert_eq!(after, expected);
+        let completed = Voucher {
+            state: VoucherState::Completed,
+            ..redeemed
+        };
+        assert_eq!(expiry_withdrawals(&completed).count(), 0);
     }
 }

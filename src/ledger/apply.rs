@@ -35,6 +35,8 @@ pub(super) struct Change {
     /// Old value of each state put, for the digest (same order as `puts`).
     pub(super) olds: Vec<Option<Vec<u8>>>,
     pub(super) figures: HashMap<Figure, i64>,
+    /// Change of `Tail::at_expiry` (in memory only, nothing stored).
+    pub(super) at_expiry: HashMap<Figure, i64>,
     pub(super) texts: Vec<(VoucherId, u8, String)>,
     /// Writes outside the state tables (no digest), e.g. meta keys.
     pub(super) others: Vec<Put>,
@@ -55,6 +57,12 @@ impl Change {
             for (figure, amount) in figure_contributions(old) {
                 *self.figures.entry(figure).or_default() -= amount as i64;
             }
+            for (figure, amount) in rules::expiry_withdrawals(old) {
+                *self.at_expiry.entry(figure).or_default() -= amount as i64;
+            }
+        }
+        for (figure, amount) in rules::expiry_withdrawals(new) {
+            *self.at_expiry.entry(figure).or_default() += amount as i64;
         }
         for (figure, amount) in figure_contributions(new) {
             *self.figures.entry(figure).or_default() += amount as i64;
@@ -493,6 +501,9 @@ impl Ledger {
                 operator,
             } => self.release(origin, command, *voucher, *institution, Some(operator)),
             Command::Expire { year } => self.expire(origin, command, *year),
+            Command::ExpireBatch { year, vouchers } => {
+                self.expire_batch(origin, command, *year, vouchers)
+            }
             Command::RecordCampaign { year, text } => {
                 self.stamp(origin);
                 let sealed = Campaign::from_toml(text).ok();

@@ -13,6 +13,10 @@ pub(super) struct Tail {
     pub(super) ticket: u64,
     pub(super) digest: StateDigest,
     pub(super) figures: HashMap<Figure, u64>,
+    /// What expiry will take from `figures` (`rules::expiry_withdrawals`
+    /// summed over every voucher): reads past a deadline subtract it. Kept in
+    /// memory only, recounted at start-up; no entry holds 0.
+    pub(super) at_expiry: HashMap<Figure, u64>,
     pub(super) institutions_registered: u64,
 }
 
@@ -60,6 +64,7 @@ impl Ledger {
             mut puts,
             olds,
             figures,
+            at_expiry,
             texts,
             others,
         } = change;
@@ -173,6 +178,15 @@ impl Ledger {
             }
             if figure == Figure::Registered {
                 tail.institutions_registered = value;
+            }
+        }
+        for (figure, delta) in at_expiry {
+            let old = tail.at_expiry.get(&figure).copied().unwrap_or(0);
+            let new = u64::try_from(old as i64 + delta).expect("withdrawals never go below zero");
+            if new == 0 {
+                tail.at_expiry.remove(&figure);
+            } else {
+                tail.at_expiry.insert(figure, new);
             }
         }
         self.assigned_ticket.store(ticket, Ordering::SeqCst);

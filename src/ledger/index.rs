@@ -106,6 +106,10 @@ impl Packed {
         self.year
     }
 
+    pub fn state(&self) -> VoucherState {
+        self.state
+    }
+
     pub fn pack(
         voucher: &Voucher,
         holder: PersonHandle,

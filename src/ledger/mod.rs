@@ -10,6 +10,7 @@
 mod apply;
 mod commit;
 pub mod digest;
+mod expiry;
 mod index;
 mod keys;
 pub mod meta;
@@ -55,6 +56,7 @@ use shards::Shards;
 use apply::{Change, Origin};
 pub use commit::Pending;
 use commit::{Applying, Tail};
+pub use expiry::ExpiryPass;
 use requests::Inflight;
 pub use requests::Pruned;
 
@@ -129,6 +131,7 @@ impl Ledger {
                 ticket: 0,
                 digest: StateDigest::default(),
                 figures: HashMap::new(),
+                at_expiry: HashMap::new(),
                 institutions_registered: 0,
             }),
             assigned_ticket: AtomicU64::new(0),

@@ -62,6 +62,7 @@ impl Ledger {
         };
         let mut shown = |tag: u8| latest.remove(&tag).filter(|_| done(tag));
         let mut view = voucher.view();
+        view.state = self.shown_state(&voucher);
         view.steps = StepTimes {
             issued_at: shown(keys::TEXT_ISSUED_AT),
             claimed_at: shown(keys::TEXT_CLAIMED_AT),
@@ -71,6 +72,17 @@ impl Ledger {
         };
         view.class = shown(keys::TEXT_CLASS);
         Ok(Reply::Voucher(Box::new(view)))
+    }
+
+    /// The state answers show: expired from the campaign deadline on for a
+    /// voucher not yet completed, whether or not `expire` has run.
+    fn shown_state(&self, voucher: &Voucher) -> VoucherState {
+        match self.campaigns.year(voucher.year) {
+            Some(campaign) => {
+                rules::shown_state(voucher.state, campaign.deadline, self.clock.now())
+            }
+            None => voucher.state,
+        }
     }
 
     /// The latest text of each tag of one voucher (rows are keyed by audit
@@ -115,7 +127,7 @@ impl Ledger {
                 Some(VoucherSummary {
                     voucher: id,
                     kind: voucher.kind,
-                    state: voucher.state,
+                    state: self.shown_state(&voucher),
                     face_value_fen: voucher.face_value_fen,
                     year: voucher.year,
                 })
@@ -204,7 +216,21 @@ impl Ledger {
             self.clock.now().local_rfc3339(ANSWER_UTC_OFFSET_S),
             tail.seq,
         );
-        let figure = |figure: Figure| tail.figures.get(&figure).copied().unwrap_or(0);
+        // Past the deadline the figures read as if `expire` had run: what it
+        // will take away (`Tail::at_expiry`) is taken away here already.
+        let ended = campaign.has_ended(self.clock.now());
+        let figure = |figure: Figure| {
+            let stored = tail.figures.get(&figure).copied().unwrap_or(0);
+            let withdrawn = match ended {
+                true => tail.at_expiry.get(&figure).copied().unwrap_or(0),
+                false => 0,
+            };
+            assert!(
+                withdrawn <= stored,
+                "expiry takes away only what was counted"
+            );
+            stored - withdrawn
+        };
         let percent = |used: u64, target: u64| {
             if target == 0 {
                 0.0
@@ -250,6 +276,7 @@ impl Ledger {
                 tail.figures
                     .keys()
                     .filter(|f| matches!(f, Figure::InstitutionUsed(y, _) if *y == year))
+                    .filter(|f| figure(**f) > 0)
                     .count() as u64,
                 tail.institutions_registered,
             ),

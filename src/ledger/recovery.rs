@@ -13,6 +13,7 @@ use crate::audit;
 use crate::codec;
 use crate::domain::ids::PersonKey;
 use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
+use crate::domain::rules::expiry_withdrawals;
 use crate::error::Error;
 use crate::limits::{INDEX_SHARDS, RECOVERY_THREADS_MAX, VOUCHER_ID_MAX};
 use crate::store::journal::{Journal, Table};
@@ -22,6 +23,8 @@ use crate::store::journal::{Journal, Table};
 struct Tally {
     digest: StateDigest,
     figures: HashMap<Figure, u64>,
+    /// `rules::expiry_withdrawals` summed over the vouchers read.
+    at_expiry: HashMap<Figure, u64>,
     /// Each person-year's uses, recounted from the vouchers: [shard][entry].
     uses: Vec<Vec<u8>>,
     voucher_max: u64,
@@ -57,6 +60,9 @@ impl Tally {
         self.digest.merge(&other.digest);
         for (figure, count) in other.figures {
             *self.figures.entry(figure).or_default() += count;
+        }
+        for (figure, count) in other.at_expiry {
+            *self.at_expiry.entry(figure).or_default() += count;
         }
         if self.uses.is_empty() {
             self.uses = other.uses;
@@ -181,6 +187,9 @@ impl Ledger {
                 for (figure, amount) in figure_contributions(&voucher) {
                     *tally.figures.entry(figure).or_default() += amount;
                 }
+                for (figure, amount) in expiry_withdrawals(&voucher) {
+                    *tally.at_expiry.entry(figure).or_default() += amount;
+                }
                 let holder = tally.holder(&ledger.persons, &voucher);
                 if voucher.state.is_used() {
                     tally.count_use(holder);
@@ -227,6 +236,7 @@ impl Ledger {
         let mut digest = persons.digest;
         digest.merge(&vouchers.digest);
         digest.merge(&texts.digest);
+        let at_expiry = vouchers.at_expiry;
         let mut recount = vouchers.figures;
         journal.scan(Table::Institutions, &mut |key, value| {
             let institution: Institution = codec::decode(value, "institution")?;
@@ -322,6 +332,7 @@ impl Ledger {
             tail.digest = digest;
             tail.institutions_registered = figures.get(&Figure::Registered).copied().unwrap_or(0);
             tail.figures = figures;
+            tail.at_expiry = at_expiry;
         }
         ledger.next_voucher.store(voucher_max + 1, Ordering::SeqCst);
         Ok(ledger)

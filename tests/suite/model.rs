@@ -199,11 +199,20 @@ impl Model {
         self.vouchers.get(&id).ok_or("unknown_voucher")
     }
 
-    fn view(&self, id: VoucherId) -> Option<VoucherView> {
+    /// The state answers show: past the deadline an unfinished voucher reads
+    /// as expired whether or not `expire` has been written (API.md).
+    fn shown(&self, v: &ModelVoucher, now: i64) -> VoucherState {
+        match self.expired(v, now) {
+            true => VoucherState::Expired,
+            false => v.state,
+        }
+    }
+
+    fn view(&self, id: VoucherId, now: i64) -> Option<VoucherView> {
         let v = self.vouchers.get(&id)?;
         Some(VoucherView {
             voucher: id,
-            state: v.state,
+            state: self.shown(v, now),
             kind: v.kind,
             category: v.category,
             channel: v.channel,
@@ -236,7 +245,8 @@ impl Model {
         })
     }
 
-    fn stats(&self) -> StatsView {
+    fn stats(&self, now: i64) -> StatsView {
+        let is_used = |v: &ModelVoucher| is_used(self.shown(v, now));
         let percent = |used: u64, target: u64| {
             if target == 0 {
                 0.0
@@ -260,7 +270,7 @@ impl Model {
             let used = self
                 .vouchers
                 .values()
-                .filter(|v| is_used(v.state))
+                .filter(|v| is_used(v))
                 .filter(|v| {
                     v.institution.as_ref().map(district_of_institution).as_ref() == Some(code)
                 })
@@ -286,11 +296,8 @@ impl Model {
         }
         let target = districts.iter().map(|d| d.target).sum();
         let used = districts.iter().map(|d| d.used).sum();
-        let used_vouchers: Vec<&ModelVoucher> = self
-            .vouchers
-            .values()
-            .filter(|v| is_used(v.state))
-            .collect();
+        let used_vouchers: Vec<&ModelVoucher> =
+            self.vouchers.values().filter(|v| is_used(v)).collect();
         let institutions_used: BTreeSet<&String> = used_vouchers
             .iter()
             .filter_map(|v| v.institution.as_ref())
@@ -311,7 +318,7 @@ impl Model {
                     code: code.parse().unwrap(),
                     name: institution.name.clone(),
                     district: institution.district.parse().unwrap(),
-                    used: here.iter().filter(|v| is_used(v.state)).count() as u64,
+                    used: here.iter().filter(|v| is_used(v)).count() as u64,
                     evaluations: scores.len() as u64,
                     average_score: (!scores.is_empty()).then(|| {
                         (scores.iter().sum::<u64>() as f64 * 100.0 / scores.len() as f64).round()
@@ -712,11 +719,11 @@ impl Model {
                 }
                 Ok(Reply::Expired { expired })
             }
-            Op::GetVoucher { voucher } => match self.view(*voucher) {
+            Op::GetVoucher { voucher } => match self.view(*voucher, now) {
                 Some(view) => Ok(Reply::Voucher(Box::new(view))),
                 None => Err("unknown_voucher"),
             },
-            Op::Stats { .. } => Ok(Reply::Stats(Box::new(self.stats()))),
+            Op::Stats { .. } => Ok(Reply::Stats(Box::new(self.stats(now)))),
             Op::AuditHead | Op::AuditRead { .. } | Op::ListVouchers { .. } => {
                 unreachable!("the generator sends no audit reads or lists")
             }
@@ -1421,20 +1428,21 @@ fn run_seed<D: Drive>(d: &D, journal: &dyn Journal, seed: u64) -> Covered {
 /// Every voucher, the figures, the chain and the replay agree with the model.
 fn compare_final<D: Drive>(d: &D, journal: &dyn Journal, model: &Model) {
     model.check_invariants();
+    let now = d.clock().now_seconds();
     assert_eq!(
         d.ledger().sizes().0,
         model.vouchers.len(),
         "vouchers held by the ledger"
     );
     for id in model.vouchers.keys() {
-        assert_eq!(Some(d.view(*id)), model.view(*id), "voucher {id}");
+        assert_eq!(Some(d.view(*id)), model.view(*id, now), "voucher {id}");
     }
     let stats = StatsView {
         at: String::new(),
         seq: 0,
         ..d.city_stats()
     };
-    assert_eq!(stats, model.stats(), "stats");
+    assert_eq!(stats, model.stats(now), "stats");
     let (seq, hash, digest) = d.ledger().head();
     let verified = voucherd::admin::offline::verify_journal(journal)
         .expect("scan")

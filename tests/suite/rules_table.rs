@@ -2403,6 +2403,48 @@ fn release_table() {
     run_table("release", rows);
 }
 
+/// p1's vouchers 1 issued, 2 redeemed at A with a check-in, 3 completed at
+/// A: before the deadline 500101 counts (issued, claimed, used) (3, 2, 2).
+fn unfinished_and_completed(w: &World) {
+    w.issued(&p1(), Kind::EmploymentSkills);
+    let redeemed = w.redeemed(&p1(), Kind::Entrepreneurship);
+    w.ok(Role::Gateway, checkin(redeemed, SITE));
+    w.completed(&p1(), Kind::HrServices);
+    assert_eq!(w.figures("500101"), (3, 2, 2));
+}
+
+/// What the reads answer past the deadline for `unfinished_and_completed`,
+/// whether or not `expire` has run (API.md): the unfinished vouchers show
+/// `expired` (get_voucher, list_vouchers) and leave `used`, at the city, the
+/// district, the institution and in the coverage.
+fn assert_reads_as_expired(w: &World) {
+    let want = [
+        VoucherState::Expired,
+        VoucherState::Expired,
+        VoucherState::Completed,
+    ];
+    let states: Vec<VoucherState> = (1..=3).map(|n| w.view(VoucherId(n)).state).collect();
+    assert_eq!(states, want, "get_voucher");
+    let listed: Vec<VoucherState> = listed(&w.ok(Role::Gateway, list(&p1(), None)))
+        .iter()
+        .map(|summary| summary.state)
+        .collect();
+    assert_eq!(listed, want, "list_vouchers");
+    assert_eq!(w.figures("500101"), (3, 2, 1), "issued and claimed stay");
+    let stats = w.city();
+    assert_eq!(stats.city.used, 1);
+    assert_eq!(stats.coverage.used, 1);
+    assert_eq!(stats.coverage.institutions_used, 1);
+    let a = stats
+        .institutions
+        .iter()
+        .find(|i| i.code == code(A))
+        .expect("A is registered");
+    assert_eq!(a.used, 1);
+    let checked_in = w.view(VoucherId(3)).checkins > 0;
+    assert_eq!(stats.coverage.used_with_checkin, u64::from(checked_in));
+}
+
 fn expire_table() {
     let after_deadline = |w: &World| {
         w.past_deadline();
@@ -2435,6 +2477,31 @@ fn expire_table() {
                         VoucherState::Settled
                     ]
                 );
+            }),
+        ),
+        row(
+            "past the deadline the reads show expiry before it is written, and the same after",
+            Role::Bureau,
+            |w| {
+                unfinished_and_completed(w);
+                w.past_deadline();
+                assert_reads_as_expired(w);
+                // Start-up recounts what expiry will take away.
+                let reopened = World {
+                    h: Harness::on(w.h.journal.clone()),
+                };
+                reopened.past_deadline();
+                assert_reads_as_expired(&reopened);
+                expire(YEAR)
+            },
+            check(|w, reply| {
+                assert_eq!(reply, &Reply::Expired { expired: 2 });
+                assert_reads_as_expired(w);
+                let reopened = World {
+                    h: Harness::on(w.h.journal.clone()),
+                };
+                reopened.past_deadline();
+                assert_reads_as_expired(&reopened);
             }),
         ),
         row(
@@ -2549,6 +2616,23 @@ fn get_voucher_table() {
         })
         .collect();
     rows.extend([
+        row(
+            "past the deadline, before any expire, an unfinished voucher is expired",
+            Role::Auditor,
+            |w| {
+                unfinished_and_completed(w);
+                w.past_deadline();
+                get(VoucherId(2))
+            },
+            check(|w, reply| {
+                let Reply::Voucher(view) = reply else {
+                    panic!("{reply:?}")
+                };
+                assert_eq!(view.state, VoucherState::Expired);
+                assert_eq!(view.institution, Some(code(A)));
+                assert_reads_as_expired(w);
+            }),
+        ),
         row(
             "the class and the time of each step done (RFC 3339, +08:00)",
             Role::Gateway,
@@ -2682,6 +2766,23 @@ fn stats_table() {
         w.issued(&p2(), Kind::HrServices);
     };
     let mut rows = vec![
+        row(
+            "past the deadline, before any expire, unfinished vouchers leave used",
+            Role::Bureau,
+            |w| {
+                unfinished_and_completed(w);
+                w.past_deadline();
+                stats(None)
+            },
+            check(|w, reply| {
+                let Reply::Stats(stats) = reply else {
+                    panic!("{reply:?}")
+                };
+                assert_eq!(stats.city.used, 1);
+                assert_eq!(stats.city.issued, 3);
+                assert_reads_as_expired(w);
+            }),
+        ),
         row(
             "the bureau sees every district, the city and the coverage",
             Role::Bureau,
@@ -2917,6 +3018,27 @@ fn list_vouchers_table() {
         year: YEAR,
     };
     let mut rows = vec![
+        row(
+            "past the deadline, before any expire, unfinished vouchers are listed expired",
+            Role::Gateway,
+            |w| {
+                unfinished_and_completed(w);
+                w.past_deadline();
+                list(&p1(), None)
+            },
+            check(|w, reply| {
+                let states: Vec<VoucherState> = listed(reply).iter().map(|s| s.state).collect();
+                assert_eq!(
+                    states,
+                    [
+                        VoucherState::Expired,
+                        VoucherState::Expired,
+                        VoucherState::Completed
+                    ]
+                );
+                assert_reads_as_expired(w);
+            }),
+        ),
         row(
             "a person's vouchers in voucher id order, with kind, state, face value and year",
             Role::Gateway,
