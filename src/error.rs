@@ -60,6 +60,19 @@ pub enum Reason {
     /// be on disk. The daemon stops; a retry of the same id once it is back
     /// gets the real outcome (API.md).
     OutcomeUnknown = 28,
+    /// `redeem` or `checkin` names a class the institution has not opened.
+    UnknownClass = 29,
+    /// `open_class` with a code the institution already opened.
+    ClassExists = 30,
+    /// The class's last day has passed, or a check-in outside its days.
+    ClassClosed = 31,
+    /// The class is for another kind than the voucher's.
+    WrongKind = 32,
+    /// An online check-in for an onsite class, or a position for an online one.
+    WrongMode = 33,
+    /// Addition to API.md (replicated mode): this daemon is a standby; the
+    /// message names the leader's address. Retry there with the same id.
+    NotLeader = 34,
 }
 
 impl Reason {

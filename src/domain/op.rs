@@ -30,6 +30,10 @@ pub enum Role {
     /// A district agency (区县经办机构) of one district.
     District(DistrictCode),
     Auditor,
+    /// An online training platform: reports online check-ins.
+    Platform,
+    /// The training system reading its data back (`events`).
+    Training,
 }
 
 impl RoleName {
@@ -73,6 +77,8 @@ impl std::str::FromStr for Role {
             (Some(RoleName::Gateway), None) => Ok(Role::Gateway),
             (Some(RoleName::Bureau), None) => Ok(Role::Bureau),
             (Some(RoleName::Auditor), None) => Ok(Role::Auditor),
+            (Some(RoleName::Platform), None) => Ok(Role::Platform),
+            (Some(RoleName::Training), None) => Ok(Role::Training),
             (Some(RoleName::District), Some(code)) => Ok(Role::District(code.parse()?)),
             _ => {
                 let names: Vec<&str> = RoleName::VARIANTS.iter().map(|r| r.usage()).collect();
@@ -294,7 +300,8 @@ impl OpName {
             | OpName::ListVouchers => role == Role::Gateway,
             OpName::Settle => matches!(role, Role::District(_)),
             OpName::Stats => matches!(role, Role::Bureau | Role::District(_) | Role::Auditor),
-            OpName::GetVoucher | OpName::AuditHead => true,
+            OpName::GetVoucher => !matches!(role, Role::Platform | Role::Training),
+            OpName::AuditHead => true,
             OpName::AuditRead => matches!(role, Role::Bureau | Role::Auditor),
         }
     }
@@ -851,6 +858,8 @@ mod tests {
                 RoleName::Bureau => Role::Bureau,
                 RoleName::District => Role::District(district),
                 RoleName::Auditor => Role::Auditor,
+                RoleName::Platform => Role::Platform,
+                RoleName::Training => Role::Training,
             };
             assert_eq!(RoleName::from(role), name);
             assert_eq!(role.to_string().parse::<Role>(), Ok(role));
@@ -863,7 +872,7 @@ mod tests {
         assert_eq!(
             "admin".parse::<Role>(),
             Err(String::from(
-                "unknown role \"admin\" (gateway, bureau, district:<code>, auditor)"
+                "unknown role \"admin\" (gateway, bureau, district:<code>, auditor, platform, training)"
             ))
         );
     }

@@ -251,7 +251,13 @@ pub fn generate_replacing(
     std::fs::write(paths.server_cert(), server.pem())?;
     write_private(&paths.server_key(), &server_key.serialize_pem())?;
 
-    let mut roles = vec![Role::Gateway, Role::Bureau, Role::Auditor];
+    let mut roles = vec![
+        Role::Gateway,
+        Role::Bureau,
+        Role::Auditor,
+        Role::Platform,
+        Role::Training,
+    ];
     roles.extend(districts.iter().map(|&code| Role::District(code)));
     for role in roles {
         let (cert, key) = client_certificate(role, &role.to_string(), &ca, &ca_key)?;
@@ -371,6 +377,8 @@ mod tests {
             Role::Gateway,
             Role::Bureau,
             Role::Auditor,
+            Role::Platform,
+            Role::Training,
             Role::District(district),
         ] {
             let cert = &load_certs(&paths.client_cert(role)).unwrap()[0];

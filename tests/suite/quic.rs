@@ -236,6 +236,7 @@ fn walked_reasons() -> Vec<&'static str> {
     Reason::ALL
         .iter()
         .filter(|reason| !elsewhere.contains(reason))
+        .filter(|reason| !crate::common::NOT_YET_BUILT.contains(reason))
         .map(|reason| reason.as_str())
         .collect()
 }
