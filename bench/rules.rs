@@ -6,9 +6,9 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use voucherd::codec;
 use voucherd::domain::campaign::{Campaign, Campaigns};
-use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
+use voucherd::domain::enums::{Category, Channel, ClassMode, InstitutionType, Kind, VoucherState};
 use voucherd::domain::ids::{IdNumber, InstitutionCode, OperatorId, PersonSecret, VoucherId};
-use voucherd::domain::records::{Institution, PersonYear, Site, Voucher};
+use voucherd::domain::records::{Class, Institution, PersonYear, Site, Voucher};
 use voucherd::domain::rules::{self, Context};
 use voucherd::domain::time::Timestamp;
 
@@ -79,6 +79,27 @@ fn bench_rules(c: &mut Criterion) {
             )
         })
     });
+    // An onsite class of the voucher's kind at the institution's sites,
+    // running the whole campaign.
+    let now = context.now;
+    let today = now.local_day(8 * 3600);
+    let class = Class {
+        institution: institution.code,
+        code: "电工初级 2026 冬".parse().unwrap(),
+        kind: claimed.kind,
+        first_day: today - 300,
+        last_day: today + 1,
+        mode: ClassMode::Onsite,
+        sites: institution.sites.clone(),
+        opened_by: operator.clone(),
+        opened_at: now,
+    };
+    let enrolling = || rules::Enrolling {
+        institution: Some(&institution),
+        code: institution.code,
+        operator: &operator,
+        class: rules::Naming::Class(Some(&class)),
+    };
     c.bench_function("rules/redeem", |b| {
         b.iter(|| {
             rules::redeem(
@@ -89,9 +110,7 @@ fn bench_rules(c: &mut Criterion) {
                     uses: 1,
                     kinds_claimed: 1,
                 },
-                Some(&institution),
-                institution.code,
-                &operator,
+                enrolling(),
             )
         })
     });
@@ -100,9 +119,7 @@ fn bench_rules(c: &mut Criterion) {
         Some(&claimed),
         claimed.id,
         PersonYear::default(),
-        Some(&institution),
-        institution.code,
-        &operator,
+        enrolling(),
     )
     .unwrap();
     c.bench_function("rules/checkin", |b| {
@@ -112,8 +129,8 @@ fn bench_rules(c: &mut Criterion) {
                 Some(black_box(&redeemed)),
                 redeemed.id,
                 Some(&institution),
-                30.8001,
-                108.4001,
+                Some(&class),
+                Some((30.8001, 108.4001)),
             )
         })
     });

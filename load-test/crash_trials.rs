@@ -22,7 +22,7 @@ use voucherd::domain::ids::{PersonKey, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, StatsView};
 use voucherd::net::client::{Client, ClientError};
 use voucherd_load::kit::daemon::{tool, Launch};
-use voucherd_load::kit::workload::{id_number, register, Sent, Workload};
+use voucherd_load::kit::workload::{id_number, open_classes, register, Sent, Workload};
 
 #[derive(Parser, Clone)]
 #[command(
@@ -404,7 +404,7 @@ async fn run_trial(
     let mut setup_sent = Vec::new();
     for (at, (code, district)) in INSTITUTIONS.iter().enumerate() {
         let admin = admin_number(at);
-        for (role, op) in [
+        let mut ops = vec![
             (Role::Bureau, register(code, district, &admin)),
             (
                 Role::Gateway,
@@ -414,7 +414,12 @@ async fn run_trial(
                     operator: OPERATOR.parse().map_err(|e: String| anyhow!(e))?,
                 },
             ),
-        ] {
+        ];
+        // The classes the lanes' redeems name (one per kind).
+        for op in open_classes(code, OPERATOR, campaign_year_now()) {
+            ops.push((Role::Gateway, op));
+        }
+        for (role, op) in ops {
             let requests = vec![Request {
                 id: format!("s{seed}-setup-{}", setup_sent.len()),
                 op,

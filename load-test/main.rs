@@ -26,12 +26,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use voucherd::domain::campaign::Campaign;
-use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
+use voucherd::domain::enums::{Category, Channel, ClassMode, InstitutionType, Kind};
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec};
 use voucherd::domain::time::{Clock, SystemClock};
 use voucherd::net::client::{Client, Encoding};
-use voucherd_load::kit::workload::id_number;
+use voucherd_load::kit::workload::{id_number, open_class};
 
 use peak::{Institution, Phase, Timeline, Workload};
 
@@ -415,7 +415,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(consistent && tally.connection_errors == 0)
 }
 
-/// Setup: institutions weighted by district targets, one operator each, then
+/// The kinds of voucher each person holds in the load: `Kind::ALL[..4]`.
+const SETUP_KINDS: usize = 4;
+
+/// Setup: institutions weighted by district targets, one operator each, a
+/// class for each of the `SETUP_KINDS` kinds, then
 /// persons with 4 claimed vouchers each (kinds, categories, channels mixed).
 async fn setup(
     args: &Args,
@@ -429,7 +433,7 @@ async fn setup(
     );
     let gateway = Client::connect(args.server, &args.certs, Role::Gateway).await?;
     let progress = progress_bar(
-        2 * u64::from(args.institutions) + 8 * args.persons,
+        (2 + SETUP_KINDS as u64) * u64::from(args.institutions) + 8 * args.persons,
         "setup".to_owned(),
         "requests",
     );
@@ -489,13 +493,32 @@ async fn setup(
         send_all(&gateway, requests, &progress).await?,
         "authorise_operator",
     )?;
+    // Each institution opens a class for each of the 4 kinds persons hold
+    // (voucher k is of `Kind::ALL[k]`), for the whole campaign: redeems name them.
+    let requests = (0..args.institutions)
+        .flat_map(|i| {
+            let code = institutions[i as usize].code.to_string();
+            (0..SETUP_KINDS).map(move |k| (i, k, code.clone()))
+        })
+        .map(|(i, k, code)| Request {
+            id: format!("load-{run_tag}-class-{i}-{k}"),
+            op: open_class(
+                &code,
+                &format!("op-{i}"),
+                Kind::ALL[k],
+                campaign.year,
+                ClassMode::Onsite,
+            ),
+        })
+        .collect();
+    expect_all_ok(send_all(&gateway, requests, &progress).await?, "open_class")?;
     let person_base = (SystemClock.now().0 as u64 % 1_000) * 10_000;
     let mut vouchers: Vec<[VoucherId; 4]> = Vec::with_capacity(args.persons as usize);
     for chunk_start in (0..args.persons).step_by(250) {
         let chunk_end = (chunk_start + 250).min(args.persons);
         let mut issue = Vec::new();
         for p in chunk_start..chunk_end {
-            for k in 0..4 {
+            for k in 0..SETUP_KINDS {
                 issue.push(Request {
                     id: format!("load-{run_tag}-issue-{p}-{k}"),
                     op: Op::Issue {

@@ -17,12 +17,14 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
+use voucherd::domain::enums::Kind;
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Request, Role};
 use voucherd::error::Reason;
 use voucherd::net::client::{Client, Encoding};
 
 use crate::pace::Pacer;
+use voucherd_load::kit::workload::class_code;
 
 /// Operations a person brings to the peak at least: 3 redeems and 1 check-in.
 pub const PERSON_OPERATIONS_MIN: u64 = 4;
@@ -455,14 +457,16 @@ fn compose(
                 name,
             ));
         };
-        let redeem = |voucher: VoucherId| Op::Redeem {
-            voucher,
+        // Voucher k of a person is of kind `Kind::ALL[k]` (setup), enrolled
+        // in the institution's class of that kind.
+        let redeem = |k: usize| Op::Redeem {
+            voucher: four[k],
             institution: institution.code,
             operator: format!("op-{at}").parse().expect("operator"),
-            class: "高峰报名班".into(),
+            class: class_code(Kind::ALL[k]),
         };
-        for voucher in &four[..3] {
-            push(redeem(*voucher), Expect::Ok, "redeem");
+        for k in 0..3 {
+            push(redeem(k), Expect::Ok, "redeem");
         }
         push(
             Op::Checkin {
@@ -475,12 +479,12 @@ fn compose(
         );
         if rng.gen_range(0..100) < workload.invalid_percent {
             push(
-                redeem(four[3]),
+                redeem(3),
                 Expect::Refused(Reason::UseLimitReached),
                 "redeem",
             );
             push(
-                redeem(four[0]),
+                redeem(0),
                 Expect::Refused(Reason::AlreadyRedeemed),
                 "redeem",
             );

@@ -13,6 +13,14 @@ pub const COMMENT_CHARS_MAX: usize = 200;
 pub const OPERATOR_BYTES_MAX: usize = 64;
 /// Training sites one institution may register.
 pub const SITES_PER_INSTITUTION_MAX: usize = 32;
+/// A class code (开班编号) is 1 to this many characters; longer is `invalid_request`.
+pub const CLASS_CODE_CHARS_MAX: usize = 32;
+/// A class lasts at most this many days, first and last included; longer is
+/// `invalid_request` (a campaign is one year).
+pub const CLASS_DAYS_MAX: i32 = 366;
+/// Classes one institution may open (all years); past it `open_class` is
+/// `invalid_request`. Classes stay in memory for good (a handle each).
+pub const CLASSES_PER_INSTITUTION_MAX: u32 = 10_000;
 /// Operators one institution may authorise at a time.
 pub const OPERATORS_PER_INSTITUTION_MAX: usize = 1_000;
 /// Default check-in radius around a training site, metres.

@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
+use voucherd::domain::enums::{
+    wire_name, Category, Channel, ClassMode, InstitutionType, Kind, VoucherState,
+};
 use voucherd::domain::ids::{IdNumber, OperatorId, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, VoucherView};
 
@@ -91,6 +93,55 @@ pub fn authorise(code: &str, admin: &str, operator: &str) -> Op {
     }
 }
 
+/// The code of the class each institution of the workload opens for `kind`
+/// (one per kind, onsite at the institution's sites, for the whole campaign).
+pub fn class_code(kind: Kind) -> String {
+    format!("班-{}", wire_name(kind))
+}
+
+/// The code of the online class each institution of the workload opens for
+/// `kind` (beside the onsite one): an online platform reports its check-ins.
+pub fn online_class_code(kind: Kind) -> String {
+    format!("网课-{}", wire_name(kind))
+}
+
+/// A class code no institution of the workload opens (`unknown_class`, or a
+/// free-text class at an institution that opened none).
+pub const UNKNOWN_CLASS: &str = "班-无此班";
+
+/// `open_class` of the workload's class for `kind` at institution `code`, by
+/// `operator`: the days of the campaign of `year` (1 December before it to
+/// its 30 November deadline, 365 or 366 days); onsite at the institution's
+/// sites (`class_code`) or online (`online_class_code`).
+pub fn open_class(code: &str, operator: &str, kind: Kind, year: u16, mode: ClassMode) -> Op {
+    let class = match mode {
+        ClassMode::Onsite => class_code(kind),
+        ClassMode::Online => online_class_code(kind),
+    };
+    Op::OpenClass {
+        institution: code.parse().expect("institution code"),
+        operator: operator.parse().expect("operator"),
+        class: class.parse().expect("class code"),
+        kind,
+        first_day: format!("{}-12-01", year - 1),
+        last_day: format!("{year}-11-30"),
+        mode,
+        sites: None,
+    }
+}
+
+/// Every class of the workload at institution `code`: an onsite and an
+/// online one per kind.
+pub fn open_classes(code: &str, operator: &str, year: u16) -> Vec<Op> {
+    Kind::ALL
+        .iter()
+        .flat_map(|&kind| {
+            [ClassMode::Onsite, ClassMode::Online]
+                .map(|mode| open_class(code, operator, kind, year, mode))
+        })
+        .collect()
+}
+
 /// What the workload knows of a voucher, from the answers it got.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tracked {
@@ -106,6 +157,9 @@ pub struct Tracked {
     pub checkins: u32,
     pub score: Option<u8>,
     pub settled_fen: Option<u64>,
+    /// Enrolled in an online class (`online_class_code`): its check-ins
+    /// come from the platform.
+    pub online: bool,
 }
 
 /// An institution the workload knows, with its current admin and operators.
@@ -223,7 +277,8 @@ impl Workload {
     }
 
     /// The registrations of `count` institutions (one per district in turn)
-    /// with two operators each, to send in order before the random steps.
+    /// with two operators each and a class for every kind (`open_classes`),
+    /// to send in order before the random steps.
     pub fn setup_ops(&mut self, count: usize) -> Vec<(Role, Op)> {
         let mut ops = Vec::new();
         for i in 0..count {
@@ -234,6 +289,9 @@ impl Workload {
             for j in 0..2 {
                 let operator = format!("op-{code}-{j}");
                 ops.push((Role::Gateway, authorise(&code, &admin, &operator)));
+            }
+            for op in open_classes(&code, &format!("op-{code}-0"), self.year) {
+                ops.push((Role::Gateway, op));
             }
         }
         ops
@@ -376,6 +434,7 @@ impl Workload {
                     checkins: 0,
                     score: None,
                     settled_fen: None,
+                    online: false,
                 });
             }
             (Op::Claim { voucher, .. }, _) => {
@@ -385,6 +444,7 @@ impl Workload {
                 Op::Redeem {
                     voucher,
                     institution,
+                    class,
                     ..
                 },
                 Reply::Redeemed { .. },
@@ -394,10 +454,12 @@ impl Workload {
                 let tracked = self.tracked_mut(voucher);
                 tracked.state = VoucherState::Redeemed;
                 tracked.institution = at;
+                tracked.online = *class == online_class_code(tracked.kind);
             }
-            (Op::Checkin { voucher, .. }, Reply::CheckedIn { checkins, .. }) => {
-                self.tracked_mut(voucher).checkins = *checkins
-            }
+            (
+                Op::Checkin { voucher, .. } | Op::CheckinOnline { voucher, .. },
+                Reply::CheckedIn { checkins, .. },
+            ) => self.tracked_mut(voucher).checkins = *checkins,
             (Op::Complete { voucher, .. }, _) => {
                 self.tracked_mut(voucher).state = VoucherState::Completed
             }
@@ -420,6 +482,7 @@ impl Workload {
                 tracked.state = VoucherState::Claimed;
                 tracked.institution = None;
                 tracked.checkins = 0;
+                tracked.online = false;
             }
             (Op::Expire { .. }, Reply::Expired { .. }) => {
                 for tracked in &mut self.vouchers {
@@ -595,16 +658,36 @@ impl Workload {
                     Some(operator) if self.rng.gen_bool(0.9) => operator.clone(),
                     _ => format!("op-stranger-{}", self.rng.gen_range(0..3)),
                 };
+                // Mostly the institution's class for the voucher's kind.
+                // Mostly a class of the institution for the voucher's kind
+                // (onsite two times in three).
+                let kind = self.tracked(voucher).map(|tracked| tracked.kind);
+                let class = match kind {
+                    Some(kind) if self.rng.gen_bool(0.95) => match self.rng.gen_range(0..3) {
+                        0 => online_class_code(kind),
+                        _ => class_code(kind),
+                    },
+                    _ => UNKNOWN_CLASS.to_owned(),
+                };
                 let op = Op::Redeem {
                     voucher,
                     institution: institution.code.parse().expect("code"),
                     operator: operator.parse().expect("operator"),
-                    class: format!("班级 {}", self.rng.gen_range(0..20)),
+                    class,
                 };
                 (Role::Gateway, op)
             }
             45..=54 => {
                 let voucher = self.pick_voucher(&[VoucherState::Redeemed]);
+                // Mostly the form the voucher's class takes (`wrong_mode` else).
+                let online = self.tracked(voucher).is_some_and(|t| t.online);
+                if online != self.rng.gen_bool(0.05) {
+                    let op = Op::CheckinOnline {
+                        voucher,
+                        online: true,
+                    };
+                    return (Role::Platform, op);
+                }
                 let (lat, lon) = if self.rng.gen_bool(0.85) { SITE } else { FAR };
                 (Role::Gateway, Op::Checkin { voucher, lat, lon })
             }

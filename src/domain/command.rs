@@ -5,18 +5,19 @@
 use bincode::{Decode, Encode};
 
 use super::campaign::Campaigns;
-use super::enums::{Category, Channel, Kind};
+use super::enums::{Category, Channel, ClassMode, Kind};
 use super::geo;
 use super::ids::{
-    DistrictCode, IdNumber, InstitutionCode, OperatorId, PersonKey, PersonSecret, VoucherId,
+    ClassCode, DistrictCode, IdNumber, InstitutionCode, OperatorId, PersonKey, PersonSecret,
+    VoucherId,
 };
 use super::op::{Op, OpName, Role};
 use super::records::Site;
-use super::time::Timestamp;
+use super::time::{parse_day, Timestamp};
 use crate::error::{refuse, Reason, Refusal};
 use crate::limits::{
-    COMMENT_CHARS_MAX, FACE_VALUE_FEN_MAX, REQUEST_ID_BYTES_MAX, SITES_PER_INSTITUTION_MAX,
-    SITE_RADIUS_M_DEFAULT, SITE_RADIUS_M_MAX, TEXT_CHARS_MAX,
+    CLASS_DAYS_MAX, COMMENT_CHARS_MAX, FACE_VALUE_FEN_MAX, REQUEST_ID_BYTES_MAX,
+    SITES_PER_INSTITUTION_MAX, SITE_RADIUS_M_DEFAULT, SITE_RADIUS_M_MAX, TEXT_CHARS_MAX,
 };
 
 /// A registration as the rules see it: ID number hashed, sites checked.
@@ -31,6 +32,21 @@ pub struct Registration {
     pub admin_name: String,
     pub admin: PersonKey,
     pub sites: Vec<Site>,
+}
+
+/// An `open_class` as the rules see it: days as day numbers, sites checked.
+#[derive(Clone, Debug, PartialEq, Encode, Decode, serde::Serialize)]
+pub struct ClassOpening {
+    pub institution: InstitutionCode,
+    pub operator: OperatorId,
+    pub class: ClassCode,
+    pub kind: Kind,
+    /// Local day numbers (`Timestamp::local_day`), `first_day <= last_day`.
+    pub first_day: i32,
+    pub last_day: i32,
+    pub mode: ClassMode,
+    /// The sites given (onsite); `None`: the institution's (onsite) or none (online).
+    pub sites: Option<Vec<Site>>,
 }
 
 /// A validated change. This is what the audit log records (no ID number in clear).
@@ -133,6 +149,14 @@ pub enum Command {
     ExpireBatch {
         year: u16,
         vouchers: Vec<VoucherId>,
+    },
+    /// 开班: an institution opens a class (docs/decisions.md D50).
+    OpenClass(Box<ClassOpening>),
+    /// API.md's `checkin` with `online`, reported by an online platform for
+    /// a voucher enrolled in an online class (its name is `checkin`).
+    #[serde(rename = "checkin")]
+    CheckinOnline {
+        voucher: VoucherId,
     },
 }
 
@@ -337,6 +361,8 @@ impl Command {
             Command::Expire { .. } | Command::ExpireBatch { .. } => OpName::Expire,
             Command::CompleteByOperator { .. } => OpName::Complete,
             Command::ReleaseByOperator { .. } => OpName::Release,
+            Command::OpenClass(_) => OpName::OpenClass,
+            Command::CheckinOnline { .. } => OpName::CheckinOnline,
             Command::RecordCampaign { .. } => return None,
         })
     }
@@ -533,6 +559,63 @@ impl Command {
                     );
                 }
                 Command::Expire { year: *year }
+            }
+            Op::OpenClass {
+                institution,
+                operator,
+                class,
+                kind,
+                first_day,
+                last_day,
+                mode,
+                sites: site_specs,
+            } => {
+                let day = |text: &str, field: &str| {
+                    parse_day(text).ok_or_else(|| {
+                        Refusal::new(
+                            Reason::InvalidRequest,
+                            format!("{field} must be a date YYYY-MM-DD, not {text:?}"),
+                        )
+                    })
+                };
+                let (first_day, last_day) =
+                    (day(first_day, "first_day")?, day(last_day, "last_day")?);
+                if last_day < first_day {
+                    return refuse(Reason::InvalidRequest, "last_day is before first_day");
+                }
+                if last_day - first_day + 1 > CLASS_DAYS_MAX {
+                    return refuse(
+                        Reason::InvalidRequest,
+                        format!("a class lasts at most {CLASS_DAYS_MAX} days"),
+                    );
+                }
+                no_id_number(class.as_str(), "class", now)?;
+                let sites = match (mode, site_specs) {
+                    (ClassMode::Online, Some(_)) => {
+                        return refuse(Reason::InvalidRequest, "an online class has no sites")
+                    }
+                    (_, Some(specs)) => Some(sites(specs)?),
+                    (_, None) => None,
+                };
+                Command::OpenClass(Box::new(ClassOpening {
+                    institution: *institution,
+                    operator: operator_id(operator, now)?,
+                    class: class.clone(),
+                    kind: *kind,
+                    first_day,
+                    last_day,
+                    mode: *mode,
+                    sites,
+                }))
+            }
+            Op::CheckinOnline { voucher, online } => {
+                if !online {
+                    return refuse(
+                        Reason::InvalidRequest,
+                        "online must be true (a check-in without it carries lat and lon)",
+                    );
+                }
+                Command::CheckinOnline { voucher: *voucher }
             }
             Op::AuditRead { from, limit } => {
                 if *from == 0 {

@@ -237,6 +237,38 @@ impl VoucherState {
     }
 }
 
+/// How a class is taught (API.md's class mode): at training sites, where
+/// trainees check in with a position, or online, where a platform reports
+/// attendance.
+///
+/// Append only: the discriminant is the stored byte; see
+/// docs/storage-and-audit.md, Format versions.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
+    IntoStaticStr,
+    VariantArray,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ClassMode {
+    Onsite = 0,
+    Online = 1,
+}
+
+impl ClassMode {
+    /// Every variant, in declaration order.
+    pub const ALL: &'static [ClassMode] = <ClassMode as VariantArray>::VARIANTS;
+}
+
 /// The wire (snake_case) name of any of these enumerations, for messages and
 /// reports: strum's name, which the tests hold equal to serde's.
 pub fn wire_name<T: Into<&'static str>>(value: T) -> &'static str {
@@ -288,6 +320,16 @@ mod tests {
     #[test]
     fn voucher_state_names_are_serde_names() {
         assert_names_are_serde_names(VoucherState::ALL);
+    }
+
+    #[test]
+    fn class_mode_names_are_serde_names() {
+        assert_names_are_serde_names(ClassMode::ALL);
+    }
+
+    #[test]
+    fn class_modes_are_stored_as_their_discriminants() {
+        assert_encoded_as_discriminants(ClassMode::ALL, |mode| mode as u32);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Identifier types: vouchers, institutions, districts, operators, persons.
+//! Identifier types: vouchers, institutions, districts, operators, classes,
+//! persons.
 //!
 //! Each id parses from and prints to the text form of API.md, so malformed ids
 //! are refused at the edge. Resident ID numbers are checked (GB 11643) and only
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use chrono::Datelike;
 
 use super::time::Timestamp;
-use crate::limits::OPERATOR_BYTES_MAX;
+use crate::limits::{CLASS_CODE_CHARS_MAX, OPERATOR_BYTES_MAX};
 
 /// A voucher, printed as `V` and ten or more digits (`V0000000042`).
 #[derive(
@@ -165,6 +166,41 @@ impl std::str::FromStr for OperatorId {
     }
 }
 
+/// A class (培训班次) an institution opened: its code, unique within the
+/// institution, 1 to `CLASS_CODE_CHARS_MAX` characters without control
+/// characters or surrounding spaces (`电工初级 2026 冬`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClassCode(String);
+
+impl ClassCode {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClassCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for ClassCode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<ClassCode, String> {
+        let chars = text.chars().count();
+        if chars == 0 || chars > CLASS_CODE_CHARS_MAX {
+            return Err(format!(
+                "class must be 1 to {CLASS_CODE_CHARS_MAX} characters"
+            ));
+        }
+        if text.chars().any(char::is_control) || text.trim() != text {
+            return Err("class may not hold control characters or surrounding spaces".into());
+        }
+        Ok(ClassCode(text.to_owned()))
+    }
+}
+
 /// True for 1..=max bytes of printable ASCII (space excluded).
 pub fn is_printable_ascii(text: &str, bytes_max: usize) -> bool {
     !text.is_empty() && text.len() <= bytes_max && text.bytes().all(|b| b.is_ascii_graphic())
@@ -185,7 +221,13 @@ macro_rules! string_conversions {
         }
     )*};
 }
-string_conversions!(VoucherId, InstitutionCode, DistrictCode, OperatorId);
+string_conversions!(
+    VoucherId,
+    InstitutionCode,
+    DistrictCode,
+    OperatorId,
+    ClassCode
+);
 
 /// Ids decoded from bincode (the wire, stored records, audit exports) are
 /// checked like ids parsed from text, so no edge lets a malformed id in.
@@ -209,6 +251,7 @@ checked_decode!(
     InstitutionCode(u32) => InstitutionCode::checked,
     DistrictCode([u8; 8]) => DistrictCode::checked,
     OperatorId(String) => |text| text.parse(),
+    ClassCode(String) => |text| text.parse(),
 );
 
 /// Offset of the calendar an ID number's birth date is read in: China

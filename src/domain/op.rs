@@ -7,8 +7,8 @@ use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
 
-use super::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
-use super::ids::{DistrictCode, InstitutionCode, OperatorId, VoucherId};
+use super::enums::{Category, Channel, ClassMode, InstitutionType, Kind, VoucherState};
+use super::ids::{ClassCode, DistrictCode, InstitutionCode, OperatorId, VoucherId};
 use crate::error::{Reason, Refusal};
 
 /// Who is calling, taken from the client certificate. A role's name is
@@ -130,10 +130,14 @@ impl SiteSpec {
 ///
 /// Append only: the discriminant is the stored byte; see
 /// docs/storage-and-audit.md, Format versions.
+///
+/// serde's derive is `remote = "Self"` so that `Serialize`/`Deserialize`
+/// below can give API.md's `checkin` with `"online": true` its own variant
+/// (`CheckinOnline`, name `checkin_online`): one JSON name, two layouts.
 #[derive(
     Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode, strum::EnumDiscriminants,
 )]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(remote = "Self", tag = "op", rename_all = "snake_case")]
 #[strum_discriminants(
     name(OpName),
     doc = "An operation without its fields: the names of `Op`, one list.",
@@ -241,6 +245,54 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         year: Option<u16>,
     },
+    /// 开班: an institution's operator opens a class for one kind of voucher.
+    OpenClass {
+        institution: InstitutionCode,
+        operator: OperatorId,
+        class: ClassCode,
+        kind: Kind,
+        /// YYYY-MM-DD, checked when validated (`last_day` not before `first_day`).
+        first_day: String,
+        last_day: String,
+        mode: ClassMode,
+        /// Onsite only; default the institution's sites.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sites: Option<Vec<SiteSpec>>,
+    },
+    /// API.md's `checkin` of an online class, sent by the platform: JSON
+    /// `{"op": "checkin", "voucher", "online": true}` (no position).
+    #[serde(rename(serialize = "checkin", deserialize = "checkin_online"))]
+    CheckinOnline {
+        voucher: VoucherId,
+        online: bool,
+    },
+}
+
+impl Serialize for Op {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Op::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Op {
+    /// API.md's form: a `checkin` carrying `online` is an online check-in
+    /// (`CheckinOnline`); one carrying both `online` and a position is refused.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Op, D::Error> {
+        use serde::de::Error;
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        if let Some(object) = value.as_object_mut() {
+            let online = object.contains_key("online");
+            if object.get("op").and_then(|op| op.as_str()) == Some("checkin") && online {
+                if object.contains_key("lat") || object.contains_key("lon") {
+                    return Err(D::Error::custom(
+                        "a checkin carries a position (lat, lon) or online, not both",
+                    ));
+                }
+                object.insert("op".into(), "checkin_online".into());
+            }
+        }
+        Op::deserialize(value).map_err(D::Error::custom)
+    }
 }
 
 impl Op {
@@ -256,7 +308,8 @@ impl Op {
         )
     }
 
-    /// The operation's wire name (`"redeem"`, …).
+    /// The operation's name (`"redeem"`, …; `"checkin_online"` for the
+    /// online form of API.md's `checkin`).
     pub fn name(&self) -> &'static str {
         OpName::from(self).into()
     }
@@ -297,7 +350,9 @@ impl OpName {
             | OpName::Complete
             | OpName::Evaluate
             | OpName::Release
-            | OpName::ListVouchers => role == Role::Gateway,
+            | OpName::ListVouchers
+            | OpName::OpenClass => role == Role::Gateway,
+            OpName::CheckinOnline => role == Role::Platform,
             OpName::Settle => matches!(role, Role::District(_)),
             OpName::Stats => matches!(role, Role::Bureau | Role::District(_) | Role::Auditor),
             OpName::GetVoucher => !matches!(role, Role::Platform | Role::Training),
@@ -586,7 +641,7 @@ impl Answer {
             Op::Redeem { .. } => Reply::Redeemed {
                 uses_this_year: field(&value, "uses_this_year")?,
             },
-            Op::Checkin { .. } => Reply::CheckedIn {
+            Op::Checkin { .. } | Op::CheckinOnline { .. } => Reply::CheckedIn {
                 session: field(&value, "session")?,
                 checkins: field(&value, "checkins")?,
             },
@@ -612,7 +667,8 @@ impl Answer {
             | Op::Complete { .. }
             | Op::Evaluate { .. }
             | Op::Settle { .. }
-            | Op::Release { .. } => Reply::Done {},
+            | Op::Release { .. }
+            | Op::OpenClass { .. } => Reply::Done {},
         };
         Ok(Answer {
             id,
@@ -835,6 +891,24 @@ mod tests {
                 id_number,
                 year: Some(2021),
             },
+            OpName::OpenClass => Op::OpenClass {
+                institution,
+                operator,
+                class: "电工初级 2026 冬".parse().unwrap(),
+                kind: Kind::EmploymentSkills,
+                first_day: "2026-12-01".into(),
+                last_day: "2026-12-31".into(),
+                mode: ClassMode::Onsite,
+                sites: Some(vec![SiteSpec {
+                    lat: 29.5,
+                    lon: 106.5,
+                    radius_m: None,
+                }]),
+            },
+            OpName::CheckinOnline => Op::CheckinOnline {
+                voucher,
+                online: true,
+            },
         }
     }
 
@@ -844,9 +918,46 @@ mod tests {
             let op = sample(name);
             assert_eq!(OpName::from(&op), name);
             let json = serde_json::to_value(&op).unwrap();
-            assert_eq!(json["op"], op.name(), "{name:?}");
+            let api_name = match name {
+                OpName::CheckinOnline => "checkin",
+                _ => op.name(),
+            };
+            assert_eq!(json["op"], api_name, "{name:?}");
             assert_eq!(serde_json::from_value::<Op>(json).unwrap(), op);
         }
+    }
+
+    /// Checks API.md's two forms of `checkin`: with a position it is
+    /// `Checkin`, with `"online": true` it is `CheckinOnline` and prints
+    /// back as `checkin` with `online`; both at once is not a request.
+    #[test]
+    fn a_checkin_is_positioned_or_online() {
+        let parse = |json: &str| serde_json::from_str::<Request>(json).map(|r| r.op);
+        assert_eq!(
+            parse(r#"{"id":"a","op":"checkin","voucher":"V1","lat":29.5,"lon":106.5}"#).unwrap(),
+            Op::Checkin {
+                voucher: VoucherId(1),
+                lat: 29.5,
+                lon: 106.5
+            }
+        );
+        let online = parse(r#"{"id":"b","op":"checkin","voucher":"V1","online":true}"#).unwrap();
+        assert_eq!(
+            online,
+            Op::CheckinOnline {
+                voucher: VoucherId(1),
+                online: true
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(&online).unwrap(),
+            serde_json::json!({"op": "checkin", "voucher": "V0000000001", "online": true})
+        );
+        assert!(parse(
+            r#"{"id":"c","op":"checkin","voucher":"V1","online":true,"lat":29.5,"lon":106.5}"#
+        )
+        .is_err());
+        assert!(parse(r#"{"id":"d","op":"checkin","voucher":"V1"}"#).is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The ledger's records: vouchers, persons' yearly use, institutions, and the
+//! The ledger's records: vouchers, persons' yearly use, institutions, their
+//! classes, and the
 //! figures derived from vouchers. Written to RocksDB as they are (bincode, one
 //! version byte in front); memory holds vouchers packed (`ledger::index`).
 
@@ -6,8 +7,8 @@ use std::collections::BTreeSet;
 
 use bincode::{Decode, Encode};
 
-use super::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
-use super::ids::{DistrictCode, InstitutionCode, OperatorId, PersonKey, VoucherId};
+use super::enums::{Category, Channel, ClassMode, InstitutionType, Kind, VoucherState};
+use super::ids::{ClassCode, DistrictCode, InstitutionCode, OperatorId, PersonKey, VoucherId};
 use super::op::VoucherView;
 use super::time::Timestamp;
 
@@ -93,6 +94,26 @@ pub struct Institution {
     /// Operators the current admin authorised.
     pub operators: BTreeSet<OperatorId>,
     pub registered_at: Timestamp,
+}
+
+/// A class (培训班次) an institution opened: reference data of the
+/// institution, never changed once opened. Vouchers enroll in it (redeem)
+/// and check in on its days, at its sites or online.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct Class {
+    pub institution: InstitutionCode,
+    pub code: ClassCode,
+    pub kind: Kind,
+    /// First and last day, local day numbers (`Timestamp::local_day`), both included.
+    pub first_day: i32,
+    pub last_day: i32,
+    pub mode: ClassMode,
+    /// Where trainees check in: the sites given at opening, or the
+    /// institution's sites as they were then; empty for an online class.
+    pub sites: Vec<Site>,
+    /// The operator who opened it, and when.
+    pub opened_by: OperatorId,
+    pub opened_at: Timestamp,
 }
 
 /// A counter the ledger keeps, derived from vouchers (see `figure_contributions`).

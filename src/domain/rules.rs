@@ -5,14 +5,14 @@
 //! or a refusal. No I/O, no clock, no locks: the ledger brings and stores records.
 
 use super::campaign::{Campaign, Campaigns};
-use super::command::Registration;
-use super::enums::{Category, Channel, Kind, VoucherState};
+use super::command::{ClassOpening, Registration};
+use super::enums::{Category, Channel, ClassMode, Kind, VoucherState};
 use super::geo;
 use super::ids::{DistrictCode, InstitutionCode, OperatorId, PersonKey, VoucherId};
-use super::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
+use super::records::{figure_contributions, Class, Figure, Institution, PersonYear, Voucher};
 use super::time::Timestamp;
 use crate::error::{refuse, Reason, Refusal};
-use crate::limits::OPERATORS_PER_INSTITUTION_MAX;
+use crate::limits::{CLASSES_PER_INSTITUTION_MAX, OPERATORS_PER_INSTITUTION_MAX};
 
 /// What every rule may consult besides the records: the campaigns and "now".
 #[derive(Clone, Copy)]
@@ -217,6 +217,66 @@ pub fn revoke_operator(
     Ok(changed)
 }
 
+/// 开班: an authorised operator opens a class of the institution. Its sites
+/// are the ones given or, onsite without any, the institution's as they are
+/// now; an online class has none. A class may be opened with days already
+/// past (recorded late). `opened`: how many classes the institution has.
+pub fn open_class(
+    context: Context,
+    institution: Option<&Institution>,
+    existing: Option<&Class>,
+    opened: u32,
+    opening: &ClassOpening,
+) -> Result<Class, Refusal> {
+    let institution = authorised(institution, opening.institution, &opening.operator)?;
+    if existing.is_some() {
+        return refuse(
+            Reason::ClassExists,
+            format!(
+                "institution {} already opened class {}",
+                opening.institution, opening.class
+            ),
+        );
+    }
+    if opened >= CLASSES_PER_INSTITUTION_MAX {
+        return refuse(
+            Reason::InvalidRequest,
+            format!("an institution opens at most {CLASSES_PER_INSTITUTION_MAX} classes"),
+        );
+    }
+    assert!(
+        opening.first_day <= opening.last_day,
+        "class days are validated before the rules"
+    );
+    let sites = match (opening.mode, &opening.sites) {
+        (ClassMode::Online, _) => Vec::new(),
+        (ClassMode::Onsite, Some(sites)) => sites.clone(),
+        (ClassMode::Onsite, None) => institution.sites.clone(),
+    };
+    Ok(Class {
+        institution: opening.institution,
+        code: opening.class.clone(),
+        kind: opening.kind,
+        first_day: opening.first_day,
+        last_day: opening.last_day,
+        mode: opening.mode,
+        sites,
+        opened_by: opening.operator.clone(),
+        opened_at: context.now,
+    })
+}
+
+/// The class a redeem names, as the ledger found it (under the
+/// institution's lock, so no class opens meanwhile).
+#[derive(Clone, Copy, Debug)]
+pub enum Naming<'a> {
+    /// The institution has opened no class yet: the name is free text, as
+    /// before classes existed (docs/decisions.md D50).
+    FreeText,
+    /// The institution has opened classes: the one of that code, if any.
+    Class(Option<&'a Class>),
+}
+
 /// The fields of an `issue` command.
 pub struct Issue {
     pub holder: PersonKey,
@@ -315,16 +375,29 @@ pub fn claim(
     Ok((claimed, person))
 }
 
+/// Where a redeem enrolls the voucher: the institution named (as found),
+/// its code, the operator who scans, and the class named.
+pub struct Enrolling<'a> {
+    pub institution: Option<&'a Institution>,
+    pub code: InstitutionCode,
+    pub operator: &'a OperatorId,
+    pub class: Naming<'a>,
+}
+
 /// Redeem (核销): the checks run in this order, so each refusal names the first problem.
 pub fn redeem(
     context: Context,
     voucher: Option<&Voucher>,
     id: VoucherId,
     person: PersonYear,
-    institution: Option<&Institution>,
-    code: InstitutionCode,
-    operator: &OperatorId,
+    at: Enrolling,
 ) -> Result<(Voucher, PersonYear), Refusal> {
+    let Enrolling {
+        institution,
+        code,
+        operator,
+        class: naming,
+    } = at;
     let voucher = known(voucher, id)?;
     let institution = authorised(institution, code, operator)?;
     if context.is_expired(voucher)? {
@@ -342,7 +415,38 @@ pub fn redeem(
             )
         }
     }
-    let uses_max = context.campaign(voucher.year)?.uses_per_person_max;
+    let campaign = context.campaign(voucher.year)?;
+    if let Naming::Class(class) = naming {
+        let Some(class) = class else {
+            return refuse(
+                Reason::UnknownClass,
+                format!("institution {code} opened no such class"),
+            );
+        };
+        if class.kind != voucher.kind {
+            return refuse(
+                Reason::WrongKind,
+                format!(
+                    "class {} is for {}, voucher {id} for {}",
+                    class.code,
+                    super::enums::wire_name(class.kind),
+                    super::enums::wire_name(voucher.kind)
+                ),
+            );
+        }
+        let today = context.now.local_day(campaign.utc_offset_s);
+        if today > class.last_day {
+            return refuse(
+                Reason::ClassClosed,
+                format!(
+                    "class {} ended on {}",
+                    class.code,
+                    super::time::day_text(class.last_day)
+                ),
+            );
+        }
+    }
+    let uses_max = campaign.uses_per_person_max;
     if person.uses >= uses_max {
         return refuse(
             Reason::UseLimitReached,
@@ -365,13 +469,16 @@ pub fn redeem(
 }
 
 /// Check-in (打卡): returns the voucher and the session (local day) checked in.
+/// `class` is the class the voucher is enrolled in, `None` for a voucher
+/// redeemed with a free-text class (D50: at the institution's sites, any
+/// day, as before classes); `position` is `None` for an online check-in.
 pub fn checkin(
     context: Context,
     voucher: Option<&Voucher>,
     id: VoucherId,
     institution: Option<&Institution>,
-    lat: f64,
-    lon: f64,
+    class: Option<&Class>,
+    position: Option<(f64, f64)>,
 ) -> Result<(Voucher, i32), Refusal> {
     let voucher = known(voucher, id)?;
     if context.is_expired(voucher)? {
@@ -388,21 +495,54 @@ pub fn checkin(
         _ => return not_redeemed(voucher),
     }
     let institution = institution.expect("a redeemed voucher's institution is registered");
-    let inside = institution
-        .sites
-        .iter()
-        .any(|site| geo::distance_m(site.lat, site.lon, lat, lon) <= f64::from(site.radius_m));
-    if !inside {
-        return refuse(
-            Reason::OutsideSite,
-            format!(
-                "({lat}, {lon}) is not at a training site of institution {}",
-                institution.code
-            ),
-        );
-    }
     let campaign = context.campaign(voucher.year)?;
     let day = context.now.local_day(campaign.utc_offset_s);
+    let mode = class.map_or(ClassMode::Onsite, |class| class.mode);
+    match (mode, position) {
+        (ClassMode::Onsite, None) => {
+            return refuse(
+                Reason::WrongMode,
+                format!("voucher {id} is enrolled onsite: a check-in carries a position"),
+            )
+        }
+        (ClassMode::Online, Some(_)) => {
+            return refuse(
+                Reason::WrongMode,
+                format!("voucher {id} is enrolled in an online class: the platform checks it in"),
+            )
+        }
+        _ => {}
+    }
+    if let Some(class) = class {
+        if day < class.first_day || day > class.last_day {
+            return refuse(
+                Reason::ClassClosed,
+                format!(
+                    "class {} runs from {} to {}, not on {}",
+                    class.code,
+                    super::time::day_text(class.first_day),
+                    super::time::day_text(class.last_day),
+                    super::time::day_text(day)
+                ),
+            );
+        }
+    }
+    if let Some((lat, lon)) = position {
+        let sites = class.map_or(&institution.sites, |class| &class.sites);
+        let inside = sites
+            .iter()
+            .any(|site| geo::distance_m(site.lat, site.lon, lat, lon) <= f64::from(site.radius_m));
+        if !inside {
+            let place = match class {
+                Some(class) => format!("class {}", class.code),
+                None => format!("institution {}", institution.code),
+            };
+            return refuse(
+                Reason::OutsideSite,
+                format!("({lat}, {lon}) is not at a training site of {place}"),
+            );
+        }
+    }
     // One check-in per session (local day), and sessions only move forward:
     // a day not after the last check-in's (the same day, or an earlier one
     // after the clock stepped back) is a duplicate.
@@ -726,8 +866,8 @@ mod tests {
                 Some(voucher),
                 voucher.id,
                 Some(&institution),
-                29.5577,
-                106.5776,
+                None,
+                Some((29.5577, 106.5776)),
             )
         };
         let (after_day_1, session_1) = check_in(&redeemed, day_1).expect("day 1 is accepted");

@@ -40,6 +40,17 @@ pub fn day_text(day: i32) -> String {
     date.format("%Y-%m-%d").to_string()
 }
 
+/// The day number of a local date written YYYY-MM-DD (the inverse of
+/// `day_text`); `None` for any other form or a date that does not exist.
+pub fn parse_day(text: &str) -> Option<i32> {
+    if text.len() != 10 {
+        return None;
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    i32::try_from((date - epoch).num_days()).ok()
+}
+
 /// Where the ledger reads "now".
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;

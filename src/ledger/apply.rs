@@ -2,7 +2,10 @@
 //! institution), ask the pure rules, gather the writes (`Change`), commit,
 //! and only then change memory.
 
+use super::classes::ClassHandle;
 use super::*;
+use crate::domain::command::ClassOpening;
+use crate::domain::records::Class;
 use crate::domain::time::ANSWER_UTC_OFFSET_S;
 
 /// Who asked, when, and whether the answer is remembered for retries.
@@ -90,6 +93,27 @@ impl Change {
         );
     }
 
+    /// A voucher's enrollment row: written when it enrolls in a class,
+    /// deleted when it leaves it (release).
+    pub(super) fn enrollment(
+        &mut self,
+        voucher: VoucherId,
+        old: Option<&Class>,
+        new: Option<&Class>,
+    ) {
+        let row = |class: &Class| codec::encode(&(class.institution, class.code.clone()));
+        let (old, new) = (old.map(row), new.map(row));
+        if old == new {
+            return;
+        }
+        self.puts.push(Put {
+            table: Table::Enrollments,
+            key: keys::enrollment(voucher),
+            value: new,
+        });
+        self.olds.push(old);
+    }
+
     pub(super) fn institution(&mut self, old: Option<&Institution>, new: &Institution) {
         self.put(
             Table::Institutions,
@@ -122,6 +146,8 @@ pub(super) struct Touch<'a> {
     pub(super) institution: At,
     /// A text to store with the change (class, comment).
     pub(super) text: Option<(u8, &'a String)>,
+    /// The class a redeem names (looked up under the institution's lock).
+    pub(super) names_class: Option<&'a String>,
 }
 
 impl Touch<'_> {
@@ -149,6 +175,10 @@ pub(super) struct Found<'a> {
     pub(super) voucher: Option<&'a Voucher>,
     pub(super) person: PersonYear,
     pub(super) institution: Option<&'a Institution>,
+    /// The class the voucher is enrolled in (`None`: none, or free text).
+    pub(super) class: Option<&'a Class>,
+    /// The class a redeem names (`Touch::names_class`), else free text.
+    pub(super) naming: rules::Naming<'a>,
 }
 
 impl Ledger {
@@ -402,17 +432,17 @@ impl Ledger {
                     person: true,
                     institution: At::Given(*institution),
                     text: Some((keys::TEXT_CLASS, class)),
+                    names_class: Some(class),
                 };
                 self.change_voucher(origin, command, *voucher, touch, |context, found| {
-                    let (redeemed, person) = rules::redeem(
-                        context,
-                        found.voucher,
-                        *voucher,
-                        found.person,
-                        found.institution,
-                        *institution,
+                    let at = rules::Enrolling {
+                        institution: found.institution,
+                        code: *institution,
                         operator,
-                    )?;
+                        class: found.naming,
+                    };
+                    let (redeemed, person) =
+                        rules::redeem(context, found.voucher, *voucher, found.person, at)?;
                     Ok((
                         redeemed,
                         Some(person),
@@ -423,26 +453,10 @@ impl Ledger {
                 })
             }
             Command::Checkin { voucher, lat, lon } => {
-                let touch = Touch {
-                    institution: At::Voucher,
-                    ..Touch::default()
-                };
-                self.change_voucher(origin, command, *voucher, touch, |context, found| {
-                    let (checked, day) = rules::checkin(
-                        context,
-                        found.voucher,
-                        *voucher,
-                        found.institution,
-                        *lat,
-                        *lon,
-                    )?;
-                    let reply = Reply::CheckedIn {
-                        session: day_text(day),
-                        checkins: checked.checkins,
-                    };
-                    Ok((checked, None, reply))
-                })
+                self.checkin(origin, command, *voucher, Some((*lat, *lon)))
             }
+            Command::CheckinOnline { voucher } => self.checkin(origin, command, *voucher, None),
+            Command::OpenClass(opening) => self.open_class(origin, command, opening),
             Command::Complete {
                 voucher,
                 institution,
@@ -525,6 +539,68 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// Check-in, with a position (`checkin`) or online (`None`).
+    fn checkin(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        voucher: VoucherId,
+        position: Option<(f64, f64)>,
+    ) -> Result<(Reply, u64), Refusal> {
+        let touch = Touch {
+            institution: At::Voucher,
+            ..Touch::default()
+        };
+        self.change_voucher(origin, command, voucher, touch, |context, found| {
+            let (checked, day) = rules::checkin(
+                context,
+                found.voucher,
+                voucher,
+                found.institution,
+                found.class,
+                position,
+            )?;
+            let reply = Reply::CheckedIn {
+                session: day_text(day),
+                checkins: checked.checkins,
+            };
+            Ok((checked, None, reply))
+        })
+    }
+
+    /// 开班: locks the institution for writing (so no redeem into it runs
+    /// meanwhile), applies the rule, commits the class row, then holds it.
+    fn open_class(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        opening: &ClassOpening,
+    ) -> Result<(Reply, u64), Refusal> {
+        let code = opening.institution;
+        let shard = self.institutions.of(&code).write();
+        let existing = self.classes.find(code, opening.class.as_str());
+        let opened = self.classes.opened_by(code);
+        let context = self.context(self.stamp(origin));
+        let class = rules::open_class(
+            context,
+            shard.get(&code),
+            existing.as_ref().map(|(_, class)| &**class),
+            opened,
+            opening,
+        )?;
+        let mut change = Change::default();
+        change.put(
+            Table::Classes,
+            keys::class(code, &class.code),
+            None,
+            codec::encode(&class),
+        );
+        let ticket = self.commit(origin, command, &Reply::Done {}, change)?;
+        self.classes.insert(class);
+        drop(shard);
+        Ok((Reply::Done {}, ticket))
     }
 
     /// Complete; `operator` is `None` only for records written before
@@ -645,15 +721,45 @@ impl Ledger {
             (Some(guard), Some(code)) => guard.get(&code),
             _ => None,
         };
+        // Under the institution's lock: no class of it opens meanwhile.
+        let enrolled = packed
+            .and_then(|p| p.class())
+            .map(|handle| self.classes.get(handle));
+        let named = match (touch.names_class, code) {
+            (Some(name), Some(code)) if self.classes.opened_by(code) > 0 => {
+                Some(self.classes.find(code, name))
+            }
+            _ => None,
+        };
+        let naming = match &named {
+            None => rules::Naming::FreeText,
+            Some(found) => rules::Naming::Class(found.as_ref().map(|(_, class)| &**class)),
+        };
         let found = Found {
             voucher,
             person: person.unwrap_or_default(),
             institution,
+            class: enrolled.as_deref(),
+            naming,
         };
         let (new_voucher, new_person, reply) = rule(self.context(self.stamp(origin)), found)?;
         let holder = holder.expect("the rules refuse an unknown voucher");
+        // The class the voucher is enrolled in after the change: the one a
+        // redeem named; none once released back to claimed; else unchanged.
+        let (new_class, new_handle): (Option<&Class>, Option<ClassHandle>) =
+            if touch.names_class.is_some() {
+                match &named {
+                    Some(Some((handle, class))) => (Some(&**class), Some(*handle)),
+                    _ => (None, None),
+                }
+            } else if new_voucher.state == VoucherState::Claimed {
+                (None, None)
+            } else {
+                (enrolled.as_deref(), packed.and_then(|p| p.class()))
+            };
         let mut change = Change::default();
         change.voucher(voucher, &new_voucher);
+        change.enrollment(id, enrolled.as_deref(), new_class);
         if let Some(new_person) = new_person {
             change.person(new_voucher.holder, new_voucher.year, person, new_person);
         }
@@ -664,7 +770,7 @@ impl Ledger {
             let at = origin.time.get().local_rfc3339(ANSWER_UTC_OFFSET_S);
             change.texts.push((id, tag, at));
         }
-        let packed = self.pack(&new_voucher, holder);
+        let packed = self.pack(&new_voucher, holder).with_class(new_handle);
         let ticket = self.commit(origin, command, &reply, change)?;
         vouchers.set(id, packed);
         if let (Some(guard), Some(new_person)) = (persons.as_mut(), new_person) {
@@ -712,7 +818,7 @@ impl Ledger {
                     if gives_use_back {
                         *uses_back.entry(holder).or_default() += 1;
                     }
-                    expired.push((id, self.pack(&new, holder)));
+                    expired.push((id, self.pack(&new, holder).with_class(packed.class())));
                 }
             }
         }

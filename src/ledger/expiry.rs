@@ -176,7 +176,7 @@ impl Ledger {
                 if gives_use_back {
                     *uses_back.entry(holder).or_default() += 1;
                 }
-                expired.push((id, self.pack(&new, holder)));
+                expired.push((id, self.pack(&new, holder).with_class(packed.class())));
             }
         }
         if expired.is_empty() {

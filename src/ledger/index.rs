@@ -10,6 +10,8 @@ use crate::domain::ids::{DistrictCode, InstitutionCode, PersonKey, VoucherId};
 use crate::domain::records::{PersonYear, Voucher};
 use crate::limits::{INDEX_SHARDS, VOUCHER_ID_MAX};
 
+use super::classes::ClassHandle;
+
 /// Slots per chunk of a voucher shard. A shard grows a chunk at a time, so at
 /// most one partly used chunk per shard is memory held ahead of use.
 const CHUNK_SLOTS: usize = 1024;
@@ -62,8 +64,9 @@ impl PersonHandle {
     }
 }
 
-/// A voucher as memory holds it (36 bytes): the holder as a handle, districts
-/// as indexes into `Districts`, amounts as u32 (`FACE_VALUE_FEN_MAX` fits), and
+/// A voucher as memory holds it (40 bytes): the holder as a handle, districts
+/// as indexes into `Districts`, the class it is enrolled in as a handle into
+/// `Classes` (0: none), amounts as u32 (`FACE_VALUE_FEN_MAX` fits), and
 /// optional fields behind flag bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packed {
@@ -71,6 +74,7 @@ pub struct Packed {
     face_value_fen: u32,
     settled_fen: u32,
     institution: u32,
+    class: u32,
     checkins: u32,
     last_checkin_day: i32,
     year: u16,
@@ -104,6 +108,19 @@ impl Packed {
 
     pub fn year(&self) -> u16 {
         self.year
+    }
+
+    /// The class the voucher is enrolled in (`None`: not enrolled, or
+    /// redeemed with a free-text class).
+    pub fn class(&self) -> Option<ClassHandle> {
+        ClassHandle::from_packed(self.class)
+    }
+
+    pub fn with_class(self, class: Option<ClassHandle>) -> Packed {
+        Packed {
+            class: ClassHandle::to_packed(class),
+            ..self
+        }
     }
 
     pub fn state(&self) -> VoucherState {
@@ -143,6 +160,7 @@ impl Packed {
             face_value_fen: amount(voucher.face_value_fen)?,
             settled_fen: amount(voucher.settled_fen.unwrap_or(0))?,
             institution,
+            class: 0,
             checkins: voucher.checkins,
             last_checkin_day: voucher.last_checkin_day.unwrap_or(0),
             year: voucher.year,
@@ -445,8 +463,8 @@ mod tests {
     }
 
     #[test]
-    fn a_voucher_packs_into_36_bytes_and_back_unchanged() {
-        assert_eq!(std::mem::size_of::<Option<Packed>>(), 36);
+    fn a_voucher_packs_into_40_bytes_and_back_unchanged() {
+        assert_eq!(std::mem::size_of::<Option<Packed>>(), 40);
         let districts = Districts::new(vec![district("500101"), district("500102")]);
         let persons = Persons::default();
         let mut full = voucher(1);

@@ -1,6 +1,6 @@
 //! Storage keys of each table. Big-endian numbers so keys sort in number order.
 
-use crate::domain::ids::{InstitutionCode, PersonKey, VoucherId};
+use crate::domain::ids::{ClassCode, InstitutionCode, PersonKey, VoucherId};
 use crate::domain::op::Caller;
 
 pub fn voucher(id: VoucherId) -> Vec<u8> {
@@ -15,6 +15,19 @@ pub fn person(key: PersonKey, year: u16) -> Vec<u8> {
 
 pub fn institution(code: InstitutionCode) -> Vec<u8> {
     code.0.to_be_bytes().to_vec()
+}
+
+/// A class: its institution, then its code (UTF-8), so an institution's
+/// classes lie together.
+pub fn class(institution: InstitutionCode, code: &ClassCode) -> Vec<u8> {
+    let mut bytes = institution.0.to_be_bytes().to_vec();
+    bytes.extend_from_slice(code.as_str().as_bytes());
+    bytes
+}
+
+/// A voucher's enrollment in a class (value: the class's key parts).
+pub fn enrollment(voucher: VoucherId) -> Vec<u8> {
+    voucher.0.to_be_bytes().to_vec()
 }
 
 /// Texts (a redemption's class, an evaluation's comment) are never overwritten:

@@ -8,6 +8,7 @@
 //! could still be lost.
 
 mod apply;
+mod classes;
 mod commit;
 pub mod digest;
 mod expiry;
@@ -77,6 +78,8 @@ pub struct Ledger {
     /// Every campaign district; packed vouchers name districts by index here.
     districts: Districts,
     institutions: Shards<InstitutionCode, Institution>,
+    /// Every class opened (lock after the institution's lock).
+    classes: classes::Classes,
     tail: Mutex<Tail>,
     /// The last ticket handed to the journal; reads wait for it.
     assigned_ticket: AtomicU64,
@@ -124,6 +127,7 @@ impl Ledger {
             persons: Persons::default(),
             districts: Districts::new(districts),
             institutions: Shards::default(),
+            classes: classes::Classes::default(),
             tail: Mutex::new(Tail {
                 seq: 0,
                 hash: GENESIS_HASH,

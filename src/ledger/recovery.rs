@@ -11,8 +11,10 @@ use super::index::{Packed, PersonHandle, Persons};
 use super::{keys, Ledger, LedgerConfig};
 use crate::audit;
 use crate::codec;
-use crate::domain::ids::PersonKey;
-use crate::domain::records::{figure_contributions, Figure, Institution, PersonYear, Voucher};
+use crate::domain::ids::{ClassCode, InstitutionCode, PersonKey, VoucherId};
+use crate::domain::records::{
+    figure_contributions, Class, Figure, Institution, PersonYear, Voucher,
+};
 use crate::domain::rules::expiry_withdrawals;
 use crate::error::Error;
 use crate::limits::{INDEX_SHARDS, RECOVERY_THREADS_MAX, VOUCHER_ID_MAX};
@@ -249,6 +251,56 @@ impl Ledger {
             digest.add(Table::Institutions.tag(), key, value);
             *recount.entry(Figure::Registered).or_default() += 1;
             ledger.institutions.insert(institution.code, institution);
+            Ok(())
+        })?;
+        journal.scan(Table::Classes, &mut |key, value| {
+            let class: Class = codec::decode(value, "class")?;
+            if keys::class(class.institution, &class.code) != key {
+                return Err(Error::Corrupt(format!(
+                    "class {} of institution {} is stored under another key",
+                    class.code, class.institution
+                )));
+            }
+            if ledger
+                .institutions
+                .of(&class.institution)
+                .read()
+                .get(&class.institution)
+                .is_none()
+            {
+                return Err(Error::Corrupt(format!(
+                    "class {} belongs to no registered institution ({})",
+                    class.code, class.institution
+                )));
+            }
+            digest.add(Table::Classes.tag(), key, value);
+            ledger.classes.insert(class);
+            Ok(())
+        })?;
+        journal.scan(Table::Enrollments, &mut |key, value| {
+            let (institution, code): (InstitutionCode, ClassCode) =
+                codec::decode(value, "enrollment")?;
+            let voucher = keys::decode_u64(key)
+                .map(VoucherId)
+                .ok_or_else(|| Error::Corrupt("enrollment key".into()))?;
+            let (handle, _) = ledger
+                .classes
+                .find(institution, code.as_str())
+                .ok_or_else(|| {
+                    Error::Corrupt(format!("voucher {voucher} is enrolled in a class never opened"))
+                })?;
+            let mut shard = ledger.vouchers.of(voucher).write();
+            let packed = shard
+                .get(voucher)
+                .copied()
+                .filter(|packed| packed.institution() == Some(institution))
+                .ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "voucher {voucher} is enrolled in a class of {institution} but not redeemed there"
+                    ))
+                })?;
+            shard.set(voucher, packed.with_class(Some(handle)));
+            digest.add(Table::Enrollments.tag(), key, value);
             Ok(())
         })?;
         let mut figures = HashMap::new();

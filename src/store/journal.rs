@@ -38,6 +38,11 @@ pub enum Table {
     Requests = 5,
     Audit = 6,
     Meta = 7,
+    /// Classes institutions opened (`keys::class`), reference data of each.
+    Classes = 8,
+    /// The class each voucher redeemed into a class is enrolled in
+    /// (`keys::enrollment`); none for a free-text class (D50).
+    Enrollments = 9,
 }
 
 impl Table {
@@ -45,12 +50,14 @@ impl Table {
     pub const ALL: &'static [Table] = <Table as strum::VariantArray>::VARIANTS;
 
     /// Tables whose records make up the ledger state (and its digest).
-    pub const STATE: [Table; 5] = [
+    pub const STATE: [Table; 7] = [
         Table::Vouchers,
         Table::Persons,
         Table::Institutions,
         Table::Texts,
         Table::Counters,
+        Table::Classes,
+        Table::Enrollments,
     ];
 
     /// The column family name.
@@ -369,6 +376,8 @@ mod tests {
                 ("requests", 5),
                 ("audit", 6),
                 ("meta", 7),
+                ("classes", 8),
+                ("enrollments", 9),
             ]
         );
     }

@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use voucherd::audit::{self, AuditRecord};
 use voucherd::domain::campaign::Campaign;
-use voucherd::domain::enums::{Category, Channel, Kind, VoucherState};
+use voucherd::domain::enums::{Category, Channel, ClassMode, Kind, VoucherState};
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{
     Answer, CityStats, Coverage, DistrictStats, InstitutionStats, Op, Reply, Request, Role,
@@ -86,7 +86,45 @@ struct ModelInstitution {
     /// The admin's ID number.
     admin: String,
     operators: BTreeSet<String>,
+    /// Classes opened, by code.
+    classes: BTreeMap<String, ModelClass>,
 }
+
+#[derive(Clone, Debug)]
+struct ModelClass {
+    kind: Kind,
+    /// YYYY-MM-DD (compared as text).
+    first_day: String,
+    last_day: String,
+    online: bool,
+}
+
+/// The classes each institution but the last opens in round 0, for kind
+/// `Kind::ALL[n]` (the kinds the generator issues): code, first and last
+/// day, online. The last institution opens none: its redeems take a
+/// free-text class (D50).
+fn planned_classes() -> Vec<(String, usize, &'static str, &'static str, bool)> {
+    let mut classes = Vec::new();
+    for n in 0..6 {
+        classes.push((format!("班-{n}"), n, "2026-11-01", "2026-11-30", n % 2 == 1));
+    }
+    classes.push(("月末班".into(), 0, "2026-11-30", "2026-12-31", false));
+    classes.push(("十月班".into(), 1, "2026-10-01", "2026-10-31", false));
+    classes
+}
+
+/// The class codes the generator names (some never opened).
+const CLASS_CODES: [&str; 9] = [
+    "班-0",
+    "班-1",
+    "班-2",
+    "班-3",
+    "班-4",
+    "班-5",
+    "月末班",
+    "十月班",
+    "无此班",
+];
 
 #[derive(Clone, Debug)]
 struct ModelVoucher {
@@ -105,6 +143,8 @@ struct ModelVoucher {
     settled: Option<u64>,
     /// The class of the latest redemption.
     class: Option<String>,
+    /// Whether that class is one the institution opened (else free text).
+    enrolled: bool,
     /// When each step was last done: issued, claimed, redeemed, completed, settled.
     times: [Option<i64>; 5],
 }
@@ -164,6 +204,7 @@ fn role_may(role: Role, op: &Op) -> bool {
         Op::Stats { .. } => role != Role::Gateway,
         Op::GetVoucher { .. } | Op::AuditHead => true,
         Op::AuditRead { .. } => matches!(role, Role::Bureau | Role::Auditor),
+        Op::CheckinOnline { .. } => role == Role::Platform,
         _ => role == Role::Gateway,
     }
 }
@@ -193,6 +234,15 @@ impl Model {
     fn expired(&self, voucher: &ModelVoucher, now: i64) -> bool {
         voucher.state == VoucherState::Expired
             || (!finished(voucher.state) && now > self.rules.deadline)
+    }
+
+    /// The local date (YYYY-MM-DD) at `now`.
+    fn date(&self, now: i64) -> String {
+        chrono::DateTime::from_timestamp(now + self.rules.utc_offset_s, 0)
+            .unwrap()
+            .date_naive()
+            .format("%Y-%m-%d")
+            .to_string()
     }
 
     fn voucher(&self, id: VoucherId) -> Result<&ModelVoucher, &'static str> {
@@ -407,6 +457,24 @@ impl Model {
                 admin_id_number, ..
             } => id_ok(admin_id_number),
             Op::Expire { year } if *year != self.rules.year => Err("invalid_request"),
+            Op::OpenClass {
+                first_day,
+                last_day,
+                mode,
+                sites,
+                ..
+            } => {
+                let date = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok();
+                match (date(first_day), date(last_day)) {
+                    (Some(first), Some(last)) if first <= last => {}
+                    _ => return Err("invalid_request"),
+                }
+                if *mode == ClassMode::Online && sites.is_some() {
+                    return Err("invalid_request");
+                }
+                Ok(())
+            }
+            Op::CheckinOnline { online, .. } if !online => Err("invalid_request"),
             _ => Ok(()),
         }
     }
@@ -441,6 +509,7 @@ impl Model {
                         district: district.to_string(),
                         admin: admin_id_number.clone(),
                         operators: BTreeSet::new(),
+                        classes: BTreeMap::new(),
                     },
                 );
                 done
@@ -521,6 +590,7 @@ impl Model {
                         score: None,
                         settled: None,
                         class: None,
+                        enrolled: false,
                         times: [Some(now), None, None, None, None],
                     },
                 );
@@ -565,6 +635,16 @@ impl Model {
                     VoucherState::Claimed => {}
                     _ => return Err("already_redeemed"),
                 }
+                let enrolled = !at.classes.is_empty();
+                if enrolled {
+                    let class = at.classes.get(class.as_str()).ok_or("unknown_class")?;
+                    if class.kind != v.kind {
+                        return Err("wrong_kind");
+                    }
+                    if self.date(now) > class.last_day {
+                        return Err("class_closed");
+                    }
+                }
                 let uses = self.uses(&v.holder);
                 if uses >= self.rules.uses_max {
                     return Err("use_limit_reached");
@@ -573,12 +653,44 @@ impl Model {
                 v.state = VoucherState::Redeemed;
                 v.institution = Some(institution.to_string());
                 v.class = Some(class.trim().to_owned());
+                v.enrolled = enrolled;
                 v.times[2] = Some(now);
                 Ok(Reply::Redeemed {
                     uses_this_year: (uses + 1) as u8,
                 })
             }
-            Op::Checkin { voucher, lat, lon } => {
+            Op::OpenClass {
+                institution,
+                operator,
+                class,
+                kind,
+                first_day,
+                last_day,
+                mode,
+                ..
+            } => {
+                let at = self
+                    .institutions
+                    .get_mut(&institution.to_string())
+                    .ok_or("unknown_institution")?;
+                if !at.operators.contains(operator.as_str()) {
+                    return Err("not_authorised");
+                }
+                if at.classes.contains_key(class.as_str()) {
+                    return Err("class_exists");
+                }
+                at.classes.insert(
+                    class.to_string(),
+                    ModelClass {
+                        kind: *kind,
+                        first_day: first_day.clone(),
+                        last_day: last_day.clone(),
+                        online: *mode == ClassMode::Online,
+                    },
+                );
+                done
+            }
+            Op::Checkin { voucher, .. } | Op::CheckinOnline { voucher, .. } => {
                 let v = self.voucher(*voucher)?;
                 if self.expired(v, now) {
                     return Err("expired");
@@ -589,15 +701,31 @@ impl Model {
                 if v.state != VoucherState::Redeemed {
                     return Err("not_redeemed");
                 }
-                // Every institution of the test has one site at SITE, radius 500 m.
-                if distance_m(SITE, (*lat, *lon)) > 500.0 {
+                let date = self.date(now);
+                let class = match (&v.institution, &v.class) {
+                    (Some(at), Some(class)) if v.enrolled => {
+                        Some(&self.institutions[at].classes[class])
+                    }
+                    _ => None,
+                };
+                let online = class.is_some_and(|class| class.online);
+                let position = match op {
+                    Op::Checkin { lat, lon, .. } => Some((*lat, *lon)),
+                    _ => None,
+                };
+                if online != position.is_none() {
+                    return Err("wrong_mode");
+                }
+                if let Some(class) = class {
+                    if date < class.first_day || date > class.last_day {
+                        return Err("class_closed");
+                    }
+                }
+                // Every institution of the test has one site at SITE, radius
+                // 500 m, and its classes check in there.
+                if position.is_some_and(|at| distance_m(SITE, at) > 500.0) {
                     return Err("outside_site");
                 }
-                let date = chrono::DateTime::from_timestamp(now + self.rules.utc_offset_s, 0)
-                    .unwrap()
-                    .date_naive()
-                    .format("%Y-%m-%d")
-                    .to_string();
                 if v.last_checkin_date.as_ref() == Some(&date) {
                     return Err("duplicate_checkin");
                 }
@@ -651,6 +779,7 @@ impl Model {
                 } else {
                     v.state = VoucherState::Claimed;
                     v.institution = None;
+                    v.enrolled = false;
                     v.checkins = 0;
                     v.last_checkin_date = None;
                 }
@@ -894,18 +1023,51 @@ impl Generator {
                     INSTITUTIONS.choose(&mut self.rng).unwrap().0
                 };
                 let operator = *OPERATORS.choose(&mut self.rng).unwrap();
+                // Mostly the open class of the voucher's kind.
+                let fitting = model.vouchers.get(&voucher).and_then(|v| {
+                    let n = Kind::ALL.iter().position(|&kind| kind == v.kind)?;
+                    (n < 6).then(|| format!("班-{n}"))
+                });
+                let class = match fitting {
+                    Some(class) if self.rng.gen_bool(0.8) => class,
+                    _ => CLASS_CODES.choose(&mut self.rng).unwrap().to_string(),
+                };
                 let op = Op::Redeem {
                     voucher,
                     institution: institution.parse().unwrap(),
                     operator: operator.parse().unwrap(),
-                    class: "电工初级".into(),
+                    class,
                 };
                 self.plan(Role::Gateway, op)
             }
             45..=54 => {
                 let voucher = self.pick_voucher(model, &[VoucherState::Redeemed]);
+                let online_class = model.vouchers.get(&voucher).is_some_and(|v| {
+                    v.enrolled
+                        && model.institutions[v.institution.as_ref().unwrap()].classes
+                            [v.class.as_ref().unwrap()]
+                        .online
+                });
+                // Mostly the form the class takes; sometimes the other one,
+                // or the right one from the wrong role.
+                let online = online_class != self.rng.gen_bool(0.1);
                 let (lat, lon) = if self.rng.gen_bool(0.85) { SITE } else { FAR };
-                self.plan(Role::Gateway, Op::Checkin { voucher, lat, lon })
+                let (role, op) = match online {
+                    true => (
+                        Role::Platform,
+                        Op::CheckinOnline {
+                            voucher,
+                            online: true,
+                        },
+                    ),
+                    false => (Role::Gateway, Op::Checkin { voucher, lat, lon }),
+                };
+                let role = match self.rng.gen_bool(0.04) {
+                    true if role == Role::Platform => Role::Gateway,
+                    true => Role::Platform,
+                    false => role,
+                };
+                self.plan(role, op)
             }
             55..=62 => {
                 let voucher = self.pick_voucher(model, &[VoucherState::Redeemed]);
@@ -1005,6 +1167,28 @@ impl Generator {
                 };
                 self.plan(Role::Gateway, op)
             }
+            88 if self.rng.gen_bool(0.5) => {
+                // A class: mostly one already opened (class_exists) or with
+                // days in the wrong order; sometimes a new one.
+                let at = INSTITUTIONS.choose(&mut self.rng).unwrap().0;
+                let class = match self.rng.gen_range(0..3) {
+                    0 => CLASS_CODES.choose(&mut self.rng).unwrap().to_string(),
+                    _ => format!("新班-{}", self.rng.gen_range(0..20)),
+                };
+                let (first, last) = match self.rng.gen_bool(0.1) {
+                    true => ("2026-11-30", "2026-11-01"),
+                    false => ("2026-11-01", "2026-12-31"),
+                };
+                let op = open_class(
+                    at,
+                    OPERATORS.choose(&mut self.rng).unwrap(),
+                    &class,
+                    *Kind::ALL[..6].choose(&mut self.rng).unwrap(),
+                    (first, last),
+                    self.rng.gen_bool(0.5),
+                );
+                self.plan(Role::Gateway, op)
+            }
             88 => {
                 let code = INSTITUTIONS.choose(&mut self.rng).unwrap().0;
                 let admin = Generator::admin(self.rng.gen_range(0..6));
@@ -1095,6 +1279,30 @@ impl Generator {
                 ),
             },
         }
+    }
+}
+
+fn open_class(
+    institution: &str,
+    operator: &str,
+    class: &str,
+    kind: Kind,
+    (first_day, last_day): (&str, &str),
+    online: bool,
+) -> Op {
+    Op::OpenClass {
+        institution: institution.parse().unwrap(),
+        operator: operator.parse().unwrap(),
+        class: class.parse().unwrap(),
+        kind,
+        first_day: first_day.into(),
+        last_day: last_day.into(),
+        mode: if online {
+            ClassMode::Online
+        } else {
+            ClassMode::Onsite
+        },
+        sites: None,
     }
 }
 
@@ -1383,6 +1591,19 @@ fn run_seed<D: Drive>(d: &D, journal: &dyn Journal, seed: u64) -> Covered {
                 operator: operator.parse().unwrap(),
             };
             setup.push(generator.plan(Role::Gateway, op));
+        }
+        if at + 1 < INSTITUTIONS.len() {
+            for (class, kind, first, last, online) in planned_classes() {
+                let op = open_class(
+                    code,
+                    OPERATORS[0],
+                    &class,
+                    Kind::ALL[kind],
+                    (first, last),
+                    online,
+                );
+                setup.push(generator.plan(Role::Gateway, op));
+            }
         }
     }
     let mut plans = vec![setup];

@@ -21,10 +21,10 @@ use tokio::task::JoinHandle;
 use voucherd::admin::data_dir::{self, Opened};
 use voucherd::codec;
 use voucherd::domain::campaign::{Campaign, CAMPAIGN_2021_TOML};
-use voucherd::domain::enums::{Category, Channel, Kind, VoucherState};
+use voucherd::domain::enums::{Category, Channel, ClassMode, Kind, VoucherState};
 use voucherd::domain::ids::{DistrictCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, OpName, Reply, Request, Role, VoucherView};
-use voucherd::domain::time::{Clock, SystemClock};
+use voucherd::domain::time::{day_text, Clock, SystemClock, ANSWER_UTC_OFFSET_S};
 use voucherd::error::Reason;
 use voucherd::ledger::Ledger;
 use voucherd::limits::{
@@ -56,6 +56,31 @@ struct Daemon {
 /// The campaign the real daemon runs today with no campaign file.
 fn today() -> Campaign {
     Campaign::default_for(SystemClock.now())
+}
+
+/// Today plus `offset` days, as a local date (UTC+8, YYYY-MM-DD).
+fn local_date(offset: i64) -> String {
+    day_text(SystemClock.now().local_day(ANSWER_UTC_OFFSET_S) + offset as i32)
+}
+
+fn open_class(
+    institution: &str,
+    operator: &str,
+    class: &str,
+    kind: Kind,
+    (first_day, last_day): (&str, &str),
+    mode: ClassMode,
+) -> Op {
+    Op::OpenClass {
+        institution: institution.parse().unwrap(),
+        operator: operator.parse().unwrap(),
+        class: class.parse().unwrap(),
+        kind,
+        first_day: first_day.into(),
+        last_day: last_day.into(),
+        mode,
+        sites: None,
+    }
 }
 
 fn district_code(code: &str) -> DistrictCode {
@@ -339,7 +364,8 @@ async fn every_operation_and_reason_code_over_quic() {
     let d101 = Role::District(district_code("500101"));
     let d102 = Role::District(district_code("500102"));
     let (gateway, bureau, auditor) = (Role::Gateway, Role::Bureau, Role::Auditor);
-    let mut w = Walk::new(&daemon, &[gateway, bureau, auditor, d101, d102]).await;
+    let platform = Role::Platform;
+    let mut w = Walk::new(&daemon, &[gateway, bureau, auditor, d101, d102, platform]).await;
 
     // Institutions: A in 500101, B in 500102.
     let (a, b) = ("5000001", "5000002");
@@ -606,6 +632,96 @@ async fn every_operation_and_reason_code_over_quic() {
     )
     .await;
 
+    // Classes at C (A and B take free-text classes: they opened none, D50),
+    // and an online check-in by the platform's certificate.
+    let c = "5000005";
+    let admin_c = id_number(4);
+    w.ok(bureau, register(c, "500101", &admin_c)).await;
+    w.ok(gateway, authorise(c, &admin_c, "op-c")).await;
+    let day = |offset: i64| local_date(offset);
+    let open = |class: &str, kind, first: i64, last: i64, mode| {
+        open_class(c, "op-c", class, kind, (&day(first), &day(last)), mode)
+    };
+    w.ok(
+        gateway,
+        open("网课", Kind::WorkForTraining, -1, 30, ClassMode::Online),
+    )
+    .await;
+    w.ok(
+        gateway,
+        open("下月班", Kind::EmployeeGeneral, 1, 30, ClassMode::Onsite),
+    )
+    .await;
+    w.ok(
+        gateway,
+        open("旧班", Kind::EmployeeSafety, -30, -1, ClassMode::Onsite),
+    )
+    .await;
+    w.refused(
+        gateway,
+        open("网课", Kind::WorkForTraining, -1, 30, ClassMode::Online),
+        "class_exists",
+    )
+    .await;
+    w.refused(
+        gateway,
+        open("倒序班", Kind::WorkForTraining, 3, 2, ClassMode::Online),
+        "invalid_request",
+    )
+    .await;
+    w.refused(
+        platform,
+        open("平台班", Kind::WorkForTraining, 0, 2, ClassMode::Online),
+        "forbidden_role",
+    )
+    .await;
+    let trainee = id_number(300);
+    let mut enrolled = Vec::new();
+    for kind in [
+        Kind::WorkForTraining,
+        Kind::EmployeeGeneral,
+        Kind::EmployeeSafety,
+    ] {
+        let voucher = w.voucher(bureau, issue(&trainee, kind)).await;
+        w.ok(gateway, claim(voucher, &trainee)).await;
+        enrolled.push(voucher);
+    }
+    let into = |voucher, class: &str| Op::Redeem {
+        voucher,
+        institution: c.parse().unwrap(),
+        operator: "op-c".parse().unwrap(),
+        class: class.into(),
+    };
+    w.refused(gateway, redeem(enrolled[0], c, "op-c"), "unknown_class")
+        .await;
+    w.refused(gateway, into(enrolled[0], "下月班"), "wrong_kind")
+        .await;
+    w.refused(gateway, into(enrolled[2], "旧班"), "class_closed")
+        .await;
+    w.ok(gateway, into(enrolled[0], "网课")).await;
+    w.ok(gateway, into(enrolled[1], "下月班")).await;
+    let online = |voucher| Op::CheckinOnline {
+        voucher,
+        online: true,
+    };
+    w.refused(gateway, checkin(enrolled[0], SITE), "wrong_mode")
+        .await;
+    w.refused(gateway, online(enrolled[0]), "forbidden_role")
+        .await;
+    w.refused(platform, checkin(enrolled[0], SITE), "forbidden_role")
+        .await;
+    match w.ok(platform, online(enrolled[0])).await {
+        Reply::CheckedIn { session, checkins } => {
+            assert_eq!((session, checkins), (day(0), 1));
+        }
+        other => panic!("online checkin answered {other:?}"),
+    }
+    w.refused(platform, online(enrolled[0]), "duplicate_checkin")
+        .await;
+    w.refused(platform, online(enrolled[1]), "wrong_mode").await;
+    w.refused(gateway, checkin(enrolled[1], SITE), "class_closed")
+        .await;
+
     // Expire while the campaign runs.
     w.refused(bureau, Op::Expire { year }, "campaign_open")
         .await;
@@ -763,9 +879,10 @@ async fn every_operation_and_reason_code_over_quic() {
     };
     let d = row(&city, "500101");
     // Issued in 500101: v1, v2, v1_again, 4 for the busy person, 1 for `other`.
-    assert_eq!((d.issued, d.claimed, d.used), (8, 6, 4), "{d:?}");
-    assert_eq!(city.coverage.institutions_registered, 2);
-    assert_eq!(city.coverage.used_with_checkin, 1);
+    // And the trainee of C: 3 issued and claimed, 2 enrolled.
+    assert_eq!((d.issued, d.claimed, d.used), (11, 9, 6), "{d:?}");
+    assert_eq!(city.coverage.institutions_registered, 3);
+    assert_eq!(city.coverage.used_with_checkin, 2);
     let Reply::Stats(own) = w.ok(d101, stats(None)).await else {
         panic!("stats")
     };
@@ -806,13 +923,89 @@ async fn every_operation_and_reason_code_over_quic() {
         .filter(|op| !w.accepted.contains(op))
         .collect();
     assert!(missing.is_empty(), "operations never accepted: {missing:?}");
-    for role in ["gateway", "bureau", "district:500101", "auditor"] {
+    for role in [
+        "gateway",
+        "bureau",
+        "district:500101",
+        "auditor",
+        "platform",
+    ] {
         assert!(
             w.forbidden.contains(role),
             "no forbidden_role seen for {role}"
         );
     }
     for (_, client) in w.clients.drain() {
+        client.close().await;
+    }
+}
+
+/// Checks `open_class` and the online check-in in the JSON encoding (ALPN
+/// `voucherd-json/1`): a gateway opens an online class and enrolls a
+/// voucher; the platform's certificate sends `{"op": "checkin", "online":
+/// true}` and gets the session; the same voucher's positioned check-in from
+/// the gateway is `wrong_mode`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classes_and_online_checkins_in_json() {
+    use voucherd::net::client::Encoding;
+    let daemon = Daemon::start(today()).await;
+    let connect = |role| Client::connect_encoded(daemon.addr, &daemon.certs, role, Encoding::Json);
+    let (bureau, gateway, platform) = (
+        connect(Role::Bureau).await.unwrap(),
+        connect(Role::Gateway).await.unwrap(),
+        connect(Role::Platform).await.unwrap(),
+    );
+    let admin = id_number(1);
+    ok(&bureau, register("5000001", "500101", &admin)).await;
+    ok(&gateway, authorise("5000001", &admin, "op-1")).await;
+    let class = open_class(
+        "5000001",
+        "op-1",
+        "线上电工 2026",
+        Kind::EmploymentSkills,
+        (&local_date(0), &local_date(10)),
+        ClassMode::Online,
+    );
+    let json = serde_json::to_value(&class).unwrap();
+    assert_eq!(json["op"], "open_class");
+    assert_eq!(json["mode"], "online");
+    ok(&gateway, class).await;
+    let person = id_number(2);
+    let voucher = match ok(&bureau, issue(&person, Kind::EmploymentSkills)).await {
+        Reply::Issued { voucher } => voucher,
+        other => panic!("issue answered {other:?}"),
+    };
+    let claim = Op::Claim {
+        voucher,
+        id_number: person,
+    };
+    ok(&gateway, claim).await;
+    let mut enroll = redeem(voucher, "5000001", "op-1");
+    if let Op::Redeem { class, .. } = &mut enroll {
+        *class = "线上电工 2026".into();
+    }
+    ok(&gateway, enroll).await;
+    let online = Op::CheckinOnline {
+        voucher,
+        online: true,
+    };
+    let json = serde_json::to_value(&online).unwrap();
+    assert_eq!(json["op"], "checkin");
+    assert_eq!(json["online"], true);
+    assert_eq!(
+        ok(&platform, online).await,
+        Reply::CheckedIn {
+            session: local_date(0),
+            checkins: 1
+        }
+    );
+    let positioned = Op::Checkin {
+        voucher,
+        lat: SITE.0,
+        lon: SITE.1,
+    };
+    assert_eq!(reason_of(&one(&gateway, positioned).await), "wrong_mode");
+    for client in [bureau, gateway, platform] {
         client.close().await;
     }
 }

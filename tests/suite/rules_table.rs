@@ -26,7 +26,7 @@ use crate::common::{
     DEADLINE, FAR, NOW, SITE,
 };
 use voucherd::codec;
-use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind, VoucherState};
+use voucherd::domain::enums::{Category, Channel, ClassMode, InstitutionType, Kind, VoucherState};
 use voucherd::domain::ids::{DistrictCode, IdNumber, InstitutionCode, OperatorId, VoucherId};
 use voucherd::domain::op::{
     Answer, Op, Reply, Request, Role, SiteSpec, StatsView, VoucherSummary, VoucherView,
@@ -3919,8 +3919,768 @@ fn completed_vouchers_are_not_refused_expired() {
     completed_vouchers_are_not_expired();
 }
 
+// ---------------------------------------------------------------------------
+// Classes (开班) and online check-ins (docs/decisions.md D50–D53).
+
+/// Class days around `NOW` (2026-11-29 09:00 +08:00, deadline 2026-11-30).
+const NOVEMBER: (&str, &str) = ("2026-11-01", "2026-11-30");
+
+/// `open_class` of A by `op-a`, with the institution's sites when onsite.
+fn open_class(class: &str, kind: Kind, (first, last): (&str, &str), mode: ClassMode) -> Op {
+    open_class_at(A, OP_A, class, kind, (first, last), mode)
+}
+
+fn open_class_at(
+    institution: &str,
+    by: &str,
+    class: &str,
+    kind: Kind,
+    (first, last): (&str, &str),
+    mode: ClassMode,
+) -> Op {
+    Op::OpenClass {
+        institution: code(institution),
+        operator: operator(by),
+        class: class.parse().unwrap(),
+        kind,
+        first_day: first.into(),
+        last_day: last.into(),
+        mode,
+        sites: None,
+    }
+}
+
+fn with_sites(mut op: Op, specs: Vec<SiteSpec>) -> Op {
+    if let Op::OpenClass { sites, .. } = &mut op {
+        *sites = Some(specs);
+    }
+    op
+}
+
+fn online(voucher: VoucherId) -> Op {
+    Op::CheckinOnline {
+        voucher,
+        online: true,
+    }
+}
+
+impl World {
+    /// A opens `class` for `kind`.
+    fn class(&self, class: &str, kind: Kind, days: (&str, &str), mode: ClassMode) {
+        self.ok(Role::Gateway, open_class(class, kind, days, mode));
+    }
+
+    /// Claimed by `person` and redeemed at A into `class`.
+    fn enrolled(&self, person: &str, kind: Kind, class: &str) -> VoucherId {
+        let voucher = self.claimed(person, kind);
+        self.ok(Role::Gateway, redeem_class(voucher, class));
+        voucher
+    }
+
+    /// A opens an onsite and an online employment-skills class for
+    /// November; `person` enrolls in the one of `mode`.
+    fn enrolled_in(&self, person: &str, mode: ClassMode) -> VoucherId {
+        self.class(
+            "电工-现场",
+            Kind::EmploymentSkills,
+            NOVEMBER,
+            ClassMode::Onsite,
+        );
+        self.class(
+            "电工-线上",
+            Kind::EmploymentSkills,
+            NOVEMBER,
+            ClassMode::Online,
+        );
+        let class = match mode {
+            ClassMode::Onsite => "电工-现场",
+            ClassMode::Online => "电工-线上",
+        };
+        self.enrolled(person, Kind::EmploymentSkills, class)
+    }
+}
+
+fn open_class_table() {
+    let onsite = |_: &World| {
+        open_class(
+            "电工初级",
+            Kind::EmploymentSkills,
+            NOVEMBER,
+            ClassMode::Onsite,
+        )
+    };
+    let mut rows = vec![
+        row(
+            "an onsite class with the institution's sites",
+            Role::Gateway,
+            onsite,
+            Expect::Done,
+        ),
+        row(
+            "an online class",
+            Role::Gateway,
+            |_| {
+                open_class(
+                    "电商-线上",
+                    Kind::Entrepreneurship,
+                    NOVEMBER,
+                    ClassMode::Online,
+                )
+            },
+            Expect::Done,
+        ),
+        row(
+            "an onsite class with its own site",
+            Role::Gateway,
+            |_| {
+                with_sites(
+                    open_class("叉车", Kind::EmployeeSafety, NOVEMBER, ClassMode::Onsite),
+                    vec![site(FAR.0, FAR.1, Some(300))],
+                )
+            },
+            Expect::Done,
+        ),
+        row(
+            "one day (first = last)",
+            Role::Gateway,
+            |_| {
+                open_class(
+                    "一日班",
+                    Kind::EmploymentSkills,
+                    ("2026-11-29", "2026-11-29"),
+                    ClassMode::Onsite,
+                )
+            },
+            Expect::Done,
+        ),
+        row(
+            "days already past (recorded late)",
+            Role::Gateway,
+            |_| {
+                open_class(
+                    "十月班",
+                    Kind::EmploymentSkills,
+                    ("2026-10-01", "2026-10-31"),
+                    ClassMode::Onsite,
+                )
+            },
+            Expect::Done,
+        ),
+        row(
+            "the code another institution opened",
+            Role::Gateway,
+            |w| {
+                w.ok(
+                    Role::Gateway,
+                    open_class_at(
+                        B,
+                        OP_B,
+                        "电工初级",
+                        Kind::EmploymentSkills,
+                        NOVEMBER,
+                        ClassMode::Onsite,
+                    ),
+                );
+                open_class(
+                    "电工初级",
+                    Kind::EmploymentSkills,
+                    NOVEMBER,
+                    ClassMode::Onsite,
+                )
+            },
+            Expect::Done,
+        ),
+        row(
+            "366 days",
+            Role::Gateway,
+            |_| {
+                open_class(
+                    "全年班",
+                    Kind::EmploymentSkills,
+                    ("2026-01-01", "2027-01-01"),
+                    ClassMode::Online,
+                )
+            },
+            Expect::Done,
+        ),
+        row(
+            "367 days",
+            Role::Gateway,
+            |_| {
+                open_class(
+                    "超长班",
+                    Kind::EmploymentSkills,
+                    ("2026-01-01", "2027-01-02"),
+                    ClassMode::Online,
+                )
+            },
+            Expect::Refused("invalid_request"),
+        ),
+        row(
+            "last_day before first_day",
+            Role::Gateway,
+            |_| {
+                open_class(
+                    "倒序班",
+                    Kind::EmploymentSkills,
+                    ("2026-11-30", "2026-11-29"),
+                    ClassMode::Onsite,
+                )
+            },
+            Expect::Refused("invalid_request"),
+        ),
+        row(
+            "a first_day that is no date",
+            Role::Gateway,
+            |_| {
+                open_class(
+                    "错日班",
+                    Kind::EmploymentSkills,
+                    ("2026-02-30", "2026-11-29"),
+                    ClassMode::Onsite,
+                )
+            },
+            Expect::Refused("invalid_request"),
+        ),
+        row(
+            "a last_day in another form",
+            Role::Gateway,
+            |_| {
+                open_class(
+                    "错式班",
+                    Kind::EmploymentSkills,
+                    ("2026-11-01", "2026/11/29"),
+                    ClassMode::Onsite,
+                )
+            },
+            Expect::Refused("invalid_request"),
+        ),
+        row(
+            "sites for an online class",
+            Role::Gateway,
+            |_| {
+                with_sites(
+                    open_class(
+                        "线上班",
+                        Kind::EmploymentSkills,
+                        NOVEMBER,
+                        ClassMode::Online,
+                    ),
+                    vec![site(SITE.0, SITE.1, None)],
+                )
+            },
+            Expect::Refused("invalid_request"),
+        ),
+        row(
+            "a site outside Chongqing",
+            Role::Gateway,
+            |_| {
+                with_sites(
+                    open_class(
+                        "北京班",
+                        Kind::EmploymentSkills,
+                        NOVEMBER,
+                        ClassMode::Onsite,
+                    ),
+                    vec![site(39.9, 116.4, None)],
+                )
+            },
+            Expect::Refused("invalid_request"),
+        ),
+        row(
+            "a class code holding an ID number",
+            Role::Gateway,
+            |_| {
+                open_class(
+                    &format!("班{}", p1()),
+                    Kind::EmploymentSkills,
+                    NOVEMBER,
+                    ClassMode::Onsite,
+                )
+            },
+            Expect::Refused("invalid_request"),
+        ),
+        row(
+            "the same code again",
+            Role::Gateway,
+            move |w| {
+                w.ok(Role::Gateway, onsite(w));
+                open_class("电工初级", Kind::HrServices, NOVEMBER, ClassMode::Online)
+            },
+            Expect::Refused("class_exists"),
+        ),
+        row(
+            "an unknown institution",
+            Role::Gateway,
+            |_| {
+                open_class_at(
+                    NO_SUCH_INSTITUTION,
+                    OP_A,
+                    "电工",
+                    Kind::EmploymentSkills,
+                    NOVEMBER,
+                    ClassMode::Onsite,
+                )
+            },
+            Expect::Refused("unknown_institution"),
+        ),
+        row(
+            "an operator of another institution",
+            Role::Gateway,
+            |_| {
+                open_class_at(
+                    A,
+                    OP_B,
+                    "电工",
+                    Kind::EmploymentSkills,
+                    NOVEMBER,
+                    ClassMode::Onsite,
+                )
+            },
+            Expect::Refused("not_authorised"),
+        ),
+        row(
+            "an online platform may not open classes",
+            Role::Platform,
+            onsite,
+            Expect::Refused("forbidden_role"),
+        ),
+    ];
+    rows.extend(forbidden_rows(&[Role::Gateway], onsite));
+    rows.extend(request_id_rows(Role::Gateway, onsite));
+    run_table("open_class", rows);
+}
+
+/// `redeem` at an institution that opened classes (D50: one that opened
+/// none still takes a free-text class, see `redeem_table`).
+fn class_redeem_table() {
+    let rows = vec![
+        row(
+            "into an open class of the voucher's kind",
+            Role::Gateway,
+            |w| {
+                w.class(
+                    "电工初级",
+                    Kind::EmploymentSkills,
+                    NOVEMBER,
+                    ClassMode::Onsite,
+                );
+                redeem_class(w.claimed(&p1(), Kind::EmploymentSkills), "电工初级")
+            },
+            check(|w, reply| {
+                assert_eq!(reply, &Reply::Redeemed { uses_this_year: 1 });
+                assert_eq!(w.view(VoucherId(1)).class.as_deref(), Some("电工初级"));
+            }),
+        ),
+        row(
+            "before the class's first day (enrolling early)",
+            Role::Gateway,
+            |w| {
+                w.class(
+                    "十二月班",
+                    Kind::EmploymentSkills,
+                    ("2026-12-01", "2026-12-20"),
+                    ClassMode::Onsite,
+                );
+                redeem_class(w.claimed(&p1(), Kind::EmploymentSkills), "十二月班")
+            },
+            Expect::Reply(Reply::Redeemed { uses_this_year: 1 }),
+        ),
+        row(
+            "on the class's last day",
+            Role::Gateway,
+            |w| {
+                w.class(
+                    "末日班",
+                    Kind::EmploymentSkills,
+                    ("2026-11-01", "2026-11-29"),
+                    ClassMode::Onsite,
+                );
+                redeem_class(w.claimed(&p1(), Kind::EmploymentSkills), "末日班")
+            },
+            Expect::Reply(Reply::Redeemed { uses_this_year: 1 }),
+        ),
+        row(
+            "a class the institution did not open",
+            Role::Gateway,
+            |w| {
+                w.class(
+                    "电工初级",
+                    Kind::EmploymentSkills,
+                    NOVEMBER,
+                    ClassMode::Onsite,
+                );
+                redeem_class(w.claimed(&p1(), Kind::EmploymentSkills), "电工中级")
+            },
+            Expect::Refused("unknown_class"),
+        ),
+        row(
+            "a class another institution opened",
+            Role::Gateway,
+            |w| {
+                w.class(
+                    "电工初级",
+                    Kind::EmploymentSkills,
+                    NOVEMBER,
+                    ClassMode::Onsite,
+                );
+                w.ok(
+                    Role::Gateway,
+                    open_class_at(
+                        B,
+                        OP_B,
+                        "B班",
+                        Kind::EmploymentSkills,
+                        NOVEMBER,
+                        ClassMode::Onsite,
+                    ),
+                );
+                redeem_class(w.claimed(&p1(), Kind::EmploymentSkills), "B班")
+            },
+            Expect::Refused("unknown_class"),
+        ),
+        row(
+            "a class for another kind",
+            Role::Gateway,
+            |w| {
+                w.class(
+                    "家政班",
+                    Kind::DomesticServices,
+                    NOVEMBER,
+                    ClassMode::Onsite,
+                );
+                redeem_class(w.claimed(&p1(), Kind::EmploymentSkills), "家政班")
+            },
+            Expect::Refused("wrong_kind"),
+        ),
+        row(
+            "a class whose last day has passed",
+            Role::Gateway,
+            |w| {
+                w.class(
+                    "十月班",
+                    Kind::EmploymentSkills,
+                    ("2026-10-01", "2026-11-28"),
+                    ClassMode::Onsite,
+                );
+                redeem_class(w.claimed(&p1(), Kind::EmploymentSkills), "十月班")
+            },
+            Expect::Refused("class_closed"),
+        ),
+        row(
+            "a voucher not claimed names the voucher's problem first",
+            Role::Gateway,
+            |w| {
+                w.class(
+                    "电工初级",
+                    Kind::EmploymentSkills,
+                    NOVEMBER,
+                    ClassMode::Onsite,
+                );
+                redeem_class(w.issued(&p1(), Kind::EmploymentSkills), "电工中级")
+            },
+            Expect::Refused("not_claimed"),
+        ),
+    ];
+    run_table("redeem", rows);
+}
+
+/// `checkin` with a position, for vouchers enrolled in a class.
+fn class_checkin_table() {
+    let rows = vec![
+        row(
+            "at the institution's site, on a class day",
+            Role::Gateway,
+            |w| checkin(w.enrolled_in(&p1(), ClassMode::Onsite), SITE),
+            Expect::Reply(Reply::CheckedIn {
+                session: "2026-11-29".into(),
+                checkins: 1,
+            }),
+        ),
+        row(
+            "at the class's own site",
+            Role::Gateway,
+            |w| {
+                w.ok(
+                    Role::Gateway,
+                    with_sites(
+                        open_class("叉车", Kind::EmployeeSafety, NOVEMBER, ClassMode::Onsite),
+                        vec![site(FAR.0, FAR.1, None)],
+                    ),
+                );
+                checkin(w.enrolled(&p1(), Kind::EmployeeSafety, "叉车"), FAR)
+            },
+            accepted(),
+        ),
+        row(
+            "at the institution's site when the class has its own",
+            Role::Gateway,
+            |w| {
+                w.ok(
+                    Role::Gateway,
+                    with_sites(
+                        open_class("叉车", Kind::EmployeeSafety, NOVEMBER, ClassMode::Onsite),
+                        vec![site(FAR.0, FAR.1, None)],
+                    ),
+                );
+                checkin(w.enrolled(&p1(), Kind::EmployeeSafety, "叉车"), SITE)
+            },
+            Expect::Refused("outside_site"),
+        ),
+        row(
+            "before the class's first day",
+            Role::Gateway,
+            |w| {
+                w.class(
+                    "月底班",
+                    Kind::EmploymentSkills,
+                    ("2026-11-30", "2026-12-10"),
+                    ClassMode::Onsite,
+                );
+                checkin(w.enrolled(&p1(), Kind::EmploymentSkills, "月底班"), SITE)
+            },
+            Expect::Refused("class_closed"),
+        ),
+        row(
+            "after the class's last day",
+            Role::Gateway,
+            |w| {
+                w.class(
+                    "短班",
+                    Kind::EmploymentSkills,
+                    ("2026-11-01", "2026-11-29"),
+                    ClassMode::Onsite,
+                );
+                let voucher = w.enrolled(&p1(), Kind::EmploymentSkills, "短班");
+                w.h.clock.advance_s(24 * HOUR); // 2026-11-30 09:00 +08:00
+                checkin(voucher, SITE)
+            },
+            Expect::Refused("class_closed"),
+        ),
+        row(
+            "a position for an online class",
+            Role::Gateway,
+            |w| checkin(w.enrolled_in(&p1(), ClassMode::Online), SITE),
+            Expect::Refused("wrong_mode"),
+        ),
+        row(
+            "a positioned check-in sent by the platform",
+            Role::Platform,
+            |w| checkin(w.enrolled_in(&p1(), ClassMode::Onsite), SITE),
+            Expect::Refused("forbidden_role"),
+        ),
+        row(
+            "twice on a class day",
+            Role::Gateway,
+            |w| {
+                let voucher = w.enrolled_in(&p1(), ClassMode::Onsite);
+                w.ok(Role::Gateway, checkin(voucher, SITE));
+                checkin(voucher, SITE)
+            },
+            Expect::Refused("duplicate_checkin"),
+        ),
+        row(
+            "a voucher redeemed with a free-text class before A opened classes (D51)",
+            Role::Gateway,
+            |w| {
+                let voucher = w.redeemed(&p1(), Kind::EmploymentSkills);
+                w.class(
+                    "电工初级 2026 冬",
+                    Kind::HrServices,
+                    ("2026-12-01", "2026-12-02"),
+                    ClassMode::Online,
+                );
+                checkin(voucher, SITE)
+            },
+            accepted(),
+        ),
+    ];
+    run_table("checkin", rows);
+}
+
+/// `checkin` with `"online": true`, sent by an online platform.
+fn online_checkin_table() {
+    let on_day = |w: &World| online(w.enrolled_in(&p1(), ClassMode::Online));
+    let mut rows = vec![
+        row(
+            "for an online class, on a class day",
+            Role::Platform,
+            on_day,
+            check(|w, reply| {
+                assert_eq!(
+                    reply,
+                    &Reply::CheckedIn {
+                        session: "2026-11-29".into(),
+                        checkins: 1
+                    }
+                );
+                assert_eq!(w.view(VoucherId(1)).checkins, 1);
+                assert_eq!(w.city().coverage.used_with_checkin, 1);
+            }),
+        ),
+        row(
+            "the next day",
+            Role::Platform,
+            |w| {
+                let voucher = w.enrolled_in(&p1(), ClassMode::Online);
+                w.ok(Role::Platform, online(voucher));
+                w.h.clock.advance_s(24 * HOUR);
+                online(voucher)
+            },
+            Expect::Reply(Reply::CheckedIn {
+                session: "2026-11-30".into(),
+                checkins: 2,
+            }),
+        ),
+        row(
+            "twice the same day",
+            Role::Platform,
+            |w| {
+                let voucher = w.enrolled_in(&p1(), ClassMode::Online);
+                w.ok(Role::Platform, online(voucher));
+                online(voucher)
+            },
+            Expect::Refused("duplicate_checkin"),
+        ),
+        row(
+            "before the class's first day",
+            Role::Platform,
+            |w| {
+                w.class(
+                    "网课",
+                    Kind::EmploymentSkills,
+                    ("2026-11-30", "2026-12-10"),
+                    ClassMode::Online,
+                );
+                online(w.enrolled(&p1(), Kind::EmploymentSkills, "网课"))
+            },
+            Expect::Refused("class_closed"),
+        ),
+        row(
+            "for an onsite class",
+            Role::Platform,
+            |w| online(w.enrolled_in(&p1(), ClassMode::Onsite)),
+            Expect::Refused("wrong_mode"),
+        ),
+        row(
+            "for a voucher redeemed with a free-text class",
+            Role::Platform,
+            |w| online(w.redeemed(&p1(), Kind::EmploymentSkills)),
+            Expect::Refused("wrong_mode"),
+        ),
+        row(
+            "for a voucher not redeemed",
+            Role::Platform,
+            |w| online(w.claimed(&p1(), Kind::EmploymentSkills)),
+            Expect::Refused("not_redeemed"),
+        ),
+        row(
+            "an unknown voucher",
+            Role::Platform,
+            |_| online(NO_SUCH_VOUCHER),
+            Expect::Refused("unknown_voucher"),
+        ),
+        row(
+            "online: false",
+            Role::Platform,
+            |w| Op::CheckinOnline {
+                voucher: w.enrolled_in(&p1(), ClassMode::Online),
+                online: false,
+            },
+            Expect::Refused("invalid_request"),
+        ),
+    ];
+    // A gateway sends positioned check-ins only, so every role of `roles()` is refused.
+    rows.extend(forbidden_rows(&[], on_day));
+    rows.extend(request_id_rows(Role::Platform, on_day));
+    run_table("checkin_online", rows);
+}
+
+/// Classes and enrollments are state: they survive a reopen (recovery) and
+/// a release ends the enrollment, so the voucher re-enrolls by name.
+fn classes_after_reopen_and_release() {
+    let w = World::new();
+    let voucher = w.enrolled_in(&p1(), ClassMode::Online);
+    // Request ids of their own: a reopened harness counts ids from 0 again.
+    let ids = std::cell::Cell::new(0);
+    let send = |h: &Harness, role: Role, op: Op| -> Result<Reply, &'static str> {
+        ids.set(ids.get() + 1);
+        let request = Request {
+            id: format!("after-reopen-{}", ids.get()),
+            op,
+        };
+        let answer = h.ledger.execute(role, &[request]).remove(0);
+        answer.outcome.map_err(|refusal| refusal.reason.as_str())
+    };
+    let checked_in = Ok(Reply::CheckedIn {
+        session: "2026-11-29".into(),
+        checkins: 1,
+    });
+    let reopened = Harness::on(w.h.journal.clone());
+    assert_eq!(reopened.head(), w.h.head());
+    assert_eq!(
+        send(&reopened, Role::Gateway, checkin(voucher, SITE)),
+        Err("wrong_mode")
+    );
+    assert_eq!(send(&reopened, Role::Platform, online(voucher)), checked_in);
+    let again = open_class(
+        "电工-线上",
+        Kind::EmploymentSkills,
+        NOVEMBER,
+        ClassMode::Online,
+    );
+    assert_eq!(send(&reopened, Role::Gateway, again), Err("class_exists"));
+    assert_eq!(
+        send(&reopened, Role::Gateway, release(voucher, A)),
+        Ok(Reply::Done {})
+    );
+    assert_eq!(
+        send(&reopened, Role::Gateway, redeem(voucher, A, OP_A)),
+        Err("unknown_class")
+    );
+    assert_eq!(
+        send(&reopened, Role::Gateway, redeem_class(voucher, "电工-现场")),
+        Ok(Reply::Redeemed { uses_this_year: 1 })
+    );
+    let third = Harness::on(w.h.journal.clone());
+    assert_eq!(third.head(), reopened.head());
+    assert_eq!(
+        send(&third, Role::Platform, online(voucher)),
+        Err("wrong_mode")
+    );
+    assert_eq!(
+        send(&third, Role::Gateway, checkin(voucher, SITE)),
+        checked_in
+    );
+}
+
+#[test]
+fn open_class_rules() {
+    open_class_table();
+}
+
+#[test]
+fn redeem_into_a_class_rules() {
+    class_redeem_table();
+}
+
+#[test]
+fn checkin_in_a_class_rules() {
+    class_checkin_table();
+}
+
+#[test]
+fn online_checkin_rules() {
+    online_checkin_table();
+}
+
+#[test]
+fn classes_survive_a_reopen_and_a_release_ends_the_enrollment() {
+    classes_after_reopen_and_release();
+}
+
 /// Every table and sequence of this file.
-const ALL: [fn(); 23] = [
+const ALL: [fn(); 28] = [
     register_institution_table,
     set_institution_admin_table,
     authorise_operator_table,
@@ -3944,6 +4704,11 @@ const ALL: [fn(); 23] = [
     admins_and_operators,
     overloaded_journal,
     refusals_change_nothing,
+    open_class_table,
+    class_redeem_table,
+    class_checkin_table,
+    online_checkin_table,
+    classes_after_reopen_and_release,
 ];
 
 #[test]

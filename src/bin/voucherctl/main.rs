@@ -16,8 +16,8 @@ use output::{audit_export, ExportFormat};
 use clap::{Parser, Subcommand};
 use voucherd::bureau::import;
 use voucherd::bureau::report::{self, Format};
-use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
-use voucherd::domain::ids::{DistrictCode, InstitutionCode, OperatorId, VoucherId};
+use voucherd::domain::enums::{Category, Channel, ClassMode, InstitutionType, Kind};
+use voucherd::domain::ids::{ClassCode, DistrictCode, InstitutionCode, OperatorId, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, StatsView};
 use voucherd::limits::BATCH_OPS_MAX;
 use voucherd::net::client::Client;
@@ -130,14 +130,23 @@ enum OpCommand {
         #[arg(long)]
         class: String,
     },
-    /// Check in at a training site (gateway).
+    /// Check in at a training site (gateway), or with --online for an
+    /// online class (the online platform).
     Checkin {
         #[arg(long)]
         voucher: VoucherId,
+        #[arg(long, required_unless_present = "online", conflicts_with = "online")]
+        lat: Option<f64>,
+        #[arg(long, required_unless_present = "online", conflicts_with = "online")]
+        lon: Option<f64>,
+        /// Attendance of an online class, without a position (role platform).
         #[arg(long)]
-        lat: f64,
-        #[arg(long)]
-        lon: f64,
+        online: bool,
+    },
+    /// Classes (开班) an institution opens.
+    Class {
+        #[command(subcommand)]
+        command: ClassCommand,
     },
     /// Report training completed (gateway).
     Complete {
@@ -332,7 +341,16 @@ impl OpCommand {
                 operator,
                 class,
             },
-            OpCommand::Checkin { voucher, lat, lon } => Op::Checkin { voucher, lat, lon },
+            OpCommand::Checkin {
+                voucher,
+                lat,
+                lon,
+                online,
+            } => match (lat, lon) {
+                (Some(lat), Some(lon)) if !online => Op::Checkin { voucher, lat, lon },
+                _ => Op::CheckinOnline { voucher, online },
+            },
+            OpCommand::Class { command } => command.op(),
             OpCommand::Complete {
                 voucher,
                 institution,
@@ -454,9 +472,64 @@ impl AuditOpCommand {
     }
 }
 
+/// `class open`: an institution's operator opens a class (gateway).
+#[derive(Subcommand)]
+enum ClassCommand {
+    Open {
+        #[arg(long)]
+        institution: InstitutionCode,
+        #[arg(long)]
+        operator: OperatorId,
+        /// The class code, unique within the institution (1 to 32 characters).
+        #[arg(long)]
+        class: ClassCode,
+        #[arg(long, value_parser = wire_enum::<Kind>)]
+        kind: Kind,
+        /// YYYY-MM-DD.
+        #[arg(long)]
+        first_day: String,
+        /// YYYY-MM-DD, not before the first day.
+        #[arg(long)]
+        last_day: String,
+        #[arg(long, value_parser = wire_enum::<ClassMode>, default_value = "onsite")]
+        mode: ClassMode,
+        /// A training site, LAT,LON[,RADIUS_M]; repeat for several
+        /// (onsite; default the institution's sites).
+        #[arg(long = "site", value_parser = SiteSpec::parse)]
+        sites: Vec<SiteSpec>,
+    },
+}
+
+impl ClassCommand {
+    /// The one operation this subcommand sends.
+    fn op(self) -> Op {
+        match self {
+            ClassCommand::Open {
+                institution,
+                operator,
+                class,
+                kind,
+                first_day,
+                last_day,
+                mode,
+                sites,
+            } => Op::OpenClass {
+                institution,
+                operator,
+                class,
+                kind,
+                first_day,
+                last_day,
+                mode,
+                sites: (!sites.is_empty()).then_some(sites),
+            },
+        }
+    }
+}
+
 /// The role API.md allows for an operation, when the caller does not say.
 fn default_role(op: &Op) -> Option<Role> {
-    [Role::Gateway, Role::Bureau, Role::Auditor]
+    [Role::Gateway, Role::Bureau, Role::Auditor, Role::Platform]
         .into_iter()
         .find(|&role| op.allows(role))
 }
