@@ -447,6 +447,29 @@ mod tests {
         crate::codec::decode_plain(&crate::codec::encode_plain(value))
     }
 
+    /// A class code is 1 to 32 characters (not bytes), without control
+    /// characters or surrounding spaces, from text and from bincode alike.
+    #[test]
+    fn class_codes_are_1_to_32_characters() {
+        for good in ["A", "电工初级 2026 冬", &"班".repeat(32)] {
+            let code: ClassCode = good.parse().expect(good);
+            assert_eq!(code.as_str(), good);
+            assert_eq!(decode::<ClassCode>(&good.to_owned()), Ok(code));
+        }
+        for bad in [
+            "",
+            &"班".repeat(33),
+            " 电工",
+            "电工 ",
+            "电工\n初级",
+            "电\u{7}工",
+        ] {
+            assert!(bad.parse::<ClassCode>().is_err(), "{bad:?}");
+            assert!(decode::<ClassCode>(&bad.to_owned()).is_err(), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<ClassCode>("\"\"").is_err());
+    }
+
     /// Fuzzing finding (wire_requests): bincode decoding took any bytes as a
     /// district code (`","`, or non-ASCII bytes that made printing it panic),
     /// any u32 as an institution code and any string as an operator; and

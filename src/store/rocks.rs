@@ -259,8 +259,16 @@ impl Store {
 
     /// Opens an existing store for reading only (audit tools while the daemon
     /// serves or is stopped); it takes no commits.
+    /// A folder written before a table existed (`classes`, `enrollments`)
+    /// has no family for it: it is read as empty, as a daemon of this
+    /// version would create it.
     pub fn open_read_only(path: &Path) -> Result<Store, Error> {
-        let names = Table::ALL.iter().map(|table| table.name());
+        let present = DB::list_cf(&Options::default(), path).unwrap_or_default();
+        let names: Vec<&str> = Table::ALL
+            .iter()
+            .map(|table| table.name())
+            .filter(|name| present.iter().any(|found| found == name))
+            .collect();
         let mut options = Options::default();
         options.set_paranoid_checks(true);
         options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
@@ -367,6 +375,17 @@ impl Store {
         self.db
             .cf_handle(table.name())
             .expect("every table's family is opened")
+    }
+
+    /// The family to read `table` from; `None` only in a read-only store of
+    /// a folder written before the table existed (`open_read_only`).
+    fn read_family(&self, table: Table) -> Option<&rocksdb::ColumnFamily> {
+        let family = self.db.cf_handle(table.name());
+        assert!(
+            family.is_some() || self.sender.is_none(),
+            "a writable store opens every table's family"
+        );
+        family
     }
 }
 
@@ -593,7 +612,10 @@ impl Journal for Store {
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.db.get_cf(self.family(table), key)?)
+        let Some(family) = self.read_family(table) else {
+            return Ok(None);
+        };
+        Ok(self.db.get_cf(family, key)?)
     }
 
     fn scan_between(
@@ -610,7 +632,10 @@ impl Journal for Store {
         // A start-up scan reads everything once: keep it out of the block cache.
         options.fill_cache(false);
         let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
-        for item in self.db.iterator_cf_opt(self.family(table), options, mode) {
+        let Some(family) = self.read_family(table) else {
+            return Ok(());
+        };
+        for item in self.db.iterator_cf_opt(family, options, mode) {
             let (key, value) = item?;
             visit(&key, &value)?;
         }
@@ -625,7 +650,10 @@ impl Journal for Store {
     ) -> Result<Vec<crate::store::journal::Row>, Error> {
         let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
         let mut rows = Vec::new();
-        for item in self.db.iterator_cf(self.family(table), mode).take(limit) {
+        let Some(family) = self.read_family(table) else {
+            return Ok(rows);
+        };
+        for item in self.db.iterator_cf(family, mode).take(limit) {
             let (key, value) = item?;
             rows.push((key.to_vec(), value.to_vec()));
         }
@@ -633,11 +661,10 @@ impl Journal for Store {
     }
 
     fn last(&self, table: Table) -> Result<Option<crate::store::journal::Row>, Error> {
-        match self
-            .db
-            .iterator_cf(self.family(table), IteratorMode::End)
-            .next()
-        {
+        let Some(family) = self.read_family(table) else {
+            return Ok(None);
+        };
+        match self.db.iterator_cf(family, IteratorMode::End).next() {
             Some(item) => {
                 let (key, value) = item?;
                 Ok(Some((key.to_vec(), value.to_vec())))
@@ -664,6 +691,49 @@ impl Drop for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks that a folder written before the `classes` and `enrollments`
+    /// tables existed (their families absent) opens read-only, with those
+    /// tables read as empty and the others as stored; and that a writable
+    /// open then creates the families.
+    #[test]
+    fn a_folder_without_the_class_tables_opens_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let older = [Table::Classes, Table::Enrollments];
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let names = Table::ALL
+                .iter()
+                .filter(|table| !older.contains(table))
+                .map(|table| table.name());
+            let db = DB::open_cf(&options, dir.path(), names).unwrap();
+            let meta = db.cf_handle(Table::Meta.name()).unwrap();
+            db.put_cf(meta, b"key", b"value").unwrap();
+        }
+        let store = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(
+            store.get(Table::Meta, b"key").unwrap(),
+            Some(b"value".to_vec())
+        );
+        for table in older {
+            assert_eq!(store.get(table, b"key").unwrap(), None);
+            assert_eq!(store.last(table).unwrap(), None);
+            assert!(store.range(table, &[], 10).unwrap().is_empty());
+            let mut rows = 0;
+            store
+                .scan(table, &mut |_, _| {
+                    rows += 1;
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(rows, 0);
+        }
+        drop(store);
+        let writable = Store::open_with(dir.path(), 0).unwrap();
+        assert_eq!(writable.last(Table::Classes).unwrap(), None);
+    }
 
     fn commit(ticket: u64) -> Commit {
         Commit {

@@ -735,3 +735,99 @@ fn voucherctl_reads_id_numbers_from_stdin_or_a_file() {
     );
     assert_eq!(listed["vouchers"][0]["state"], "claimed", "{listed}");
 }
+
+/// Checks that `voucherctl class open` sends `open_class` (a second one
+/// with the same code exits 3 with `class_exists`), that `redeem --class`
+/// enrolls a voucher in it, and that `checkin --online` is sent with the
+/// `platform` certificate `voucherd` made (its default role for it) and
+/// answers the session, while a positioned check-in of the same voucher
+/// exits 3 with `wrong_mode`.
+#[test]
+fn voucherctl_opens_a_class_and_sends_an_online_checkin() {
+    use voucherd::domain::time::{day_text, Clock, SystemClock, ANSWER_UTC_OFFSET_S};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    let daemon = serve(&data, &certs, &dir.path().join("log"), &[], &[]);
+    let addr = daemon.addr.to_string();
+    let today = SystemClock.now().local_day(ANSWER_UTC_OFFSET_S);
+    let (first, last) = (day_text(today), day_text(today + 10));
+    let admin = id_number(900);
+    ctl_ok(&addr, &certs, &register_args("5000001", &admin));
+    let authorise = [
+        "operator",
+        "authorise",
+        "--institution",
+        "5000001",
+        "--admin-id-number",
+        &admin,
+        "--operator",
+        "op-1",
+    ];
+    ctl_ok(&addr, &certs, &authorise);
+    let open = [
+        "class",
+        "open",
+        "--institution",
+        "5000001",
+        "--operator",
+        "op-1",
+        "--class",
+        "线上电工 2026",
+        "--kind",
+        "hr_services",
+        "--first-day",
+        &first,
+        "--last-day",
+        &last,
+        "--mode",
+        "online",
+    ];
+    ctl_json(&addr, &certs, &open);
+    let again = ctl_with(&addr, &certs, &open, None);
+    assert_eq!(again.status.code(), Some(3), "{}", describe(&open, &again));
+    assert!(text(&again.stdout).contains("class_exists"));
+    let person = id_number(1);
+    let voucher = issue_voucher(&addr, &certs, &person, "hr_services");
+    ctl_ok(
+        &addr,
+        &certs,
+        &["claim", "--voucher", &voucher, "--id-number", &person],
+    );
+    let redeem = [
+        "redeem",
+        "--voucher",
+        &voucher,
+        "--institution",
+        "5000001",
+        "--operator",
+        "op-1",
+        "--class",
+        "线上电工 2026",
+    ];
+    ctl_json(&addr, &certs, &redeem);
+    let online = ctl_json(
+        &addr,
+        &certs,
+        &["checkin", "--voucher", &voucher, "--online"],
+    );
+    assert_eq!(online["session"], first.as_str(), "{online}");
+    assert_eq!(online["checkins"], 1, "{online}");
+    let positioned = [
+        "--json",
+        "checkin",
+        "--voucher",
+        &voucher,
+        "--lat",
+        "29.5576",
+        "--lon",
+        "106.5775",
+    ];
+    let refused = ctl_with(&addr, &certs, &positioned, None);
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "{}",
+        describe(&positioned, &refused)
+    );
+    assert!(text(&refused.stdout).contains("wrong_mode"));
+}
