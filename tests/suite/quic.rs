@@ -792,6 +792,25 @@ async fn every_operation_and_reason_code_over_quic() {
             other => panic!("{other:?}"),
         }
     }
+    // The data return: 500101's events as the auditor reads them (the
+    // training system's flow has its own test); another district's agency
+    // may not read them.
+    let district_events = |code: &str| Op::Events {
+        after: 0,
+        limit: None,
+        institution: None,
+        district: Some(district_code(code)),
+        wait_ms: None,
+    };
+    match w.ok(auditor, district_events("500101")).await {
+        Reply::Events { events, next } => {
+            assert!(!events.is_empty());
+            assert_eq!(next, events.last().unwrap().seq);
+        }
+        other => panic!("{other:?}"),
+    }
+    w.refused(d102, district_events("500101"), "forbidden_role")
+        .await;
     // The expire operation itself is accepted on a finished campaign; see
     // `a_past_campaign_refuses_issue_and_accepts_expire`.
     w.accepted.insert("expire");
