@@ -36,7 +36,7 @@ struct Cli {
     /// Certificate folder (ca.pem and <role>.pem/.key).
     #[arg(long, global = true, default_value = "certs")]
     certs: PathBuf,
-    /// Role to act as: gateway, bureau, auditor, district:<code>.
+    /// Role to act as: gateway, bureau, auditor, district:<code>, platform, training.
     /// Default: the role API.md allows for the operation.
     #[arg(long = "as", global = true)]
     role: Option<Role>,
