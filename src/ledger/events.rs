@@ -21,14 +21,28 @@ const _: () = assert!(EXPIRE_BATCH_VOUCHERS_MAX < EVENTS_RECORDS_READ_MAX);
 /// record (which holds the class).
 type Enrollment = (InstitutionCode, u64);
 
-/// One event as the index keeps it.
+/// One event as the index keeps it, in 24 bytes (there are many: about six
+/// per voucher). The institution of an enrollment is in its redeem record,
+/// which a page reads anyway for the class.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     seq: u64,
-    /// `None` for the bureau's `expire` of a whole campaign.
-    voucher: Option<VoucherId>,
-    /// The voucher's enrollment at the change.
-    enrollment: Option<Enrollment>,
+    /// The sequence number of the redeem record of the voucher's enrollment
+    /// at the change; 0 when not enrolled.
+    redeem: u64,
+    /// The voucher's id (ids are at most `VOUCHER_ID_MAX`, u32); 0 for the
+    /// bureau's `expire` of a whole campaign.
+    voucher: u32,
+}
+
+impl Entry {
+    fn voucher(&self) -> Option<VoucherId> {
+        (self.voucher != 0).then(|| VoucherId(self.voucher.into()))
+    }
+
+    fn redeem(&self) -> Option<u64> {
+        (self.redeem != 0).then_some(self.redeem)
+    }
 }
 
 /// What the index needs of a voucher: fixed at issue, but the enrollment.
@@ -51,8 +65,8 @@ pub(super) enum Filter {
 }
 
 /// The events of the chain, in sequence order, and lists of their
-/// positions by institution and district. Memory: about 40 bytes per event
-/// plus 8 per filter list it is in, and 48 per voucher (docs/decisions.md D60).
+/// positions by institution and district. Memory: 24 bytes per event plus 4
+/// per list it is in, and 40 per voucher (docs/decisions.md D60).
 #[derive(Default)]
 pub(super) struct EventIndex {
     entries: Vec<Entry>,
@@ -70,7 +84,8 @@ pub(super) struct EventIndex {
 struct Selected {
     entry: Entry,
     kind: Option<Kind>,
-    district: Option<DistrictCode>,
+    /// The voucher's own district (the event's when not enrolled).
+    own_district: Option<DistrictCode>,
 }
 
 impl EventIndex {
@@ -163,8 +178,8 @@ impl EventIndex {
                     let position = self.position();
                     self.entries.push(Entry {
                         seq,
-                        voucher: None,
-                        enrollment: None,
+                        redeem: 0,
+                        voucher: 0,
                     });
                     self.everywhere.push(position);
                 }
@@ -190,8 +205,8 @@ impl EventIndex {
         let position = self.position();
         self.entries.push(Entry {
             seq,
-            voucher: Some(voucher),
-            enrollment: facts.enrollment,
+            redeem: facts.enrollment.map_or(0, |(_, redeem)| redeem),
+            voucher: u32::try_from(voucher.0).expect("voucher ids fit in u32"),
         });
         let district = self.district_of(&facts);
         if let Some((institution, _)) = facts.enrollment {
@@ -263,19 +278,12 @@ impl EventIndex {
                 break;
             }
             let facts = entry
-                .voucher
+                .voucher()
                 .and_then(|v| self.vouchers[(v.0 - 1) as usize]);
-            let district = facts.map(|facts| {
-                let at_change = Facts {
-                    enrollment: entry.enrollment,
-                    ..facts
-                };
-                self.district_of(&at_change)
-            });
             page.push(Selected {
                 entry,
                 kind: facts.map(|f| f.kind),
-                district,
+                own_district: facts.map(|f| f.district),
             });
         }
         if page.len() > limit {
@@ -428,11 +436,7 @@ impl Ledger {
         for record_events in selected.chunk_by(|a, b| a.entry.seq == b.entry.seq) {
             let seq = record_events[0].entry.seq;
             let mut needed: Vec<u64> = std::iter::once(seq)
-                .chain(
-                    record_events
-                        .iter()
-                        .filter_map(|s| s.entry.enrollment.map(|e| e.1)),
-                )
+                .chain(record_events.iter().filter_map(|s| s.entry.redeem()))
                 .filter(|seq| !records.contains_key(seq))
                 .collect();
             needed.sort_unstable();
@@ -445,15 +449,30 @@ impl Ledger {
             }
             let record = &records[&seq];
             for selected in record_events {
-                let class = selected.entry.enrollment.and_then(|(_, redeem)| {
-                    match &records[&redeem].command {
-                        Command::Redeem { class, .. } => Some(class.clone()),
-                        _ => None,
-                    }
-                });
-                events.push(event_of(record, selected, class));
+                let enrollment =
+                    selected
+                        .entry
+                        .redeem()
+                        .map(|redeem| match &records[&redeem].command {
+                            Command::Redeem {
+                                institution, class, ..
+                            } => (*institution, class.clone()),
+                            other => unreachable!("an enrollment starts at a redeem: {other:?}"),
+                        });
+                events.push(event_of(record, selected, enrollment));
             }
         }
+        // An enrolled event's district is its institution's.
+        let index = self.events.lock();
+        for event in &mut events {
+            if let Some(district) = event
+                .institution
+                .and_then(|code| index.institution_district(code))
+            {
+                event.district = Some(district);
+            }
+        }
+        drop(index);
         let next = events.last().map_or(after, |event| event.seq);
         Ok(Reply::Events { events, next })
     }
@@ -476,21 +495,27 @@ impl Ledger {
     }
 }
 
-/// The event a record makes for one selected voucher (or the whole campaign).
-fn event_of(record: &AuditRecord, selected: &Selected, class: Option<String>) -> Event {
+/// The event a record makes for one selected voucher (or the whole
+/// campaign), with the voucher's enrollment at the change (institution and
+/// class). Its district is the voucher's own here; the caller puts the
+/// institution's in its place for an enrolled one.
+fn event_of(
+    record: &AuditRecord,
+    selected: &Selected,
+    enrollment: Option<(InstitutionCode, String)>,
+) -> Event {
     let mut event = Event::new(
         record.seq,
         record.time.local_rfc3339(ANSWER_UTC_OFFSET_S),
         record.command.name(),
     );
-    event.voucher = selected.entry.voucher;
-    event.institution = selected
-        .entry
-        .enrollment
-        .map(|(institution, _)| institution);
-    event.class = class;
+    event.voucher = selected.entry.voucher();
+    if let Some((institution, class)) = enrollment {
+        event.institution = Some(institution);
+        event.class = Some(class);
+    }
     event.kind = selected.kind;
-    event.district = selected.district;
+    event.district = selected.own_district;
     match (&record.command, &record.reply) {
         (
             Command::Issue {
@@ -527,4 +552,18 @@ fn event_of(record: &AuditRecord, selected: &Selected, class: Option<String>) ->
         _ => {}
     }
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memory docs/decisions.md D60 counts: per event, per list
+    /// position and per voucher.
+    #[test]
+    fn the_index_costs_what_the_decisions_say() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        assert_eq!(std::mem::size_of::<u32>(), 4);
+        assert_eq!(std::mem::size_of::<Option<Facts>>(), 40);
+    }
 }
