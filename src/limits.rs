@@ -96,6 +96,29 @@ pub const AUDIT_READS_PER_FRAME_MAX: usize = 1;
 /// `invalid_request` in place.
 pub const STATS_PER_FRAME_MAX: usize = 1;
 
+/// Events one `events` answer holds by default (API.md: `limit` defaults to 256).
+pub const EVENTS_PAGE_DEFAULT: u32 = 256;
+/// Largest `limit` of an `events` request (API.md: 1 to 1024); more is
+/// `invalid_request`. A page ends before a record whose events would pass
+/// it, except that its first record's events always go whole (an expiry
+/// batch's, at most `EXPIRE_BATCH_VOUCHERS_MAX`), so a page always moves on.
+pub const EVENTS_PAGE_MAX: u32 = 1024;
+/// Audit records one `events` answer reads at most: each event's own record
+/// and its enrollment's redeem record (for the class), each once per page.
+/// The page ends before the event that would read more (its first record
+/// always goes), so a call's work is bounded whatever the filter.
+pub const EVENTS_RECORDS_READ_MAX: usize = 1024;
+/// Longest `wait_ms` of an `events` request (API.md: at most 30,000); more
+/// is `invalid_request`.
+pub const EVENTS_WAIT_MS_MAX: u32 = 30_000;
+/// `events` requests waiting for new events at once (long polls) across
+/// every connection; a frame that would wait beyond it is answered
+/// `overloaded`. A waiter holds no thread, no lock and no batch slot.
+pub const EVENTS_WAITERS_MAX: usize = 256;
+/// `events` per request frame: one, so a frame's answer stays bounded; more
+/// are refused `invalid_request` in place.
+pub const EVENTS_PER_FRAME_MAX: usize = 1;
+
 /// Version of the wire protocol a frame carries; others are refused with a
 /// reason naming both versions. 2 (2026-12-03): `complete` and `release`
 /// name their operator, `list_vouchers`, and `get_voucher` and `stats`

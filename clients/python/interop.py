@@ -49,6 +49,24 @@ async def main(host, port, certs, voucher, id_number, institution, operator, kla
     check("audit head after retry", after, True)
     if after["seq"] != head["seq"]:
         raise SystemExit(f"the retry changed the ledger: seq {head['seq']} -> {after['seq']}")
+    # The training system reads the institution's events back (数据回流),
+    # then a long poll with nothing new ends at its wait_ms, cursor unchanged.
+    training = await VoucherdClient.connect(host, int(port), certs, "training",
+                                            server_name="localhost")
+    [answer] = await training.execute([{"id": "py-events", "op": "events",
+                                        "institution": institution, "after": 0}])
+    check("events", answer, True)
+    steps = [event["op"] for event in answer["events"]]
+    if steps != ["redeem", "checkin"] or answer["next"] != answer["events"][-1]["seq"]:
+        raise SystemExit(f"events of the institution: {answer}")
+    if id_number in json.dumps(answer):
+        raise SystemExit("an event carries the ID number")
+    [polled] = await training.execute([{"id": "py-poll", "op": "events", "institution": institution,
+                                        "after": answer["next"], "wait_ms": 200}], timeout=15.0)
+    check("events long poll", polled, True)
+    if polled["events"] or polled["next"] != answer["next"]:
+        raise SystemExit(f"a poll with nothing new: {polled}")
+    await training.close()
     # A frame that is not a JSON array is refused whole, with a word.
     data = await client._protocol.exchange(b"\x00\x00\x00\x06\x00\x01{}{}")
     try:

@@ -16,8 +16,9 @@ use super::records::Site;
 use super::time::{parse_day, Timestamp};
 use crate::error::{refuse, Reason, Refusal};
 use crate::limits::{
-    CLASS_DAYS_MAX, COMMENT_CHARS_MAX, FACE_VALUE_FEN_MAX, REQUEST_ID_BYTES_MAX,
-    SITES_PER_INSTITUTION_MAX, SITE_RADIUS_M_DEFAULT, SITE_RADIUS_M_MAX, TEXT_CHARS_MAX,
+    CLASS_DAYS_MAX, COMMENT_CHARS_MAX, EVENTS_PAGE_MAX, EVENTS_WAIT_MS_MAX, FACE_VALUE_FEN_MAX,
+    REQUEST_ID_BYTES_MAX, SITES_PER_INSTITUTION_MAX, SITE_RADIUS_M_DEFAULT, SITE_RADIUS_M_MAX,
+    TEXT_CHARS_MAX,
 };
 
 /// A registration as the rules see it: ID number hashed, sites checked.
@@ -628,6 +629,33 @@ impl Command {
             }
             Op::ListVouchers { id_number, .. } => {
                 person(id_number, "id_number", secret, now)?;
+                return Ok(None);
+            }
+            Op::Events {
+                limit,
+                institution,
+                district,
+                wait_ms,
+                ..
+            } => {
+                if limit.is_some_and(|limit| limit == 0 || limit > EVENTS_PAGE_MAX) {
+                    return refuse(
+                        Reason::InvalidRequest,
+                        format!("limit must be 1 to {EVENTS_PAGE_MAX}"),
+                    );
+                }
+                if wait_ms.is_some_and(|wait_ms| wait_ms > EVENTS_WAIT_MS_MAX) {
+                    return refuse(
+                        Reason::InvalidRequest,
+                        format!("wait_ms must be at most {EVENTS_WAIT_MS_MAX}"),
+                    );
+                }
+                if institution.is_some() && district.is_some() {
+                    return refuse(
+                        Reason::InvalidRequest,
+                        "filter by institution or by district, not both",
+                    );
+                }
                 return Ok(None);
             }
             Op::GetVoucher { .. } | Op::Stats { .. } | Op::AuditHead => return Ok(None),

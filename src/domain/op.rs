@@ -266,6 +266,21 @@ pub enum Op {
         voucher: VoucherId,
         online: bool,
     },
+    /// The training system's data return (数据回流): the events after the
+    /// cursor `after` (an audit sequence number), at most `limit`, of one
+    /// institution or district or all; `wait_ms` waits for new ones.
+    Events {
+        #[serde(default)]
+        after: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        institution: Option<InstitutionCode>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        district: Option<DistrictCode>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u32>,
+    },
 }
 
 impl Serialize for Op {
@@ -304,7 +319,11 @@ impl Op {
     pub fn is_point(&self) -> bool {
         !matches!(
             self,
-            Op::Expire { .. } | Op::Stats { .. } | Op::AuditRead { .. } | Op::GetVoucher { .. }
+            Op::Expire { .. }
+                | Op::Stats { .. }
+                | Op::AuditRead { .. }
+                | Op::GetVoucher { .. }
+                | Op::Events { .. }
         )
     }
 
@@ -323,6 +342,7 @@ impl Op {
                 | Op::AuditHead
                 | Op::AuditRead { .. }
                 | Op::ListVouchers { .. }
+                | Op::Events { .. }
         )
     }
 
@@ -358,6 +378,10 @@ impl OpName {
             OpName::GetVoucher => !matches!(role, Role::Platform | Role::Training),
             OpName::AuditHead => true,
             OpName::AuditRead => matches!(role, Role::Bureau | Role::Auditor),
+            OpName::Events => matches!(
+                role,
+                Role::Training | Role::Auditor | Role::Bureau | Role::District(_)
+            ),
         }
     }
 }
@@ -450,6 +474,95 @@ pub enum Reply {
     Vouchers {
         vouchers: Vec<VoucherSummary>,
     },
+    /// `events`' answer: the events in sequence order and the cursor to ask
+    /// from next (the last event's `seq`, or `after` itself when none).
+    Events {
+        events: Vec<Event>,
+        next: u64,
+    },
+}
+
+/// One event of the data return (数据回流): one accepted change of a voucher,
+/// as the training system reads it back. Never an ID number or a keyed hash
+/// of one. A field the step has not is absent. A campaign's `expire` by the
+/// bureau is one event with no voucher (`year`, `expired`): it concerns every
+/// institution and district, and every filter shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct Event {
+    /// The audit sequence number of the change (several events share it
+    /// when one record expires a batch of vouchers).
+    pub seq: u64,
+    /// The change's time, RFC 3339 with +08:00.
+    pub at: String,
+    /// The operation's name (`issue`, `claim`, `redeem`, `checkin`,
+    /// `complete`, `evaluate`, `settle`, `release`, `expire`).
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voucher: Option<VoucherId>,
+    /// Where the voucher is enrolled at the change (absent when it is not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub institution: Option<InstitutionCode>,
+    /// The class of that enrollment (the redeem's class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+    /// The institution's district when enrolled, else the voucher's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub district: Option<DistrictCode>,
+    /// The step's own fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub year: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_value_fen: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<OperatorId>,
+    /// A check-in's session (its day) and the enrollment's check-ins so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// `true` for an online check-in (reported by a platform, no position).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkins: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_fen: Option<u64>,
+    /// The bureau's `expire` of a whole campaign: how many it expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<u64>,
+}
+
+impl Event {
+    /// An event of `op` at `seq` and `at` with every other field absent.
+    pub fn new(seq: u64, at: String, op: &str) -> Event {
+        Event {
+            seq,
+            at,
+            op: op.to_owned(),
+            voucher: None,
+            institution: None,
+            class: None,
+            kind: None,
+            district: None,
+            year: None,
+            face_value_fen: None,
+            channel: None,
+            operator: None,
+            session: None,
+            online: None,
+            checkins: None,
+            score: None,
+            comment: None,
+            amount_fen: None,
+            expired: None,
+        }
+    }
 }
 
 /// One voucher of `list_vouchers`' answer.
@@ -659,6 +772,10 @@ impl Answer {
             Op::ListVouchers { .. } => Reply::Vouchers {
                 vouchers: field(&value, "vouchers")?,
             },
+            Op::Events { .. } => Reply::Events {
+                events: field(&value, "events")?,
+                next: field(&value, "next")?,
+            },
             Op::RegisterInstitution { .. }
             | Op::SetInstitutionAdmin { .. }
             | Op::AuthoriseOperator { .. }
@@ -744,6 +861,7 @@ mod tests {
             r#"{"id":"e","op":"stats"}"#,
             r#"{"id":"f","op":"audit_read","from":1}"#,
             r#"{"id":"b","op":"get_voucher","voucher":"V0000000007"}"#,
+            r#"{"id":"h","op":"events","institution":"5000001","wait_ms":1000}"#,
         ] {
             assert!(!op(heavy).is_point(), "{heavy}");
         }
@@ -908,6 +1026,13 @@ mod tests {
             OpName::CheckinOnline => Op::CheckinOnline {
                 voucher,
                 online: true,
+            },
+            OpName::Events => Op::Events {
+                after: 12,
+                limit: Some(100),
+                institution: Some(institution),
+                district: None,
+                wait_ms: Some(1_000),
             },
         }
     }

@@ -164,6 +164,7 @@ impl Ledger {
         });
         let ticket = tail.ticket + 1;
         self.journal.submit(Commit { ticket, puts })?;
+        self.note_events(seq, command, reply);
         tail.seq = seq;
         tail.hash = hash;
         tail.time = time;

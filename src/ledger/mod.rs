@@ -11,6 +11,7 @@ mod apply;
 mod classes;
 mod commit;
 pub mod digest;
+mod events;
 mod expiry;
 mod index;
 mod keys;
@@ -45,7 +46,7 @@ use crate::domain::rules::{self, Context};
 use crate::domain::time::{day_text, Clock, Timestamp};
 use crate::error::{Error, Reason, Refusal};
 use crate::limits::{
-    AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX,
+    AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_READS_PER_FRAME_MAX, EVENTS_PER_FRAME_MAX,
     REQUEST_PRUNE_BATCH_MAX, STATS_PER_FRAME_MAX, VOUCHER_ID_MAX,
 };
 use crate::store::journal::{Commit, Durability, Journal, Put, Table};
@@ -92,6 +93,10 @@ pub struct Ledger {
     record_time: AtomicI64,
     /// Where the next pass of `prune_requests` starts (a `requests` key).
     prune_cursor: Mutex<Vec<u8>>,
+    /// The data return's index of events (`events`); locked after the tail.
+    events: Mutex<events::EventIndex>,
+    /// The sequence number of the last event noted (long polls wait on it).
+    events_notice: tokio::sync::watch::Sender<u64>,
 }
 
 /// Counts a sweep as running until dropped (even by a panic).
@@ -144,6 +149,8 @@ impl Ledger {
             sweeps: AtomicUsize::new(0),
             record_time: AtomicI64::new(i64::MIN),
             prune_cursor: Mutex::new(Vec::new()),
+            events: Mutex::new(events::EventIndex::default()),
+            events_notice: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -169,7 +176,7 @@ impl Ledger {
             inflight: Vec::new(),
         };
         let mut seen: HashMap<&str, ([u8; 32], usize)> = HashMap::new();
-        let (mut audit_reads, mut stats_reads) = (0, 0);
+        let (mut audit_reads, mut stats_reads, mut events_reads) = (0, 0, 0);
         for request in requests {
             // The reads whose answers grow with the ledger are capped per
             // frame, so one frame cannot ask for gigabytes or hold the tail
@@ -177,6 +184,7 @@ impl Ledger {
             let (count, max, name) = match request.op {
                 Op::AuditRead { .. } => (&mut audit_reads, AUDIT_READS_PER_FRAME_MAX, "audit_read"),
                 Op::Stats { .. } => (&mut stats_reads, STATS_PER_FRAME_MAX, "stats"),
+                Op::Events { .. } => (&mut events_reads, EVENTS_PER_FRAME_MAX, "events"),
                 _ => (&mut 0, usize::MAX, ""),
             };
             *count += 1;

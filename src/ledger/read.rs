@@ -15,6 +15,13 @@ impl Ledger {
                 .map(|s| Reply::Stats(Box::new(s))),
             Op::AuditRead { from, limit } => self.audit_page(*from, *limit),
             Op::ListVouchers { id_number, year } => self.list_vouchers(id_number, *year),
+            Op::Events {
+                after,
+                limit,
+                institution,
+                district,
+                ..
+            } => self.events_page(role, *after, *limit, *institution, *district),
             Op::AuditHead => {
                 let tail = self.tail.lock();
                 Ok(Reply::AuditHead {

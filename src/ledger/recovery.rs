@@ -387,6 +387,7 @@ impl Ledger {
             tail.at_expiry = at_expiry;
         }
         ledger.next_voucher.store(voucher_max + 1, Ordering::SeqCst);
+        ledger.index_events()?;
         Ok(ledger)
     }
 }

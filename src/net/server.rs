@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,14 +22,15 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::domain::op::{Answer, Caller, Request};
+use crate::domain::op::{Answer, Caller, Op, Request};
 use crate::error::{Error, Reason, Refusal};
 use crate::ledger::Ledger;
 use crate::limits::{
     ANSWER_WRITE_TIMEOUT_MS, BATCHES_IN_FLIGHT_MAX, BATCH_SLOT_WAIT_MS, CONNECTIONS_MAX,
-    CONNECTION_RECEIVE_WINDOW_BYTES, FRAME_BYTES_MAX, IDLE_TIMEOUT_MS, INLINE_APPLY_OPS_MAX,
-    REQUEST_BYTES_IN_FLIGHT_MAX, REQUEST_READ_CHUNK_BYTES, REQUEST_READ_TIMEOUT_MS,
-    SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX, STREAM_RECEIVE_WINDOW_BYTES,
+    CONNECTION_RECEIVE_WINDOW_BYTES, EVENTS_WAITERS_MAX, EVENTS_WAIT_MS_MAX, FRAME_BYTES_MAX,
+    IDLE_TIMEOUT_MS, INLINE_APPLY_OPS_MAX, REQUEST_BYTES_IN_FLIGHT_MAX, REQUEST_READ_CHUNK_BYTES,
+    REQUEST_READ_TIMEOUT_MS, SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
+    STREAM_RECEIVE_WINDOW_BYTES,
 };
 use crate::metric_names;
 use crate::net::json::{self, Line};
@@ -62,6 +63,7 @@ pub struct Limits {
     pub answer_write_timeout_ms: u64,
     pub batches_in_flight_max: usize,
     pub request_bytes_in_flight_max: usize,
+    pub events_waiters_max: usize,
 }
 
 impl Default for Limits {
@@ -74,6 +76,7 @@ impl Default for Limits {
             request_read_timeout_ms: REQUEST_READ_TIMEOUT_MS,
             batches_in_flight_max: BATCHES_IN_FLIGHT_MAX,
             request_bytes_in_flight_max: REQUEST_BYTES_IN_FLIGHT_MAX,
+            events_waiters_max: EVENTS_WAITERS_MAX,
         }
     }
 }
@@ -112,6 +115,10 @@ struct Shared {
     /// Permits are request bytes (see `read_frame`).
     request_bytes: Semaphore,
     shutting_down: AtomicBool,
+    /// Frames waiting for new events (long polls) now.
+    events_waiters: AtomicUsize,
+    /// Turns true when shutdown begins (long polls stop waiting).
+    stop: watch::Receiver<bool>,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
@@ -142,7 +149,10 @@ pub async fn serve_admitting(
     admission: Admission,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let (stop_sender, stop) = watch::channel(false);
     let shared = Arc::new(Shared {
+        events_waiters: AtomicUsize::new(0),
+        stop: stop.clone(),
         admission,
         ledger,
         batches: Semaphore::new(limits.batches_in_flight_max),
@@ -151,7 +161,6 @@ pub async fn serve_admitting(
         limits,
     });
     let connections = Arc::new(Semaphore::new(shared.limits.connections_max));
-    let (stop_sender, stop) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -526,6 +535,9 @@ async fn run_batch(
             "the daemon is shutting down; retry elsewhere or later",
         );
     }
+    if let Err(refused) = wait_for_events(caller, &requests, shared).await {
+        return refused;
+    }
     let slot = tokio::time::timeout(
         Duration::from_millis(BATCH_SLOT_WAIT_MS),
         shared.batches.acquire(),
@@ -572,6 +584,74 @@ async fn run_batch(
     let answers = shared.ledger.finish(pending);
     record_batch(&requests, &answers, started.elapsed());
     answers
+}
+
+/// A frame holding an `events` request with `wait_ms` (a long poll) waits,
+/// before it is applied, until that request would find an event, `wait_ms`
+/// passes, or shutdown begins. It waits on the ledger's notice of new
+/// events, holding no thread, lock or batch slot. At most
+/// `Limits::events_waiters_max` frames wait at once; one more is answered
+/// `overloaded` (every request of the frame), without waiting.
+async fn wait_for_events(
+    caller: Caller,
+    requests: &[Request],
+    shared: &Arc<Shared>,
+) -> Result<(), Vec<Answer>> {
+    let Some((op, wait_ms)) = requests.iter().find_map(|request| match request.op {
+        Op::Events {
+            wait_ms: Some(wait_ms),
+            ..
+        } if wait_ms > 0 && wait_ms <= EVENTS_WAIT_MS_MAX && request.op.allows(caller.role) => {
+            Some((&request.op, wait_ms))
+        }
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    // Subscribed before the first look, so an event noted in between wakes it.
+    let mut notice = shared.ledger.events_notice();
+    if shared.ledger.events_ready(caller.role, op) {
+        return Ok(());
+    }
+    let Some(_waiter) = Waiter::enter(&shared.events_waiters, shared.limits.events_waiters_max)
+    else {
+        return Err(refuse_all(
+            requests,
+            Reason::Overloaded,
+            "too many events requests are waiting for new events; retry",
+        ));
+    };
+    let mut stop = shared.stop.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms.into());
+    while !shared.ledger.events_ready(caller.role, op) && !*stop.borrow() {
+        tokio::select! {
+            changed = notice.changed() => if changed.is_err() { break },
+            () = tokio::time::sleep_until(deadline) => break,
+            _ = stop.changed() => break,
+        }
+    }
+    Ok(())
+}
+
+/// Counts a long poll as waiting until dropped.
+struct Waiter<'a>(&'a AtomicUsize);
+
+impl<'a> Waiter<'a> {
+    /// `None` when `max` are waiting already.
+    fn enter(waiters: &'a AtomicUsize, max: usize) -> Option<Waiter<'a>> {
+        waiters
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                (now < max).then_some(now + 1)
+            })
+            .ok()
+            .map(|_| Waiter(waiters))
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Counts a batch's answers by op and outcome and records their latency.

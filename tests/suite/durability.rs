@@ -32,6 +32,7 @@ fn changes() -> impl Iterator<Item = OpName> {
         OpName::AuditHead,
         OpName::AuditRead,
         OpName::ListVouchers,
+        OpName::Events,
     ];
     OpName::VARIANTS
         .iter()

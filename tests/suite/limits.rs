@@ -306,3 +306,60 @@ async fn an_answer_never_read_is_reset_after_the_write_deadline() {
     connection.close(0u32.into(), b"done");
     running.stop().await;
 }
+
+fn waiting_events(wait_ms: Option<u32>) -> Vec<Request> {
+    vec![Request {
+        id: format!("events-{wait_ms:?}"),
+        op: Op::Events {
+            after: u64::MAX - 1,
+            limit: None,
+            institution: None,
+            district: None,
+            wait_ms,
+        },
+    }]
+}
+
+/// Long polls past `events_waiters_max` are answered `overloaded` at once,
+/// while one waits; a request that does not wait is served meanwhile, and a
+/// finished poll frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_past_the_waiter_limit_are_overloaded() {
+    let running = start(Limits {
+        events_waiters_max: 1,
+        ..Limits::default()
+    })
+    .await;
+    let waiter = Arc::new(running.client().await);
+    let polling = Arc::clone(&waiter);
+    let poll = tokio::spawn(async move { polling.execute(&waiting_events(Some(2_000))).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !poll.is_finished(),
+        "the first poll waits (nothing after its cursor)"
+    );
+    let other = running.client().await;
+    let started = std::time::Instant::now();
+    let answers = other.execute(&waiting_events(Some(2_000))).await.unwrap();
+    let refusal = answers[0].outcome.as_ref().unwrap_err();
+    assert_eq!(refusal.reason, Reason::Overloaded, "{}", refusal.message);
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "refused without waiting"
+    );
+    let answers = other.execute(&waiting_events(None)).await.unwrap();
+    assert!(
+        answers[0].outcome.is_ok(),
+        "a request that does not wait is served"
+    );
+    let answers = poll.await.unwrap().unwrap();
+    assert!(
+        answers[0].outcome.is_ok(),
+        "the first poll ends at its wait_ms"
+    );
+    let answers = other.execute(&waiting_events(Some(100))).await.unwrap();
+    assert!(answers[0].outcome.is_ok(), "its place is free again");
+    other.close().await;
+    Arc::into_inner(waiter).unwrap().close().await;
+    running.stop().await;
+}

@@ -6,6 +6,7 @@ mod common;
 mod crash_trials;
 mod disk;
 mod durability;
+mod events;
 mod expiry;
 mod fuzz_corpus;
 mod golden;

@@ -853,8 +853,8 @@ impl Model {
                 None => Err("unknown_voucher"),
             },
             Op::Stats { .. } => Ok(Reply::Stats(Box::new(self.stats(now)))),
-            Op::AuditHead | Op::AuditRead { .. } | Op::ListVouchers { .. } => {
-                unreachable!("the generator sends no audit reads or lists")
+            Op::AuditHead | Op::AuditRead { .. } | Op::ListVouchers { .. } | Op::Events { .. } => {
+                unreachable!("the generator sends no audit reads, lists or events")
             }
         }
     }

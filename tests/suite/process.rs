@@ -831,3 +831,103 @@ fn voucherctl_opens_a_class_and_sends_an_online_checkin() {
     );
     assert!(text(&refused.stdout).contains("wrong_mode"));
 }
+
+/// `voucherctl events`: prints events as JSON lines, saves its cursor after
+/// each page, resumes from the cursor file (nothing printed twice), and with
+/// `--follow` waits for new events and prints them as they come.
+#[test]
+fn voucherctl_events_follows_and_resumes_from_its_cursor_file() {
+    use crate::common::daemon::VOUCHERCTL;
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    let daemon = serve(&data, &certs, &dir.path().join("log"), &[], &[]);
+    let addr = daemon.addr.to_string();
+    let (admin, person) = (id_number(1), id_number(2));
+    ctl_ok(&addr, &certs, &register_args("5000001", &admin));
+    let authorise = [
+        "operator",
+        "authorise",
+        "--institution",
+        "5000001",
+        "--admin-id-number",
+        &admin,
+        "--operator",
+        "op-1",
+    ];
+    ctl_ok(&addr, &certs, &authorise);
+    let voucher = issue_voucher(&addr, &certs, &person, "hr_services");
+    ctl_ok(
+        &addr,
+        &certs,
+        &["claim", "--voucher", &voucher, "--id-number", &person],
+    );
+    let redeem = [
+        "redeem",
+        "--voucher",
+        &voucher,
+        "--institution",
+        "5000001",
+        "--operator",
+        "op-1",
+        "--class",
+        "电工初级",
+    ];
+    ctl_ok(&addr, &certs, &redeem);
+
+    let cursor_file = dir.path().join("cursor");
+    let cursor = cursor_file.to_str().unwrap();
+    let read = [
+        "events",
+        "--institution",
+        "5000001",
+        "--cursor-file",
+        cursor,
+    ];
+    let printed: Vec<Value> = ctl_ok(&addr, &certs, &read)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(printed.len(), 1, "{printed:?}");
+    assert_eq!(printed[0]["op"], "redeem");
+    assert_eq!(printed[0]["class"], "电工初级");
+    let saved = std::fs::read_to_string(&cursor_file).unwrap();
+    assert_eq!(saved.trim(), printed[0]["seq"].to_string());
+    assert_eq!(ctl_ok(&addr, &certs, &read), "", "resumed: nothing twice");
+
+    let mut follow = Command::new(VOUCHERCTL)
+        .args(["--server", &addr, "--certs"])
+        .arg(&certs)
+        .args(read)
+        .args(["--follow", "--wait-ms", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("voucherctl starts");
+    let stdout = follow.stdout.take().unwrap();
+    let (line_sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if line_sender.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let (lat, lon) = SITE.split_once(',').unwrap();
+    let checkin = ["checkin", "--voucher", &voucher, "--lat", lat, "--lon", lon];
+    ctl_ok(&addr, &certs, &checkin);
+    let line = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the follower prints the new event");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["op"], "checkin");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seq = event["seq"].to_string();
+    while std::fs::read_to_string(&cursor_file).unwrap().trim() != seq {
+        assert!(Instant::now() < deadline, "the cursor file follows");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+}

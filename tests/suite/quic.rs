@@ -22,15 +22,15 @@ use voucherd::admin::data_dir::{self, Opened};
 use voucherd::codec;
 use voucherd::domain::campaign::{Campaign, CAMPAIGN_2021_TOML};
 use voucherd::domain::enums::{Category, Channel, ClassMode, Kind, VoucherState};
-use voucherd::domain::ids::{DistrictCode, VoucherId};
-use voucherd::domain::op::{Answer, Op, OpName, Reply, Request, Role, VoucherView};
+use voucherd::domain::ids::{DistrictCode, IdNumber, InstitutionCode, PersonSecret, VoucherId};
+use voucherd::domain::op::{Answer, Event, Op, OpName, Reply, Request, Role, VoucherView};
 use voucherd::domain::time::{day_text, Clock, SystemClock, ANSWER_UTC_OFFSET_S};
 use voucherd::error::Reason;
 use voucherd::ledger::Ledger;
 use voucherd::limits::{
     BATCH_OPS_MAX, FRAME_BYTES_MAX, PROTOCOL_VERSION, STREAMS_PER_CONNECTION_MAX,
 };
-use voucherd::net::client::{Client, ClientError};
+use voucherd::net::client::{Client, ClientError, Encoding};
 use voucherd::net::server::{self, CLOSE_PROTOCOL_ERROR};
 use voucherd::net::tls::{self, CertPaths};
 use voucherd::net::wire::{self, Reply as WireReply};
@@ -909,6 +909,25 @@ async fn every_operation_and_reason_code_over_quic() {
             other => panic!("{other:?}"),
         }
     }
+    // The data return: 500101's events as the auditor reads them (the
+    // training system's flow has its own test); another district's agency
+    // may not read them.
+    let district_events = |code: &str| Op::Events {
+        after: 0,
+        limit: None,
+        institution: None,
+        district: Some(district_code(code)),
+        wait_ms: None,
+    };
+    match w.ok(auditor, district_events("500101")).await {
+        Reply::Events { events, next } => {
+            assert!(!events.is_empty());
+            assert_eq!(next, events.last().unwrap().seq);
+        }
+        other => panic!("{other:?}"),
+    }
+    w.refused(d102, district_events("500101"), "forbidden_role")
+        .await;
     // The expire operation itself is accepted on a finished campaign; see
     // `a_past_campaign_refuses_issue_and_accepts_expire`.
     w.accepted.insert("expire");
@@ -1861,5 +1880,201 @@ async fn two_gateway_certificates_reuse_a_request_id_and_both_apply() {
         let (record, _) = voucherd::audit::open(&entry).unwrap();
         assert_eq!(record.request_id, "same-id");
         assert_eq!(&hex::encode(record.caller.certificate), fingerprint);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The data return (数据回流)
+// ---------------------------------------------------------------------------
+
+/// One `events` request of the training system for institution `code`.
+fn events_of(code: &str, after: u64, limit: Option<u32>, wait_ms: Option<u32>) -> Op {
+    Op::Events {
+        after,
+        limit,
+        institution: Some(code.parse().unwrap()),
+        district: None,
+        wait_ms,
+    }
+}
+
+async fn events_page(client: &Client, op: Op) -> (Vec<Event>, u64) {
+    match ok(client, op).await {
+        Reply::Events { events, next } => (events, next),
+        other => panic!("events answered {other:?}"),
+    }
+}
+
+/// The training system's flow end to end, over the JSON encoding: two
+/// institutions at work; the training system reads institution A's events
+/// from cursor 0, again from a cursor in the middle (the same events after
+/// it) and page by page; a long poll waits through a change at B and wakes
+/// on a new redeem at A; a poll with nothing new ends at its `wait_ms` with
+/// the cursor unchanged. No event carries an ID number or a keyed hash of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_training_system_reads_events_back_and_a_long_poll_wakes_on_a_redeem() {
+    let daemon = Daemon::start(today()).await;
+    let gateway = daemon.client(Role::Gateway).await;
+    let bureau = daemon.client(Role::Bureau).await;
+    let training =
+        Client::connect_encoded(daemon.addr, &daemon.certs, Role::Training, Encoding::Json)
+            .await
+            .unwrap();
+    let (a, b) = ("5000001", "5000002");
+    let (admin_a, admin_b) = (id_number(11), id_number(12));
+    ok(&bureau, register(a, "500101", &admin_a)).await;
+    ok(&bureau, register(b, "500102", &admin_b)).await;
+    ok(&gateway, authorise(a, &admin_a, "op-a")).await;
+    ok(&gateway, authorise(b, &admin_b, "op-b")).await;
+    let persons: Vec<String> = (20..25).map(id_number).collect();
+    let mut vouchers = Vec::new();
+    for person in &persons {
+        let voucher = issued(&bureau, issue(person, Kind::EmploymentSkills)).await;
+        ok(
+            &gateway,
+            Op::Claim {
+                voucher,
+                id_number: person.clone(),
+            },
+        )
+        .await;
+        vouchers.push(voucher);
+    }
+    // Two trainees at each institution; A's check in and complete.
+    for (index, &voucher) in vouchers[..4].iter().enumerate() {
+        let (institution, operator) = if index % 2 == 0 {
+            (a, "op-a")
+        } else {
+            (b, "op-b")
+        };
+        ok(&gateway, redeem(voucher, institution, operator)).await;
+        if institution == a {
+            let (lat, lon) = SITE;
+            ok(&gateway, Op::Checkin { voucher, lat, lon }).await;
+            let done = Op::Complete {
+                voucher,
+                institution: a.parse().unwrap(),
+                operator: "op-a".parse().unwrap(),
+            };
+            ok(&gateway, done).await;
+        }
+    }
+
+    let (all, next) = events_page(&training, events_of(a, 0, None, None)).await;
+    let ops: Vec<&str> = all.iter().map(|e| e.op.as_str()).collect();
+    assert_eq!(
+        ops,
+        ["redeem", "checkin", "complete", "redeem", "checkin", "complete"]
+    );
+    let a_code: InstitutionCode = a.parse().unwrap();
+    assert!(all.iter().all(|e| e.institution == Some(a_code)));
+    assert!(all
+        .iter()
+        .all(|e| e.district == Some(district_code("500101"))));
+    assert!(all
+        .iter()
+        .all(|e| e.class.as_deref() == Some("电工初级 2026 冬")));
+    assert_eq!(all[0].voucher, Some(vouchers[0]));
+    assert_eq!(all[3].voucher, Some(vouchers[2]));
+    assert_eq!(next, all.last().unwrap().seq);
+
+    // From a cursor in the middle: the same events after it.
+    let middle = all[2].seq;
+    let (rest, again) = events_page(&training, events_of(a, middle, None, None)).await;
+    assert_eq!(rest, all[3..]);
+    assert_eq!(again, next);
+    // Page by page: the same events.
+    let mut paged = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let (page, next) = events_page(&training, events_of(a, cursor, Some(2), None)).await;
+        if page.is_empty() {
+            assert_eq!(next, cursor, "no event: the cursor stays");
+            break;
+        }
+        assert!(page.len() <= 2);
+        paged.extend(page);
+        cursor = next;
+    }
+    assert_eq!(paged, all);
+
+    // A poll with nothing new ends at its wait_ms, the cursor unchanged.
+    let started = Instant::now();
+    let (none, same) = events_page(&training, events_of(a, next, None, Some(300))).await;
+    assert!(none.is_empty());
+    assert_eq!(same, next);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // A long poll waits through a change at B, and wakes on a redeem at A.
+    let training = Arc::new(training);
+    let poller = Arc::clone(&training);
+    let started = Instant::now();
+    let poll = tokio::spawn(async move {
+        let answer = events_page(&poller, events_of(a, next, None, Some(20_000))).await;
+        (answer, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "nothing new for A: the poll waits");
+    ok(&gateway, redeem(vouchers[4], b, "op-b")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "a change at B does not wake A's poll");
+    ok(&gateway, release(vouchers[4], b, "op-b")).await;
+    ok(&gateway, redeem(vouchers[4], a, "op-a")).await;
+    let ((woken, woken_next), waited) = tokio::time::timeout(REQUEST_TIMEOUT, poll)
+        .await
+        .expect("the poll answers")
+        .unwrap();
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken, not timed out: {waited:?}"
+    );
+    assert_eq!(woken.len(), 1);
+    assert_eq!(woken[0].op, "redeem");
+    assert_eq!(woken[0].voucher, Some(vouchers[4]));
+    assert_eq!(woken_next, woken[0].seq);
+
+    // No event of the whole chain names an ID number, most of one, or a keyed hash of one.
+    let (every, _) = events_page(
+        &training,
+        Op::Events {
+            after: 0,
+            limit: Some(1024),
+            institution: None,
+            district: None,
+            wait_ms: None,
+        },
+    )
+    .await;
+    assert_eq!(every.iter().filter(|e| e.op == "issue").count(), 5);
+    let text = serde_json::to_string(&every).unwrap();
+    let secret: [u8; 32] = std::fs::read(daemon.data.join(data_dir::SECRET_FILE))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let secret = PersonSecret(secret);
+    for person in persons.iter().chain([&admin_a, &admin_b]) {
+        let key = hex::encode(IdNumber::parse(person).unwrap().key(&secret).0);
+        assert!(
+            !text.contains(person.as_str()),
+            "an event holds an ID number"
+        );
+        assert!(
+            !text.contains(&person[..14]),
+            "an event holds most of an ID number"
+        );
+        assert!(!text.contains(&key), "an event holds a person key");
+    }
+    for client in [gateway, bureau] {
+        client.close().await;
+    }
+    Arc::into_inner(training).unwrap().close().await;
+    daemon.close().await;
+}
+
+fn release(voucher: VoucherId, institution: &str, operator: &str) -> Op {
+    Op::Release {
+        voucher,
+        institution: institution.parse().unwrap(),
+        operator: operator.parse().unwrap(),
     }
 }

@@ -3191,6 +3191,341 @@ fn audit_head_table() {
     run_table("audit_head", rows);
 }
 
+fn events_op(after: u64, institution: Option<&str>, district: Option<&str>) -> Op {
+    Op::Events {
+        after,
+        limit: None,
+        institution: institution.map(code),
+        district: district.map(dc),
+        wait_ms: None,
+    }
+}
+
+fn events_limited(after: u64, limit: u32) -> Op {
+    Op::Events {
+        after,
+        limit: Some(limit),
+        institution: None,
+        district: None,
+        wait_ms: None,
+    }
+}
+
+fn page(reply: &Reply) -> (Vec<serde_json::Value>, u64) {
+    match reply {
+        Reply::Events { events, next } => (
+            events
+                .iter()
+                .map(|event| serde_json::to_value(event).unwrap())
+                .collect(),
+            *next,
+        ),
+        other => panic!("events answered {other:?}"),
+    }
+}
+
+/// The `op` of each event, in order.
+fn ops_of(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["op"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// No event names an ID number or a keyed hash of one (of the people the
+/// world and the rows use).
+fn no_person_data(events: &[serde_json::Value]) {
+    let text = serde_json::to_string(events).unwrap();
+    for person in [p1(), p2(), admin_a(), admin_b(), admin_c()] {
+        let key = hex::encode(IdNumber::parse(&person).unwrap().key(&secret()).0);
+        assert!(!text.contains(&person), "an event holds an ID number");
+        assert!(
+            !text.contains(&person[..14]),
+            "an event holds most of an ID number"
+        );
+        assert!(!text.contains(&key), "an event holds a person key");
+    }
+}
+
+fn events_table() {
+    let mut rows = vec![
+        row(
+            "the training system reads every step of a voucher, in order, with the step's data",
+            Role::Training,
+            |w| {
+                let voucher = w.completed(&p1(), Kind::EmploymentSkills);
+                w.ok(
+                    Role::Gateway,
+                    evaluate(voucher, &p1(), 4, Some("好".into())),
+                );
+                w.ok(district("500101"), settle(voucher, 60_000));
+                events_op(0, None, None)
+            },
+            check(|w, reply| {
+                let (events, next) = page(reply);
+                assert_eq!(
+                    ops_of(&events),
+                    ["issue", "claim", "redeem", "complete", "evaluate", "settle"],
+                    "registrations and authorisations make no event"
+                );
+                let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+                assert_eq!(
+                    seqs,
+                    (WORLD_RECORDS + 1..=WORLD_RECORDS + 6).collect::<Vec<_>>()
+                );
+                assert_eq!(next, WORLD_RECORDS + 6, "next is the last event's seq");
+                let issue = &events[0];
+                assert_eq!(issue["voucher"], "V0000000001");
+                assert_eq!(issue["kind"], "employment_skills");
+                assert_eq!(issue["district"], "500101");
+                assert_eq!(issue["face_value_fen"], FACE);
+                assert_eq!(issue["year"], YEAR);
+                assert!(issue.get("institution").is_none() && issue.get("class").is_none());
+                assert!(issue["at"].as_str().unwrap().ends_with("+08:00"));
+                let redeem = &events[2];
+                assert_eq!(redeem["institution"], A);
+                assert_eq!(redeem["class"], "电工初级 2026 冬");
+                assert_eq!(redeem["operator"], OP_A);
+                assert_eq!(events[4]["score"], 4);
+                assert_eq!(events[4]["comment"], "好");
+                assert_eq!(events[5]["amount_fen"], 60_000);
+                assert_eq!(events[5]["class"], "电工初级 2026 冬");
+                no_person_data(&events);
+                // The index is rebuilt from the chain: a reopened ledger answers the same.
+                let reopened = Harness::on(w.h.journal.clone());
+                assert_eq!(
+                    &reopened.ok(Role::Training, events_op(0, None, None)),
+                    reply
+                );
+            }),
+        ),
+        row(
+            "a check-in carries its session and count; a release names the institution left",
+            Role::Auditor,
+            |w| {
+                let voucher = w.redeemed(&p1(), Kind::EmploymentSkills);
+                w.ok(Role::Gateway, checkin(voucher, SITE));
+                w.ok(Role::Gateway, release(voucher, A));
+                w.ok(Role::Gateway, redeem(voucher, B, OP_B));
+                events_op(WORLD_RECORDS + 3, None, None)
+            },
+            check(|_, reply| {
+                let (events, _) = page(reply);
+                assert_eq!(ops_of(&events), ["checkin", "release", "redeem"]);
+                assert_eq!(events[0]["checkins"], 1);
+                assert!(events[0]["session"].as_str().unwrap().starts_with("20"));
+                assert!(events[0].get("lat").is_none(), "no position");
+                assert_eq!(events[1]["institution"], A);
+                assert_eq!(events[1]["district"], "500101");
+                assert_eq!(events[2]["institution"], B);
+                assert_eq!(
+                    events[2]["district"], "500102",
+                    "the institution's district"
+                );
+            }),
+        ),
+        row(
+            "by institution: only the steps while enrolled there",
+            Role::Training,
+            |w| {
+                w.redeemed(&p1(), Kind::EmploymentSkills);
+                w.redeemed_at_b(&p2(), Kind::EmploymentSkills);
+                events_op(0, Some(B), None)
+            },
+            check(|_, reply| {
+                let (events, next) = page(reply);
+                assert_eq!(ops_of(&events), ["redeem"]);
+                assert_eq!(events[0]["voucher"], "V0000000002");
+                assert_eq!(next, events[0]["seq"].as_u64().unwrap());
+            }),
+        ),
+        row(
+            "by district: the voucher's own before enrollment, the institution's after",
+            Role::Training,
+            |w| {
+                w.redeemed_at_b(&p1(), Kind::EmploymentSkills);
+                events_op(0, None, Some("500101"))
+            },
+            check(|w, reply| {
+                let (events, _) = page(reply);
+                assert_eq!(ops_of(&events), ["issue", "claim"]);
+                let (theirs, _) = page(&w.ok(Role::Training, events_of_district("500102")));
+                assert_eq!(ops_of(&theirs), ["redeem"]);
+            }),
+        ),
+        row(
+            "the same cursor gives the same events; limit pages them",
+            Role::Training,
+            |w| {
+                w.completed(&p1(), Kind::EmploymentSkills);
+                events_limited(WORLD_RECORDS + 1, 2)
+            },
+            check(|w, reply| {
+                let (first, next) = page(reply);
+                assert_eq!(ops_of(&first), ["claim", "redeem"]);
+                assert_eq!(next, WORLD_RECORDS + 3);
+                assert_eq!(
+                    &w.ok(Role::Training, events_limited(WORLD_RECORDS + 1, 2)),
+                    reply
+                );
+                let (rest, last) = page(&w.ok(Role::Training, events_limited(next, 2)));
+                assert_eq!(ops_of(&rest), ["complete"]);
+                let (none, same) = page(&w.ok(Role::Training, events_limited(last, 2)));
+                assert!(none.is_empty());
+                assert_eq!(same, last, "no event: next is the cursor itself");
+            }),
+        ),
+        row(
+            "the bureau's expire of a campaign is one event every filter shows",
+            Role::Training,
+            |w| {
+                w.redeemed(&p1(), Kind::EmploymentSkills);
+                w.past_deadline();
+                w.ok(Role::Bureau, expire(YEAR));
+                events_op(WORLD_RECORDS + 3, Some(B), None)
+            },
+            check(|w, reply| {
+                let (events, _) = page(reply);
+                assert_eq!(ops_of(&events), ["expire"]);
+                assert_eq!(events[0]["year"], YEAR);
+                assert_eq!(events[0]["expired"], 1);
+                assert!(events[0].get("voucher").is_none());
+                let (all, _) =
+                    page(&w.ok(Role::Training, events_op(WORLD_RECORDS + 3, None, None)));
+                assert_eq!(&all, &events);
+            }),
+        ),
+        row(
+            "the daemon's expiry batches: one event per voucher they expire",
+            Role::Training,
+            |w| {
+                w.redeemed(&p1(), Kind::EmploymentSkills);
+                w.claimed(&p2(), Kind::EmploymentSkills);
+                w.completed(&p2(), Kind::Entrepreneurship);
+                w.past_deadline();
+                w.h.ledger.expire_due(YEAR).unwrap();
+                events_op(WORLD_RECORDS + 9, None, None)
+            },
+            check(|w, reply| {
+                let (events, _) = page(reply);
+                assert_eq!(
+                    ops_of(&events),
+                    ["expire", "expire"],
+                    "not the completed one"
+                );
+                assert_eq!(events[0]["voucher"], "V0000000001");
+                assert_eq!(events[0]["institution"], A);
+                assert_eq!(events[1]["voucher"], "V0000000002");
+                assert!(events[1].get("institution").is_none());
+                let (at_a, _) =
+                    page(&w.ok(Role::Training, events_op(WORLD_RECORDS + 9, Some(A), None)));
+                assert_eq!(ops_of(&at_a), ["expire"]);
+            }),
+        ),
+        row(
+            "a district agency without a filter reads its own district",
+            district("500102"),
+            |w| {
+                w.redeemed(&p1(), Kind::EmploymentSkills);
+                w.redeemed_at_b(&p2(), Kind::EmploymentSkills);
+                events_op(0, None, None)
+            },
+            check(|_, reply| {
+                let (events, _) = page(reply);
+                assert_eq!(ops_of(&events), ["redeem"]);
+                assert_eq!(events[0]["district"], "500102");
+            }),
+        ),
+        row(
+            "a district agency reads its own institutions",
+            district("500101"),
+            |w| {
+                w.redeemed(&p1(), Kind::EmploymentSkills);
+                events_op(0, Some(A), None)
+            },
+            check(|_, reply| assert_eq!(ops_of(&page(reply).0), ["redeem"])),
+        ),
+        row(
+            "a district agency may not read another district's institution",
+            district("500101"),
+            |_| events_op(0, Some(B), None),
+            Expect::Refused("forbidden_role"),
+        ),
+        row(
+            "a district agency may not read another district",
+            district("500101"),
+            |_| events_op(0, None, Some("500102")),
+            Expect::Refused("forbidden_role"),
+        ),
+        row(
+            "an online platform may not read events",
+            Role::Platform,
+            |_| events_op(0, None, None),
+            Expect::Refused("forbidden_role"),
+        ),
+        row(
+            "an institution never registered",
+            Role::Training,
+            |_| events_op(0, Some(NO_SUCH_INSTITUTION), None),
+            Expect::Refused("unknown_institution"),
+        ),
+        row(
+            "a district of no campaign",
+            Role::Training,
+            |_| events_op(0, None, Some(NO_SUCH_DISTRICT)),
+            Expect::Refused("unknown_district"),
+        ),
+        row(
+            "institution and district at once",
+            Role::Training,
+            |_| events_op(0, Some(A), Some("500101")),
+            Expect::Refused("invalid_request"),
+        ),
+        row(
+            "limit 0",
+            Role::Training,
+            |_| events_limited(0, 0),
+            Expect::Refused("invalid_request"),
+        ),
+        row(
+            "limit 1025",
+            Role::Training,
+            |_| events_limited(0, 1025),
+            Expect::Refused("invalid_request"),
+        ),
+        row(
+            "limit 1024",
+            Role::Training,
+            |_| events_limited(0, 1024),
+            accepted(),
+        ),
+        row(
+            "wait_ms over 30,000",
+            Role::Training,
+            |_| Op::Events {
+                after: 0,
+                limit: None,
+                institution: None,
+                district: None,
+                wait_ms: Some(30_001),
+            },
+            Expect::Refused("invalid_request"),
+        ),
+    ];
+    rows.extend(forbidden_rows(
+        &[Role::Bureau, district("500101"), Role::Auditor],
+        |_| events_op(0, None, None),
+    ));
+    rows.extend(request_id_rows(Role::Training, |_| {
+        events_op(0, None, None)
+    }));
+    run_table("events", rows);
+}
+
+fn events_of_district(code: &str) -> Op {
+    events_op(0, None, Some(code))
+}
+
 // ---------------------------------------------------------------------------
 // Sequences: retries, the deadline, the use limit, check-in days, admins,
 // backpressure, refusals.
@@ -3871,6 +4206,11 @@ fn stats_rules() {
 #[test]
 fn list_vouchers_rules() {
     list_vouchers_table();
+}
+
+#[test]
+fn events_rules() {
+    events_table();
 }
 
 #[test]
@@ -4680,7 +5020,7 @@ fn classes_survive_a_reopen_and_a_release_ends_the_enrollment() {
 }
 
 /// Every table and sequence of this file.
-const ALL: [fn(); 28] = [
+const ALL: [fn(); 29] = [
     register_institution_table,
     set_institution_admin_table,
     authorise_operator_table,
@@ -4697,6 +5037,7 @@ const ALL: [fn(); 28] = [
     get_voucher_table,
     stats_table,
     audit_head_table,
+    events_table,
     retries_and_reused_ids,
     expiry_at_the_deadline,
     use_limit_and_release,

@@ -24,6 +24,14 @@ pub fn human(reply: &Reply) -> String {
             })
             .collect::<Vec<_>>()
             .join("\n"),
+        Reply::Events { events, next } => {
+            let mut lines: Vec<String> = events
+                .iter()
+                .map(|event| serde_json::to_string(event).expect("events serialise"))
+                .collect();
+            lines.push(format!("next {next}"));
+            lines.join("\n")
+        }
         Reply::Issued { voucher } => format!("issued voucher {voucher}"),
         Reply::Redeemed { uses_this_year } => {
             format!("redeemed; the holder's uses this year: {uses_this_year}")

@@ -19,7 +19,7 @@ use voucherd::bureau::report::{self, Format};
 use voucherd::domain::enums::{Category, Channel, ClassMode, InstitutionType, Kind};
 use voucherd::domain::ids::{ClassCode, DistrictCode, InstitutionCode, OperatorId, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, StatsView};
-use voucherd::limits::BATCH_OPS_MAX;
+use voucherd::limits::{BATCH_OPS_MAX, EVENTS_PAGE_DEFAULT, EVENTS_WAIT_MS_MAX};
 use voucherd::net::client::Client;
 use voucherd::net::json::{parse_line, Line};
 
@@ -36,7 +36,7 @@ struct Cli {
     /// Certificate folder (ca.pem and <role>.pem/.key).
     #[arg(long, global = true, default_value = "certs")]
     certs: PathBuf,
-    /// Role to act as: gateway, bureau, auditor, district:<code>.
+    /// Role to act as: gateway, bureau, auditor, district:<code>, platform, training.
     /// Default: the role API.md allows for the operation.
     #[arg(long = "as", global = true)]
     role: Option<Role>,
@@ -85,6 +85,37 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The data return (数据回流): print events as JSON lines, from a cursor,
+    /// of one institution or district or all (role training by default).
+    /// Reads until caught up; with --follow, goes on waiting for new ones.
+    Events(EventsArgs),
+}
+
+#[derive(clap::Args)]
+struct EventsArgs {
+    /// Only the events of this institution (7-digit code).
+    #[arg(long, conflicts_with = "district")]
+    institution: Option<InstitutionCode>,
+    /// Only the events of this district.
+    #[arg(long)]
+    district: Option<DistrictCode>,
+    /// The cursor to read after (an audit sequence number); a cursor file,
+    /// when it exists, wins.
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// Events per request (1 to 1024).
+    #[arg(long, default_value_t = EVENTS_PAGE_DEFAULT)]
+    limit: u32,
+    /// Keep waiting for new events (long polls of up to --wait-ms).
+    #[arg(long)]
+    follow: bool,
+    /// How long one request waits for new events when following, ms.
+    #[arg(long, default_value_t = EVENTS_WAIT_MS_MAX)]
+    wait_ms: u32,
+    /// Read the cursor from PATH at start (when it exists) and write the
+    /// new cursor there after each batch printed, so a restart resumes.
+    #[arg(long)]
+    cursor_file: Option<PathBuf>,
 }
 
 /// The subcommands that each send one operation (`OpCommand::op`).
@@ -610,6 +641,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let role = cli.role.unwrap_or(Role::Auditor);
             return export(&out, from, format, role, daemon).await;
         }
+        Command::Events(args) => {
+            return events(args, cli.role.unwrap_or(Role::Training), cli.json, daemon).await;
+        }
         Command::Institution {
             command: InstitutionCommand::Op(command),
         } => command.op(),
@@ -716,6 +750,78 @@ async fn batch(file: Option<&Path>, role: Role, daemon: Daemon<'_>) -> Result<Ex
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `voucherctl events`: print pages of events as JSON lines (stdout, flushed
+/// after each page), then save the cursor (`--cursor-file`, written to a
+/// temporary file and renamed, so it is never half written). Without
+/// `--follow` it stops at the first empty page; exit 3 when refused.
+async fn events(
+    args: EventsArgs,
+    role: Role,
+    json: bool,
+    daemon: Daemon<'_>,
+) -> Result<ExitCode, Failure> {
+    let mut after = args.after;
+    if let Some(path) = &args.cursor_file {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                after = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| fail!("{}: not a cursor: {:?}", path.display(), text.trim()))?
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => bail!("read {}: {error}", path.display()),
+        }
+    }
+    let client = daemon.connect(role).await?;
+    let mut page = 0u64;
+    loop {
+        page += 1;
+        let request = Request {
+            id: format!("{}-{page}", fresh_request_id()),
+            op: Op::Events {
+                after,
+                limit: Some(args.limit),
+                institution: args.institution,
+                district: args.district,
+                wait_ms: args.follow.then_some(args.wait_ms),
+            },
+        };
+        let answer = client.execute(&[request]).await?.remove(0);
+        let (events, next) = match answer.outcome {
+            Ok(Reply::Events { events, next }) => (events, next),
+            Ok(other) => bail!("events answered {other:?}"),
+            Err(_) => {
+                print_answer(&answer, json);
+                client.close().await;
+                return Ok(ExitCode::from(3));
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        for event in &events {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(event).expect("events serialise")
+            )?;
+        }
+        out.flush()?;
+        drop(out);
+        after = next;
+        if let Some(path) = &args.cursor_file {
+            let temporary = path.with_extension("tmp");
+            std::fs::write(&temporary, format!("{after}\n"))
+                .and_then(|()| std::fs::rename(&temporary, path))
+                .map_err(|e| fail!("write {}: {e}", path.display()))?;
+        }
+        if events.is_empty() && !args.follow {
+            break;
+        }
+    }
+    client.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `voucherctl audit export`: stream the audit chain to `out`.

@@ -1,0 +1,581 @@
+//! The data return (数据回流): an index of the events the audit chain holds
+//! (one per accepted change of a voucher), by institution and by district,
+//! noted in chain order under the tail lock and rebuilt from the chain at
+//! start-up; `events` answers from it, reading only the records it selects.
+
+use super::*;
+use crate::domain::enums::Kind;
+use crate::domain::op::{Event, OpName};
+use crate::domain::time::ANSWER_UTC_OFFSET_S;
+use crate::limits::{
+    EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX, EVENTS_RECORDS_READ_MAX, EXPIRE_BATCH_VOUCHERS_MAX,
+};
+
+// A page's first record always goes whole: an expiry batch's events must fit
+// the largest page, and its records (its own and one redeem per voucher)
+// the records a page may read.
+const _: () = assert!(EXPIRE_BATCH_VOUCHERS_MAX <= EVENTS_PAGE_MAX as usize);
+const _: () = assert!(EXPIRE_BATCH_VOUCHERS_MAX < EVENTS_RECORDS_READ_MAX);
+
+/// An enrollment: the institution and the sequence number of its redeem
+/// record (which holds the class).
+type Enrollment = (InstitutionCode, u64);
+
+/// One event as the index keeps it, in 24 bytes (there are many: about six
+/// per voucher). The institution of an enrollment is in its redeem record,
+/// which a page reads anyway for the class.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    seq: u64,
+    /// The sequence number of the redeem record of the voucher's enrollment
+    /// at the change; 0 when not enrolled.
+    redeem: u64,
+    /// The voucher's id (ids are at most `VOUCHER_ID_MAX`, u32); 0 for the
+    /// bureau's `expire` of a whole campaign.
+    voucher: u32,
+}
+
+impl Entry {
+    fn voucher(&self) -> Option<VoucherId> {
+        (self.voucher != 0).then(|| VoucherId(self.voucher.into()))
+    }
+
+    fn redeem(&self) -> Option<u64> {
+        (self.redeem != 0).then_some(self.redeem)
+    }
+}
+
+/// What the index needs of a voucher: fixed at issue, but the enrollment.
+#[derive(Clone, Copy, Debug)]
+struct Facts {
+    kind: Kind,
+    district: DistrictCode,
+    year: u16,
+    /// Completed, settled or expired: no expiry can take it any more.
+    finished: bool,
+    enrollment: Option<Enrollment>,
+}
+
+/// Which events a page shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Filter {
+    All,
+    Institution(InstitutionCode),
+    District(DistrictCode),
+}
+
+/// The events of the chain, in sequence order, and lists of their
+/// positions by institution and district. Memory: 24 bytes per event plus 4
+/// per list it is in, and 40 per voucher (docs/decisions.md D60).
+#[derive(Default)]
+pub(super) struct EventIndex {
+    entries: Vec<Entry>,
+    /// Positions of campaign-wide events: every filter shows them.
+    everywhere: Vec<u32>,
+    by_institution: HashMap<InstitutionCode, Vec<u32>>,
+    by_district: HashMap<DistrictCode, Vec<u32>>,
+    institutions: HashMap<InstitutionCode, DistrictCode>,
+    /// By voucher id − 1 (ids are allocated in sequence from 1).
+    vouchers: Vec<Option<Facts>>,
+    last_seq: u64,
+}
+
+/// One selected event with what its answer needs beside its records.
+struct Selected {
+    entry: Entry,
+    kind: Option<Kind>,
+    /// The voucher's own district (the event's when not enrolled).
+    own_district: Option<DistrictCode>,
+}
+
+impl EventIndex {
+    fn facts(&mut self, voucher: VoucherId) -> Option<&mut Facts> {
+        let index = usize::try_from(voucher.0.checked_sub(1)?).ok()?;
+        self.vouchers.get_mut(index)?.as_mut()
+    }
+
+    /// Takes one sealed record, in chain order; returns whether it made an event.
+    pub(super) fn note(&mut self, seq: u64, command: &Command, reply: &Reply) -> bool {
+        assert!(
+            seq > self.last_seq,
+            "records are noted in chain order: {seq} after {}",
+            self.last_seq
+        );
+        self.last_seq = seq;
+        let before = self.entries.len();
+        match command {
+            Command::RegisterInstitution(registration) => {
+                self.institutions
+                    .insert(registration.code, registration.district);
+            }
+            Command::Issue {
+                kind,
+                district,
+                year,
+                ..
+            } => {
+                let Reply::Issued { voucher } = reply else {
+                    unreachable!("an accepted issue answers its voucher: {reply:?}")
+                };
+                let index = usize::try_from(voucher.0 - 1).expect("voucher ids fit memory");
+                if self.vouchers.len() <= index {
+                    self.vouchers.resize(index + 1, None);
+                }
+                self.vouchers[index] = Some(Facts {
+                    kind: *kind,
+                    district: *district,
+                    year: *year,
+                    finished: false,
+                    enrollment: None,
+                });
+                self.push(seq, *voucher);
+            }
+            Command::Claim { voucher, .. }
+            | Command::Checkin { voucher, .. }
+            | Command::CheckinOnline { voucher, .. }
+            | Command::Evaluate { voucher, .. }
+            | Command::Settle { voucher, .. } => self.push(seq, *voucher),
+            Command::Redeem {
+                voucher,
+                institution,
+                ..
+            } => {
+                if let Some(facts) = self.facts(*voucher) {
+                    facts.enrollment = Some((*institution, seq));
+                }
+                self.push(seq, *voucher);
+            }
+            Command::Complete { voucher, .. } | Command::CompleteByOperator { voucher, .. } => {
+                self.push(seq, *voucher);
+                if let Some(facts) = self.facts(*voucher) {
+                    facts.finished = true;
+                }
+            }
+            Command::Release { voucher, .. } | Command::ReleaseByOperator { voucher, .. } => {
+                self.push(seq, *voucher);
+                if let Some(facts) = self.facts(*voucher) {
+                    facts.enrollment = None;
+                }
+            }
+            Command::ExpireBatch { vouchers, .. } => {
+                // The batch expired those of its list still unfinished.
+                for &voucher in vouchers {
+                    if self.facts(voucher).is_some_and(|facts| !facts.finished) {
+                        self.push(seq, voucher);
+                        let facts = self.facts(voucher).expect("just found");
+                        facts.finished = true;
+                        facts.enrollment = None;
+                    }
+                }
+            }
+            Command::Expire { year } => {
+                if matches!(reply, Reply::Expired { expired } if *expired > 0) {
+                    for facts in self.vouchers.iter_mut().flatten() {
+                        if facts.year == *year && !facts.finished {
+                            facts.finished = true;
+                            facts.enrollment = None;
+                        }
+                    }
+                    let position = self.position();
+                    self.entries.push(Entry {
+                        seq,
+                        redeem: 0,
+                        voucher: 0,
+                    });
+                    self.everywhere.push(position);
+                }
+            }
+            Command::SetInstitutionAdmin { .. }
+            | Command::AuthoriseOperator { .. }
+            | Command::RevokeOperator { .. }
+            | Command::RecordCampaign { .. }
+            | Command::OpenClass(_) => {}
+        }
+        self.entries.len() > before
+    }
+
+    fn position(&self) -> u32 {
+        u32::try_from(self.entries.len()).expect("at most 2^32 events")
+    }
+
+    /// An event of one voucher, listed under its institution (when
+    /// enrolled) and its district (the institution's, else the voucher's).
+    fn push(&mut self, seq: u64, voucher: VoucherId) {
+        let Some(facts) = self.facts(voucher).copied() else {
+            unreachable!("an accepted change of {voucher} follows its issue")
+        };
+        let position = self.position();
+        self.entries.push(Entry {
+            seq,
+            redeem: facts.enrollment.map_or(0, |(_, redeem)| redeem),
+            voucher: u32::try_from(voucher.0).expect("voucher ids fit in u32"),
+        });
+        let district = self.district_of(&facts);
+        if let Some((institution, _)) = facts.enrollment {
+            self.by_institution
+                .entry(institution)
+                .or_default()
+                .push(position);
+        }
+        self.by_district.entry(district).or_default().push(position);
+    }
+
+    /// An event's district: its institution's when enrolled, else the voucher's.
+    fn district_of(&self, facts: &Facts) -> DistrictCode {
+        facts
+            .enrollment
+            .and_then(|(institution, _)| self.institutions.get(&institution).copied())
+            .unwrap_or(facts.district)
+    }
+
+    /// The district an institution was registered in.
+    pub(super) fn institution_district(&self, code: InstitutionCode) -> Option<DistrictCode> {
+        self.institutions.get(&code).copied()
+    }
+
+    /// Positions of the events `filter` shows with a sequence number above
+    /// `after`, in order (a filter's list merged with the campaign-wide events).
+    fn positions(&self, filter: Filter, after: u64) -> Box<dyn Iterator<Item = u32> + '_> {
+        let later = |list: &'_ [u32]| -> usize {
+            list.partition_point(|&p| self.entries[p as usize].seq <= after)
+        };
+        let list = match filter {
+            Filter::All => {
+                let start = self.entries.partition_point(|e| e.seq <= after);
+                return Box::new(start as u32..self.position());
+            }
+            Filter::Institution(code) => self.by_institution.get(&code),
+            Filter::District(code) => self.by_district.get(&code),
+        };
+        let list: &[u32] = list.map_or(&[], Vec::as_slice);
+        let mut own = list[later(list)..].iter().copied().peekable();
+        let mut all = self.everywhere[later(&self.everywhere)..]
+            .iter()
+            .copied()
+            .peekable();
+        Box::new(std::iter::from_fn(move || match (own.peek(), all.peek()) {
+            (Some(&a), Some(&b)) if b < a => all.next(),
+            (Some(_), _) => own.next(),
+            (None, _) => all.next(),
+        }))
+    }
+
+    /// Whether `filter` shows an event after `after` (a long poll's question).
+    pub(super) fn has_after(&self, filter: Filter, after: u64) -> bool {
+        self.positions(filter, after).next().is_some()
+    }
+
+    /// The events `filter` shows with `after < seq <= high`, in order, of
+    /// whole records only: at most `limit` events, except that the first
+    /// record's events always go (at most an expiry batch's).
+    fn select(&self, filter: Filter, after: u64, high: u64, limit: usize) -> Vec<Selected> {
+        let mut page: Vec<Selected> = Vec::new();
+        for position in self.positions(filter, after) {
+            let entry = self.entries[position as usize];
+            if entry.seq > high {
+                break;
+            }
+            let last_seq = page.last().map(|s| s.entry.seq);
+            if page.len() >= limit && last_seq != Some(entry.seq) {
+                break;
+            }
+            let facts = entry
+                .voucher()
+                .and_then(|v| self.vouchers[(v.0 - 1) as usize]);
+            page.push(Selected {
+                entry,
+                kind: facts.map(|f| f.kind),
+                own_district: facts.map(|f| f.district),
+            });
+        }
+        if page.len() > limit {
+            // The last record did not fit: it goes on the next page, unless it is the first.
+            let last_seq = page.last().expect("not empty").entry.seq;
+            let whole = page.iter().position(|s| s.entry.seq == last_seq).unwrap();
+            if whole > 0 {
+                page.truncate(whole);
+            }
+        }
+        page
+    }
+}
+
+impl Ledger {
+    /// The filter an `events` request asks for, as its role may see it: a
+    /// district agency sees its own district (and its institutions) only,
+    /// and its own district when it names none.
+    pub(super) fn events_filter(
+        &self,
+        role: Role,
+        institution: Option<InstitutionCode>,
+        district: Option<DistrictCode>,
+    ) -> Result<Filter, Refusal> {
+        let index = self.events.lock();
+        let filter = match (institution, district) {
+            (Some(code), _) => {
+                let Some(registered) = index.institution_district(code) else {
+                    return Err(Refusal::new(
+                        Reason::UnknownInstitution,
+                        format!("no institution {code}"),
+                    ));
+                };
+                if let Role::District(own) = role {
+                    if registered != own {
+                        return Err(Refusal::new(
+                            Reason::ForbiddenRole,
+                            format!(
+                                "district agency {own} may read the events of its own institutions only"
+                            ),
+                        ));
+                    }
+                }
+                Filter::Institution(code)
+            }
+            (None, Some(code)) => {
+                if let Role::District(own) = role {
+                    if code != own {
+                        return Err(Refusal::new(
+                            Reason::ForbiddenRole,
+                            format!(
+                                "district agency {own} may read its own district's events only"
+                            ),
+                        ));
+                    }
+                }
+                if !self.districts_known(code) {
+                    return Err(Refusal::new(
+                        Reason::UnknownDistrict,
+                        format!("district {code} is in no campaign"),
+                    ));
+                }
+                Filter::District(code)
+            }
+            (None, None) => match role {
+                Role::District(own) => Filter::District(own),
+                _ => Filter::All,
+            },
+        };
+        Ok(filter)
+    }
+
+    fn districts_known(&self, code: DistrictCode) -> bool {
+        self.campaigns
+            .all()
+            .iter()
+            .any(|campaign| campaign.district(code).is_some())
+    }
+
+    /// Whether an `events` request would find something now; a long poll
+    /// waits while it would not. A request its role may not make, or a
+    /// malformed one, never waits: it is answered at once.
+    pub fn events_ready(&self, role: Role, op: &Op) -> bool {
+        let Op::Events {
+            after,
+            institution,
+            district,
+            ..
+        } = op
+        else {
+            return true;
+        };
+        match self.events_filter(role, *institution, *district) {
+            Ok(filter) => self.events.lock().has_after(filter, *after),
+            Err(_) => true,
+        }
+    }
+
+    /// Tells the sequence number of the last event noted; changes with every
+    /// change that makes events (long polls wait on it).
+    pub fn events_notice(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events_notice.subscribe()
+    }
+
+    /// Notes a sealed record in the index (under the tail lock, in chain order).
+    pub(super) fn note_events(&self, seq: u64, command: &Command, reply: &Reply) {
+        if self.events.lock().note(seq, command, reply) {
+            self.events_notice.send_replace(seq);
+        }
+    }
+
+    /// Builds the index from the whole chain (start-up): one pass over the
+    /// audit table, in order.
+    pub(super) fn index_events(&self) -> Result<(), Error> {
+        let mut index = EventIndex::default();
+        self.journal.scan(Table::Audit, &mut |_, entry| {
+            let (record, _) = audit::open(entry).map_err(Error::Corrupt)?;
+            index.note(record.seq, &record.command, &record.reply);
+            Ok(())
+        })?;
+        let last = index.entries.last().map_or(0, |e| e.seq);
+        *self.events.lock() = index;
+        self.events_notice.send_replace(last);
+        Ok(())
+    }
+
+    /// `events`: a page of the events `filter` shows after the cursor
+    /// `after`, read from the records of the durable chain. Same cursor,
+    /// same filter and limit: same page.
+    pub(super) fn events_page(
+        &self,
+        role: Role,
+        after: u64,
+        limit: Option<u32>,
+        institution: Option<InstitutionCode>,
+        district: Option<DistrictCode>,
+    ) -> Result<Reply, Refusal> {
+        let filter = self.events_filter(role, institution, district)?;
+        let limit = limit.unwrap_or(EVENTS_PAGE_DEFAULT).min(EVENTS_PAGE_MAX) as usize;
+        // The records sealed so far and the commit that holds the last one:
+        // once it is durable, every record up to `high` can be read.
+        let (high, ticket) = {
+            let tail = self.tail.lock();
+            (tail.seq, self.assigned_ticket.load(Ordering::SeqCst))
+        };
+        self.journal.wait_durable(ticket)?;
+        let selected = self.events.lock().select(filter, after, high, limit);
+        let mut records: HashMap<u64, AuditRecord> = HashMap::new();
+        let mut events: Vec<Event> = Vec::with_capacity(selected.len());
+        for record_events in selected.chunk_by(|a, b| a.entry.seq == b.entry.seq) {
+            let seq = record_events[0].entry.seq;
+            let mut needed: Vec<u64> = std::iter::once(seq)
+                .chain(record_events.iter().filter_map(|s| s.entry.redeem()))
+                .filter(|seq| !records.contains_key(seq))
+                .collect();
+            needed.sort_unstable();
+            needed.dedup();
+            if !events.is_empty() && records.len() + needed.len() > EVENTS_RECORDS_READ_MAX {
+                break;
+            }
+            for seq in needed {
+                records.insert(seq, self.audit_record(seq)?);
+            }
+            let record = &records[&seq];
+            for selected in record_events {
+                let enrollment =
+                    selected
+                        .entry
+                        .redeem()
+                        .map(|redeem| match &records[&redeem].command {
+                            Command::Redeem {
+                                institution, class, ..
+                            } => (*institution, class.clone()),
+                            other => unreachable!("an enrollment starts at a redeem: {other:?}"),
+                        });
+                events.push(event_of(record, selected, enrollment));
+            }
+        }
+        // An enrolled event's district is its institution's.
+        let index = self.events.lock();
+        for event in &mut events {
+            if let Some(district) = event
+                .institution
+                .and_then(|code| index.institution_district(code))
+            {
+                event.district = Some(district);
+            }
+        }
+        drop(index);
+        let next = events.last().map_or(after, |event| event.seq);
+        Ok(Reply::Events { events, next })
+    }
+
+    /// One durable audit record by sequence number.
+    fn audit_record(&self, seq: u64) -> Result<AuditRecord, Refusal> {
+        let entry = self
+            .journal
+            .get(Table::Audit, &keys::audit(seq))?
+            .ok_or_else(|| {
+                Refusal::from(Error::Corrupt(format!("audit record {seq} is missing")))
+            })?;
+        let (record, _) = audit::open(&entry)
+            .map_err(|why| Refusal::from(Error::Corrupt(format!("audit record {seq}: {why}"))))?;
+        assert_eq!(
+            record.seq, seq,
+            "audit record stored under its sequence number"
+        );
+        Ok(record)
+    }
+}
+
+/// The event a record makes for one selected voucher (or the whole
+/// campaign), with the voucher's enrollment at the change (institution and
+/// class). Its district is the voucher's own here; the caller puts the
+/// institution's in its place for an enrolled one.
+fn event_of(
+    record: &AuditRecord,
+    selected: &Selected,
+    enrollment: Option<(InstitutionCode, String)>,
+) -> Event {
+    // Both forms of a check-in are the step `checkin` (API.md's name).
+    let op = match record.command {
+        Command::CheckinOnline { .. } => OpName::Checkin.into(),
+        _ => record.command.name(),
+    };
+    let mut event = Event::new(
+        record.seq,
+        record.time.local_rfc3339(ANSWER_UTC_OFFSET_S),
+        op,
+    );
+    event.voucher = selected.entry.voucher();
+    if let Some((institution, class)) = enrollment {
+        event.institution = Some(institution);
+        event.class = Some(class);
+    }
+    event.kind = selected.kind;
+    event.district = selected.own_district;
+    match (&record.command, &record.reply) {
+        (
+            Command::Issue {
+                face_value_fen,
+                channel,
+                year,
+                ..
+            },
+            _,
+        ) => {
+            event.face_value_fen = Some(*face_value_fen);
+            event.channel = Some(*channel);
+            event.year = Some(*year);
+        }
+        (Command::Redeem { operator, .. }, _)
+        | (Command::CompleteByOperator { operator, .. }, _)
+        | (Command::ReleaseByOperator { operator, .. }, _) => {
+            event.operator = Some(operator.clone());
+        }
+        (Command::Checkin { .. }, Reply::CheckedIn { session, checkins }) => {
+            event.session = Some(session.clone());
+            event.checkins = Some(*checkins);
+        }
+        (Command::CheckinOnline { .. }, Reply::CheckedIn { session, checkins }) => {
+            event.session = Some(session.clone());
+            event.online = Some(true);
+            event.checkins = Some(*checkins);
+        }
+        (Command::Evaluate { score, comment, .. }, _) => {
+            event.score = Some(*score);
+            event.comment = comment.clone();
+        }
+        (Command::Settle { amount_fen, .. }, _) => event.amount_fen = Some(*amount_fen),
+        (Command::ExpireBatch { year, .. }, _) => event.year = Some(*year),
+        (Command::Expire { year }, Reply::Expired { expired }) => {
+            event.year = Some(*year);
+            event.expired = Some(*expired);
+        }
+        _ => {}
+    }
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memory docs/decisions.md D60 counts: per event, per list
+    /// position and per voucher.
+    #[test]
+    fn the_index_costs_what_the_decisions_say() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        assert_eq!(std::mem::size_of::<u32>(), 4);
+        assert_eq!(std::mem::size_of::<Option<Facts>>(), 40);
+    }
+}

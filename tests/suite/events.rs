@@ -1,0 +1,173 @@
+//! The data return's bounds, on the memory journal: a page reads at most
+//! `EVENTS_RECORDS_READ_MAX` audit records, never splits a record's events
+//! (an expiry batch's go whole, even past `limit`), and a frame carries at
+//! most `EVENTS_PER_FRAME_MAX` events requests. The rules of each field and
+//! role are rows of `rules_table::events_table`; the training system's flow
+//! over QUIC is `quic::the_training_system_reads_events_back_and_a_long_poll_wakes_on_a_redeem`.
+
+use crate::common::{id_number, issue, redeem, Harness, DEADLINE, SITE};
+use voucherd::domain::enums::Kind;
+use voucherd::domain::ids::VoucherId;
+use voucherd::domain::op::{Answer, Event, Op, Reply, Request, Role};
+use voucherd::domain::time::Timestamp;
+use voucherd::limits::{EVENTS_PAGE_MAX, EVENTS_PER_FRAME_MAX, EVENTS_RECORDS_READ_MAX};
+
+fn all_events(after: u64, limit: u32) -> Op {
+    Op::Events {
+        after,
+        limit: Some(limit),
+        institution: None,
+        district: None,
+        wait_ms: None,
+    }
+}
+
+fn page(h: &Harness, op: Op) -> (Vec<Event>, u64) {
+    match h.ok(Role::Training, op) {
+        Reply::Events { events, next } => (events, next),
+        other => panic!("events answered {other:?}"),
+    }
+}
+
+/// Runs one frame of `ops` as `role`; every answer must be accepted.
+fn frame(h: &Harness, role: Role, ops: Vec<Op>) -> Vec<Reply> {
+    let requests: Vec<Request> = ops
+        .into_iter()
+        .map(|op| Request {
+            id: h.request_id(),
+            op,
+        })
+        .collect();
+    h.ledger
+        .execute(role, &requests)
+        .into_iter()
+        .map(|answer: Answer| answer.outcome.expect("accepted"))
+        .collect()
+}
+
+fn vouchers_of(replies: Vec<Reply>) -> Vec<VoucherId> {
+    replies
+        .into_iter()
+        .map(|reply| match reply {
+            Reply::Issued { voucher } => voucher,
+            other => panic!("issue answered {other:?}"),
+        })
+        .collect()
+}
+
+/// Check-ins of more vouchers than a page may read records for: each needs
+/// its own record and its enrollment's redeem record, so a page of the
+/// largest limit stops at `EVENTS_RECORDS_READ_MAX / 2` events, and the next
+/// page goes on from there.
+#[test]
+fn a_page_reads_at_most_events_records_read_max_records() {
+    let h = Harness::new();
+    let admin = id_number(9_000);
+    h.institution("5000001", &admin, "op-1");
+    let count = EVENTS_RECORDS_READ_MAX / 2 + 8;
+    let persons: Vec<String> = (0..count as u64).map(|n| id_number(10_000 + n)).collect();
+    let vouchers = vouchers_of(frame(
+        &h,
+        Role::Bureau,
+        persons
+            .iter()
+            .map(|p| issue(p, Kind::EmploymentSkills))
+            .collect(),
+    ));
+    let claims = vouchers
+        .iter()
+        .zip(&persons)
+        .map(|(&voucher, person)| Op::Claim {
+            voucher,
+            id_number: person.clone(),
+        })
+        .collect();
+    frame(&h, Role::Gateway, claims);
+    let redeems = vouchers
+        .iter()
+        .map(|&v| redeem(v, "5000001", "op-1"))
+        .collect();
+    frame(&h, Role::Gateway, redeems);
+    let after = h.ledger.head().0;
+    let (lat, lon) = SITE;
+    let checkins = vouchers
+        .iter()
+        .map(|&voucher| Op::Checkin { voucher, lat, lon })
+        .collect();
+    frame(&h, Role::Gateway, checkins);
+
+    let (first, next) = page(&h, all_events(after, EVENTS_PAGE_MAX));
+    assert_eq!(
+        first.len(),
+        EVENTS_RECORDS_READ_MAX / 2,
+        "two records per check-in"
+    );
+    assert!(first.iter().all(|e| e.op == "checkin" && e.class.is_some()));
+    assert_eq!(next, first.last().unwrap().seq);
+    let (rest, last) = page(&h, all_events(next, EVENTS_PAGE_MAX));
+    assert_eq!(rest.len(), 8);
+    assert_eq!(last, h.ledger.head().0);
+    // The redeems and check-ins together: a redeem's record serves its
+    // check-in too, so a page holds more events per record read.
+    let (both, _) = page(&h, all_events(after - count as u64, EVENTS_PAGE_MAX));
+    assert!(both.len() > EVENTS_RECORDS_READ_MAX / 2, "{}", both.len());
+}
+
+/// The daemon's expiry writes a shard's vouchers in one record: its events
+/// share a sequence number and are never split. A page ends before a record
+/// that does not fit its limit, but its first record always goes whole.
+#[test]
+fn an_expiry_batch_is_never_split_across_pages() {
+    let h = Harness::new();
+    let person = id_number(1);
+    // 257 vouchers: shard 0 holds V256, shard 1 V1 and V257.
+    let issues = (0..257)
+        .map(|_| issue(&person, Kind::EmploymentSkills))
+        .collect();
+    let vouchers = vouchers_of(frame(&h, Role::Bureau, issues));
+    assert_eq!(vouchers.last(), Some(&VoucherId(257)));
+    let after = h.ledger.head().0;
+    h.clock.set(Timestamp(DEADLINE.0 + 1));
+    let year = h.ledger.campaigns().current().year;
+    h.ledger.expire_due(year).unwrap();
+
+    let (first, next) = page(&h, all_events(after, 2));
+    let ids: Vec<Option<VoucherId>> = first.iter().map(|e| e.voucher).collect();
+    assert_eq!(
+        ids,
+        [Some(VoucherId(256))],
+        "shard 1's two do not fit beside it"
+    );
+    let (batch, after_batch) = page(&h, all_events(next, 1));
+    let ids: Vec<Option<VoucherId>> = batch.iter().map(|e| e.voucher).collect();
+    assert_eq!(
+        ids,
+        [Some(VoucherId(1)), Some(VoucherId(257))],
+        "whole, past the limit"
+    );
+    assert_eq!(batch[0].seq, batch[1].seq);
+    assert_eq!(after_batch, batch[0].seq);
+    let (rest, _) = page(&h, all_events(after_batch, EVENTS_PAGE_MAX));
+    assert_eq!(rest.len(), 257 - 3, "one per voucher of the other shards");
+    assert!(rest.iter().all(|e| e.op == "expire"));
+}
+
+/// A frame carries at most `EVENTS_PER_FRAME_MAX` events requests; the
+/// others are refused `invalid_request` in place.
+#[test]
+fn one_events_request_per_frame() {
+    let h = Harness::new();
+    let requests: Vec<Request> = (0..EVENTS_PER_FRAME_MAX + 1)
+        .map(|n| Request {
+            id: format!("e{n}"),
+            op: all_events(0, 10),
+        })
+        .collect();
+    let answers = h.ledger.execute(Role::Training, &requests);
+    assert!(answers[..EVENTS_PER_FRAME_MAX]
+        .iter()
+        .all(|a| a.outcome.is_ok()));
+    let refusal = answers[EVENTS_PER_FRAME_MAX].outcome.as_ref().unwrap_err();
+    assert_eq!(refusal.reason.as_str(), "invalid_request");
+    assert!(refusal.message.contains("events"), "{}", refusal.message);
+}
