@@ -6,7 +6,7 @@
 //! over QUIC is `quic::the_training_system_reads_events_back_and_a_long_poll_wakes_on_a_redeem`.
 
 use crate::common::{id_number, issue, redeem, Harness, DEADLINE, SITE};
-use voucherd::domain::enums::Kind;
+use voucherd::domain::enums::{ClassMode, Kind};
 use voucherd::domain::ids::VoucherId;
 use voucherd::domain::op::{Answer, Event, Op, Reply, Request, Role};
 use voucherd::domain::time::Timestamp;
@@ -170,4 +170,49 @@ fn one_events_request_per_frame() {
     let refusal = answers[EVENTS_PER_FRAME_MAX].outcome.as_ref().unwrap_err();
     assert_eq!(refusal.reason.as_str(), "invalid_request");
     assert!(refusal.message.contains("events"), "{}", refusal.message);
+}
+
+/// An online check-in (the platform's) is a `checkin` event marked
+/// `online`, with the class of its enrollment; the training system reads it
+/// like a positioned one.
+#[test]
+fn an_online_checkin_is_a_checkin_event_marked_online() {
+    let h = Harness::new();
+    h.institution("5000001", &id_number(9_000), "op-1");
+    h.ok(
+        Role::Gateway,
+        Op::OpenClass {
+            institution: "5000001".parse().unwrap(),
+            operator: "op-1".parse().unwrap(),
+            class: "线上电工".parse().unwrap(),
+            kind: Kind::EmploymentSkills,
+            first_day: "2026-11-01".into(),
+            last_day: "2026-11-30".into(),
+            mode: ClassMode::Online,
+            sites: None,
+        },
+    );
+    let voucher = h.claimed(&id_number(1), Kind::EmploymentSkills);
+    let mut enroll = redeem(voucher, "5000001", "op-1");
+    if let Op::Redeem { class, .. } = &mut enroll {
+        *class = "线上电工".into();
+    }
+    h.ok(Role::Gateway, enroll);
+    let after = h.ledger.head().0;
+    h.ok(
+        Role::Platform,
+        Op::CheckinOnline {
+            voucher,
+            online: true,
+        },
+    );
+    let (events, _) = page(&h, all_events(after, EVENTS_PAGE_MAX));
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(
+        (event.op.as_str(), event.online, event.checkins),
+        ("checkin", Some(true), Some(1))
+    );
+    assert_eq!(event.class.as_deref(), Some("线上电工"));
+    assert_eq!(event.institution, Some("5000001".parse().unwrap()));
 }
