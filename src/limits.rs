@@ -171,6 +171,11 @@ pub const ANSWER_WRITE_TIMEOUT_MS: u64 = 10_000;
 /// Batches being applied or waiting for durability at once, across connections;
 /// a stream that cannot get a slot within `BATCH_SLOT_WAIT_MS` is answered `overloaded`.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 256;
+/// How long a frame applied on an async worker waits, without holding the
+/// worker, for one of its request ids in flight in another frame (decided,
+/// then durable), milliseconds; past it that request is answered
+/// `overloaded` (nothing applied) and the frame goes on.
+pub const INFLIGHT_WAIT_MS_MAX: u64 = 2_000;
 /// How long a request waits for a batch slot before `overloaded`, milliseconds.
 pub const BATCH_SLOT_WAIT_MS: u64 = 2_000;
 /// How long shutdown waits for in-flight requests, milliseconds.

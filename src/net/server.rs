@@ -27,16 +27,16 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::domain::op::{Answer, Caller, Request, Role};
 use crate::error::{Error, Reason, Refusal};
-use crate::ledger::Ledger;
+use crate::ledger::{FrameRun, Ledger, Pending, WaitFor};
 use crate::limits::{
     ANSWER_WRITE_TIMEOUT_MS, BATCHES_IN_FLIGHT_MAX, BATCH_SLOT_WAIT_MS,
     CONNECTIONS_KEPT_FOR_BUREAU, CONNECTIONS_KEPT_FOR_GATEWAYS, CONNECTIONS_MAX,
     CONNECTIONS_PER_CERTIFICATE_MAX, CONNECTION_RECEIVE_WINDOW_BYTES, FRAME_BYTES_MAX,
     FRAME_HEADER_TIMEOUT_MS, HANDSHAKES_BEFORE_RETRY, HANDSHAKES_IN_PROGRESS_MAX,
-    HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_MS, INLINE_APPLY_OPS_MAX, REFUSAL_LOG_INTERVAL_MS,
-    REQUEST_BYTES_IN_FLIGHT_MAX, REQUEST_BYTES_PER_CONNECTION_MAX, REQUEST_READ_CHUNK_BYTES,
-    REQUEST_READ_TIMEOUT_MS, SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
-    STREAM_RECEIVE_WINDOW_BYTES,
+    HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_MS, INFLIGHT_WAIT_MS_MAX, INLINE_APPLY_OPS_MAX,
+    REFUSAL_LOG_INTERVAL_MS, REQUEST_BYTES_IN_FLIGHT_MAX, REQUEST_BYTES_PER_CONNECTION_MAX,
+    REQUEST_READ_CHUNK_BYTES, REQUEST_READ_TIMEOUT_MS, SHUTDOWN_GRACE_MS,
+    STREAMS_PER_CONNECTION_MAX, STREAM_RECEIVE_WINDOW_BYTES,
 };
 use crate::metric_names;
 use crate::net::json::{self, Line};
@@ -756,16 +756,15 @@ async fn run_batch(
     let ledger = Arc::clone(&shared.ledger);
     let started = Instant::now();
     // A small frame of point operations is applied right here: it takes
-    // tens of microseconds, less than handing it to another thread. It can
-    // block this worker only for a retry of a request still being written
-    // (until that write is durable), or if an `expire` starts in the
-    // microseconds between this check and its locks. Anything larger, and
-    // everything while an `expire` runs, goes to the blocking pool.
+    // tens of microseconds, less than handing it to another thread. It
+    // never waits on this worker: a request whose id is in flight elsewhere
+    // is awaited (`apply_inline`). Anything larger, and everything while an
+    // `expire` runs, goes to the blocking pool.
     let inline = requests.len() <= INLINE_APPLY_OPS_MAX
         && requests.iter().all(|r| r.op.is_point())
         && !shared.ledger.is_sweeping();
     let (requests, pending) = if inline {
-        let pending = ledger.apply(caller, &requests);
+        let pending = apply_inline(&ledger, caller, &requests).await;
         (requests, pending)
     } else {
         match tokio::task::spawn_blocking(move || {
@@ -787,6 +786,56 @@ async fn run_batch(
     let answers = shared.ledger.finish(pending);
     record_batch(&requests, &answers, started.elapsed());
     answers
+}
+
+/// Pause before trying again a frame stopped by an `expire` holding every
+/// shard (`WaitFor::Sweep`), milliseconds.
+const SWEEP_RETRY_MS: u64 = 1;
+
+/// Applies a frame on this async worker without ever blocking it: where a
+/// request would wait for its id in flight in another frame (being decided,
+/// or not durable yet) or for an `expire`, the frame stops before it and
+/// this task awaits the ledger's news (`request_decided`, `durability`) or
+/// a short pause, then goes on. Once the frame has waited
+/// `INFLIGHT_WAIT_MS_MAX` (from its first wait), the request it waits for is
+/// answered `overloaded` (nothing applied) and the frame goes on. The one wait left is an `expire` that starts
+/// between the check and a request's locks (microseconds apart).
+pub async fn apply_inline(ledger: &Ledger, caller: Caller, requests: &[Request]) -> Pending {
+    let mut run = FrameRun::new(caller, requests);
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        let decided = ledger.request_decided();
+        tokio::pin!(decided);
+        decided.as_mut().enable();
+        let Some(wait) = ledger.apply_without_waiting(&mut run) else {
+            return ledger.applied(run);
+        };
+        let since = *waiting_since.get_or_insert_with(Instant::now);
+        let left = Duration::from_millis(INFLIGHT_WAIT_MS_MAX).saturating_sub(since.elapsed());
+        if left.is_zero() {
+            let refusal = Refusal::new(
+                Reason::Overloaded,
+                "the same request id is in flight; retry",
+            );
+            ledger.refuse_next(&mut run, refusal);
+            waiting_since = None;
+            continue;
+        }
+        let _ = tokio::time::timeout(left, async {
+            match wait {
+                WaitFor::Decided => decided.await,
+                WaitFor::Durable(ticket) => {
+                    if let Some(mut durability) = ledger.durability() {
+                        let _ = durability.wait_for(|now| now.settles(ticket)).await;
+                    }
+                }
+                WaitFor::Sweep => {
+                    tokio::time::sleep(Duration::from_millis(SWEEP_RETRY_MS)).await;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Counts a batch's answers by op and outcome and records their latency.

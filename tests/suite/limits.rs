@@ -511,20 +511,17 @@ async fn closed_busy(client: &Client) -> bool {
 }
 
 /// Checks (issue 17, item 5): connection slots are taken after the role is
-/// known, gateways and the bureau have slots kept for them, and one
-/// certificate holds at most its cap. How: one slot for any role, one kept
-/// for gateways, one for the bureau, two per certificate. An auditor takes
-/// the open slot and a second auditor is closed `CLOSE_BUSY`; a gateway and
-/// the bureau are still served; a second gateway takes the open slot once
-/// the auditor has gone, and a third gateway connection (same certificate)
-/// is closed although a slot is free after the others close.
+/// known and gateways and the bureau have slots kept for them. How: one
+/// slot for any role, one kept for gateways, one for the bureau. An auditor
+/// takes the open slot and a second auditor is closed `CLOSE_BUSY`; a
+/// gateway and the bureau are still served; a second gateway takes the open
+/// slot once the auditor has gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slots_are_kept_for_gateways_and_the_bureau_and_capped_per_certificate() {
+async fn slots_are_kept_for_gateways_and_the_bureau() {
     let running = start(Limits {
         connections_max: 1,
         connections_kept_for_gateways: 1,
         connections_kept_for_bureau: 1,
-        connections_per_certificate_max: 2,
         ..Limits::default()
     })
     .await;
@@ -547,14 +544,40 @@ async fn slots_are_kept_for_gateways_and_the_bureau_and_capped_per_certificate()
         served(&second_gateway).await,
         "a gateway takes the open slot"
     );
-    // Free the open slot again; the gateway certificate is at its cap of 2.
-    bureau.close().await;
-    let third_gateway = connect(Role::Gateway).await.unwrap();
+    assert!(served(&gateway).await && served(&bureau).await);
+    running.stop().await;
+}
+
+/// Checks (issue 17, item 5): one certificate holds at most
+/// `connections_per_certificate_max` connections, whatever slots are free.
+/// How: ten slots, two per certificate: two gateway connections are served,
+/// a third is closed `CLOSE_BUSY`, the bureau (another certificate) is
+/// served, and once a gateway connection closes another gateway gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_certificate() {
+    let running = start(Limits {
+        connections_max: 10,
+        connections_kept_for_gateways: 0,
+        connections_kept_for_bureau: 0,
+        connections_per_certificate_max: 2,
+        ..Limits::default()
+    })
+    .await;
+    let connect = |role| Client::connect(running.address, running.certs.path(), role);
+    let first = connect(Role::Gateway).await.unwrap();
+    let second = connect(Role::Gateway).await.unwrap();
+    assert!(served(&first).await && served(&second).await);
+    let third = connect(Role::Gateway).await.unwrap();
     assert!(
-        closed_busy(&third_gateway).await,
+        closed_busy(&third).await,
         "a certificate holds at most its cap"
     );
-    assert!(served(&gateway).await && served(&second_gateway).await);
+    let bureau = connect(Role::Bureau).await.unwrap();
+    assert!(served(&bureau).await, "another certificate is served");
+    first.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = connect(Role::Gateway).await.unwrap();
+    assert!(served(&again).await, "a closed connection frees its count");
     running.stop().await;
 }
 

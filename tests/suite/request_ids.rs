@@ -223,3 +223,64 @@ fn requests_refused_before_the_ledger_looked_are_not_remembered() {
     // Three issues and one remembered refusal: four rows.
     assert_eq!(remembered_rows(&h), 4);
 }
+
+/// Checks (issue 17, item 6): a frame applied on an async worker never
+/// blocks it while one of its request ids is in flight in another frame:
+/// another task on the same single-threaded runtime keeps running, and the
+/// frame is applied once the id is decided. How: a current-thread runtime;
+/// the id held as being decided (`hold_request_id`); the frame applied with
+/// `server::apply_inline` in a task; a ticker task counts 1 ms sleeps for
+/// 200 ms; then the id is released and the frame's answer is an issue.
+/// Before, the frame spun on the worker (thread yields), the ticker stood
+/// still meanwhile, and the frame gave up `overloaded`.
+#[test]
+fn a_frame_waiting_for_its_request_id_does_not_block_the_worker() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let h = Harness::new();
+    let caller = Caller::new(Role::Bureau, [3; 32]);
+    let requests = vec![Request {
+        id: "held".into(),
+        op: issue(&id_number(7), Kind::EmploymentSkills),
+    }];
+    runtime.block_on(async {
+        let held = h.ledger.hold_request_id(caller, "held");
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = {
+            let ticks = Arc::clone(&ticks);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let ledger = Arc::clone(&h.ledger);
+        let frame = tokio::spawn(async move {
+            let pending = voucherd::net::server::apply_inline(&ledger, caller, &requests).await;
+            ledger.finish(pending)
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ticked = ticks.load(Ordering::Relaxed);
+        assert!(!frame.is_finished(), "the frame waits for the held id");
+        assert!(
+            ticked >= 50,
+            "the worker kept running other tasks: {ticked} ticks in 200 ms"
+        );
+        drop(held);
+        let answers = tokio::time::timeout(Duration::from_secs(2), frame)
+            .await
+            .expect("applied once the id is decided")
+            .unwrap();
+        assert!(
+            matches!(answers[0].outcome, Ok(Reply::Issued { .. })),
+            "{answers:?}"
+        );
+        ticker.abort();
+    });
+}
