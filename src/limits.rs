@@ -59,6 +59,16 @@ pub const REQUEST_PRUNE_BATCH_MAX: usize = 10_000;
 /// under 2 minutes and an id is forgotten at most that long after its
 /// retention.
 pub const REQUEST_PRUNE_INTERVAL_MS: u64 = 100;
+/// Refusals by a rule remembered for retries (one synced write each) per
+/// client certificate per second of the ledger's clock; past it a refused
+/// change is answered `overloaded` with nothing written, so a client looping
+/// on refused requests cannot turn them into a stream of synced writes.
+/// Generous: a deployment's gateways may share one certificate.
+pub const REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S: u32 = 1_000;
+/// `not_authorised` refusals remembered per institution per second; past it
+/// `overloaded`, nothing written. Every one is counted in
+/// `voucherd_not_authorised_total{institution}`.
+pub const NOT_AUTHORISED_PER_INSTITUTION_PER_S: u32 = 10;
 /// Vouchers one batch of the daemon's expiry writes (one commit, one audit
 /// record): the batch holds one voucher shard's write lock and its holders'
 /// person shards for its time only (docs/decisions.md D41).

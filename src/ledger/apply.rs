@@ -291,7 +291,10 @@ impl Ledger {
             Err(refusal) if refusal.reason.is_transient() || origin.remember.is_none() => {
                 (Err(refusal), None)
             }
-            Err(refusal) => match self.commit_refusal(origin, &refusal) {
+            Err(refusal) => match self
+                .may_remember_refusal(origin, command, &refusal)
+                .and_then(|()| self.commit_refusal(origin, &refusal))
+            {
                 Ok(ticket) => (Err(refusal), Some(ticket)),
                 Err(transient) => (Err(transient), None),
             },

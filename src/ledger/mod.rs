@@ -57,7 +57,7 @@ use apply::{Change, Origin};
 pub use commit::Pending;
 use commit::{Applying, Tail};
 pub use expiry::ExpiryPass;
-pub use requests::{FrameRun, HeldRequestId, Pruned, WaitFor, Waiting};
+pub use requests::{FrameRun, HeldRequestId, Pruned, RefusalLimits, WaitFor, Waiting};
 use requests::{Inflight, Stop};
 
 /// What a ledger needs besides its journal.
@@ -92,6 +92,9 @@ pub struct Ledger {
     record_time: AtomicI64,
     /// Where the next pass of `prune_requests` starts (a `requests` key).
     prune_cursor: Mutex<Vec<u8>>,
+    /// Refusals remembered in the current second, per certificate and
+    /// per institution (`may_remember_refusal`).
+    refusal_rates: Mutex<requests::RefusalRates>,
 }
 
 /// Counts a sweep as running until dropped (even by a panic).
@@ -144,6 +147,7 @@ impl Ledger {
             sweeps: AtomicUsize::new(0),
             record_time: AtomicI64::new(i64::MIN),
             prune_cursor: Mutex::new(Vec::new()),
+            refusal_rates: Mutex::new(requests::RefusalRates::default()),
         }
     }
 

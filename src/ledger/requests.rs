@@ -14,6 +14,10 @@
 //! in flight and says what to await, so an async worker never blocks.
 
 use super::*;
+use crate::limits::{
+    NOT_AUTHORISED_PER_INSTITUTION_PER_S, REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S,
+};
+use crate::metric_names;
 
 /// An answer kept for retries of the same request id.
 #[derive(Encode, Decode)]
@@ -124,7 +128,102 @@ impl Drop for HeldRequestId<'_> {
     }
 }
 
+/// Refusals remembered within one second of the ledger's clock: counts
+/// per certificate and per institution (`not_authorised` only), all
+/// forgotten when the second changes, so the maps hold one second's callers.
+#[derive(Default)]
+pub(super) struct RefusalRates {
+    limits: RefusalLimits,
+    second: i64,
+    per_certificate: HashMap<[u8; 32], u32>,
+    not_authorised: HashMap<InstitutionCode, u32>,
+}
+
+/// The bounds `may_remember_refusal` enforces; the default is `limits.rs`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusalLimits {
+    pub per_certificate_per_s: u32,
+    pub not_authorised_per_institution_per_s: u32,
+}
+
+impl RefusalLimits {
+    /// No bound: for tests whose clock stands still through thousands of
+    /// refusals (the bounds have tests of their own).
+    pub const UNLIMITED: RefusalLimits = RefusalLimits {
+        per_certificate_per_s: u32::MAX,
+        not_authorised_per_institution_per_s: u32::MAX,
+    };
+}
+
+impl Default for RefusalLimits {
+    fn default() -> RefusalLimits {
+        RefusalLimits {
+            per_certificate_per_s: REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S,
+            not_authorised_per_institution_per_s: NOT_AUTHORISED_PER_INSTITUTION_PER_S,
+        }
+    }
+}
+
 impl Ledger {
+    /// Replaces the bounds on remembered refusals (`RefusalLimits`).
+    pub fn set_refusal_limits(&self, limits: RefusalLimits) {
+        self.refusal_rates.lock().limits = limits;
+    }
+
+    /// Whether a refusal by a rule may be remembered (a synced write): at
+    /// most `REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S` per certificate and
+    /// `NOT_AUTHORISED_PER_INSTITUTION_PER_S` `not_authorised` per
+    /// institution, each second; past them `overloaded` (nothing written,
+    /// the retry is decided afresh). Counts every `not_authorised`.
+    pub(super) fn may_remember_refusal(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        refusal: &Refusal,
+    ) -> Result<(), Refusal> {
+        let institution = command
+            .institution()
+            .filter(|_| refusal.reason == Reason::NotAuthorised);
+        if let Some(code) = institution {
+            metrics::counter!(metric_names::NOT_AUTHORISED, "institution" => code.to_string())
+                .increment(1);
+        }
+        let second = self.clock.now().0;
+        let mut rates = self.refusal_rates.lock();
+        if rates.second != second {
+            *rates = RefusalRates {
+                limits: rates.limits,
+                second,
+                ..RefusalRates::default()
+            };
+        }
+        let limits = rates.limits;
+        let certificate = rates
+            .per_certificate
+            .entry(origin.caller.certificate)
+            .or_default();
+        if *certificate >= limits.per_certificate_per_s {
+            return Err(Refusal::new(
+                Reason::Overloaded,
+                "too many refused requests from this certificate this second; slow down and retry",
+            ));
+        }
+        *certificate += 1;
+        if let Some(code) = institution {
+            let count = rates.not_authorised.entry(code).or_default();
+            if *count >= limits.not_authorised_per_institution_per_s {
+                return Err(Refusal::new(
+                    Reason::Overloaded,
+                    format!(
+                        "too many not_authorised refusals at institution {code} this second; retry later"
+                    ),
+                ));
+            }
+            *count += 1;
+        }
+        Ok(())
+    }
+
     pub(super) fn inflight_shard(&self, key: &[u8]) -> &Inflight {
         let hash = blake3::hash(key);
         &self.inflight[usize::from(hash.as_bytes()[0]) % self.inflight.len()]

@@ -155,8 +155,12 @@ fn pruning_goes_through_the_table_in_bounded_batches() {
             },
         })
         .collect();
-    for chunk in requests.chunks(4_000) {
+    // A second of the clock per chunk: refusals remembered per certificate
+    // are bounded per second (`REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S`).
+    let per_second = voucherd::limits::REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S as usize;
+    for chunk in requests.chunks(per_second) {
         h.ledger.execute(gateway, chunk);
+        h.clock.advance_s(1);
     }
     assert_eq!(remembered_rows(&h), total);
     h.clock.advance_s(2 * HOUR_S);
@@ -283,4 +287,80 @@ fn a_frame_waiting_for_its_request_id_does_not_block_the_worker() {
         );
         ticker.abort();
     });
+}
+
+/// Checks (issue 17, item 7): refusals remembered (a synced write each) are
+/// bounded per certificate per second; past the bound a refused change is
+/// `overloaded` and nothing is written, and its retry is decided afresh.
+/// How: one frame of `REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S + 5` claims
+/// of a voucher that does not exist, all in one second of the manual clock;
+/// the remembered rows are counted; then a second later a retry of an
+/// `overloaded` id gets the rule's refusal.
+#[test]
+fn refusals_remembered_per_certificate_are_bounded_per_second() {
+    use voucherd::limits::REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S;
+    let h = Harness::new();
+    let caller = Caller::new(Role::Gateway, [4; 32]);
+    let bound = REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S as usize;
+    let claim = |i: usize| Request {
+        id: format!("c-{i}"),
+        op: Op::Claim {
+            voucher: VoucherId(9_999_999),
+            id_number: id_number(1),
+        },
+    };
+    let rows_before = remembered_rows(&h);
+    let requests: Vec<Request> = (0..bound + 5).map(claim).collect();
+    let answers = h.ledger.execute(caller, &requests);
+    let rule = reason(&answers[0]);
+    assert_ne!(rule, "overloaded");
+    assert!(answers[..bound].iter().all(|a| reason(a) == rule));
+    assert!(answers[bound..].iter().all(|a| reason(a) == "overloaded"));
+    assert_eq!(
+        remembered_rows(&h) - rows_before,
+        bound,
+        "only the bound is written"
+    );
+    h.clock.advance_s(1);
+    let retry = h.ledger.execute(caller, &[claim(bound)]).remove(0);
+    assert_eq!(reason(&retry), rule, "the retry is decided afresh");
+    // Another certificate was never limited.
+    let other = Caller::new(Role::Gateway, [5; 32]);
+    h.clock.advance_s(-1);
+    assert_eq!(
+        reason(&h.ledger.execute(other, &[claim(0)]).remove(0)),
+        rule
+    );
+}
+
+/// Checks (issue 17, item 7): `not_authorised` refusals are throttled per
+/// institution: past `NOT_AUTHORISED_PER_INSTITUTION_PER_S` in a second,
+/// `overloaded` with nothing written; another institution is not affected.
+/// How: two institutions, one claimed voucher, a frame of redeems by an
+/// operator neither authorised, at the first institution then the second.
+#[test]
+fn not_authorised_is_throttled_per_institution() {
+    use voucherd::limits::NOT_AUTHORISED_PER_INSTITUTION_PER_S;
+    let h = Harness::new();
+    h.institution("5001011", &id_number(1), "op-1");
+    h.institution("5001012", &id_number(2), "op-1");
+    let voucher = h.claimed(&id_number(3), Kind::EmploymentSkills);
+    let bound = NOT_AUTHORISED_PER_INSTITUTION_PER_S as usize;
+    let redeems = |institution: &str| -> Vec<Request> {
+        (0..bound + 3)
+            .map(|i| Request {
+                id: format!("{institution}-{i}"),
+                op: redeem(voucher, institution, "op-x"),
+            })
+            .collect()
+    };
+    let rows_before = remembered_rows(&h);
+    let answers = h.ledger.execute(Role::Gateway, &redeems("5001011"));
+    assert!(answers[..bound]
+        .iter()
+        .all(|a| reason(a) == "not_authorised"));
+    assert!(answers[bound..].iter().all(|a| reason(a) == "overloaded"));
+    assert_eq!(remembered_rows(&h) - rows_before, bound);
+    let other = h.ledger.execute(Role::Gateway, &redeems("5001012"));
+    assert_eq!(reason(&other[0]), "not_authorised");
 }
