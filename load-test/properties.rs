@@ -14,6 +14,10 @@
 //! - `check_ctl_line`: `json::parse_line` never panics; a request it accepts
 //!   has a valid request id, reads back the same from its own JSON and crosses
 //!   the wire unchanged; a line it refuses is answered `invalid_request`.
+//! - `check_ledger_operations`: the ledger on an arbitrary (role, operation)
+//!   sequence keeps its invariants and reopens to the same head.
+//! - `check_certificate_role`: `tls::role_of` never panics on certificate bytes.
+//! - `check_export_replay`: reading and replaying an export never panics.
 
 use voucherd::net::json::{self, Line};
 
@@ -23,7 +27,7 @@ mod human;
 use voucherd::domain::campaign::{Campaign, Campaigns};
 use voucherd::domain::command::{check_request_id, Command};
 use voucherd::domain::ids::PersonSecret;
-use voucherd::domain::op::{Answer, Request};
+use voucherd::domain::op::{Answer, Op, Request, Role};
 use voucherd::domain::time::Timestamp;
 use voucherd::error::Reason;
 use voucherd::limits::BATCH_OPS_MAX;
@@ -196,5 +200,188 @@ pub fn check_ctl_line(bytes: &[u8]) {
                 );
             }
         }
+    }
+}
+
+/// Operations one `check_ledger_operations` input runs at most.
+pub const LEDGER_OPERATIONS_MAX: usize = 512;
+
+/// The operation six input bytes name: a role, a kind of operation and its
+/// fields drawn from a small world (four persons, two institutions, the
+/// first sixteen voucher ids, two operators), so arbitrary bytes reach the
+/// rules' deep states (claimed, redeemed, completed, settled, expired)
+/// rather than stopping at validation.
+fn ledger_operation(bytes: [u8; 6]) -> (Role, Op) {
+    use crate::kit::workload::{authorise, id_number, register, SITE};
+    use voucherd::domain::enums::{Category, Channel, Kind};
+    use voucherd::domain::ids::VoucherId;
+    let [role, kind, a, b, c, _] = bytes;
+    let role = match role % 6 {
+        0 => Role::Gateway,
+        1 => Role::Bureau,
+        2 => Role::District("500101".parse().expect("district code")),
+        3 => Role::Auditor,
+        4 => Role::Platform,
+        _ => Role::Training,
+    };
+    let person = id_number(u64::from(a % 4));
+    let institution = ["5001011", "5001012"][usize::from(b % 2)];
+    let operator = ["op-1", "op-2"][usize::from(c % 2)];
+    let voucher = VoucherId(u64::from(b % 16) + 1);
+    let kinds = [
+        Kind::EmploymentSkills,
+        Kind::HrServices,
+        Kind::Entrepreneurship,
+    ];
+    let op = match kind % 16 {
+        0 => register(institution, "500101", &id_number(u64::from(c % 4))),
+        1 => authorise(institution, &id_number(u64::from(a % 4)), operator),
+        2 => Op::RevokeOperator {
+            institution: institution.parse().expect("institution code"),
+            admin_id_number: person,
+            operator: operator.parse().expect("operator"),
+        },
+        3 | 4 => Op::Issue {
+            id_number: person,
+            category: Category::RuralMigrant,
+            kind: kinds[usize::from(c % 3)],
+            face_value_fen: u64::from(c) * 1_000,
+            channel: Channel::Wechat,
+            district: "500101".parse().expect("district code"),
+            year: None,
+        },
+        5 => Op::Claim {
+            voucher,
+            id_number: person,
+        },
+        6 => Op::Redeem {
+            voucher,
+            institution: institution.parse().expect("institution code"),
+            operator: operator.parse().expect("operator"),
+            class: "电工初级".into(),
+        },
+        7 => Op::Checkin {
+            voucher,
+            lat: SITE.0 + f64::from(c) * 1e-4,
+            lon: SITE.1,
+        },
+        8 => Op::Complete {
+            voucher,
+            institution: institution.parse().expect("institution code"),
+            operator: operator.parse().expect("operator"),
+        },
+        9 => Op::Evaluate {
+            voucher,
+            id_number: person,
+            score: c % 7,
+            comment: None,
+        },
+        10 => Op::Settle {
+            voucher,
+            amount_fen: u64::from(c) * 1_000,
+        },
+        11 => Op::Release {
+            voucher,
+            institution: institution.parse().expect("institution code"),
+            operator: operator.parse().expect("operator"),
+        },
+        12 => Op::Expire {
+            year: campaigns().current().year,
+        },
+        13 => Op::GetVoucher { voucher },
+        14 => Op::Stats {
+            district: None,
+            year: None,
+        },
+        _ => Op::ListVouchers {
+            id_number: person,
+            year: None,
+        },
+    };
+    (role, op)
+}
+
+/// Checks the ledger on an arbitrary sequence of (role, operation): every
+/// six bytes are one request (`ledger_operation`; the sixth byte moves the
+/// clock on by up to a month, so the deadline passes sometimes), at most
+/// `LEDGER_OPERATIONS_MAX`. Properties: nothing panics (the ledger's
+/// always-on assertions hold: uses within the limit, figures never below
+/// zero, the audit sequence never skipping); every request gets one answer
+/// under its id; the audit head only moves forward; and a ledger reopened
+/// over the same journal has the same head (state digest included).
+pub fn check_ledger_operations(bytes: &[u8]) {
+    use std::sync::Arc;
+    use voucherd::domain::op::Caller;
+    use voucherd::domain::time::ManualClock;
+    use voucherd::ledger::{Ledger, LedgerConfig};
+    use voucherd::store::journal::MemoryJournal;
+    let journal = Arc::new(MemoryJournal::default());
+    let clock = Arc::new(ManualClock::new(NOW));
+    let config = || LedgerConfig {
+        campaigns: campaigns(),
+        secret: PersonSecret([7; 32]),
+        clock: clock.clone(),
+    };
+    let ledger = Ledger::open(config(), journal.clone()).expect("an empty ledger opens");
+    let mut head = ledger.head().0;
+    for (n, chunk) in bytes
+        .chunks_exact(6)
+        .take(LEDGER_OPERATIONS_MAX)
+        .enumerate()
+    {
+        let chunk: [u8; 6] = chunk.try_into().expect("six bytes");
+        let (role, op) = ledger_operation(chunk);
+        let request = Request {
+            id: format!("f-{n}"),
+            op,
+        };
+        let caller = Caller::new(role, [chunk[0] % 3; 32]);
+        let answers = ledger.execute(caller, std::slice::from_ref(&request));
+        assert_eq!(answers.len(), 1, "one answer per request");
+        assert_eq!(answers[0].id, request.id, "the answer names its request");
+        let now = ledger.head().0;
+        assert!(now >= head, "the audit head went back from {head} to {now}");
+        head = now;
+        if chunk[5] >= 0xf0 {
+            clock.advance_s(i64::from(chunk[5] - 0xef) * 2 * 86_400);
+        }
+    }
+    let before = ledger.head();
+    drop(ledger);
+    let reopened = Ledger::open(config(), journal).expect("a ledger reopens over its journal");
+    assert_eq!(
+        reopened.head(),
+        before,
+        "recovery agrees with the ledger it reopens"
+    );
+}
+
+/// Checks the client certificate role parser (`tls::role_of`, run on every
+/// verified certificate) on arbitrary bytes: it never panics, and a role it
+/// finds prints as a role name that parses back to it.
+pub fn check_certificate_role(bytes: &[u8]) {
+    let certificate = rustls::pki_types::CertificateDer::from(bytes.to_vec());
+    if let Ok(role) = voucherd::net::tls::role_of(&certificate) {
+        let name = role.to_string();
+        assert_eq!(
+            name.parse::<Role>().ok(),
+            Some(role),
+            "role {name} does not read back"
+        );
+    }
+}
+
+/// Checks reading an audit export and replaying it into an empty ledger
+/// (`voucherd replay`) on arbitrary bytes: it never panics; anything it
+/// does not take is an error (corrupt, truncated, a chain that does not
+/// verify), and what it takes replays to a head of as many records as it
+/// counted.
+pub fn check_export_replay(bytes: &[u8]) {
+    if let Ok(Ok(replayed)) = voucherd::admin::offline::replay(std::io::Cursor::new(bytes)) {
+        assert_eq!(
+            replayed.ledger.head().0,
+            replayed.records,
+            "a replayed chain's head is its last record"
+        );
     }
 }

@@ -67,6 +67,16 @@ pub const REQUEST_PRUNE_BATCH_MAX: usize = 10_000;
 /// under 2 minutes and an id is forgotten at most that long after its
 /// retention.
 pub const REQUEST_PRUNE_INTERVAL_MS: u64 = 100;
+/// Refusals by a rule remembered for retries (one synced write each) per
+/// client certificate per second of the ledger's clock; past it a refused
+/// change is answered `overloaded` with nothing written, so a client looping
+/// on refused requests cannot turn them into a stream of synced writes.
+/// Generous: a deployment's gateways may share one certificate.
+pub const REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S: u32 = 1_000;
+/// `not_authorised` refusals remembered per institution per second; past it
+/// `overloaded`, nothing written. Every one is counted in
+/// `voucherd_not_authorised_total{institution}`.
+pub const NOT_AUTHORISED_PER_INSTITUTION_PER_S: u32 = 10;
 /// Vouchers one batch of the daemon's expiry writes (one commit, one audit
 /// record): the batch holds one voucher shard's write lock and its holders'
 /// person shards for its time only (docs/decisions.md D41).
@@ -131,17 +141,58 @@ pub const BATCH_OPS_MAX: usize = 4_096;
 /// Requests (bidirectional streams) in flight on one connection.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 64;
 /// Request bytes buffered at once across all streams and connections. A
-/// stream pays for each piece before reading it, so senders of big or
-/// unfinished frames wait (until the read timeout) instead of growing memory.
+/// stream pays for each piece as it arrives (never for bytes a frame only
+/// announces), so senders of big or unfinished frames wait (until the read
+/// timeout) instead of growing memory. A frame's bytes stay paid until its
+/// answer is sent, and an answer longer than its request pays the
+/// difference (answers are memory too).
 pub const REQUEST_BYTES_IN_FLIGHT_MAX: usize = 64 * 1024 * 1024;
-/// Largest piece of a request frame read at once, bytes.
-pub const REQUEST_READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Request and answer bytes one connection may hold at once, paid like
+/// `REQUEST_BYTES_IN_FLIGHT_MAX` and before it, so one connection cannot take
+/// the shared budget: room for one largest frame and its header.
+pub const REQUEST_BYTES_PER_CONNECTION_MAX: usize = 8 * 1024 * 1024;
+/// Largest piece of a request frame read at once, bytes: a stream waiting
+/// for the budget holds at most one piece unpaid (64 streams of a
+/// connection, 1 MiB).
+pub const REQUEST_READ_CHUNK_BYTES: usize = 16 * 1024;
+/// How long a stream may take to deliver its frame's length prefix after
+/// its first byte, milliseconds; past it the stream is reset, so streams
+/// that announce nothing hold a stream slot for 2 s, not the read timeout.
+pub const FRAME_HEADER_TIMEOUT_MS: u64 = 2_000;
+const _: () = assert!(
+    REQUEST_BYTES_PER_CONNECTION_MAX >= FRAME_BYTES_MAX + 4,
+    "a connection's budget holds its largest frame"
+);
 /// Bytes one connection may have in flight unread (QUIC connection flow control).
 pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 /// Bytes one stream may have in flight unread (QUIC stream flow control).
 pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 1024 * 1024;
-/// Connections served at once; more are refused at the handshake.
+/// Connections served at once, any role; a slot is taken once the
+/// handshake is done and the certificate's role is known (a handshake holds
+/// no slot), and more are closed with `CLOSE_BUSY`.
 pub const CONNECTIONS_MAX: usize = 1_024;
+/// Slots beyond `CONNECTIONS_MAX` that only gateways may take, so a flood of
+/// connections from another role (or a leaked certificate) never locks the
+/// training sites out.
+pub const CONNECTIONS_KEPT_FOR_GATEWAYS: usize = 256;
+/// Slots beyond `CONNECTIONS_MAX` that only the bureau may take.
+pub const CONNECTIONS_KEPT_FOR_BUREAU: usize = 16;
+/// Connections one client certificate may hold at once (all gateways of a
+/// deployment may share one certificate, so this is generous); more are
+/// closed with `CLOSE_BUSY`.
+pub const CONNECTIONS_PER_CERTIFICATE_MAX: usize = 256;
+/// Handshakes in progress at once (a client's first packet seen, TLS not
+/// finished); past it new ones are refused at once.
+pub const HANDSHAKES_IN_PROGRESS_MAX: usize = 256;
+/// Past this many handshakes in progress, a client whose address is not yet
+/// validated gets a QUIC Retry (no state kept) and must come back with its
+/// token from the address it claims: spoofed floods never come back.
+pub const HANDSHAKES_BEFORE_RETRY: usize = 32;
+/// A handshake not finished within this long is dropped, milliseconds.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// A refused handshake or connection is logged at most once per this long,
+/// with the number refused since, milliseconds (the counter counts each).
+pub const REFUSAL_LOG_INTERVAL_MS: u64 = 1_000;
 /// A connection with no traffic for this long is closed, milliseconds.
 pub const IDLE_TIMEOUT_MS: u32 = 30_000;
 /// A client gives up a connection attempt that has no answer after this long
@@ -161,6 +212,11 @@ pub const ANSWER_WRITE_TIMEOUT_MS: u64 = 10_000;
 /// Batches being applied or waiting for durability at once, across connections;
 /// a stream that cannot get a slot within `BATCH_SLOT_WAIT_MS` is answered `overloaded`.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 256;
+/// How long a frame applied on an async worker waits, without holding the
+/// worker, for one of its request ids in flight in another frame (decided,
+/// then durable), milliseconds; past it that request is answered
+/// `overloaded` (nothing applied) and the frame goes on.
+pub const INFLIGHT_WAIT_MS_MAX: u64 = 2_000;
 /// How long a request waits for a batch slot before `overloaded`, milliseconds.
 pub const BATCH_SLOT_WAIT_MS: u64 = 2_000;
 /// How long shutdown waits for in-flight requests, milliseconds.

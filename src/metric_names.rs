@@ -30,6 +30,7 @@ pub const COVERAGE_DISTRICTS_USED: &str = "voucherd_coverage_districts_used";
 pub const COVERAGE_INSTITUTIONS_USED: &str = "voucherd_coverage_institutions_used";
 pub const COVERAGE_INSTITUTIONS_REGISTERED: &str = "voucherd_coverage_institutions_registered";
 pub const COVERAGE_USED_WITH_CHECKIN: &str = "voucherd_coverage_used_with_checkin_vouchers";
+pub const NOT_AUTHORISED: &str = "voucherd_not_authorised_total";
 
 /// Every metric the daemon exports (histograms add `_bucket`, `_sum`, `_count`).
 pub const ALL: &[&str] = &[
@@ -61,6 +62,7 @@ pub const ALL: &[&str] = &[
     COVERAGE_INSTITUTIONS_USED,
     COVERAGE_INSTITUTIONS_REGISTERED,
     COVERAGE_USED_WITH_CHECKIN,
+    NOT_AUTHORISED,
 ];
 
 /// The process metrics `metrics-process` exports (Prometheus' standard names,
@@ -94,7 +96,13 @@ mod tests {
                 name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
                 "{name}"
             );
-            let counter = [OPERATIONS, FRAMES_REFUSED, CONNECTIONS_REFUSED].contains(name);
+            let counter = [
+                OPERATIONS,
+                FRAMES_REFUSED,
+                CONNECTIONS_REFUSED,
+                NOT_AUTHORISED,
+            ]
+            .contains(name);
             assert_eq!(name.ends_with("_total"), counter, "{name}");
             assert!(
                 !name.contains("millis") && !name.contains("_ms"),

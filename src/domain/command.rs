@@ -345,6 +345,22 @@ fn registration(
 impl Command {
     /// The operation this command was validated from; `None` for a
     /// campaign record, which no request makes.
+    /// The institution the command acts at or on, if any.
+    pub fn institution(&self) -> Option<InstitutionCode> {
+        match self {
+            Command::RegisterInstitution(registration) => Some(registration.code),
+            Command::SetInstitutionAdmin { institution, .. }
+            | Command::AuthoriseOperator { institution, .. }
+            | Command::RevokeOperator { institution, .. }
+            | Command::Redeem { institution, .. }
+            | Command::Complete { institution, .. }
+            | Command::Release { institution, .. }
+            | Command::CompleteByOperator { institution, .. }
+            | Command::ReleaseByOperator { institution, .. } => Some(*institution),
+            _ => None,
+        }
+    }
+
     pub fn op_name(&self) -> Option<OpName> {
         Some(match self {
             Command::RegisterInstitution(_) => OpName::RegisterInstitution,

@@ -188,7 +188,8 @@ impl Ledger {
         request: &'r Request,
         seen: &mut HashMap<&'r str, ([u8; 32], usize)>,
         pending: &mut Pending,
-    ) -> Answer {
+        waiting: Waiting,
+    ) -> Result<Answer, WaitFor> {
         let id = request.id.as_str();
         let role = caller.role;
         let refused = |refusal: Refusal| Answer {
@@ -196,29 +197,29 @@ impl Ledger {
             outcome: Err(refusal),
         };
         if let Err(refusal) = check_request_id(id) {
-            return refused(refusal);
+            return Ok(refused(refusal));
         }
         if !request.op.allows(role) {
-            return Answer::refused(
+            return Ok(Answer::refused(
                 id,
                 Reason::ForbiddenRole,
                 format!("role {role} may not run {}", request.op.name()),
-            );
+            ));
         }
         let now = self.clock.now();
         let command = match Command::from_op(&request.op, &self.secret, &self.campaigns, now) {
             Ok(Some(command)) => command,
             Ok(None) => {
-                return Answer {
+                return Ok(Answer {
                     id: id.to_owned(),
                     outcome: self.read(role, &request.op),
-                };
+                });
             }
-            Err(refusal) => return refused(refusal),
+            Err(refusal) => return Ok(refused(refusal)),
         };
         let content = self.content_hash(&request.op);
         if let Some(&(earlier, position)) = seen.get(id) {
-            return if earlier == content {
+            return Ok(if earlier == content {
                 Answer {
                     id: id.to_owned(),
                     outcome: pending.answers[position].outcome.clone(),
@@ -229,18 +230,19 @@ impl Ledger {
                     Reason::RequestIdReused,
                     "request id was used for another request",
                 )
-            };
+            });
         }
         let key = keys::request(&caller, id);
-        match self.remembered(&key, content) {
+        match self.remembered(&key, content, waiting) {
             Ok(Some(outcome)) => {
-                return Answer {
+                return Ok(Answer {
                     id: id.to_owned(),
                     outcome,
-                }
+                })
             }
             Ok(None) => {}
-            Err(refusal) => return refused(refusal),
+            Err(Stop::Refused(refusal)) => return Ok(refused(refusal)),
+            Err(Stop::Wait(wait)) => return Err(wait),
         }
         let origin = Origin {
             caller,
@@ -264,10 +266,12 @@ impl Ledger {
                 inflight.remove(&key);
             }
         }
-        Answer {
+        drop(inflight);
+        self.request_decided.notify_waiters();
+        Ok(Answer {
             id: id.to_owned(),
             outcome,
-        }
+        })
     }
 
     /// Reads "now" for an operation whose locks are held (see `Origin::time`):
@@ -317,7 +321,10 @@ impl Ledger {
             Err(refusal) if refusal.reason.is_transient() || origin.remember.is_none() => {
                 (Err(refusal), None)
             }
-            Err(refusal) => match self.commit_refusal(origin, &refusal) {
+            Err(refusal) => match self
+                .may_remember_refusal(origin, command, &refusal)
+                .and_then(|()| self.commit_refusal(origin, &refusal))
+            {
                 Ok(ticket) => (Err(refusal), Some(ticket)),
                 Err(transient) => (Err(transient), None),
             },

@@ -59,8 +59,8 @@ use apply::{Change, Origin};
 pub use commit::Pending;
 use commit::{Applying, Tail};
 pub use expiry::ExpiryPass;
-use requests::Inflight;
-pub use requests::Pruned;
+pub use requests::{FrameRun, HeldRequestId, Pruned, RefusalLimits, WaitFor, Waiting};
+use requests::{Inflight, Stop};
 
 /// What a ledger needs besides its journal.
 pub struct LedgerConfig {
@@ -86,6 +86,9 @@ pub struct Ledger {
     assigned_ticket: AtomicU64,
     next_voucher: AtomicU64,
     inflight: Vec<Inflight>,
+    /// Woken whenever a request id being decided is decided (its `Inflight`
+    /// entry leaves `None`), for frames applied without waiting.
+    request_decided: tokio::sync::Notify,
     /// Operations that lock every shard (`expire`) running now.
     sweeps: AtomicUsize,
     /// The last sealed record's time (Unix seconds), as `Tail::time`, for
@@ -97,6 +100,9 @@ pub struct Ledger {
     events: Mutex<events::EventIndex>,
     /// The sequence number of the last event noted (long polls wait on it).
     events_notice: tokio::sync::watch::Sender<u64>,
+    /// Refusals remembered in the current second, per certificate and
+    /// per institution (`may_remember_refusal`).
+    refusal_rates: Mutex<requests::RefusalRates>,
 }
 
 /// Counts a sweep as running until dropped (even by a panic).
@@ -146,11 +152,13 @@ impl Ledger {
             assigned_ticket: AtomicU64::new(0),
             next_voucher: AtomicU64::new(1),
             inflight: (0..64).map(|_| Mutex::new(HashMap::new())).collect(),
+            request_decided: tokio::sync::Notify::new(),
             sweeps: AtomicUsize::new(0),
             record_time: AtomicI64::new(i64::MIN),
             prune_cursor: Mutex::new(Vec::new()),
             events: Mutex::new(events::EventIndex::default()),
             events_notice: tokio::sync::watch::Sender::new(0),
+            refusal_rates: Mutex::new(requests::RefusalRates::default()),
         }
     }
 
@@ -168,41 +176,97 @@ impl Ledger {
     /// Decides every request of a batch, in order, without waiting for durability.
     /// Call `finish` before showing any answer to anyone.
     pub fn apply(&self, caller: impl Into<Caller>, requests: &[Request]) -> Pending {
-        let caller = caller.into();
-        let _applying = Applying::new(&*self.journal);
-        let mut pending = Pending {
-            answers: Vec::with_capacity(requests.len()),
-            ticket: 0,
-            inflight: Vec::new(),
-        };
-        let mut seen: HashMap<&str, ([u8; 32], usize)> = HashMap::new();
-        let (mut audit_reads, mut stats_reads, mut events_reads) = (0, 0, 0);
-        for request in requests {
-            // The reads whose answers grow with the ledger are capped per
-            // frame, so one frame cannot ask for gigabytes or hold the tail
-            // lock for many figure walks (`limits.rs`).
-            let (count, max, name) = match request.op {
-                Op::AuditRead { .. } => (&mut audit_reads, AUDIT_READS_PER_FRAME_MAX, "audit_read"),
-                Op::Stats { .. } => (&mut stats_reads, STATS_PER_FRAME_MAX, "stats"),
-                Op::Events { .. } => (&mut events_reads, EVENTS_PER_FRAME_MAX, "events"),
-                _ => (&mut 0, usize::MAX, ""),
-            };
-            *count += 1;
-            if *count > max {
-                pending.answers.push(Answer::refused(
-                    &request.id,
-                    Reason::InvalidRequest,
-                    format!("at most {max} {name} per request frame"),
-                ));
-                continue;
-            }
-            let answer = self.apply_one(caller, request, &mut seen, &mut pending);
-            pending.answers.push(answer);
-        }
+        let mut run = FrameRun::new(caller.into(), requests);
+        let stopped = self.apply_run(&mut run, Waiting::Block);
+        assert!(stopped.is_none(), "a blocking apply never stops");
+        self.applied(run)
+    }
+
+    /// Applies the frame's next requests without ever waiting: stops before
+    /// a request that would wait (its id in flight in another frame, or an
+    /// `expire` holding every shard) and says for what. Await that
+    /// (`request_decided`, `durability`), then call again; `None` once every
+    /// request has its answer (then `applied`).
+    pub fn apply_without_waiting(&self, run: &mut FrameRun<'_>) -> Option<WaitFor> {
+        self.apply_run(run, Waiting::Never)
+    }
+
+    /// The pending answers of a frame whose every request is applied.
+    pub fn applied(&self, run: FrameRun<'_>) -> Pending {
+        assert!(
+            run.next == run.requests.len(),
+            "a frame is applied to its end before its answers are taken"
+        );
+        let mut pending = run.pending;
         pending.ticket = pending
             .ticket
             .max(self.assigned_ticket.load(Ordering::SeqCst));
         pending
+    }
+
+    /// Answers the request a frame stopped before with `refusal` (nothing
+    /// applied for it) and moves past it: for a caller that gave up waiting.
+    pub fn refuse_next(&self, run: &mut FrameRun<'_>, refusal: Refusal) {
+        let request = &run.requests[run.next];
+        run.pending.answers.push(Answer {
+            id: request.id.clone(),
+            outcome: Err(refusal),
+        });
+        run.next += 1;
+    }
+
+    /// A wake-up for when a request id being decided is decided: enable it
+    /// before `apply_without_waiting`, await it after `WaitFor::Decided`.
+    pub fn request_decided(&self) -> tokio::sync::futures::Notified<'_> {
+        self.request_decided.notified()
+    }
+
+    fn apply_run(&self, run: &mut FrameRun<'_>, waiting: Waiting) -> Option<WaitFor> {
+        let _applying = Applying::new(&*self.journal);
+        let requests = run.requests;
+        while let Some(request) = requests.get(run.next) {
+            if waiting == Waiting::Never && self.is_sweeping() {
+                return Some(WaitFor::Sweep);
+            }
+            // The reads whose answers grow with the ledger are capped per
+            // frame, so one frame cannot ask for gigabytes or hold the tail
+            // lock for many figure walks (`limits.rs`). Reads never stop a
+            // frame, so each is counted once.
+            let (count, max, name) = match request.op {
+                Op::AuditRead { .. } => (
+                    &mut run.audit_reads,
+                    AUDIT_READS_PER_FRAME_MAX,
+                    "audit_read",
+                ),
+                Op::Stats { .. } => (&mut run.stats_reads, STATS_PER_FRAME_MAX, "stats"),
+                Op::Events { .. } => (&mut run.events_reads, EVENTS_PER_FRAME_MAX, "events"),
+                _ => (&mut 0, usize::MAX, ""),
+            };
+            *count += 1;
+            if *count > max {
+                run.pending.answers.push(Answer::refused(
+                    &request.id,
+                    Reason::InvalidRequest,
+                    format!("at most {max} {name} per request frame"),
+                ));
+                run.next += 1;
+                continue;
+            }
+            match self.apply_one(
+                run.caller,
+                request,
+                &mut run.seen,
+                &mut run.pending,
+                waiting,
+            ) {
+                Ok(answer) => {
+                    run.pending.answers.push(answer);
+                    run.next += 1;
+                }
+                Err(wait) => return Some(wait),
+            }
+        }
+        None
     }
 
     /// True while an operation holds every voucher and person shard

@@ -8,8 +8,16 @@
 //! the last one stopped, without any lock, and deletes the rows older than
 //! the retention in one commit, which holds the tail lock only to take a
 //! ticket. Writers never wait for more than that.
+//!
+//! A frame may be applied without ever waiting (`FrameRun`,
+//! `Ledger::apply_without_waiting`): it stops before a request whose id is
+//! in flight and says what to await, so an async worker never blocks.
 
 use super::*;
+use crate::limits::{
+    NOT_AUTHORISED_PER_INSTITUTION_PER_S, REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S,
+};
+use crate::metric_names;
 
 /// An answer kept for retries of the same request id.
 #[derive(Encode, Decode)]
@@ -36,7 +44,188 @@ pub(super) type Inflight = Mutex<HashMap<Vec<u8>, Option<u64>>>;
 /// How long a duplicate request id waits for the first to be decided (spins).
 pub(super) const INFLIGHT_SPINS_MAX: u32 = 100_000;
 
+/// Whether applying a frame may wait for a request id in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// Block the thread (a blocking-pool thread, or a synchronous caller).
+    Block,
+    /// Never wait: stop before the request and say for what (`WaitFor`).
+    Never,
+}
+
+/// What a frame applied without waiting stopped for, before a request that
+/// has not been applied (nothing of it happened yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitFor {
+    /// The same request id is being decided in another frame: await
+    /// `Ledger::request_decided`.
+    Decided,
+    /// The same request id's first answer rests on this ticket, not durable
+    /// yet: await it on `Ledger::durability`.
+    Durable(u64),
+    /// An `expire` holds every shard: try again shortly.
+    Sweep,
+}
+
+/// Why `remembered` gives no answer.
+pub(super) enum Stop {
+    Refused(Refusal),
+    Wait(WaitFor),
+}
+
+impl From<Refusal> for Stop {
+    fn from(refusal: Refusal) -> Stop {
+        Stop::Refused(refusal)
+    }
+}
+
+/// A frame being applied, request by request: what `apply` keeps between
+/// requests (the answers so far, the ids seen in the frame, the per-frame
+/// read caps), so a frame applied without waiting can stop and go on.
+pub struct FrameRun<'r> {
+    pub(super) caller: Caller,
+    pub(super) requests: &'r [Request],
+    /// The next request to apply.
+    pub(super) next: usize,
+    pub(super) seen: HashMap<&'r str, ([u8; 32], usize)>,
+    pub(super) audit_reads: usize,
+    pub(super) stats_reads: usize,
+    pub(super) events_reads: usize,
+    pub(super) pending: Pending,
+}
+
+impl<'r> FrameRun<'r> {
+    pub fn new(caller: Caller, requests: &'r [Request]) -> FrameRun<'r> {
+        FrameRun {
+            caller,
+            requests,
+            next: 0,
+            seen: HashMap::new(),
+            audit_reads: 0,
+            stats_reads: 0,
+            events_reads: 0,
+            pending: Pending {
+                answers: Vec::with_capacity(requests.len()),
+                ticket: 0,
+                inflight: Vec::new(),
+            },
+        }
+    }
+}
+
+/// A request id held as being decided, as a frame in flight holds it,
+/// until dropped: for tests of what waits for it.
+pub struct HeldRequestId<'a> {
+    ledger: &'a Ledger,
+    key: Vec<u8>,
+}
+
+impl Drop for HeldRequestId<'_> {
+    fn drop(&mut self) {
+        self.ledger
+            .inflight_shard(&self.key)
+            .lock()
+            .remove(&self.key);
+        self.ledger.request_decided.notify_waiters();
+    }
+}
+
+/// Refusals remembered within one second of the ledger's clock: counts
+/// per certificate and per institution (`not_authorised` only), all
+/// forgotten when the second changes, so the maps hold one second's callers.
+#[derive(Default)]
+pub(super) struct RefusalRates {
+    limits: RefusalLimits,
+    second: i64,
+    per_certificate: HashMap<[u8; 32], u32>,
+    not_authorised: HashMap<InstitutionCode, u32>,
+}
+
+/// The bounds `may_remember_refusal` enforces; the default is `limits.rs`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusalLimits {
+    pub per_certificate_per_s: u32,
+    pub not_authorised_per_institution_per_s: u32,
+}
+
+impl RefusalLimits {
+    /// No bound: for tests whose clock stands still through thousands of
+    /// refusals (the bounds have tests of their own).
+    pub const UNLIMITED: RefusalLimits = RefusalLimits {
+        per_certificate_per_s: u32::MAX,
+        not_authorised_per_institution_per_s: u32::MAX,
+    };
+}
+
+impl Default for RefusalLimits {
+    fn default() -> RefusalLimits {
+        RefusalLimits {
+            per_certificate_per_s: REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S,
+            not_authorised_per_institution_per_s: NOT_AUTHORISED_PER_INSTITUTION_PER_S,
+        }
+    }
+}
+
 impl Ledger {
+    /// Replaces the bounds on remembered refusals (`RefusalLimits`).
+    pub fn set_refusal_limits(&self, limits: RefusalLimits) {
+        self.refusal_rates.lock().limits = limits;
+    }
+
+    /// Whether a refusal by a rule may be remembered (a synced write): at
+    /// most `REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S` per certificate and
+    /// `NOT_AUTHORISED_PER_INSTITUTION_PER_S` `not_authorised` per
+    /// institution, each second; past them `overloaded` (nothing written,
+    /// the retry is decided afresh). Counts every `not_authorised`.
+    pub(super) fn may_remember_refusal(
+        &self,
+        origin: &Origin,
+        command: &Command,
+        refusal: &Refusal,
+    ) -> Result<(), Refusal> {
+        let institution = command
+            .institution()
+            .filter(|_| refusal.reason == Reason::NotAuthorised);
+        if let Some(code) = institution {
+            metrics::counter!(metric_names::NOT_AUTHORISED, "institution" => code.to_string())
+                .increment(1);
+        }
+        let second = self.clock.now().0;
+        let mut rates = self.refusal_rates.lock();
+        if rates.second != second {
+            *rates = RefusalRates {
+                limits: rates.limits,
+                second,
+                ..RefusalRates::default()
+            };
+        }
+        let limits = rates.limits;
+        let certificate = rates
+            .per_certificate
+            .entry(origin.caller.certificate)
+            .or_default();
+        if *certificate >= limits.per_certificate_per_s {
+            return Err(Refusal::new(
+                Reason::Overloaded,
+                "too many refused requests from this certificate this second; slow down and retry",
+            ));
+        }
+        *certificate += 1;
+        if let Some(code) = institution {
+            let count = rates.not_authorised.entry(code).or_default();
+            if *count >= limits.not_authorised_per_institution_per_s {
+                return Err(Refusal::new(
+                    Reason::Overloaded,
+                    format!(
+                        "too many not_authorised refusals at institution {code} this second; retry later"
+                    ),
+                ));
+            }
+            *count += 1;
+        }
+        Ok(())
+    }
+
     pub(super) fn inflight_shard(&self, key: &[u8]) -> &Inflight {
         let hash = blake3::hash(key);
         &self.inflight[usize::from(hash.as_bytes()[0]) % self.inflight.len()]
@@ -46,14 +235,33 @@ impl Ledger {
         *blake3::keyed_hash(&self.secret.0, &codec::encode_plain(op)).as_bytes()
     }
 
+    /// Holds `caller`'s request id `id` as being decided until the result
+    /// is dropped (see `HeldRequestId`). Test support.
+    #[doc(hidden)]
+    pub fn hold_request_id(&self, caller: Caller, id: &str) -> HeldRequestId<'_> {
+        let key = keys::request(&caller, id);
+        let previous = self.inflight_shard(&key).lock().insert(key.clone(), None);
+        assert!(previous.is_none(), "the request id is already in flight");
+        HeldRequestId { ledger: self, key }
+    }
+
+    /// Whether waiting for `ticket` to be durable is over (or never long).
+    fn settled(&self, ticket: u64) -> bool {
+        self.journal
+            .durability()
+            .is_none_or(|durability| durability.borrow().settles(ticket))
+    }
+
     /// Claims the request id for this operation, or returns the answer a
-    /// previous request with that id got. Waits for an identical request in
-    /// flight in another batch to become durable first.
+    /// previous request with that id got. Waits (`Waiting::Block`) for an
+    /// identical request in flight in another batch to become durable
+    /// first, or stops (`Waiting::Never`) saying what to await.
     pub(super) fn remembered(
         &self,
         key: &[u8],
         content: [u8; 32],
-    ) -> Result<Option<Result<Reply, Refusal>>, Refusal> {
+        waiting: Waiting,
+    ) -> Result<Option<Result<Reply, Refusal>>, Stop> {
         let mut spins = 0;
         loop {
             let mut inflight = self.inflight_shard(key).lock();
@@ -62,19 +270,26 @@ impl Ledger {
                     inflight.insert(key.to_vec(), None);
                     break;
                 }
+                Some(None) if waiting == Waiting::Never => {
+                    return Err(Stop::Wait(WaitFor::Decided));
+                }
+                Some(Some(ticket)) if waiting == Waiting::Never && !self.settled(ticket) => {
+                    return Err(Stop::Wait(WaitFor::Durable(ticket)));
+                }
                 Some(None) => {
                     drop(inflight);
                     spins += 1;
                     if spins > INFLIGHT_SPINS_MAX {
-                        return Err(Refusal::new(
+                        return Err(Stop::Refused(Refusal::new(
                             Reason::Overloaded,
                             "the same request id is in flight; retry",
-                        ));
+                        )));
                     }
                     std::thread::yield_now();
                 }
                 Some(Some(ticket)) => {
                     drop(inflight);
+                    // Returns at once when `waiting` is `Never` (settled).
                     self.journal.wait_durable(ticket)?;
                     let mut inflight = self.inflight_shard(key).lock();
                     if inflight.get(key) == Some(&Some(ticket)) {
@@ -85,14 +300,16 @@ impl Ledger {
         }
         let stored = self.journal.get(Table::Requests, key).map_err(|e| {
             self.inflight_shard(key).lock().remove(key);
+            self.request_decided.notify_waiters();
             Refusal::new(Reason::StorageUnavailable, e.to_string())
         })?;
         let Some(stored) = stored else {
             return Ok(None);
         };
         self.inflight_shard(key).lock().remove(key);
+        self.request_decided.notify_waiters();
         let remembered: Remembered = codec::decode(&stored, "remembered request")
-            .map_err(|e| Refusal::new(Reason::StorageUnavailable, e.to_string()))?;
+            .map_err(|e| Stop::Refused(Refusal::new(Reason::StorageUnavailable, e.to_string())))?;
         if remembered.content != content {
             return Ok(Some(Err(Refusal::new(
                 Reason::RequestIdReused,

@@ -1,15 +1,17 @@
 //! The QUIC service: admission in the accept loop, one task per connection,
 //! one task per request stream, graceful shutdown.
 //!
-//! Connections are capped by a semaphore (refused past `CONNECTIONS_MAX`);
-//! the caller's role comes from its verified client certificate. Each stream
-//! carries one request frame, read within a byte budget shared by all streams
-//! (`REQUEST_BYTES_IN_FLIGHT_MAX`, paid piece by piece before reading) and the
-//! QUIC flow-control windows, so memory for requests is bounded whatever the
-//! clients send; the batch runs on a blocking thread (the ledger waits for
-//! fsync) and the answer frame goes back on the same stream. A connection
-//! that sends an unreadable frame gets a refusal, then is closed with
-//! `CLOSE_PROTOCOL_ERROR`; everyone else is served on.
+//! Admission, in the order it happens: handshakes in progress are capped
+//! (`HANDSHAKES_IN_PROGRESS_MAX`), past `HANDSHAKES_BEFORE_RETRY` a client
+//! must validate its address with a QUIC Retry, and a handshake has
+//! `HANDSHAKE_TIMEOUT_MS`; only then, with the role read from the verified
+//! client certificate, is a connection slot taken (`Slots`: a pool for all,
+//! slots kept for gateways and the bureau, a cap per certificate). Each
+//! stream carries one request frame, paid as its bytes arrive to the
+//! connection's byte budget and the shared one (`Budget`), kept paid until
+//! its answer is sent; the answer frame goes back on the same stream. A
+//! connection that sends an unreadable frame gets a refusal, then is closed
+//! with `CLOSE_PROTOCOL_ERROR`; everyone else is served on.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,20 +19,24 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::domain::op::{Answer, Caller, Op, Request};
+use crate::domain::op::{Answer, Caller, Op, Request, Role};
 use crate::error::{Error, Reason, Refusal};
-use crate::ledger::Ledger;
+use crate::ledger::{FrameRun, Ledger, Pending, WaitFor};
 use crate::limits::{
-    ANSWER_WRITE_TIMEOUT_MS, BATCHES_IN_FLIGHT_MAX, BATCH_SLOT_WAIT_MS, CONNECTIONS_MAX,
-    CONNECTION_RECEIVE_WINDOW_BYTES, EVENTS_WAITERS_MAX, EVENTS_WAIT_MS_MAX, FRAME_BYTES_MAX,
-    IDLE_TIMEOUT_MS, INLINE_APPLY_OPS_MAX, REQUEST_BYTES_IN_FLIGHT_MAX, REQUEST_READ_CHUNK_BYTES,
-    REQUEST_READ_TIMEOUT_MS, SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
-    STREAM_RECEIVE_WINDOW_BYTES,
+    ANSWER_WRITE_TIMEOUT_MS, BATCHES_IN_FLIGHT_MAX, BATCH_SLOT_WAIT_MS,
+    CONNECTIONS_KEPT_FOR_BUREAU, CONNECTIONS_KEPT_FOR_GATEWAYS, CONNECTIONS_MAX,
+    CONNECTIONS_PER_CERTIFICATE_MAX, CONNECTION_RECEIVE_WINDOW_BYTES, EVENTS_WAITERS_MAX,
+    EVENTS_WAIT_MS_MAX, FRAME_BYTES_MAX, FRAME_HEADER_TIMEOUT_MS, HANDSHAKES_BEFORE_RETRY,
+    HANDSHAKES_IN_PROGRESS_MAX, HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_MS, INFLIGHT_WAIT_MS_MAX,
+    INLINE_APPLY_OPS_MAX, REFUSAL_LOG_INTERVAL_MS, REQUEST_BYTES_IN_FLIGHT_MAX,
+    REQUEST_BYTES_PER_CONNECTION_MAX, REQUEST_READ_CHUNK_BYTES, REQUEST_READ_TIMEOUT_MS,
+    SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX, STREAM_RECEIVE_WINDOW_BYTES,
 };
 use crate::metric_names;
 use crate::net::json::{self, Line};
@@ -42,6 +48,8 @@ pub const CLOSE_SHUTDOWN: u32 = 0;
 pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
 pub const CLOSE_NO_ROLE: u32 = 2;
 pub const CLOSE_REVOKED: u32 = 3;
+/// No connection slot for this role or certificate (`Slots`); retry later.
+pub const CLOSE_BUSY: u32 = 4;
 
 /// Who may connect beyond what TLS checks: certificates revoked by their
 /// fingerprint (`tls::fingerprint`, SHA-256 of the DER, lowercase hex), from
@@ -57,19 +65,35 @@ pub struct Admission {
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub connections_max: usize,
+    pub connections_kept_for_gateways: usize,
+    pub connections_kept_for_bureau: usize,
+    pub connections_per_certificate_max: usize,
+    pub handshakes_in_progress_max: usize,
+    pub handshakes_before_retry: usize,
+    pub handshake_timeout_ms: u64,
     pub streams_per_connection_max: u32,
     pub idle_timeout_ms: u32,
+    pub frame_header_timeout_ms: u64,
     pub request_read_timeout_ms: u64,
     pub answer_write_timeout_ms: u64,
     pub batches_in_flight_max: usize,
     pub request_bytes_in_flight_max: usize,
     pub events_waiters_max: usize,
+    pub request_bytes_per_connection_max: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             connections_max: CONNECTIONS_MAX,
+            connections_kept_for_gateways: CONNECTIONS_KEPT_FOR_GATEWAYS,
+            connections_kept_for_bureau: CONNECTIONS_KEPT_FOR_BUREAU,
+            connections_per_certificate_max: CONNECTIONS_PER_CERTIFICATE_MAX,
+            handshakes_in_progress_max: HANDSHAKES_IN_PROGRESS_MAX,
+            handshakes_before_retry: HANDSHAKES_BEFORE_RETRY,
+            handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS,
+            frame_header_timeout_ms: FRAME_HEADER_TIMEOUT_MS,
+            request_bytes_per_connection_max: REQUEST_BYTES_PER_CONNECTION_MAX,
             streams_per_connection_max: STREAMS_PER_CONNECTION_MAX,
             idle_timeout_ms: IDLE_TIMEOUT_MS,
             answer_write_timeout_ms: ANSWER_WRITE_TIMEOUT_MS,
@@ -112,13 +136,113 @@ struct Shared {
     admission: Admission,
     limits: Limits,
     batches: Semaphore,
-    /// Permits are request bytes (see `read_frame`).
-    request_bytes: Semaphore,
+    /// Permits are request and answer bytes, of all connections (`Budget`).
+    request_bytes: Arc<Semaphore>,
+    slots: Arc<Slots>,
+    /// Refused handshakes and connections, for the rate-limited log line.
+    refusals: RefusalLog,
     shutting_down: AtomicBool,
     /// Frames waiting for new events (long polls) now.
     events_waiters: AtomicUsize,
     /// Turns true when shutdown begins (long polls stop waiting).
     stop: watch::Receiver<bool>,
+}
+
+/// Connection slots: a pool any role may take, pools kept for gateways and
+/// the bureau (tried first by them), and a count per certificate.
+struct Slots {
+    any: Arc<Semaphore>,
+    gateways: Arc<Semaphore>,
+    bureau: Arc<Semaphore>,
+    per_certificate: Mutex<std::collections::HashMap<[u8; 32], usize>>,
+    per_certificate_max: usize,
+}
+
+/// A connection's slot, given back when dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    slots: Arc<Slots>,
+    certificate: [u8; 32],
+}
+
+impl Slots {
+    fn new(limits: &Limits) -> Slots {
+        Slots {
+            any: Arc::new(Semaphore::new(limits.connections_max)),
+            gateways: Arc::new(Semaphore::new(limits.connections_kept_for_gateways)),
+            bureau: Arc::new(Semaphore::new(limits.connections_kept_for_bureau)),
+            per_certificate: Mutex::new(std::collections::HashMap::new()),
+            per_certificate_max: limits.connections_per_certificate_max,
+        }
+    }
+
+    /// Takes a slot for `caller`, or says why there is none.
+    fn take(self: &Arc<Self>, caller: &Caller) -> Result<Slot, &'static str> {
+        let mut counts = self.per_certificate.lock();
+        let count = counts.get(&caller.certificate).copied().unwrap_or(0);
+        if count >= self.per_certificate_max {
+            return Err("connections per certificate");
+        }
+        let kept = match caller.role {
+            Role::Gateway => Some(&self.gateways),
+            Role::Bureau => Some(&self.bureau),
+            _ => None,
+        };
+        let permit = kept
+            .and_then(|kept| Arc::clone(kept).try_acquire_owned().ok())
+            .or_else(|| Arc::clone(&self.any).try_acquire_owned().ok())
+            .ok_or("connections")?;
+        counts.insert(caller.certificate, count + 1);
+        Ok(Slot {
+            _permit: permit,
+            slots: Arc::clone(self),
+            certificate: caller.certificate,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.slots.per_certificate.lock();
+        let count = counts
+            .get_mut(&self.certificate)
+            .expect("a slot's certificate is counted");
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&self.certificate);
+        }
+    }
+}
+
+/// One warning line per `REFUSAL_LOG_INTERVAL_MS` for refused handshakes
+/// and connections, with how many were refused since the last line: a flood
+/// must not turn into a flood of log lines.
+struct RefusalLog {
+    last: Mutex<Option<Instant>>,
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl RefusalLog {
+    fn new() -> RefusalLog {
+        RefusalLog {
+            last: Mutex::new(None),
+            since: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one refusal and logs it if no line was written lately.
+    fn refused(&self, remote: SocketAddr, why: &str) {
+        metrics::counter!(metric_names::CONNECTIONS_REFUSED).increment(1);
+        let count = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last.lock();
+        let due =
+            last.is_none_or(|at| at.elapsed() >= Duration::from_millis(REFUSAL_LOG_INTERVAL_MS));
+        if due {
+            *last = Some(Instant::now());
+            self.since.store(0, Ordering::Relaxed);
+            warn!(%remote, why, refused = count, "limit reached; connection refused (one line per second at most, `refused` counts since the last)");
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
@@ -156,11 +280,13 @@ pub async fn serve_admitting(
         admission,
         ledger,
         batches: Semaphore::new(limits.batches_in_flight_max),
-        request_bytes: Semaphore::new(limits.request_bytes_in_flight_max),
+        request_bytes: Arc::new(Semaphore::new(limits.request_bytes_in_flight_max)),
+        slots: Arc::new(Slots::new(&limits)),
+        refusals: RefusalLog::new(),
         shutting_down: AtomicBool::new(false),
         limits,
     });
-    let connections = Arc::new(Semaphore::new(shared.limits.connections_max));
+    let handshakes = Arc::new(Semaphore::new(shared.limits.handshakes_in_progress_max));
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -168,19 +294,27 @@ pub async fn serve_admitting(
             () = &mut shutdown => break,
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                match Arc::clone(&connections).try_acquire_owned() {
-                    Ok(permit) => {
+                let in_progress =
+                    shared.limits.handshakes_in_progress_max - handshakes.available_permits();
+                // Busy: a client must show it receives at the address it
+                // claims before it costs a handshake. A Retry keeps no state.
+                let incoming = if in_progress >= shared.limits.handshakes_before_retry
+                    && !incoming.remote_address_validated()
+                {
+                    match incoming.retry() {
+                        Ok(()) => continue,
+                        Err(error) => error.into_incoming(),
+                    }
+                } else {
+                    incoming
+                };
+                match Arc::clone(&handshakes).try_acquire_owned() {
+                    Ok(handshake) => {
                         let (shared, stop) = (Arc::clone(&shared), stop.clone());
-                        tasks.spawn(async move {
-                            metrics::gauge!(metric_names::CONNECTIONS).increment(1.0);
-                            handle_connection(incoming, shared, stop).await;
-                            metrics::gauge!(metric_names::CONNECTIONS).decrement(1.0);
-                            drop(permit);
-                        });
+                        tasks.spawn(handle_connection(incoming, handshake, shared, stop));
                     }
                     Err(_) => {
-                        warn!(remote = %incoming.remote_address(), "connection limit reached; refused");
-                        metrics::counter!(metric_names::CONNECTIONS_REFUSED).increment(1);
+                        shared.refusals.refused(incoming.remote_address(), "handshakes in progress");
                         incoming.refuse();
                     }
                 }
@@ -229,14 +363,23 @@ fn peer_caller(connection: &Connection, admission: &Admission) -> Result<Caller,
 
 async fn handle_connection(
     incoming: quinn::Incoming,
+    handshake: OwnedSemaphorePermit,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
     let remote = incoming.remote_address();
-    let connection = match incoming.await {
-        Ok(connection) => connection,
-        Err(error) => {
+    let timeout_ms = shared.limits.handshake_timeout_ms;
+    let handshaken = tokio::time::timeout(Duration::from_millis(timeout_ms), incoming).await;
+    drop(handshake);
+    let connection = match handshaken {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(error)) => {
             debug!(%remote, %error, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            // Dropping the unfinished handshake closes it.
+            debug!(%remote, "handshake not finished within {timeout_ms} ms; dropped");
             return;
         }
     };
@@ -253,9 +396,21 @@ async fn handle_connection(
             return;
         }
     };
+    let slot = match shared.slots.take(&caller) {
+        Ok(slot) => slot,
+        Err(why) => {
+            shared.refusals.refused(remote, why);
+            connection.close(CLOSE_BUSY.into(), b"connection limit reached; retry later");
+            return;
+        }
+    };
+    metrics::gauge!(metric_names::CONNECTIONS).increment(1.0);
     let encoding = Encoding::of(&connection);
     let role = caller.role;
     let span = tracing::info_span!("connection", %remote, %role, ?encoding);
+    let budget = Arc::new(Semaphore::new(
+        shared.limits.request_bytes_per_connection_max,
+    ));
     async move {
         debug!("connected");
         let mut streams = JoinSet::new();
@@ -265,7 +420,8 @@ async fn handle_connection(
                 stream = connection.accept_bi() => match stream {
                     Ok((send, recv)) => {
                         let (shared, connection) = (Arc::clone(&shared), connection.clone());
-                        streams.spawn(handle_stream(send, recv, encoding, caller, shared, connection).in_current_span());
+                        let budget = Budget::new(&shared, &budget);
+                        streams.spawn(handle_stream(send, recv, encoding, caller, shared, connection, budget).in_current_span());
                     }
                     Err(error) => {
                         debug!(%error, "connection ended");
@@ -280,6 +436,8 @@ async fn handle_connection(
     }
     .instrument(span)
     .await;
+    metrics::gauge!(metric_names::CONNECTIONS).decrement(1.0);
+    drop(slot);
 }
 
 async fn handle_stream(
@@ -289,22 +447,33 @@ async fn handle_stream(
     caller: Caller,
     shared: Arc<Shared>,
     connection: Connection,
+    mut budget: Budget,
 ) {
     let read_timeout_ms = shared.limits.request_read_timeout_ms;
+    let header_timeout = Duration::from_millis(shared.limits.frame_header_timeout_ms);
     let read = tokio::time::timeout(
         Duration::from_millis(read_timeout_ms),
-        read_frame(&mut recv, &shared.request_bytes),
+        read_frame(&mut recv, &mut budget, header_timeout),
     )
     .await;
-    let (bytes, budget) = match read {
-        Ok(Ok((bytes, budget))) => (Ok(bytes), Some(budget)),
+    let bytes = match read {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(ReadFailure::NoHeader)) => {
+            warn!(
+                "frame header not delivered within {} ms; stream reset",
+                header_timeout.as_millis()
+            );
+            let _ = recv.stop(CLOSE_PROTOCOL_ERROR.into());
+            let _ = send.reset(CLOSE_PROTOCOL_ERROR.into());
+            return;
+        }
         Ok(Err(ReadFailure::TooLong(declared))) => {
             let _ = recv.stop(CLOSE_PROTOCOL_ERROR.into());
             let refusal = Refusal::new(
                 Reason::InvalidRequest,
                 format!("frame of {declared} bytes is over the limit of {FRAME_BYTES_MAX}"),
             );
-            (Err(refusal), None)
+            Err(refusal)
         }
         Ok(Err(ReadFailure::Stream(error))) => {
             debug!(%error, "stream ended before its request");
@@ -317,9 +486,9 @@ async fn handle_stream(
             return;
         }
     };
+    // The frame's bytes stay paid until its answer is sent: the decoded
+    // batch and the answer are bounded by them (or pay the difference).
     let decoded = bytes.and_then(|bytes| decode_frame(encoding, &bytes));
-    // The frame's bytes are gone; the decoded batch is bounded by them.
-    drop(budget);
     let (reply, misbehaved) = match decoded {
         Err(refusal) => (Reply::Refused(refusal), true),
         Ok(lines) => (
@@ -343,7 +512,11 @@ async fn handle_stream(
     // hold the answer's bytes here for ever: the stream is reset instead.
     let write_timeout_ms = shared.limits.answer_write_timeout_ms;
     let write_timeout = Duration::from_millis(write_timeout_ms);
-    match tokio::time::timeout(write_timeout, send.write_all(&answer)).await {
+    let written = tokio::time::timeout(write_timeout, async {
+        budget.pay_at_least(answer.len()).await;
+        send.write_all(&answer).await
+    });
+    match written.await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => {
             debug!("client went away before its answer");
@@ -356,6 +529,7 @@ async fn handle_stream(
         }
     }
     drop(answer);
+    drop(budget);
     if send.finish().is_err() {
         debug!("client went away before its answer");
         return;
@@ -370,55 +544,91 @@ async fn handle_stream(
 
 /// Why a request frame was not read.
 enum ReadFailure {
+    /// The frame's length prefix did not come within the header deadline.
+    NoHeader,
     /// The frame declares (or carries) more than `FRAME_BYTES_MAX` bytes.
     TooLong(usize),
     Stream(quinn::ReadError),
 }
 
-/// Permits of the request byte budget, given back when dropped.
-struct Budget<'a> {
-    semaphore: &'a Semaphore,
-    bytes: usize,
+/// The bytes one request frame (and then its answer) holds, paid to its
+/// connection's budget and to the shared one as they arrive, and given
+/// back to both when dropped. A stream's own bytes are the only ones it
+/// pays for, so streams that announce big frames and send nothing cost
+/// nothing, and one connection cannot take more than its budget of the
+/// shared one.
+struct Budget {
+    connection: Arc<Semaphore>,
+    shared: Arc<Semaphore>,
+    /// Each budget's size: never pay more than that (an answer may be
+    /// longer than a small test budget).
+    connection_max: usize,
+    shared_max: usize,
+    connection_paid: usize,
+    shared_paid: usize,
 }
 
-impl Budget<'_> {
-    /// Waits for `bytes` more permits.
+impl Budget {
+    fn new(shared: &Shared, connection: &Arc<Semaphore>) -> Budget {
+        Budget {
+            connection: Arc::clone(connection),
+            shared: Arc::clone(&shared.request_bytes),
+            connection_max: shared.limits.request_bytes_per_connection_max,
+            shared_max: shared.limits.request_bytes_in_flight_max,
+            connection_paid: 0,
+            shared_paid: 0,
+        }
+    }
+
+    /// Waits until `bytes` more are paid to the connection's budget, then
+    /// the shared one (always in that order), each up to its size.
     async fn pay(&mut self, bytes: usize) {
-        let count = u32::try_from(bytes).expect("a read chunk fits u32");
-        self.semaphore
-            .acquire_many(count)
-            .await
-            .expect("the request byte budget is never closed")
-            .forget();
-        self.bytes += bytes;
+        let connection = bytes.min(self.connection_max - self.connection_paid);
+        acquire(&self.connection, connection).await;
+        self.connection_paid += connection;
+        let shared = bytes.min(self.shared_max - self.shared_paid);
+        acquire(&self.shared, shared).await;
+        self.shared_paid += shared;
     }
 
-    fn refund(&mut self, bytes: usize) {
-        assert!(bytes <= self.bytes, "refunding more than was paid");
-        self.semaphore.add_permits(bytes);
-        self.bytes -= bytes;
+    /// Pays up to `bytes` in all (an answer longer than its request).
+    async fn pay_at_least(&mut self, bytes: usize) {
+        let paid = self.connection_paid.max(self.shared_paid);
+        self.pay(bytes.saturating_sub(paid)).await;
     }
 }
 
-impl Drop for Budget<'_> {
+async fn acquire(semaphore: &Semaphore, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let count = u32::try_from(bytes).expect("a byte budget fits u32");
+    semaphore
+        .acquire_many(count)
+        .await
+        .expect("byte budgets are never closed")
+        .forget();
+}
+
+impl Drop for Budget {
     fn drop(&mut self) {
-        self.semaphore.add_permits(self.bytes);
+        self.connection.add_permits(self.connection_paid);
+        self.shared.add_permits(self.shared_paid);
     }
 }
 
-/// Reads one request frame to the end of the stream, paying the byte budget
-/// for each piece before reading it: the length prefix first, then at most
+/// Reads one request frame to the end of the stream, at most
 /// `REQUEST_READ_CHUNK_BYTES` at a time and never more than the frame
-/// declares (plus one byte, to notice a longer frame). A declared length over
-/// `FRAME_BYTES_MAX` is refused before its body is read.
-async fn read_frame<'a>(
+/// declares (plus one byte, to notice a longer frame), paying `budget` for
+/// each piece once it has arrived. The length prefix must arrive within
+/// `header_timeout`; a declared length over `FRAME_BYTES_MAX` is refused
+/// before its body is read.
+async fn read_frame(
     recv: &mut RecvStream,
-    budget: &'a Semaphore,
-) -> Result<(Vec<u8>, Budget<'a>), ReadFailure> {
-    let mut paid = Budget {
-        semaphore: budget,
-        bytes: 0,
-    };
+    budget: &mut Budget,
+    header_timeout: Duration,
+) -> Result<Vec<u8>, ReadFailure> {
+    let header_deadline = tokio::time::Instant::now() + header_timeout;
     let mut bytes = Vec::new();
     loop {
         let expected = match bytes.get(..4) {
@@ -434,20 +644,24 @@ async fn read_frame<'a>(
         let want = expected
             .saturating_sub(bytes.len())
             .clamp(1, REQUEST_READ_CHUNK_BYTES);
-        paid.pay(want).await;
-        match recv.read_chunk(want, true).await {
+        let read = recv.read_chunk(want, true);
+        let read = if bytes.len() < 4 {
+            tokio::time::timeout_at(header_deadline, read)
+                .await
+                .map_err(|_| ReadFailure::NoHeader)?
+        } else {
+            read.await
+        };
+        match read {
             Ok(Some(chunk)) => {
-                paid.refund(want - chunk.bytes.len());
+                budget.pay(chunk.bytes.len()).await;
                 bytes.extend_from_slice(&chunk.bytes);
                 if bytes.len() > expected && bytes.len() > 4 {
                     // Longer than declared: stop reading; decoding refuses it.
-                    return Ok((bytes, paid));
+                    return Ok(bytes);
                 }
             }
-            Ok(None) => {
-                paid.refund(want);
-                return Ok((bytes, paid));
-            }
+            Ok(None) => return Ok(bytes),
             Err(error) => return Err(ReadFailure::Stream(error)),
         }
     }
@@ -553,16 +767,15 @@ async fn run_batch(
     let ledger = Arc::clone(&shared.ledger);
     let started = Instant::now();
     // A small frame of point operations is applied right here: it takes
-    // tens of microseconds, less than handing it to another thread. It can
-    // block this worker only for a retry of a request still being written
-    // (until that write is durable), or if an `expire` starts in the
-    // microseconds between this check and its locks. Anything larger, and
-    // everything while an `expire` runs, goes to the blocking pool.
+    // tens of microseconds, less than handing it to another thread. It
+    // never waits on this worker: a request whose id is in flight elsewhere
+    // is awaited (`apply_inline`). Anything larger, and everything while an
+    // `expire` runs, goes to the blocking pool.
     let inline = requests.len() <= INLINE_APPLY_OPS_MAX
         && requests.iter().all(|r| r.op.is_point())
         && !shared.ledger.is_sweeping();
     let (requests, pending) = if inline {
-        let pending = ledger.apply(caller, &requests);
+        let pending = apply_inline(&ledger, caller, &requests).await;
         (requests, pending)
     } else {
         match tokio::task::spawn_blocking(move || {
@@ -651,6 +864,56 @@ impl<'a> Waiter<'a> {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Pause before trying again a frame stopped by an `expire` holding every
+/// shard (`WaitFor::Sweep`), milliseconds.
+const SWEEP_RETRY_MS: u64 = 1;
+
+/// Applies a frame on this async worker without ever blocking it: where a
+/// request would wait for its id in flight in another frame (being decided,
+/// or not durable yet) or for an `expire`, the frame stops before it and
+/// this task awaits the ledger's news (`request_decided`, `durability`) or
+/// a short pause, then goes on. Once the frame has waited
+/// `INFLIGHT_WAIT_MS_MAX` (from its first wait), the request it waits for is
+/// answered `overloaded` (nothing applied) and the frame goes on. The one wait left is an `expire` that starts
+/// between the check and a request's locks (microseconds apart).
+pub async fn apply_inline(ledger: &Ledger, caller: Caller, requests: &[Request]) -> Pending {
+    let mut run = FrameRun::new(caller, requests);
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        let decided = ledger.request_decided();
+        tokio::pin!(decided);
+        decided.as_mut().enable();
+        let Some(wait) = ledger.apply_without_waiting(&mut run) else {
+            return ledger.applied(run);
+        };
+        let since = *waiting_since.get_or_insert_with(Instant::now);
+        let left = Duration::from_millis(INFLIGHT_WAIT_MS_MAX).saturating_sub(since.elapsed());
+        if left.is_zero() {
+            let refusal = Refusal::new(
+                Reason::Overloaded,
+                "the same request id is in flight; retry",
+            );
+            ledger.refuse_next(&mut run, refusal);
+            waiting_since = None;
+            continue;
+        }
+        let _ = tokio::time::timeout(left, async {
+            match wait {
+                WaitFor::Decided => decided.await,
+                WaitFor::Durable(ticket) => {
+                    if let Some(mut durability) = ledger.durability() {
+                        let _ = durability.wait_for(|now| now.settles(ticket)).await;
+                    }
+                }
+                WaitFor::Sweep => {
+                    tokio::time::sleep(Duration::from_millis(SWEEP_RETRY_MS)).await;
+                }
+            }
+        })
+        .await;
     }
 }
 

@@ -90,9 +90,26 @@ pub fn encode_requests(requests: &[Request]) -> Result<Vec<u8>, Refusal> {
     Ok(frame(body))
 }
 
-/// Decodes a request frame (the whole stream's bytes).
+/// The operation count a request body declares (bincode writes a batch's
+/// length first, as a varint), read before anything is decoded.
+fn declared_operations(body: &[u8]) -> Result<u64, Refusal> {
+    let (count, _): (u64, usize) = bincode::decode_from_slice(body, bincode::config::standard())
+        .map_err(|why| invalid(format!("request frame does not decode: {why}")))?;
+    Ok(count)
+}
+
+/// Decodes a request frame (the whole stream's bytes). The declared
+/// operation count is checked against `BATCH_OPS_MAX` first: the decoder
+/// makes room for every declared operation before reading one, so a ten-byte
+/// frame declaring millions would have the daemon allocate tens of MiB.
 pub fn decode_requests(bytes: &[u8]) -> Result<Vec<Request>, Refusal> {
     let body = unframe(bytes)?;
+    let declared = declared_operations(body)?;
+    if declared == 0 || declared > BATCH_OPS_MAX as u64 {
+        return Err(invalid(format!(
+            "a batch carries 1 to {BATCH_OPS_MAX} operations (this frame declares {declared})"
+        )));
+    }
     let requests: Vec<Request> = codec::decode_plain(body)
         .map_err(|why| invalid(format!("request frame does not decode: {why}")))?;
     if requests.is_empty() || requests.len() > BATCH_OPS_MAX {
@@ -153,6 +170,27 @@ mod tests {
         let refusal = decode_requests(&oversize).unwrap_err();
         assert_eq!(refusal.reason, Reason::InvalidRequest);
         assert!(decode_requests(&frame(codec::encode_plain(&Vec::<Request>::new()))).is_err());
+    }
+
+    /// Checks (issue 17, item 4): a frame's declared operation count is
+    /// refused before the decoder makes room for it. How: bodies that are
+    /// only a count (200,000, under the decoder's byte limit, so it would
+    /// allocate for them; and 2^40) are refused naming the batch limit and
+    /// the declared count; without the check the decoder ran out of input
+    /// after allocating and the message named neither.
+    #[test]
+    fn a_declared_operation_count_is_checked_before_decoding() {
+        for declared in [200_000u64, 1 << 40] {
+            let body = bincode::encode_to_vec(declared, bincode::config::standard()).unwrap();
+            let refusal = decode_requests(&frame(body)).unwrap_err();
+            assert_eq!(refusal.reason, Reason::InvalidRequest);
+            assert!(
+                refusal.message.contains(&format!("1 to {BATCH_OPS_MAX}"))
+                    && refusal.message.contains(&declared.to_string()),
+                "{}",
+                refusal.message
+            );
+        }
     }
 
     #[test]

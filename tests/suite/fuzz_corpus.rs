@@ -38,3 +38,206 @@ fn reply_frame_corpus_passes() {
 fn voucherctl_line_corpus_passes() {
     replay("ctl_line", voucherd_load::properties::check_ctl_line);
 }
+
+// ---------------------------------------------------------------------------
+// The targets without a committed corpus (issue 17 item 16), run on seeded
+// inputs: a bounded number in the fast tier, for `VOUCHERD_FUZZ_SECONDS`
+// each (default 120) in the soak tier. Each input is printed on failure with
+// the seed that makes it again.
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+/// How long a seeded run goes on.
+#[derive(Clone, Copy)]
+enum Budget {
+    Inputs(u64),
+    Seconds(u64),
+}
+
+fn soak_budget() -> Budget {
+    let seconds = std::env::var("VOUCHERD_FUZZ_SECONDS")
+        .ok()
+        .map(|text| {
+            text.trim()
+                .parse()
+                .expect("VOUCHERD_FUZZ_SECONDS is seconds")
+        })
+        .unwrap_or(120);
+    Budget::Seconds(seconds)
+}
+
+/// Runs `check` on inputs from `input` until the budget is spent; returns
+/// how many ran.
+fn run_seeded(
+    target: &str,
+    budget: Budget,
+    mut input: impl FnMut(&mut StdRng) -> Vec<u8>,
+    check: fn(&[u8]),
+) -> u64 {
+    let (seed, mut rng) = crate::common::seeded_rng();
+    let started = std::time::Instant::now();
+    let mut runs = 0u64;
+    loop {
+        let spent = match budget {
+            Budget::Inputs(inputs) => runs >= inputs,
+            Budget::Seconds(seconds) => started.elapsed().as_secs() >= seconds,
+        };
+        if spent {
+            break;
+        }
+        let bytes = input(&mut rng);
+        let checked = std::panic::catch_unwind(|| check(&bytes));
+        assert!(
+            checked.is_ok(),
+            "{target}: input {runs} of seed {seed} fails its checks: {bytes:02x?}"
+        );
+        runs += 1;
+    }
+    eprintln!(
+        "{target}: {runs} inputs in {:.1} s (seed {seed})",
+        started.elapsed().as_secs_f64()
+    );
+    runs
+}
+
+/// Random bytes of up to `LEDGER_OPERATIONS_MAX` operations.
+fn ledger_input(rng: &mut StdRng) -> Vec<u8> {
+    let operations = rng.gen_range(0..=voucherd_load::properties::LEDGER_OPERATIONS_MAX);
+    (0..operations * 6).map(|_| rng.gen()).collect()
+}
+
+/// `valid`, cut, with bytes flipped, or with random bytes put in.
+fn mutated(valid: &[u8], rng: &mut StdRng) -> Vec<u8> {
+    let mut bytes = valid.to_vec();
+    match rng.gen_range(0..4) {
+        0 => bytes.truncate(rng.gen_range(0..=valid.len())),
+        1 => {
+            for _ in 0..rng.gen_range(1..=4) {
+                let at = rng.gen_range(0..bytes.len());
+                bytes[at] ^= 1 << rng.gen_range(0..8);
+            }
+        }
+        2 => {
+            let at = rng.gen_range(0..=bytes.len());
+            let noise: Vec<u8> = (0..rng.gen_range(1..=16)).map(|_| rng.gen()).collect();
+            bytes.splice(at..at, noise);
+        }
+        _ => {
+            bytes = (0..rng.gen_range(0..=valid.len()))
+                .map(|_| rng.gen())
+                .collect()
+        }
+    }
+    bytes
+}
+
+/// A generated gateway certificate, DER.
+fn certificate_der() -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    voucherd::net::tls::generate(dir.path(), &["500101".parse().unwrap()]).unwrap();
+    let paths = voucherd::net::tls::CertPaths {
+        dir: dir.path().to_owned(),
+    };
+    let path = paths.client_cert(voucherd::domain::op::Role::Gateway);
+    rustls::pki_types::CertificateDer::from_pem_file(&path)
+        .unwrap()
+        .to_vec()
+}
+
+/// An audit export of a ledger the kit's workload ran 300 steps on.
+fn export_bytes() -> Vec<u8> {
+    use voucherd::store::journal::Journal;
+    let h = crate::common::Harness::new();
+    let mut workload = voucherd_load::kit::workload::Workload::new(7, 20, 2026);
+    workload.setup(&h, 4);
+    for _ in 0..300 {
+        workload.step(&h);
+    }
+    let campaign = crate::common::campaigns().current().to_toml();
+    let mut bytes = Vec::new();
+    let journal: &dyn Journal = &*h.journal;
+    let records =
+        voucherd::admin::offline::export_journal(journal, &[campaign], &mut bytes).unwrap();
+    assert_eq!(records, h.ledger.head().0);
+    bytes
+}
+
+/// Checks (issue 17, item 16): the ledger on arbitrary (role, operation)
+/// sequences keeps its invariants and reopens to the same head. How: 100
+/// seeded inputs of up to 512 operations (`check_ledger_operations`).
+#[test]
+fn ledger_operations_on_seeded_inputs() {
+    run_seeded(
+        "ledger_operations",
+        Budget::Inputs(100),
+        ledger_input,
+        voucherd_load::properties::check_ledger_operations,
+    );
+}
+
+/// Checks (issue 17, item 16): the role parser never panics on certificate
+/// bytes. How: 2,000 mutations of a generated gateway certificate and the
+/// intact one, which must carry the gateway role.
+#[test]
+fn certificate_roles_on_seeded_inputs() {
+    let der = certificate_der();
+    let certificate = rustls::pki_types::CertificateDer::from(der.clone());
+    assert_eq!(
+        voucherd::net::tls::role_of(&certificate),
+        Ok(voucherd::domain::op::Role::Gateway)
+    );
+    run_seeded(
+        "certificate_role",
+        Budget::Inputs(2_000),
+        |rng| mutated(&der, rng),
+        voucherd_load::properties::check_certificate_role,
+    );
+}
+
+/// Checks (issue 17, item 16): reading and replaying an export never panics
+/// on crafted exports. How: the intact export of a 300-step workload
+/// replays to its head; then 300 mutations of it (cut, bits flipped, bytes
+/// put in, noise).
+#[test]
+fn export_replay_on_seeded_inputs() {
+    let export = export_bytes();
+    voucherd_load::properties::check_export_replay(&export);
+    let replayed = voucherd::admin::offline::replay(std::io::Cursor::new(&export))
+        .unwrap()
+        .unwrap();
+    assert!(replayed.records > 0);
+    run_seeded(
+        "export_replay",
+        Budget::Inputs(300),
+        |rng| mutated(&export, rng),
+        voucherd_load::properties::check_export_replay,
+    );
+}
+
+/// The three seeded targets for `VOUCHERD_FUZZ_SECONDS` each (second tier).
+#[test]
+#[ignore = "soak: the seeded fuzz targets, VOUCHERD_FUZZ_SECONDS each (default 120)"]
+fn seeded_fuzz_targets_soak() {
+    let der = certificate_der();
+    let export = export_bytes();
+    run_seeded(
+        "ledger_operations",
+        soak_budget(),
+        ledger_input,
+        voucherd_load::properties::check_ledger_operations,
+    );
+    run_seeded(
+        "certificate_role",
+        soak_budget(),
+        |rng| mutated(&der, rng),
+        voucherd_load::properties::check_certificate_role,
+    );
+    run_seeded(
+        "export_replay",
+        soak_budget(),
+        |rng| mutated(&export, rng),
+        voucherd_load::properties::check_export_replay,
+    );
+}

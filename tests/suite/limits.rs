@@ -363,3 +363,380 @@ async fn long_polls_past_the_waiter_limit_are_overloaded() {
     Arc::into_inner(waiter).unwrap().close().await;
     running.stop().await;
 }
+
+/// Handshakes that never finish: each connection attempt goes through a
+/// relay that passes the client's packets to the daemon and drops every
+/// answer, as a flood from spoofed addresses would. The attempts are kept
+/// (a dropped attempt would send a close); dropping the flood ends them.
+struct Flood {
+    _attempts: Vec<quinn::Connecting>,
+    _endpoint: quinn::Endpoint,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl Flood {
+    async fn start(
+        daemon: std::net::SocketAddr,
+        certs: &std::path::Path,
+        attempts: usize,
+    ) -> Flood {
+        use voucherd::net::tls::{self, CertPaths};
+        let relay_socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let relay_address = relay_socket.local_addr().unwrap();
+        let relay = tokio::spawn(async move {
+            let mut buffer = vec![0u8; 65_536];
+            loop {
+                let Ok((length, from)) = relay_socket.recv_from(&mut buffer).await else {
+                    return;
+                };
+                if from != daemon {
+                    let _ = relay_socket.send_to(&buffer[..length], daemon).await;
+                }
+            }
+        });
+        let paths = CertPaths {
+            dir: certs.to_owned(),
+        };
+        let config = tls::client_config(
+            &paths.ca_cert(),
+            &paths.client_cert(Role::Gateway),
+            &paths.client_key(Role::Gateway),
+        )
+        .unwrap();
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let attempts = (0..attempts)
+            .map(|_| endpoint.connect(relay_address, "localhost").unwrap())
+            .collect();
+        Flood {
+            _attempts: attempts,
+            _endpoint: endpoint,
+            relay,
+        }
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.relay.abort();
+    }
+}
+
+/// Checks (issue 17, item 1): handshakes that never finish do not take
+/// connection slots, so a flood of them does not lock a gateway out. How:
+/// four connection slots, 64 connection attempts through a relay that drops
+/// the daemon's answers (they would hold every slot for the idle timeout if
+/// a slot were taken at the first packet), then a gateway connects and is
+/// served within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_handshakes_do_not_lock_a_gateway_out() {
+    let running = start(Limits {
+        connections_max: 4,
+        ..Limits::default()
+    })
+    .await;
+    let flood = Flood::start(running.address, running.certs.path(), 64).await;
+    // Let the daemon see every attempt's first packet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gateway = tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::connect(running.address, running.certs.path(), Role::Gateway),
+    )
+    .await;
+    let served_now = match gateway {
+        Ok(Ok(client)) => served(&client).await,
+        _ => false,
+    };
+    assert!(served_now, "a gateway is served during a handshake flood");
+    drop(flood);
+    running.stop().await;
+}
+
+/// Checks (issue 17, item 2): a stream pays the request byte budget for the
+/// bytes that arrive, not for the bytes its frame announces. How: a budget
+/// of 256 KiB shared by all; one connection opens 16 streams that announce
+/// frames of `FRAME_BYTES_MAX` and send nothing more (each used to reserve
+/// 64 KiB before reading); another connection is then served within 5 s
+/// (the read timeout is 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_but_unsent_bytes_do_not_starve_another_connection() {
+    let running = start(Limits {
+        request_bytes_in_flight_max: 256 * 1024,
+        ..Limits::default()
+    })
+    .await;
+    let attacker = running.client().await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let (mut send, recv) = attacker.connection().open_bi().await.unwrap();
+        let announced = voucherd::limits::FRAME_BYTES_MAX as u32;
+        send.write_all(&announced.to_be_bytes()).await.unwrap();
+        held.push((send, recv));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = running.client().await;
+    assert!(
+        served(&other).await,
+        "another connection is served while announced frames stall"
+    );
+    drop(held);
+    running.stop().await;
+}
+
+/// Checks (issue 17, item 2): the request byte budget is per connection too,
+/// so one connection that sends real bytes and stalls cannot take the whole
+/// shared budget. How: 1 MiB shared, 256 KiB per connection; one connection sends 200 KiB of each of
+/// 8 frames (1.6 MiB) and stalls; another connection is served within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_cannot_take_the_whole_request_budget() {
+    let running = start(Limits {
+        request_bytes_in_flight_max: 1024 * 1024,
+        request_bytes_per_connection_max: 256 * 1024,
+        ..Limits::default()
+    })
+    .await;
+    let attacker = running.client().await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let (mut send, recv) = attacker.connection().open_bi().await.unwrap();
+        let announced = voucherd::limits::FRAME_BYTES_MAX as u32;
+        send.write_all(&announced.to_be_bytes()).await.unwrap();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            send.write_all(&vec![0u8; 200 * 1024]),
+        )
+        .await;
+        held.push((send, recv));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = running.client().await;
+    assert!(
+        served(&other).await,
+        "another connection is served while one holds big unfinished frames"
+    );
+    drop(held);
+    running.stop().await;
+}
+
+/// Checks (issue 17, item 1): handshakes in progress are capped and each
+/// has a deadline, so unfinished ones are refused past the cap and dropped
+/// after the deadline. How: at most 8 handshakes, no Retry, a 500 ms
+/// deadline; 8 attempts that never finish; a gateway is refused meanwhile;
+/// once the flood stops, the held handshakes are dropped by the deadline
+/// (not the 30 s idle timeout) and a gateway is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_in_progress_are_capped_and_time_out() {
+    let running = start(Limits {
+        handshakes_in_progress_max: 8,
+        handshakes_before_retry: usize::MAX,
+        handshake_timeout_ms: 500,
+        ..Limits::default()
+    })
+    .await;
+    let flood = Flood::start(running.address, running.certs.path(), 8).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(3),
+        Client::connect(running.address, running.certs.path(), Role::Gateway),
+    )
+    .await;
+    assert!(
+        matches!(refused, Ok(Err(_))),
+        "a ninth handshake is refused while eight are in progress"
+    );
+    drop(flood);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let gateway = Client::connect(running.address, running.certs.path(), Role::Gateway)
+        .await
+        .unwrap();
+    assert!(
+        served(&gateway).await,
+        "the unfinished handshakes were dropped at their deadline"
+    );
+    running.stop().await;
+}
+
+/// Whether the daemon closed `client`'s connection for want of a slot.
+async fn closed_busy(client: &Client) -> bool {
+    let closed = tokio::time::timeout(Duration::from_secs(5), client.connection().closed()).await;
+    matches!(
+        closed,
+        Ok(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code == server::CLOSE_BUSY.into()
+    )
+}
+
+/// Checks (issue 17, item 5): connection slots are taken after the role is
+/// known and gateways and the bureau have slots kept for them. How: one
+/// slot for any role, one kept for gateways, one for the bureau. An auditor
+/// takes the open slot and a second auditor is closed `CLOSE_BUSY`; a
+/// gateway and the bureau are still served; a second gateway takes the open
+/// slot once the auditor has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_are_kept_for_gateways_and_the_bureau() {
+    let running = start(Limits {
+        connections_max: 1,
+        connections_kept_for_gateways: 1,
+        connections_kept_for_bureau: 1,
+        ..Limits::default()
+    })
+    .await;
+    let connect = |role| Client::connect(running.address, running.certs.path(), role);
+    let auditor = connect(Role::Auditor).await.unwrap();
+    assert!(served(&auditor).await);
+    let second_auditor = connect(Role::Auditor).await.unwrap();
+    assert!(
+        closed_busy(&second_auditor).await,
+        "no slot left for a second auditor"
+    );
+    let gateway = connect(Role::Gateway).await.unwrap();
+    let bureau = connect(Role::Bureau).await.unwrap();
+    assert!(served(&gateway).await, "a gateway takes its kept slot");
+    assert!(served(&bureau).await, "the bureau takes its kept slot");
+    auditor.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second_gateway = connect(Role::Gateway).await.unwrap();
+    assert!(
+        served(&second_gateway).await,
+        "a gateway takes the open slot"
+    );
+    assert!(served(&gateway).await && served(&bureau).await);
+    running.stop().await;
+}
+
+/// Checks (issue 17, item 5): one certificate holds at most
+/// `connections_per_certificate_max` connections, whatever slots are free.
+/// How: ten slots, two per certificate: two gateway connections are served,
+/// a third is closed `CLOSE_BUSY`, the bureau (another certificate) is
+/// served, and once a gateway connection closes another gateway gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_certificate() {
+    let running = start(Limits {
+        connections_max: 10,
+        connections_kept_for_gateways: 0,
+        connections_kept_for_bureau: 0,
+        connections_per_certificate_max: 2,
+        ..Limits::default()
+    })
+    .await;
+    let connect = |role| Client::connect(running.address, running.certs.path(), role);
+    let first = connect(Role::Gateway).await.unwrap();
+    let second = connect(Role::Gateway).await.unwrap();
+    assert!(served(&first).await && served(&second).await);
+    let third = connect(Role::Gateway).await.unwrap();
+    assert!(
+        closed_busy(&third).await,
+        "a certificate holds at most its cap"
+    );
+    let bureau = connect(Role::Bureau).await.unwrap();
+    assert!(served(&bureau).await, "another certificate is served");
+    first.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = connect(Role::Gateway).await.unwrap();
+    assert!(served(&again).await, "a closed connection frees its count");
+    running.stop().await;
+}
+
+/// Checks (issue 17, item 2): the bytes of a frame's length prefix have a
+/// deadline of their own, shorter than the read timeout. How: a stream
+/// sends one byte and stalls; it is reset after the 300 ms header deadline,
+/// well before the 10 s read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_its_frame_header_is_reset_early() {
+    let running = start(Limits {
+        frame_header_timeout_ms: 300,
+        ..Limits::default()
+    })
+    .await;
+    let client = running.client().await;
+    let (mut send, mut recv) = client.connection().open_bi().await.unwrap();
+    send.write_all(&[0]).await.unwrap();
+    let started = std::time::Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1024)).await;
+    assert!(matches!(read, Ok(Err(_))), "reset: {read:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "reset after {:?}",
+        started.elapsed()
+    );
+    assert!(served(&client).await);
+    running.stop().await;
+}
+
+/// Checks (issue 17, item 3): an answer's bytes are paid to its
+/// connection's budget until the answer is sent (the frame's budget is kept
+/// till then), so a client that leaves answers unread cannot make the
+/// daemon hold more than its budget. How: a 1 KiB connection budget; a raw
+/// client with a 1 KiB stream window sends a `stats` (an answer over 1 KiB,
+/// so it cannot be taken) and never reads it; its next request waits until the 1.5 s write
+/// deadline frees the budget; another connection is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_answers_hold_their_connections_budget_until_the_write_deadline() {
+    use voucherd::net::tls::{self, CertPaths};
+    let running = start(Limits {
+        request_bytes_per_connection_max: 1024,
+        answer_write_timeout_ms: 1_500,
+        ..Limits::default()
+    })
+    .await;
+    let paths = CertPaths {
+        dir: running.certs.path().to_owned(),
+    };
+    let config = tls::client_config(
+        &paths.ca_cert(),
+        &paths.client_cert(Role::Bureau),
+        &paths.client_key(Role::Bureau),
+    )
+    .unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config).unwrap();
+    let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(1024u32.into());
+    client_config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client_config);
+    let connection = endpoint
+        .connect(running.address, "127.0.0.1")
+        .unwrap()
+        .await
+        .unwrap();
+    let stats = vec![Request {
+        id: "big".into(),
+        op: Op::Stats {
+            district: None,
+            year: None,
+        },
+    }];
+    let frame = voucherd::net::wire::encode_requests(&stats).unwrap();
+    let (mut send, _unread) = connection.open_bi().await.unwrap();
+    send.write_all(&frame).await.unwrap();
+    send.finish().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = running.client().await;
+    let started = std::time::Instant::now();
+    assert!(served(&other).await, "another connection is served");
+    assert!(started.elapsed() < Duration::from_millis(1_000));
+    // The same connection's next request waits for the budget.
+    let started = std::time::Instant::now();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&voucherd::net::wire::encode_requests(&head()).unwrap())
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 16))
+        .await
+        .expect("answered after the write deadline")
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "the unread answer held the connection's budget; answered after {waited:?}"
+    );
+    assert!(matches!(
+        voucherd::net::wire::decode_reply(&answer),
+        Ok(voucherd::net::wire::Reply::Answers(_))
+    ));
+    connection.close(0u32.into(), b"done");
+    running.stop().await;
+}

@@ -1258,6 +1258,12 @@ impl Generator {
                             voucher: VoucherId(900_001),
                             amount_fen: 1,
                         },
+                        // An operation the role may run, so that the
+                        // id's memory, not the role, decides the answer.
+                        Role::Platform => Op::CheckinOnline {
+                            voucher: VoucherId(900_001),
+                            online: true,
+                        },
                         _ => Op::Claim {
                             voucher: VoucherId(900_001),
                             id_number: id_number(1),
@@ -1566,6 +1572,10 @@ fn check_round(
 
 /// One seed on one ledger: setup, rounds, then the final comparison.
 fn run_seed<D: Drive>(d: &D, journal: &dyn Journal, seed: u64) -> Covered {
+    // The model's clock stands still through thousands of refusals; the
+    // bounds on remembered refusals are tested in `request_ids`.
+    d.ledger()
+        .set_refusal_limits(voucherd::ledger::RefusalLimits::UNLIMITED);
     let mut covered = Covered {
         seeds: 1,
         ..Covered::default()

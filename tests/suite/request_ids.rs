@@ -155,8 +155,12 @@ fn pruning_goes_through_the_table_in_bounded_batches() {
             },
         })
         .collect();
-    for chunk in requests.chunks(4_000) {
+    // A second of the clock per chunk: refusals remembered per certificate
+    // are bounded per second (`REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S`).
+    let per_second = voucherd::limits::REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S as usize;
+    for chunk in requests.chunks(per_second) {
         h.ledger.execute(gateway, chunk);
+        h.clock.advance_s(1);
     }
     assert_eq!(remembered_rows(&h), total);
     h.clock.advance_s(2 * HOUR_S);
@@ -222,4 +226,141 @@ fn requests_refused_before_the_ledger_looked_are_not_remembered() {
 
     // Three issues and one remembered refusal: four rows.
     assert_eq!(remembered_rows(&h), 4);
+}
+
+/// Checks (issue 17, item 6): a frame applied on an async worker never
+/// blocks it while one of its request ids is in flight in another frame:
+/// another task on the same single-threaded runtime keeps running, and the
+/// frame is applied once the id is decided. How: a current-thread runtime;
+/// the id held as being decided (`hold_request_id`); the frame applied with
+/// `server::apply_inline` in a task; a ticker task counts 1 ms sleeps for
+/// 200 ms; then the id is released and the frame's answer is an issue.
+/// Before, the frame spun on the worker (thread yields), the ticker stood
+/// still meanwhile, and the frame gave up `overloaded`.
+#[test]
+fn a_frame_waiting_for_its_request_id_does_not_block_the_worker() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let h = Harness::new();
+    let caller = Caller::new(Role::Bureau, [3; 32]);
+    let requests = vec![Request {
+        id: "held".into(),
+        op: issue(&id_number(7), Kind::EmploymentSkills),
+    }];
+    runtime.block_on(async {
+        let held = h.ledger.hold_request_id(caller, "held");
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = {
+            let ticks = Arc::clone(&ticks);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let ledger = Arc::clone(&h.ledger);
+        let frame = tokio::spawn(async move {
+            let pending = voucherd::net::server::apply_inline(&ledger, caller, &requests).await;
+            ledger.finish(pending)
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ticked = ticks.load(Ordering::Relaxed);
+        assert!(!frame.is_finished(), "the frame waits for the held id");
+        assert!(
+            ticked >= 50,
+            "the worker kept running other tasks: {ticked} ticks in 200 ms"
+        );
+        drop(held);
+        let answers = tokio::time::timeout(Duration::from_secs(2), frame)
+            .await
+            .expect("applied once the id is decided")
+            .unwrap();
+        assert!(
+            matches!(answers[0].outcome, Ok(Reply::Issued { .. })),
+            "{answers:?}"
+        );
+        ticker.abort();
+    });
+}
+
+/// Checks (issue 17, item 7): refusals remembered (a synced write each) are
+/// bounded per certificate per second; past the bound a refused change is
+/// `overloaded` and nothing is written, and its retry is decided afresh.
+/// How: one frame of `REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S + 5` claims
+/// of a voucher that does not exist, all in one second of the manual clock;
+/// the remembered rows are counted; then a second later a retry of an
+/// `overloaded` id gets the rule's refusal.
+#[test]
+fn refusals_remembered_per_certificate_are_bounded_per_second() {
+    use voucherd::limits::REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S;
+    let h = Harness::new();
+    let caller = Caller::new(Role::Gateway, [4; 32]);
+    let bound = REFUSALS_REMEMBERED_PER_CERTIFICATE_PER_S as usize;
+    let claim = |i: usize| Request {
+        id: format!("c-{i}"),
+        op: Op::Claim {
+            voucher: VoucherId(9_999_999),
+            id_number: id_number(1),
+        },
+    };
+    let rows_before = remembered_rows(&h);
+    let requests: Vec<Request> = (0..bound + 5).map(claim).collect();
+    let answers = h.ledger.execute(caller, &requests);
+    let rule = reason(&answers[0]);
+    assert_ne!(rule, "overloaded");
+    assert!(answers[..bound].iter().all(|a| reason(a) == rule));
+    assert!(answers[bound..].iter().all(|a| reason(a) == "overloaded"));
+    assert_eq!(
+        remembered_rows(&h) - rows_before,
+        bound,
+        "only the bound is written"
+    );
+    h.clock.advance_s(1);
+    let retry = h.ledger.execute(caller, &[claim(bound)]).remove(0);
+    assert_eq!(reason(&retry), rule, "the retry is decided afresh");
+    // Another certificate was never limited.
+    let other = Caller::new(Role::Gateway, [5; 32]);
+    h.clock.advance_s(-1);
+    assert_eq!(
+        reason(&h.ledger.execute(other, &[claim(0)]).remove(0)),
+        rule
+    );
+}
+
+/// Checks (issue 17, item 7): `not_authorised` refusals are throttled per
+/// institution: past `NOT_AUTHORISED_PER_INSTITUTION_PER_S` in a second,
+/// `overloaded` with nothing written; another institution is not affected.
+/// How: two institutions, one claimed voucher, a frame of redeems by an
+/// operator neither authorised, at the first institution then the second.
+#[test]
+fn not_authorised_is_throttled_per_institution() {
+    use voucherd::limits::NOT_AUTHORISED_PER_INSTITUTION_PER_S;
+    let h = Harness::new();
+    h.institution("5001011", &id_number(1), "op-1");
+    h.institution("5001012", &id_number(2), "op-1");
+    let voucher = h.claimed(&id_number(3), Kind::EmploymentSkills);
+    let bound = NOT_AUTHORISED_PER_INSTITUTION_PER_S as usize;
+    let redeems = |institution: &str| -> Vec<Request> {
+        (0..bound + 3)
+            .map(|i| Request {
+                id: format!("{institution}-{i}"),
+                op: redeem(voucher, institution, "op-x"),
+            })
+            .collect()
+    };
+    let rows_before = remembered_rows(&h);
+    let answers = h.ledger.execute(Role::Gateway, &redeems("5001011"));
+    assert!(answers[..bound]
+        .iter()
+        .all(|a| reason(a) == "not_authorised"));
+    assert!(answers[bound..].iter().all(|a| reason(a) == "overloaded"));
+    assert_eq!(remembered_rows(&h) - rows_before, bound);
+    let other = h.ledger.execute(Role::Gateway, &redeems("5001012"));
+    assert_eq!(reason(&other[0]), "not_authorised");
 }
