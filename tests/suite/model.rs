@@ -1258,6 +1258,10 @@ impl Generator {
                             voucher: VoucherId(900_001),
                             amount_fen: 1,
                         },
+                        Role::Platform => Op::CheckinOnline {
+                            voucher: VoucherId(900_001),
+                            online: true,
+                        },
                         _ => Op::Claim {
                             voucher: VoucherId(900_001),
                             id_number: id_number(1),
