@@ -65,6 +65,8 @@ async def main(host, port, certs, voucher, id_number, institution, operator, kla
         check("bad frame", {"ok": False, "reason": refused.reason}, False, "invalid_request")
     else:
         raise SystemExit("a frame that is not JSON was not refused")
+    # The daemon closes a connection after a frame it cannot read: a new one.
+    await client.reconnect()
     await online_class(client, host, port, certs, online_voucher, institution, operator,
                        float(lat), float(lon))
     await client.close()
