@@ -2,10 +2,17 @@
 running daemon, as a gateway would, over the JSON encoding. Prints one JSON
 object per step on stdout; exits non-zero when a step's answer is wrong.
 
-    python interop.py HOST PORT CERTS VOUCHER ID_NUMBER INSTITUTION OPERATOR CLASS LAT LON
+    python interop.py HOST PORT CERTS VOUCHER ID_NUMBER INSTITUTION OPERATOR CLASS LAT LON ONLINE_VOUCHER
+
+After the gateway's steps (the institution has opened no class, so CLASS is
+free text), the gateway opens an online class and enrolls ONLINE_VOUCHER (a
+claimed voucher of the same holder) in it, and the online platform
+(`platform` certificate) reports its attendance: `checkin` with
+`"online": true`.
 """
 
 import asyncio
+import datetime
 import json
 import sys
 
@@ -18,7 +25,8 @@ def check(step, answer, ok, reason=None):
         raise SystemExit(f"{step}: expected ok={ok} reason={reason}, got {answer}")
 
 
-async def main(host, port, certs, voucher, id_number, institution, operator, klass, lat, lon):
+async def main(host, port, certs, voucher, id_number, institution, operator, klass, lat, lon,
+               online_voucher):
     client = await VoucherdClient.connect(host, int(port), certs, "gateway", server_name="localhost")
     claim = {"id": "py-claim", "op": "claim", "voucher": voucher, "id_number": id_number}
     redeem = {"id": "py-redeem", "op": "redeem", "voucher": voucher,
@@ -75,8 +83,47 @@ async def main(host, port, certs, voucher, id_number, institution, operator, kla
         check("bad frame", {"ok": False, "reason": refused.reason}, False, "invalid_request")
     else:
         raise SystemExit("a frame that is not JSON was not refused")
+    # The daemon closes a connection after a frame it cannot read: a new one.
+    await client.reconnect()
+    await online_class(client, host, port, certs, online_voucher, institution, operator,
+                       float(lat), float(lon))
     await client.close()
     print(json.dumps({"step": "done"}), flush=True)
+
+
+async def online_class(gateway, host, port, certs, voucher, institution, operator, lat, lon):
+    """open_class (online, today to 10 days on, in UTC+8), a redeem into it,
+    the platform's online check-in, and a positioned one refused wrong_mode."""
+    today = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))).date()
+    [view] = await gateway.execute([{"id": "py-view", "op": "get_voucher", "voucher": voucher}])
+    check("read the online voucher", view, True)
+    klass = "线上班 2026"
+    [opened] = await gateway.execute_retrying([
+        {"id": "py-open-class", "op": "open_class", "institution": institution,
+         "operator": operator, "class": klass, "kind": view["kind"],
+         "first_day": today.isoformat(),
+         "last_day": (today + datetime.timedelta(days=10)).isoformat(), "mode": "online"}])
+    check("open_class", opened, True)
+    [again] = await gateway.execute([
+        {"id": "py-open-class-again", "op": "open_class", "institution": institution,
+         "operator": operator, "class": klass, "kind": view["kind"],
+         "first_day": today.isoformat(), "last_day": today.isoformat(), "mode": "online"}])
+    check("open_class again", again, False, "class_exists")
+    [enrolled] = await gateway.execute_retrying([
+        {"id": "py-enroll", "op": "redeem", "voucher": voucher, "institution": institution,
+         "operator": operator, "class": klass}])
+    check("redeem into the class", enrolled, True)
+    platform = await VoucherdClient.connect(host, int(port), certs, "platform",
+                                            server_name="localhost")
+    [attended] = await platform.execute_retrying([
+        {"id": "py-online", "op": "checkin", "voucher": voucher, "online": True}])
+    check("online checkin", attended, True)
+    if attended.get("session") != today.isoformat() or attended.get("checkins") != 1:
+        raise SystemExit(f"online checkin answered {attended}")
+    await platform.close()
+    [positioned] = await gateway.execute([
+        {"id": "py-positioned", "op": "checkin", "voucher": voucher, "lat": lat, "lon": lon}])
+    check("positioned checkin of an online class", positioned, False, "wrong_mode")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ impl ClassHandle {
 struct Index {
     /// Every class, in the order opened; handle `n` is `list[n - 1]`.
     list: Vec<Arc<Class>>,
-    by_code: HashMap<(InstitutionCode, String), ClassHandle>,
-    /// Classes opened per institution.
-    opened: HashMap<InstitutionCode, u32>,
+    /// Each institution's classes by code.
+    by_institution: HashMap<InstitutionCode, HashMap<String, ClassHandle>>,
 }
 
 /// Classes never change once opened, so lookups hand out shared copies.
@@ -48,7 +47,7 @@ impl Classes {
         code: &str,
     ) -> Option<(ClassHandle, Arc<Class>)> {
         let index = self.0.read();
-        let handle = *index.by_code.get(&(institution, code.to_owned()))?;
+        let handle = *index.by_institution.get(&institution)?.get(code)?;
         Some((handle, index.list[handle.0 as usize - 1].clone()))
     }
 
@@ -58,22 +57,72 @@ impl Classes {
 
     /// How many classes `institution` opened.
     pub fn opened_by(&self, institution: InstitutionCode) -> u32 {
-        self.0.read().opened.get(&institution).copied().unwrap_or(0)
+        let index = self.0.read();
+        index.by_institution.get(&institution).map_or(0, |classes| {
+            u32::try_from(classes.len()).expect("classes per institution are bounded")
+        })
     }
 
     /// Adds a class not yet held; returns its handle.
     pub fn insert(&self, class: Class) -> ClassHandle {
         let mut index = self.0.write();
-        let key = (class.institution, class.code.as_str().to_owned());
-        assert!(
-            !index.by_code.contains_key(&key),
-            "a class is opened once (the rules refuse class_exists)"
-        );
         let handle =
             ClassHandle(u32::try_from(index.list.len() + 1).expect("class handles fit u32"));
-        *index.opened.entry(class.institution).or_default() += 1;
+        let code = class.code.as_str().to_owned();
+        let institution = class.institution;
         index.list.push(Arc::new(class));
-        index.by_code.insert(key, handle);
+        let previous = index
+            .by_institution
+            .entry(institution)
+            .or_default()
+            .insert(code, handle);
+        assert!(
+            previous.is_none(),
+            "a class is opened once (the rules refuse class_exists)"
+        );
         handle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::enums::{ClassMode, Kind};
+    use crate::domain::time::Timestamp;
+
+    fn class(institution: u32, code: &str) -> Class {
+        Class {
+            institution: InstitutionCode(institution),
+            code: code.parse().expect("a class code"),
+            kind: Kind::HrServices,
+            first_day: 1,
+            last_day: 2,
+            mode: ClassMode::Online,
+            sites: Vec::new(),
+            opened_by: "op-1".parse().expect("an operator"),
+            opened_at: Timestamp(0),
+        }
+    }
+
+    /// Handles start at 1 (0 is a packed voucher's "none") and find the
+    /// class they were given for; a code is per institution.
+    #[test]
+    fn classes_are_found_by_institution_and_code_and_by_handle() {
+        let classes = Classes::default();
+        let first = classes.insert(class(5_000_001, "电工"));
+        let second = classes.insert(class(5_000_002, "电工"));
+        assert_eq!(ClassHandle::to_packed(Some(first)), 1);
+        assert_eq!(ClassHandle::from_packed(0), None);
+        assert_eq!(ClassHandle::from_packed(2), Some(second));
+        let (found, held) = classes
+            .find(InstitutionCode(5_000_002), "电工")
+            .expect("opened");
+        assert_eq!(found, second);
+        assert_eq!(held.institution, InstitutionCode(5_000_002));
+        assert_eq!(classes.get(first).institution, InstitutionCode(5_000_001));
+        assert!(classes.find(InstitutionCode(5_000_001), "焊工").is_none());
+        assert!(classes.find(InstitutionCode(5_000_003), "电工").is_none());
+        assert_eq!(classes.opened_by(InstitutionCode(5_000_001)), 1);
+        assert_eq!(classes.opened_by(InstitutionCode(5_000_003)), 0);
     }
 }

@@ -2,7 +2,9 @@
 //! against the real daemon, as a gateway team would run it: a claim, a redeem
 //! and a check-in in one frame, a refused request, a malformed item answered
 //! in place, an id retried across a reconnect (the first answer, nothing
-//! applied again), and a frame that is not JSON refused with a word.
+//! applied again), a frame that is not JSON refused with a word, then an
+//! online class opened by the gateway and a check-in with `"online": true`
+//! from the `platform` certificate.
 //! The virtual environment with aioquic is made by `ops/install-deps.sh`
 //! (`make test` runs it first); `VOUCHERD_PYTHON` names another interpreter.
 
@@ -45,19 +47,24 @@ fn the_python_client_speaks_json_to_the_daemon() {
             json!({"id": "s-2", "op": "issue", "id_number": person,
                    "category": "rural_migrant", "kind": "hr_services",
                    "face_value_fen": 80000, "channel": "wechat", "district": "500101"}),
+            json!({"id": "s-2b", "op": "issue", "id_number": person,
+                   "category": "rural_migrant", "kind": "adaptability",
+                   "face_value_fen": 60000, "channel": "wechat", "district": "500101"}),
         ],
     );
     assert!(setup.iter().all(|a| a["ok"] == true), "{setup:?}");
     let voucher = setup[1]["voucher"].as_str().expect("voucher id").to_owned();
+    let online_voucher = setup[2]["voucher"].as_str().expect("voucher id").to_owned();
     let authorised = daemon.batch(
         &certs,
         "gateway",
         &[
             json!({"id": "s-3", "op": "authorise_operator", "institution": "1000001",
                  "admin_id_number": admin, "operator": "op-1"}),
+            json!({"id": "s-4", "op": "claim", "voucher": online_voucher, "id_number": person}),
         ],
     );
-    assert_eq!(authorised[0]["ok"], true, "{authorised:?}");
+    assert!(authorised.iter().all(|a| a["ok"] == true), "{authorised:?}");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python/interop.py");
     let output = Command::new(python())
         .arg(&script)
@@ -72,6 +79,7 @@ fn the_python_client_speaks_json_to_the_daemon() {
             "电工初级",
             &SITE.0.to_string(),
             &SITE.1.to_string(),
+            &online_voucher,
         ])
         .output()
         .expect("python runs");
@@ -93,6 +101,14 @@ fn the_python_client_speaks_json_to_the_daemon() {
     );
     assert_eq!(view[0]["state"], "redeemed", "{view:?}");
     assert_eq!(view[0]["checkins"], 1, "{view:?}");
+    // The online voucher: enrolled in the class, checked in once by the platform.
+    let online = daemon.batch(
+        &certs,
+        "bureau",
+        &[json!({"id": "v-2", "op": "get_voucher", "voucher": online_voucher})],
+    );
+    assert_eq!(online[0]["class"], "线上班 2026", "{online:?}");
+    assert_eq!(online[0]["checkins"], 1, "{online:?}");
 }
 
 /// The Rust client in each encoding gets the same answers: JSON answers read

@@ -1258,8 +1258,6 @@ impl Generator {
                             voucher: VoucherId(900_001),
                             amount_fen: 1,
                         },
-                        // An operation the role may run, so that the
-                        // id's memory, not the role, decides the answer.
                         Role::Platform => Op::CheckinOnline {
                             voucher: VoucherId(900_001),
                             online: true,
