@@ -659,7 +659,8 @@ async fn unread_answers_hold_their_connections_budget_until_the_write_deadline()
     let other = running.client().await;
     let started = std::time::Instant::now();
     assert!(served(&other).await, "another connection is served");
-    assert!(started.elapsed() < Duration::from_millis(1_000));
+    // Before the unread answer's write deadline, with room for a loaded machine.
+    assert!(started.elapsed() < Duration::from_millis(1_400));
     // The same connection's next request waits for the budget.
     let started = std::time::Instant::now();
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
