@@ -369,7 +369,11 @@ async fn handle_connection(
 ) {
     let remote = incoming.remote_address();
     let timeout_ms = shared.limits.handshake_timeout_ms;
-    let handshaken = tokio::time::timeout(Duration::from_millis(timeout_ms), incoming).await;
+    let handshaken = tokio::select! {
+        handshaken = tokio::time::timeout(Duration::from_millis(timeout_ms), incoming) => handshaken,
+        // Shutdown does not wait for handshakes (dropping one closes it).
+        _ = stop.changed() => return,
+    };
     drop(handshake);
     let connection = match handshaken {
         Ok(Ok(connection)) => connection,

@@ -14,7 +14,7 @@
 //! before, during and after.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -447,4 +447,252 @@ async fn hostile_clients_do_not_stop_well_behaved_ones() {
         mib(rss_during),
         mib(rss_before)
     );
+}
+
+/// How long each attack of `each_attack_alone` runs.
+const ATTACK_SECONDS: u64 = 10;
+
+/// One bounded attack of `each_attack_alone`, run until `on` is cleared.
+#[derive(Clone, Copy, Debug)]
+enum Attack {
+    /// Connection attempts through a relay that drops the daemon's answers
+    /// (spoofed Initial packets): 50 new ones every 100 ms.
+    HandshakeFlood,
+    /// 16 connections whose every stream announces a largest frame and
+    /// sends nothing more, opened again as the daemon resets them.
+    AnnouncedFrames,
+    /// 16 connections with a 1 KiB receive window sending `stats` on every
+    /// stream and never reading the answers.
+    UnreadAnswers,
+    /// 4 gateway connections sending frames of 100 claims of vouchers that
+    /// do not exist (each refusal remembered: a synced write), flat out.
+    RefusalSpam,
+}
+
+async fn attack(kind: Attack, certs: PathBuf, addr: SocketAddr, on: Arc<AtomicBool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    match kind {
+        Attack::HandshakeFlood => {
+            let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let relay_addr = relay.local_addr().unwrap();
+            tasks.spawn(async move {
+                let mut buffer = vec![0u8; 65_536];
+                while let Ok((length, from)) = relay.recv_from(&mut buffer).await {
+                    if from != addr {
+                        let _ = relay.send_to(&buffer[..length], addr).await;
+                    }
+                }
+            });
+            let endpoint = endpoint(client_config(&certs, Role::Gateway));
+            let mut attempts = Vec::new();
+            while on.load(Ordering::Relaxed) {
+                for _ in 0..50 {
+                    attempts.push(endpoint.connect(relay_addr, "localhost").unwrap());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            drop(attempts);
+        }
+        Attack::AnnouncedFrames => {
+            let endpoint = endpoint(client_config(&certs, Role::Auditor));
+            for _ in 0..16 {
+                let (endpoint, on) = (endpoint.clone(), Arc::clone(&on));
+                tasks.spawn(async move {
+                    let Some(connection) = connect(&endpoint, addr).await else {
+                        return;
+                    };
+                    let mut held = Vec::new();
+                    while on.load(Ordering::Relaxed) {
+                        let opened =
+                            tokio::time::timeout(Duration::from_millis(200), connection.open_bi());
+                        match opened.await {
+                            Ok(Ok((mut send, recv))) => {
+                                let prefix = (FRAME_BYTES_MAX as u32).to_be_bytes();
+                                let _ = send.write_all(&prefix).await;
+                                held.push((send, recv));
+                            }
+                            Ok(Err(_)) => return,
+                            Err(_) => held.clear(),
+                        }
+                    }
+                });
+            }
+        }
+        Attack::UnreadAnswers => {
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(
+                &certs,
+                Role::Bureau,
+            ))
+            .unwrap();
+            let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+            let mut transport = quinn::TransportConfig::default();
+            transport.stream_receive_window(1024u32.into());
+            config.transport_config(Arc::new(transport));
+            let mut endpoint = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            endpoint.set_default_client_config(config);
+            let frame = wire::encode_requests(&[Request {
+                id: "stats".into(),
+                op: Op::Stats {
+                    district: None,
+                    year: None,
+                },
+            }])
+            .unwrap();
+            for _ in 0..16 {
+                let (endpoint, on, frame) = (endpoint.clone(), Arc::clone(&on), frame.clone());
+                tasks.spawn(async move {
+                    let Some(connection) = connect(&endpoint, addr).await else {
+                        return;
+                    };
+                    let mut held = Vec::new();
+                    while on.load(Ordering::Relaxed) {
+                        let opened =
+                            tokio::time::timeout(Duration::from_millis(200), connection.open_bi());
+                        match opened.await {
+                            Ok(Ok((mut send, recv))) => {
+                                let _ = send.write_all(&frame).await;
+                                let _ = send.finish();
+                                held.push((send, recv));
+                            }
+                            Ok(Err(_)) => return,
+                            Err(_) => held.clear(),
+                        }
+                    }
+                });
+            }
+        }
+        Attack::RefusalSpam => {
+            for worker in 0..4u64 {
+                let (certs, on) = (certs.clone(), Arc::clone(&on));
+                tasks.spawn(async move {
+                    let client = Client::connect(addr, &certs, Role::Gateway).await.unwrap();
+                    let mut n = 0u64;
+                    while on.load(Ordering::Relaxed) {
+                        let frame: Vec<Request> = (0..100)
+                            .map(|i| Request {
+                                id: format!("spam-{worker}-{n}-{i}"),
+                                op: Op::Claim {
+                                    voucher: voucherd::domain::ids::VoucherId(9_000_000_000 + i),
+                                    id_number: id_number(1),
+                                },
+                            })
+                            .collect();
+                        let _ = client.execute(&frame).await;
+                        n += 1;
+                    }
+                });
+            }
+        }
+    }
+    while on.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Measured, never asserted beyond "served": a well-behaved gateway's claim
+/// latency (p50, p99) and the daemon's largest resident memory, quiet and
+/// during each attack alone (`Attack`, `ATTACK_SECONDS` each), one daemon
+/// with default limits. The figures go in docs/reliability.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: 50 s of attacks one at a time; make soak"]
+async fn each_attack_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, certs) = (dir.path().join("data"), dir.path().join("certs"));
+    let daemon = serve(
+        &data,
+        &certs,
+        &dir.path().join("daemon.log"),
+        &[],
+        &[("RUST_LOG", "error")],
+    );
+    let bureau = Client::connect(daemon.addr, &certs, Role::Bureau)
+        .await
+        .unwrap();
+    let gateway = Client::connect(daemon.addr, &certs, Role::Gateway)
+        .await
+        .unwrap();
+    // Vouchers for the gateway to claim: more than it can claim in all phases.
+    const VOUCHERS: u64 = 20_000;
+    let mut vouchers = Vec::new();
+    for first in (0..VOUCHERS).step_by(1_000) {
+        let frame: Vec<Request> = (first..first + 1_000)
+            .map(|person| Request {
+                id: format!("issue-{person}"),
+                op: issue(person),
+            })
+            .collect();
+        for answer in bureau.execute(&frame).await.unwrap() {
+            match answer.outcome {
+                Ok(Reply::Issued { voucher }) => vouchers.push(voucher),
+                other => panic!("issue answered {other:?}"),
+            }
+        }
+    }
+    let mut next = 0usize;
+    let phases = [
+        None,
+        Some(Attack::HandshakeFlood),
+        Some(Attack::AnnouncedFrames),
+        Some(Attack::UnreadAnswers),
+        Some(Attack::RefusalSpam),
+    ];
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    for phase in phases {
+        let on = Arc::new(AtomicBool::new(true));
+        let attacker = phase
+            .map(|kind| tokio::spawn(attack(kind, certs.clone(), daemon.addr, Arc::clone(&on))));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_max = Arc::new(AtomicU64::new(daemon.rss_bytes().unwrap()));
+        let sampler = {
+            let (rss_max, on, pid) = (Arc::clone(&rss_max), Arc::clone(&on), daemon.pid());
+            tokio::spawn(async move {
+                while on.load(Ordering::Relaxed) {
+                    if let Some(bytes) = rss_bytes_of(pid) {
+                        rss_max.fetch_max(bytes, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        let mut latencies = Vec::new();
+        while started.elapsed() < Duration::from_secs(ATTACK_SECONDS) {
+            let voucher = vouchers[next];
+            let person = next as u64;
+            next += 1;
+            let sent = Instant::now();
+            let answers = gateway
+                .execute(&[Request {
+                    id: format!("claim-{person}"),
+                    op: Op::Claim {
+                        voucher,
+                        id_number: id_number(person),
+                    },
+                }])
+                .await
+                .expect("the well-behaved gateway is answered");
+            latencies.push(sent.elapsed());
+            assert!(
+                answers[0].outcome.is_ok(),
+                "claim {voucher:?}: {:?}",
+                answers[0]
+            );
+        }
+        on.store(false, Ordering::Relaxed);
+        if let Some(attacker) = attacker {
+            attacker.await.unwrap();
+        }
+        sampler.await.unwrap();
+        latencies.sort();
+        eprintln!(
+            "{:<16} gateway claims: {:>5} in {ATTACK_SECONDS} s, {}; daemon RSS max {:.1} MiB",
+            phase.map_or("quiet".to_string(), |kind| format!("{kind:?}")),
+            latencies.len(),
+            describe(&latencies),
+            mib(rss_max.load(Ordering::Relaxed))
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
