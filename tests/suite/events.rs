@@ -178,7 +178,7 @@ fn one_events_request_per_frame() {
 /// chain, and one filtered page of the largest limit read. Prints the
 /// figures for docs/decisions.md D60; no timed assertion.
 #[test]
-#[ignore = "measurement: prints the index's build time at 100,000 vouchers"]
+#[ignore = "measurement: prints the index's build time at 100,000 vouchers (run it with --release)"]
 fn events_index_build_time_at_100_000_vouchers() {
     use crate::common::{authorise, register, Disk, Drive};
     use std::time::Instant;
