@@ -397,19 +397,23 @@ impl Ledger {
         }
     }
 
-    /// Builds the index from the whole chain (start-up): one pass over the
-    /// audit table, in order.
-    pub(super) fn index_events(&self) -> Result<(), Error> {
+    /// Builds the index from the whole chain (start-up, and the measurement
+    /// of its cost): one pass over the audit table, in order. Returns the
+    /// number of events.
+    pub fn index_events(&self) -> Result<usize, Error> {
         let mut index = EventIndex::default();
         self.journal.scan(Table::Audit, &mut |_, entry| {
             let (record, _) = audit::open(entry).map_err(Error::Corrupt)?;
             index.note(record.seq, &record.command, &record.reply);
             Ok(())
         })?;
-        let last = index.entries.last().map_or(0, |e| e.seq);
+        let (count, last) = (
+            index.entries.len(),
+            index.entries.last().map_or(0, |e| e.seq),
+        );
         *self.events.lock() = index;
         self.events_notice.send_replace(last);
-        Ok(())
+        Ok(count)
     }
 
     /// `events`: a page of the events `filter` shows after the cursor

@@ -216,3 +216,92 @@ fn an_online_checkin_is_a_checkin_event_marked_online() {
     assert_eq!(event.class.as_deref(), Some("线上电工"));
     assert_eq!(event.institution, Some("5000001".parse().unwrap()));
 }
+
+/// What the events index costs at start-up on RocksDB: `VOUCHERD_EVENTS_VOUCHERS`
+/// (default 100,000) vouchers issued, claimed and redeemed at one
+/// institution (three events each), then the index built again from the
+/// chain, and one filtered page of the largest limit read. Prints the
+/// figures for docs/decisions.md D60; no timed assertion.
+#[test]
+#[ignore = "measurement: prints the index's build time at 100,000 vouchers (run it with --release)"]
+fn events_index_build_time_at_100_000_vouchers() {
+    use crate::common::{authorise, register, Disk, Drive};
+    use std::time::Instant;
+    let vouchers: usize = std::env::var("VOUCHERD_EVENTS_VOUCHERS")
+        .map_or(100_000, |text| text.parse().expect("a number"));
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let disk = Disk::open(folder.path(), "events");
+    let admin = id_number(999_999);
+    disk.accept(Role::Bureau, register("5000001", "500101", &admin));
+    disk.accept(Role::Gateway, authorise("5000001", &admin, "op-1"));
+    let frame = |role: Role, ops: Vec<Op>| -> Vec<Reply> {
+        let requests: Vec<Request> = ops
+            .into_iter()
+            .map(|op| Request {
+                id: disk.fresh_request_id(),
+                op,
+            })
+            .collect();
+        disk.ledger
+            .execute(role, &requests)
+            .into_iter()
+            .map(|answer| answer.outcome.expect("accepted"))
+            .collect()
+    };
+    let kinds = [
+        Kind::EmploymentSkills,
+        Kind::Entrepreneurship,
+        Kind::HrServices,
+    ];
+    let person = |n: usize| id_number((n / kinds.len()) as u64);
+    let started = Instant::now();
+    for first in (0..vouchers).step_by(1_000) {
+        let ns: Vec<usize> = (first..(first + 1_000).min(vouchers)).collect();
+        let issues = ns
+            .iter()
+            .map(|&n| issue(&person(n), kinds[n % kinds.len()]))
+            .collect();
+        let issued = vouchers_of(frame(Role::Bureau, issues));
+        let claims = ns
+            .iter()
+            .zip(&issued)
+            .map(|(&n, &voucher)| Op::Claim {
+                voucher,
+                id_number: person(n),
+            })
+            .collect();
+        frame(Role::Gateway, claims);
+        let redeems = issued
+            .iter()
+            .map(|&v| redeem(v, "5000001", "op-1"))
+            .collect();
+        frame(Role::Gateway, redeems);
+    }
+    eprintln!("built {vouchers} vouchers in {:?}", started.elapsed());
+    let started = Instant::now();
+    let events = disk.ledger.index_events().expect("index built");
+    let built = started.elapsed();
+    assert_eq!(events, 3 * vouchers);
+    let started = Instant::now();
+    let page = disk.ledger.execute(
+        Role::Training,
+        &[Request {
+            id: "page".into(),
+            op: Op::Events {
+                after: disk.ledger.head().0 - 2_000,
+                limit: Some(EVENTS_PAGE_MAX),
+                institution: Some("5000001".parse().unwrap()),
+                district: None,
+                wait_ms: None,
+            },
+        }],
+    );
+    let paged = started.elapsed();
+    assert!(page[0].outcome.is_ok());
+    eprintln!(
+        "events index: {events} events from {} records in {built:?} ({:.2} µs per record); \
+         a page of {EVENTS_PAGE_MAX} events in {paged:?}",
+        disk.ledger.head().0,
+        built.as_secs_f64() * 1e6 / disk.ledger.head().0 as f64
+    );
+}

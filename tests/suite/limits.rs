@@ -1,12 +1,13 @@
 //! The service's limits, each shrunk so a test can show it is enforced:
 //! connections, streams per connection, idle timeout, request read timeout,
-//! batches in flight. Well-behaved clients keep being served throughout.
+//! batches in flight, long polls waiting for events. Well-behaved clients
+//! keep being served throughout.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use voucherd::domain::campaign::Campaign;
-use voucherd::domain::op::{Op, Request, Role};
+use voucherd::domain::op::{Op, Reply, Request, Role};
 use voucherd::domain::time::{Clock, SystemClock};
 use voucherd::error::Reason;
 use voucherd::net::client::Client;
@@ -773,4 +774,31 @@ async fn a_retry_keeps_a_flood_from_taking_every_handshake() {
     assert!(served_now, "a gateway is served past a flood of handshakes");
     drop(flood);
     running.stop().await;
+}
+
+/// A long poll ends when shutdown begins: it is answered at once (no event)
+/// and does not hold the daemon's stop until its `wait_ms` or the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_ends_at_shutdown() {
+    let running = start(Limits::default()).await;
+    let waiter = Arc::new(running.client().await);
+    let polling = Arc::clone(&waiter);
+    let poll = tokio::spawn(async move { polling.execute(&waiting_events(Some(30_000))).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !poll.is_finished(),
+        "the poll waits (nothing after its cursor)"
+    );
+    let started = std::time::Instant::now();
+    running.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    let answers = poll.await.unwrap().unwrap();
+    match &answers[0].outcome {
+        Ok(Reply::Events { events, .. }) => assert!(events.is_empty()),
+        other => panic!("the poll answered {other:?}"),
+    }
 }
