@@ -19,6 +19,7 @@ mod recovery;
 mod replay;
 mod requests;
 mod shards;
+mod standby;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -89,6 +90,8 @@ pub struct Ledger {
     record_time: AtomicI64,
     /// Where the next pass of `prune_requests` starts (a `requests` key).
     prune_cursor: Mutex<Vec<u8>>,
+    /// Replicated mode's standby: the `not_leader` message (`standby.rs`).
+    standby: parking_lot::RwLock<Option<String>>,
 }
 
 /// Counts a sweep as running until dropped (even by a panic).
@@ -140,6 +143,7 @@ impl Ledger {
             sweeps: AtomicUsize::new(0),
             record_time: AtomicI64::new(i64::MIN),
             prune_cursor: Mutex::new(Vec::new()),
+            standby: parking_lot::RwLock::new(None),
         }
     }
 
@@ -158,6 +162,13 @@ impl Ledger {
     /// Call `finish` before showing any answer to anyone.
     pub fn apply(&self, caller: impl Into<Caller>, requests: &[Request]) -> Pending {
         let caller = caller.into();
+        if let Some(answers) = self.standby_answers(requests) {
+            return Pending {
+                answers,
+                ticket: 0,
+                inflight: Vec::new(),
+            };
+        }
         let _applying = Applying::new(&*self.journal);
         let mut pending = Pending {
             answers: Vec::with_capacity(requests.len()),

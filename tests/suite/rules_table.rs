@@ -3691,6 +3691,30 @@ fn overloaded_journal() {
     assert_eq!(w.figures("500101"), (2, 1, 1));
 }
 
+/// A standby (replicated mode) refuses every request `not_leader` with the
+/// message it was given (naming the leader), changes nothing and remembers
+/// nothing: once it serves, the same ids are decided afresh.
+fn standby_not_leader() {
+    let w = World::new();
+    let voucher = w.claimed(&p1(), Kind::EmploymentSkills);
+    let head = w.h.ledger.head();
+    w.h.ledger
+        .set_standby(Some("not the leader: leader=127.0.0.1:7443".into()));
+    assert!(w.h.ledger.is_standby());
+    let answer = w.run_id(Role::Gateway, "standby-1", redeem(voucher, A, OP_A));
+    check_refusal(&answer, Role::Gateway, "not_leader", "redeem on a standby");
+    let Err(refusal) = &answer.outcome else {
+        unreachable!()
+    };
+    assert!(refusal.message.contains("leader=127.0.0.1:7443"));
+    let read = w.run_id(Role::Auditor, "standby-2", Op::AuditHead);
+    check_refusal(&read, Role::Auditor, "not_leader", "a read on a standby");
+    assert_eq!(w.h.ledger.head(), head);
+    w.h.ledger.set_standby(None);
+    let retried = w.run_id(Role::Gateway, "standby-1", redeem(voucher, A, OP_A));
+    assert_eq!(retried.outcome, Ok(Reply::Redeemed { uses_this_year: 1 }));
+}
+
 /// A handful of refusals, each compared in full: audit head (seq, chain hash,
 /// state digest), the voucher, the figures and the holder's uses.
 fn refusals_change_nothing() {
@@ -3920,7 +3944,7 @@ fn completed_vouchers_are_not_refused_expired() {
 }
 
 /// Every table and sequence of this file.
-const ALL: [fn(); 23] = [
+const ALL: [fn(); 24] = [
     register_institution_table,
     set_institution_admin_table,
     authorise_operator_table,
@@ -3943,6 +3967,7 @@ const ALL: [fn(); 23] = [
     checkin_days,
     admins_and_operators,
     overloaded_journal,
+    standby_not_leader,
     refusals_change_nothing,
 ];
 

@@ -25,7 +25,6 @@ pub const NOT_YET_BUILT: &[voucherd::error::Reason] = &[
     voucherd::error::Reason::ClassClosed,
     voucherd::error::Reason::WrongKind,
     voucherd::error::Reason::WrongMode,
-    voucherd::error::Reason::NotLeader,
 ];
 
 /// 2026-11-29 09:00 in Chongqing: the default campaign (2026) is open.
