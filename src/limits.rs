@@ -165,6 +165,11 @@ pub const REPLICA_POLL_MS: u64 = 100;
 /// How long a publish (or any JetStream request) waits for its answer,
 /// milliseconds; past it the group is not acknowledged and the daemon stops.
 pub const REPLICA_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// How long a leader keeps sending a group again after transient publish
+/// failures (a NATS node lost: reconnecting, a new stream leader elected),
+/// milliseconds, before it gives the group up (`outcome_unknown`, exit 75).
+/// Every answer waits meanwhile.
+pub const REPLICA_PUBLISH_RETRY_MS: u64 = 15_000;
 /// How long start-up tries to reach the stream and the lease bucket (a
 /// cluster still electing its leaders times out the first requests),
 /// milliseconds; then the daemon exits with the reason.

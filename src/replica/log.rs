@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
@@ -13,7 +14,7 @@ use parking_lot::Mutex;
 
 use crate::audit;
 use crate::ledger::{decode_u64, Ledger};
-use crate::limits::REPLICA_FOLLOW_BATCH_MAX;
+use crate::limits::{REPLICA_FOLLOW_BATCH_MAX, REPLICA_POLL_MS, REPLICA_PUBLISH_RETRY_MS};
 use crate::store::journal::{Commit, Table};
 use crate::store::replica::Replica;
 
@@ -69,12 +70,30 @@ pub(super) struct Log {
     appending: Mutex<Appending>,
 }
 
-fn publish_error(error: &dyn std::fmt::Display, kind: PublishErrorKind) -> String {
+/// Why an append or a catch-up failed: fatal (fenced by another leader's
+/// append, a record that does not replay; never retried) or transient (a
+/// NATS node lost, no answer in time: tried again).
+pub(super) enum Failed {
+    Fatal(String),
+    Transient(String),
+}
+
+impl Failed {
+    pub(super) fn into_reason(self) -> String {
+        match self {
+            Failed::Fatal(why) | Failed::Transient(why) => why,
+        }
+    }
+}
+
+fn publish_error(error: &dyn std::fmt::Display, kind: PublishErrorKind) -> Failed {
     if kind == PublishErrorKind::WrongLastSequence {
-        "the stream refused the append: another leader appended since (this daemon is deposed)"
-            .into()
+        Failed::Fatal(
+            "the stream refused the append: another leader appended since (this daemon is deposed)"
+                .into(),
+        )
     } else {
-        format!("JetStream did not acknowledge the append: {error}")
+        Failed::Transient(format!("JetStream did not acknowledge the append: {error}"))
     }
 }
 
@@ -143,12 +162,12 @@ impl Log {
 
     /// Appends `messages` right after stream sequence `last`, pipelined, and
     /// waits for every acknowledgement.
-    async fn append(&self, messages: Vec<Outgoing>, last: u64) -> Result<(), String> {
+    async fn append(&self, messages: &[Outgoing], last: u64) -> Result<(), Failed> {
         let mut acks = Vec::with_capacity(messages.len());
         for (offset, message) in (0u64..).zip(messages) {
             let expected = last + offset;
             let mut publish = PublishMessage::build()
-                .payload(message.payload.into())
+                .payload(message.payload.clone().into())
                 .message_id(&message.id)
                 .expected_last_sequence(expected);
             if let Some(seq) = message.audit_seq {
@@ -156,7 +175,7 @@ impl Log {
             }
             let ack = self
                 .context
-                .send_publish(message.subject, publish)
+                .send_publish(message.subject.clone(), publish)
                 .await
                 .map_err(|e| publish_error(&e, e.kind()))?;
             acks.push((expected + 1, ack));
@@ -164,10 +183,10 @@ impl Log {
         for (want, ack) in acks {
             let ack = ack.await.map_err(|e| publish_error(&e, e.kind()))?;
             if ack.sequence != want {
-                return Err(format!(
+                return Err(Failed::Fatal(format!(
                     "the stream stored the append at sequence {}, not {want}",
                     ack.sequence
-                ));
+                )));
             }
         }
         Ok(())
@@ -185,7 +204,7 @@ impl Log {
             .context
             .send_publish(self.leader.clone(), publish)
             .await
-            .map_err(|e| publish_error(&e, e.kind()))?;
+            .map_err(|e| publish_error(&e, e.kind()).into_reason())?;
         match sent.await {
             Ok(ack) if ack.sequence == last + 1 => {
                 let mut appending = self.appending.lock();
@@ -195,20 +214,20 @@ impl Log {
             }
             Ok(_) => Ok(Claim::Moved),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Claim::Moved),
-            Err(e) => Err(publish_error(&e, e.kind())),
+            Err(e) => Err(publish_error(&e, e.kind()).into_reason()),
         }
     }
 
     /// Applies the stream from sequence `next` to its end as it is now,
     /// through the ledger's replay, and waits until the store holds it;
     /// `next` moves past what was applied.
-    pub(super) async fn follow(&self, ledger: &Arc<Ledger>, next: &mut u64) -> Result<(), String> {
+    pub(super) async fn follow(&self, ledger: &Arc<Ledger>, next: &mut u64) -> Result<(), Failed> {
         loop {
             let last = self
                 .stream
                 .get_info()
                 .await
-                .map_err(|e| format!("stream info: {e}"))?
+                .map_err(|e| Failed::Transient(format!("stream info: {e}")))?
                 .state
                 .last_sequence;
             if *next > last {
@@ -223,8 +242,10 @@ impl Log {
                 .collect();
             let mut messages = Vec::with_capacity(fetches.len());
             for fetch in fetches {
-                let (seq, fetched) = fetch.await.map_err(|e| e.to_string())?;
-                messages.push(fetched.map_err(|e| format!("stream message {seq}: {e}"))?);
+                let (seq, fetched) = fetch.await.map_err(|e| Failed::Fatal(e.to_string()))?;
+                messages.push(
+                    fetched.map_err(|e| Failed::Transient(format!("stream message {seq}: {e}")))?,
+                );
             }
             let (ledger, subjects) = (
                 Arc::clone(ledger),
@@ -237,7 +258,8 @@ impl Log {
             let key_check = self.key_check.clone();
             tokio::task::spawn_blocking(move || apply(&ledger, &subjects, &key_check, &messages))
                 .await
-                .map_err(|e| e.to_string())??;
+                .map_err(|e| Failed::Fatal(e.to_string()))?
+                .map_err(Failed::Fatal)?;
             *next = end + 1;
         }
     }
@@ -317,7 +339,23 @@ impl Replica for Log {
         }
         let count = messages.len() as u64;
         let last = appending.last;
-        self.runtime.block_on(self.append(messages, last))?;
+        // A lost NATS node or connection fails a publish while the client
+        // reconnects or the stream elects a leader: the same messages are
+        // sent again (same ids, same expected sequences, so never stored
+        // twice nor after another leader's) until `REPLICA_PUBLISH_RETRY_MS`.
+        let started = Instant::now();
+        loop {
+            match self.runtime.block_on(self.append(&messages, last)) {
+                Ok(()) => break,
+                Err(Failed::Transient(why))
+                    if started.elapsed() < Duration::from_millis(REPLICA_PUBLISH_RETRY_MS) =>
+                {
+                    tracing::warn!(%why, "publish failed; sending it again");
+                    std::thread::sleep(Duration::from_millis(REPLICA_POLL_MS));
+                }
+                Err(failed) => return Err(failed.into_reason()),
+            }
+        }
         appending.last = last + count;
         Ok(())
     }

@@ -134,8 +134,16 @@ async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
     let mut next = 1;
     let mut known_leader = String::new();
     loop {
-        if let Err(why) = log.follow(&ledger, &mut next).await {
-            stop(&ledger, &format!("following the stream failed: {why}"));
+        match log.follow(&ledger, &mut next).await {
+            Ok(()) => {}
+            Err(log::Failed::Transient(why)) => {
+                warn!(%why, "reading the stream failed; trying again");
+                tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
+                continue;
+            }
+            Err(log::Failed::Fatal(why)) => {
+                stop(&ledger, &format!("following the stream failed: {why}"))
+            }
         }
         match lease.take().await {
             Ok(Some(revision)) => lead(&log, &lease, &ledger, next, revision).await,
@@ -169,8 +177,13 @@ async fn lead(
 ) -> ! {
     let started = Instant::now();
     loop {
-        if let Err(why) = log.follow(ledger, &mut next).await {
-            stop(ledger, &format!("catching up failed: {why}"));
+        match log.follow(ledger, &mut next).await {
+            Ok(()) => {}
+            Err(log::Failed::Transient(why)) => {
+                warn!(%why, "reading the stream failed while catching up; trying again");
+                tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
+            }
+            Err(log::Failed::Fatal(why)) => stop(ledger, &format!("catching up failed: {why}")),
         }
         revision = match lease.renew(revision).await {
             Ok(revision) => revision,

@@ -432,7 +432,6 @@ async fn nats_node_kills_lose_no_acknowledged_change() {
     let mut first = start_node(dir.path(), "a", &cluster, &secret);
     wait_leading(first.addr, &certs).await;
     let mut second = start_node(dir.path(), "b", &cluster, &secret);
-    let servers = vec![first.addr.to_string(), second.addr.to_string()];
     let mut all = Acknowledged::default();
     // One node, then all three, killed while a writer runs; the writer
     // stops at its first failure (all three down: nothing can be acknowledged).
@@ -440,7 +439,7 @@ async fn nats_node_kills_lose_no_acknowledged_change() {
         let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = tokio::spawn(write_until(
-            servers.clone(),
+            servers_now(&first, &second),
             certs.clone(),
             1 + round as u64 * 10_000,
             Arc::clone(&acknowledged),
@@ -448,14 +447,16 @@ async fn nats_node_kills_lose_no_acknowledged_change() {
             true,
         ));
         let count = || acknowledged.lock().unwrap().vouchers.len();
+        let started = Instant::now();
         while count() < 20 {
+            assert!(started.elapsed() < LEAD_WAIT, "no writes acknowledged");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         for &n in &nodes {
             cluster.kill(n).unwrap();
         }
         let killed = count();
-        tokio::time::sleep(Duration::from_secs(8)).await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
         eprintln!(
             "NATS nodes {nodes:?} killed: {} writes acknowledged after",
             count() - killed
@@ -465,6 +466,8 @@ async fn nats_node_kills_lose_no_acknowledged_change() {
         }
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         writer.await.unwrap();
+        // A daemon still retrying its publish decides within that time.
+        tokio::time::sleep(Duration::from_secs(20)).await;
         all.vouchers.extend(
             Arc::try_unwrap(acknowledged)
                 .ok()
