@@ -553,3 +553,28 @@ async fn issue_rate(addr: std::net::SocketAddr, certs: &Path) -> f64 {
     }
     accepted as f64 / started.elapsed().as_secs_f64()
 }
+
+/// Every node must key persons with the deployment's one `person.key`
+/// (D97): a standby with another one stops (exit 75) at the leader's
+/// record, naming the file, before it could ever lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_with_another_person_key_stops_at_the_leader_record() {
+    if !nats_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
+    let certs = dir.path().join("certs");
+    let leader = start_node(dir.path(), "a", &cluster, &PersonSecret([1; 32]));
+    wait_leading(leader.addr, &certs).await;
+    let mut stranger = start_node(dir.path(), "b", &cluster, &PersonSecret([2; 32]));
+    let status = stranger.wait().unwrap();
+    assert_eq!(status.code(), Some(75), "log:\n{}", stranger.log());
+    assert!(
+        stranger.log().contains("another person.key"),
+        "log:\n{}",
+        stranger.log()
+    );
+    wait_leading(leader.addr, &certs).await;
+    drop(cluster);
+}
