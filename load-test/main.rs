@@ -30,7 +30,9 @@ use voucherd::domain::enums::{Category, Channel, ClassMode, InstitutionType, Kin
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec};
 use voucherd::domain::time::{Clock, SystemClock};
+use voucherd::error::Reason;
 use voucherd::net::client::{Client, Encoding};
+use voucherd::net::leader::named_leader;
 use voucherd_load::kit::workload::{id_number, open_class};
 
 use peak::{Institution, Phase, Timeline, Workload};
@@ -41,7 +43,13 @@ use peak::{Institution, Phase, Timeline, Workload};
     about = "Enrollment-peak load test for voucherd"
 )]
 struct Args {
-    #[arg(long, default_value = "127.0.0.1:7443")]
+    /// The daemon's address; in replicated mode several, comma-separated:
+    /// the run goes to the leader among them, found at start (a standby
+    /// names it), and stays there (no fail-over during a run).
+    #[arg(long = "server", default_value = "127.0.0.1:7443")]
+    servers: String,
+    /// The leader among `servers` (set by `run`).
+    #[arg(skip = SocketAddr::from(([127, 0, 0, 1], 7443)))]
     server: SocketAddr,
     #[arg(long, default_value = "certs")]
     certs: PathBuf,
@@ -155,7 +163,43 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<bool> {
+/// The leader among `--server`'s addresses: the first that answers
+/// `audit_head`, or the one a standby names in its `not_leader`.
+async fn leader_of(servers: &str, certs: &std::path::Path) -> anyhow::Result<SocketAddr> {
+    let mut last = anyhow::anyhow!("--server names no address");
+    for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let address: SocketAddr = server
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--server {server}: {e}"))?;
+        let client = match Client::connect(address, certs, Role::Bureau).await {
+            Ok(client) => client,
+            Err(error) => {
+                last = error.into();
+                continue;
+            }
+        };
+        let probe = Request {
+            id: "leader-probe".into(),
+            op: Op::AuditHead,
+        };
+        let answers = client.execute(&[probe]).await?;
+        client.close().await;
+        match &answers[0].outcome {
+            Ok(_) => return Ok(address),
+            Err(refusal) => match named_leader(&refusal.message) {
+                Some(leader) if refusal.reason == Reason::NotLeader => {
+                    return leader
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("the leader {leader}: {e}"))
+                }
+                _ => last = anyhow::anyhow!("{server}: {}", answers[0].to_json()),
+            },
+        }
+    }
+    Err(last)
+}
+
+async fn run(mut args: Args) -> anyhow::Result<bool> {
     anyhow::ensure!(
         args.connections >= 1 && args.institutions >= 1 && args.batch >= 1,
         "--connections, --institutions and --batch must be at least 1"
@@ -187,6 +231,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     let run_tag = format!("{}-{}", args.seed, SystemClock.now().0);
     let campaign = Campaign::default_for(SystemClock.now());
+    args.server = leader_of(&args.servers, &args.certs).await?;
     let bureau = Client::connect(args.server, &args.certs, Role::Bureau).await?;
     let stats_before = stats(&bureau).await?;
 

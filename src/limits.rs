@@ -203,6 +203,11 @@ pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// connection this often, so a connection held through a quiet spell (a
 /// gateway between scans, a bureau connection through a load peak) stays open.
 pub const CLIENT_KEEP_ALIVE_MS: u64 = 2_000;
+/// A client's connection that hears nothing (not even the answer to a
+/// keep-alive) for this long is lost, milliseconds: three keep-alives, so a
+/// daemon killed mid-batch is noticed in seconds (and a leader-following
+/// client moves on), not after the server's `IDLE_TIMEOUT_MS`.
+pub const CLIENT_IDLE_TIMEOUT_MS: u32 = 6_000;
 /// How long a stream may take to deliver its request frame, milliseconds.
 pub const REQUEST_READ_TIMEOUT_MS: u64 = 10_000;
 /// How long an answer frame may take to be taken by the client, ms; past
@@ -234,3 +239,42 @@ pub const HTTP_CONNECTIONS_MAX: usize = 16;
 pub const HTTP_CONNECTION_TIMEOUT_MS: u64 = 10_000;
 /// The live report page reloads itself this often, seconds.
 pub const REPORT_PAGE_REFRESH_S: u32 = 10;
+
+/// Replicated mode (docs/replication.md). The leader's lease lives this
+/// long in the JetStream key-value bucket (its `max_age`) unless renewed,
+/// milliseconds: a standby takes over at most this long after the leader died.
+pub const REPLICA_LEASE_MS: u64 = 3_000;
+/// The leader renews its lease this often, milliseconds (six renewals per
+/// lifetime); a renewal refused or unanswered makes it stop (exit 75).
+pub const REPLICA_LEASE_RENEW_MS: u64 = 500;
+/// A standby reads the stream's end and the lease this often, milliseconds.
+pub const REPLICA_POLL_MS: u64 = 100;
+/// How long a publish (or any JetStream request) waits for its answer,
+/// milliseconds; past it the group is not acknowledged and the daemon stops.
+pub const REPLICA_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// How long a leader keeps sending a group again after transient publish
+/// failures (a NATS node lost: reconnecting, a new stream leader elected),
+/// milliseconds, before it gives the group up (`outcome_unknown`, exit 75).
+/// Every answer waits meanwhile.
+pub const REPLICA_PUBLISH_RETRY_MS: u64 = 15_000;
+/// How long start-up tries to reach the stream and the lease bucket (a
+/// cluster still electing its leaders times out the first requests),
+/// milliseconds; then the daemon exits with the reason.
+pub const REPLICA_SETUP_WAIT_MS: u64 = 30_000;
+/// Messages a standby fetches at once and applies before it waits for its
+/// store to make them durable (well under `COMMIT_QUEUE_DEPTH_MAX`).
+pub const REPLICA_FOLLOW_BATCH_MAX: u64 = 256;
+/// Replicas of the stream and of the lease bucket (a three-node cluster
+/// keeps every acknowledged group through the loss of one node).
+pub const REPLICA_STREAM_REPLICAS: usize = 3;
+/// Publishes awaiting their acknowledgement at once: two messages (record
+/// and remembered request id) per commit of the largest group.
+pub const REPLICA_ACKS_IN_FLIGHT_MAX: usize = 2 * GROUP_COMMIT_BATCHES_MAX;
+/// Daemon addresses a client follows the leader across (`--server A,B,C`).
+pub const CLIENT_SERVERS_MAX: usize = 16;
+/// How long a client keeps retrying a batch across addresses (connection
+/// lost, `not_leader`) before it gives up, milliseconds: a fail-over takes
+/// about `REPLICA_LEASE_MS` plus the catch-up.
+pub const CLIENT_FAILOVER_WAIT_MS: u64 = 30_000;
+/// The pause between two rounds over every address, milliseconds.
+pub const CLIENT_FAILOVER_PAUSE_MS: u64 = 100;

@@ -146,6 +146,11 @@ impl Daemon {
         Ok(())
     }
 
+    /// Its exit status if it has exited (on its own or killed), else `None`.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Waits up to `PROCESS_TIMEOUT` for it to exit on its own (kills it then).
     pub fn wait(&mut self) -> anyhow::Result<ExitStatus> {
         let started = Instant::now();

@@ -52,6 +52,12 @@ pub struct DaemonConfig {
     /// How long a request id is remembered for retries, hours (1 to a
     /// year); older ids are pruned in the background and may be reused.
     pub request_retention_hours: u32,
+    /// Replicated mode (docs/replication.md): NATS URLs of the JetStream
+    /// cluster, comma-separated. Absent (the default): the embedded
+    /// single-node ledger, no NATS.
+    pub replicate: Option<String>,
+    /// Replicated mode: the JetStream stream holding the audit log.
+    pub replica_stream: String,
 }
 
 impl Default for DaemonConfig {
@@ -64,6 +70,8 @@ impl Default for DaemonConfig {
             metrics: None,
             denied_certificates: Vec::new(),
             request_retention_hours: REQUEST_RETENTION_HOURS_DEFAULT,
+            replicate: None,
+            replica_stream: crate::replica::STREAM_DEFAULT.to_owned(),
         }
     }
 }
@@ -174,7 +182,12 @@ pub async fn run(
         )),
         None => None,
     };
-    let opened = data_dir::open(&config.data, campaign, clock)?;
+    // Replicated mode seals the campaigns once it leads: a standby's chain
+    // is the stream's, record for record.
+    let opened = match &config.replicate {
+        None => data_dir::open(&config.data, campaign, clock)?,
+        Some(_) => data_dir::open_unsealed(&config.data, campaign, clock)?,
+    };
     let fail_stop = tokio::spawn(exit_when_storage_fails(Arc::clone(&opened.ledger)));
     let (vouchers, persons, institutions) = opened.ledger.sizes();
     let (seq, _, digest) = opened.ledger.head();
@@ -206,6 +219,21 @@ pub async fn run(
         }
     });
     let address = endpoint.local_addr()?;
+    let replica = match &config.replicate {
+        Some(urls) => Some(
+            crate::replica::start(
+                crate::replica::ReplicaConfig {
+                    urls: urls.clone(),
+                    stream: config.replica_stream.clone(),
+                    advertise: address,
+                },
+                Arc::clone(&opened.ledger),
+                Arc::clone(&opened.store),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     ready(address);
     server::serve_admitting(
         endpoint,
@@ -217,6 +245,7 @@ pub async fn run(
     .await;
     for task in sampler
         .into_iter()
+        .chain(replica)
         .chain([control, pruner, fail_stop, expirer])
     {
         task.abort();
@@ -317,6 +346,10 @@ async fn expire_forever(ledger: Arc<crate::ledger::Ledger>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        if ledger.is_standby() {
+            // Replicated mode: only the leader writes; a standby replays.
+            continue;
+        }
         for year in ledger.years_past_deadline() {
             if done.contains(&year) {
                 continue;

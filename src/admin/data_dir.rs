@@ -202,12 +202,32 @@ pub fn open(data: &Path, current: Campaign, clock: Arc<dyn Clock>) -> Result<Ope
     open_with(data, current, clock, STORAGE_FREE_BYTES_MIN)
 }
 
+/// `open` without sealing the campaigns into the audit chain: replicated
+/// mode seals them once the node leads (a standby's chain is the stream's).
+pub fn open_unsealed(
+    data: &Path,
+    current: Campaign,
+    clock: Arc<dyn Clock>,
+) -> Result<Opened, Error> {
+    open_sealing(data, current, clock, STORAGE_FREE_BYTES_MIN, false)
+}
+
 /// `open` with another free-space reserve for the store, bytes.
 pub fn open_with(
     data: &Path,
     current: Campaign,
     clock: Arc<dyn Clock>,
     free_bytes_min: u64,
+) -> Result<Opened, Error> {
+    open_sealing(data, current, clock, free_bytes_min, true)
+}
+
+fn open_sealing(
+    data: &Path,
+    current: Campaign,
+    clock: Arc<dyn Clock>,
+    free_bytes_min: u64,
+    seal: bool,
 ) -> Result<Opened, Error> {
     create_private_dir(data)?;
     create_private_dir(&store_path(data))?;
@@ -243,7 +263,9 @@ pub fn open_with(
         journal,
     )?;
     // Before serving: every campaign's rules in the chain itself.
-    ledger.record_campaigns()?;
+    if seal {
+        ledger.record_campaigns()?;
+    }
     Ok(Opened {
         ledger: Arc::new(ledger),
         store,

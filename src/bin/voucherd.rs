@@ -88,7 +88,8 @@ enum Command {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// TOML config file (keys: listen, data, campaign, certs, metrics,
-    /// denied_certificates, request_retention_hours); flags override it.
+    /// denied_certificates, request_retention_hours, replicate,
+    /// replica_stream); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     #[arg(long)]
@@ -103,6 +104,13 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (loopback, e.g. 127.0.0.1:9464).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// Replicated mode: the JetStream cluster's NATS URLs, comma-separated
+    /// (nats://HOST:PORT,...); off by default (docs/replication.md).
+    #[arg(long, value_name = "URLS")]
+    replicate: Option<String>,
+    /// Replicated mode: the stream holding the audit log (default VOUCHERD).
+    #[arg(long, value_name = "NAME")]
+    replica_stream: Option<String>,
     /// Log as JSON lines instead of human text.
     #[arg(long)]
     log_json: bool,
@@ -194,6 +202,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     }
     if let Some(metrics) = args.metrics {
         config.metrics = Some(metrics);
+    }
+    if let Some(urls) = args.replicate {
+        config.replicate = Some(urls);
+    }
+    if let Some(stream) = args.replica_stream {
+        config.replica_stream = stream;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -21,6 +21,7 @@ mod recovery;
 mod replay;
 mod requests;
 mod shards;
+mod standby;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -103,6 +104,8 @@ pub struct Ledger {
     /// Refusals remembered in the current second, per certificate and
     /// per institution (`may_remember_refusal`).
     refusal_rates: Mutex<requests::RefusalRates>,
+    /// Replicated mode's standby: the `not_leader` message (`standby.rs`).
+    standby: parking_lot::RwLock<Option<String>>,
 }
 
 /// Counts a sweep as running until dropped (even by a panic).
@@ -159,6 +162,7 @@ impl Ledger {
             events: Mutex::new(events::EventIndex::default()),
             events_notice: tokio::sync::watch::Sender::new(0),
             refusal_rates: Mutex::new(requests::RefusalRates::default()),
+            standby: parking_lot::RwLock::new(None),
         }
     }
 
@@ -222,6 +226,14 @@ impl Ledger {
     }
 
     fn apply_run(&self, run: &mut FrameRun<'_>, waiting: Waiting) -> Option<WaitFor> {
+        if run.next == 0 {
+            // A standby answers every request `not_leader` (replicated mode).
+            if let Some(answers) = self.standby_answers(run.requests) {
+                run.pending.answers = answers;
+                run.next = run.requests.len();
+                return None;
+            }
+        }
         let _applying = Applying::new(&*self.journal);
         let requests = run.requests;
         while let Some(request) = requests.get(run.next) {

@@ -10,7 +10,9 @@ use quinn::{Connection, Endpoint};
 
 use crate::domain::op::{Answer, Request, Role};
 use crate::error::{Error, Refusal};
-use crate::limits::{CLIENT_CONNECT_TIMEOUT_MS, CLIENT_KEEP_ALIVE_MS, FRAME_BYTES_MAX};
+use crate::limits::{
+    CLIENT_CONNECT_TIMEOUT_MS, CLIENT_IDLE_TIMEOUT_MS, CLIENT_KEEP_ALIVE_MS, FRAME_BYTES_MAX,
+};
 use crate::net::tls::{self, CertPaths};
 use crate::net::wire::{self, Reply};
 
@@ -125,6 +127,7 @@ impl Client {
         let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(Duration::from_millis(CLIENT_KEEP_ALIVE_MS)));
+        transport.max_idle_timeout(Some(quinn::VarInt::from_u32(CLIENT_IDLE_TIMEOUT_MS).into()));
         client_config.transport_config(Arc::new(transport));
         endpoint.set_default_client_config(client_config);
         let connecting = endpoint.connect(server, server_name).map_err(|e| {

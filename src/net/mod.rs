@@ -1,9 +1,11 @@
 //! The network edge: frames (`wire`), requests as JSON objects (`json`), the
-//! QUIC service (`server`) and client (`client`), and mutual TLS with roles
+//! QUIC service (`server`) and client (`client`), a client that follows the
+//! leader of a replicated deployment (`leader`), and mutual TLS with roles
 //! in certificates (`tls`).
 
 pub mod client;
 pub mod json;
+pub mod leader;
 pub mod server;
 pub mod tls;
 pub mod wire;

@@ -39,6 +39,10 @@ use crate::limits::{
 };
 use crate::metric_names;
 use crate::store::journal::{self, Commit, Durability, Journal, Put, Table};
+use crate::store::replica::Replica;
+
+/// The replica the committer hands each group to, once set (replicated mode).
+type ReplicaSlot = Arc<parking_lot::RwLock<Option<Arc<dyn Replica>>>>;
 
 /// How far commits have become durable, and whether the store failed.
 #[derive(Default)]
@@ -73,6 +77,7 @@ pub struct Store {
     durable: Arc<Durable>,
     figures: Arc<Mutex<CommitterFigures>>,
     committer: Option<JoinHandle<()>>,
+    replica: ReplicaSlot,
     space: Arc<Space>,
     /// Dropped to stop the space watcher.
     space_stop: Option<Sender<()>>,
@@ -236,13 +241,20 @@ impl Store {
         let (sender, receiver) = crossbeam_channel::bounded(COMMIT_QUEUE_DEPTH_MAX);
         let durable = Arc::new(Durable::default());
         let figures = Arc::new(Mutex::new(CommitterFigures::default()));
+        let replica = ReplicaSlot::default();
         let committer = {
-            let (db, durable, figures) =
-                (Arc::clone(&db), Arc::clone(&durable), Arc::clone(&figures));
+            let (db, durable, figures, replica) = (
+                Arc::clone(&db),
+                Arc::clone(&durable),
+                Arc::clone(&figures),
+                Arc::clone(&replica),
+            );
             let fail_after = injected_write_failure()?;
             std::thread::Builder::new()
                 .name("committer".into())
-                .spawn(move || run_committer(&db, &receiver, &durable, &figures, fail_after))?
+                .spawn(move || {
+                    run_committer(&db, &receiver, &durable, &figures, &replica, fail_after)
+                })?
         };
         Ok(Store {
             db,
@@ -251,6 +263,7 @@ impl Store {
             durable,
             figures,
             committer: Some(committer),
+            replica,
             space,
             space_stop: Some(space_stop),
             space_watcher: Some(space_watcher),
@@ -281,6 +294,7 @@ impl Store {
             durable: Arc::new(Durable::default()),
             figures: Arc::new(Mutex::new(CommitterFigures::default())),
             committer: None,
+            replica: ReplicaSlot::default(),
             space: Arc::new(Space {
                 free_bytes: AtomicU64::new(0),
                 free_bytes_min: 0,
@@ -292,6 +306,12 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Hands every later group to `replica` before writing it (replicated
+    /// mode, `store::replica`); set once at start-up, before any commit.
+    pub fn set_replica(&self, replica: Arc<dyn Replica>) {
+        *self.replica.write() = Some(replica);
     }
 
     /// Whether a write failed and the store refuses writes until restart.
@@ -488,6 +508,7 @@ fn run_committer(
     receiver: &Receiver<Commit>,
     durable: &Durable,
     figures: &Mutex<CommitterFigures>,
+    replica: &ReplicaSlot,
     fail_after: Option<u64>,
 ) {
     let _fail_on_panic = FailOnPanic(durable);
@@ -509,6 +530,16 @@ fn run_committer(
             // Fail-stop: after a failed write nothing more is written, so the
             // disk never holds a later group without the one that failed.
             continue;
+        }
+        // Replicated mode: the replica holds the group before the disk does,
+        // so this store never holds what the replicated log lacks.
+        let replica_now = replica.read().clone();
+        if let Some(replica) = replica_now {
+            if let Err(why) = replica.replicate(&group) {
+                tracing::error!(%why, "replication failed; the store takes no more writes");
+                durable.fail(&format!("replication failed: {why}"));
+                continue;
+            }
         }
         let batch = write_batch(db, &journal::last_writes(&group));
         let started = Instant::now();

@@ -24,6 +24,7 @@ mod process;
 mod quic;
 mod races;
 mod replay;
+mod replication;
 mod report;
 mod request_ids;
 mod retry_after_crash;

@@ -249,7 +249,8 @@ fn reason_of(answer: &Answer) -> &'static str {
 /// Every reason code the walk must meet end to end: all of `Reason::ALL` but
 /// `expired` (its own test on a past campaign), `overloaded` and
 /// `shutting_down` (load and shutdown matters), `storage_unavailable` and
-/// `outcome_unknown` (the disk tests).
+/// `outcome_unknown` (the disk tests), `not_leader` (replicated mode's
+/// tests, a standby over QUIC: `replication::`).
 fn walked_reasons() -> Vec<&'static str> {
     let elsewhere = [
         Reason::Expired,
@@ -257,6 +258,7 @@ fn walked_reasons() -> Vec<&'static str> {
         Reason::ShuttingDown,
         Reason::StorageUnavailable,
         Reason::OutcomeUnknown,
+        Reason::NotLeader,
     ];
     Reason::ALL
         .iter()

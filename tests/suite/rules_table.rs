@@ -4026,6 +4026,30 @@ fn overloaded_journal() {
     assert_eq!(w.figures("500101"), (2, 1, 1));
 }
 
+/// A standby (replicated mode) refuses every request `not_leader` with the
+/// message it was given (naming the leader), changes nothing and remembers
+/// nothing: once it serves, the same ids are decided afresh.
+fn standby_not_leader() {
+    let w = World::new();
+    let voucher = w.claimed(&p1(), Kind::EmploymentSkills);
+    let head = w.h.ledger.head();
+    w.h.ledger
+        .set_standby(Some("not the leader: leader=127.0.0.1:7443".into()));
+    assert!(w.h.ledger.is_standby());
+    let answer = w.run_id(Role::Gateway, "standby-1", redeem(voucher, A, OP_A));
+    check_refusal(&answer, Role::Gateway, "not_leader", "redeem on a standby");
+    let Err(refusal) = &answer.outcome else {
+        unreachable!()
+    };
+    assert!(refusal.message.contains("leader=127.0.0.1:7443"));
+    let read = w.run_id(Role::Auditor, "standby-2", Op::AuditHead);
+    check_refusal(&read, Role::Auditor, "not_leader", "a read on a standby");
+    assert_eq!(w.h.ledger.head(), head);
+    w.h.ledger.set_standby(None);
+    let retried = w.run_id(Role::Gateway, "standby-1", redeem(voucher, A, OP_A));
+    assert_eq!(retried.outcome, Ok(Reply::Redeemed { uses_this_year: 1 }));
+}
+
 /// A handful of refusals, each compared in full: audit head (seq, chain hash,
 /// state digest), the voucher, the figures and the holder's uses.
 fn refusals_change_nothing() {
@@ -5020,7 +5044,7 @@ fn classes_survive_a_reopen_and_a_release_ends_the_enrollment() {
 }
 
 /// Every table and sequence of this file.
-const ALL: [fn(); 29] = [
+const ALL: [fn(); 30] = [
     register_institution_table,
     set_institution_admin_table,
     authorise_operator_table,
@@ -5044,6 +5068,7 @@ const ALL: [fn(); 29] = [
     checkin_days,
     admins_and_operators,
     overloaded_journal,
+    standby_not_leader,
     refusals_change_nothing,
     open_class_table,
     class_redeem_table,

@@ -20,8 +20,8 @@ use voucherd::domain::enums::{Category, Channel, ClassMode, InstitutionType, Kin
 use voucherd::domain::ids::{ClassCode, DistrictCode, InstitutionCode, OperatorId, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec, StatsView};
 use voucherd::limits::{BATCH_OPS_MAX, EVENTS_PAGE_DEFAULT, EVENTS_WAIT_MS_MAX};
-use voucherd::net::client::Client;
 use voucherd::net::json::{parse_line, Line};
+use voucherd::net::leader::LeaderClient;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,9 @@ use voucherd::net::json::{parse_line, Line};
 )]
 struct Cli {
     /// The daemon's address, HOST:PORT; its certificate must name HOST.
+    /// Replicated mode: several, comma-separated; the leader is followed
+    /// (a batch is sent again, same ids, after `not_leader` or a lost
+    /// connection).
     #[arg(long, global = true, default_value = "127.0.0.1:7443")]
     server: String,
     /// Certificate folder (ca.pem and <role>.pem/.key).
@@ -698,8 +701,15 @@ struct Daemon<'a> {
 }
 
 impl Daemon<'_> {
-    async fn connect(self, role: Role) -> Result<Client, voucherd::error::Error> {
-        Client::connect_to(self.server, self.certs, role).await
+    async fn connect(self, role: Role) -> Result<LeaderClient, voucherd::error::Error> {
+        let servers: Vec<String> = self
+            .server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        LeaderClient::connect(&servers, self.certs, role).await
     }
 }
 
@@ -871,7 +881,10 @@ async fn write_report(
 }
 
 /// The `stats` answer for `year` (whole city for the bureau), or the refusal.
-async fn stats(client: &Client, year: Option<u16>) -> Result<Result<StatsView, Answer>, Failure> {
+async fn stats(
+    client: &LeaderClient,
+    year: Option<u16>,
+) -> Result<Result<StatsView, Answer>, Failure> {
     let request = Request {
         id: fresh_request_id(),
         op: Op::Stats {

@@ -18,7 +18,7 @@ pub enum ExportFormat {
 /// export started, page by page with `audit_read`, checking every entry's
 /// hash, sequence number and link on the way. Returns the records written.
 pub async fn audit_export(
-    client: &voucherd::net::client::Client,
+    client: &voucherd::net::leader::LeaderClient,
     from: u64,
     format: ExportFormat,
     out: impl std::io::Write,

@@ -1,0 +1,362 @@
+//! The replicated log: each committed group published to the stream before
+//! the local write (as `Replica`), with the expected last sequence (fencing)
+//! and a message id (a retried publish is stored once); and the stream read
+//! back and applied through `Ledger::replay` by a standby.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::{PublishMessage, StreamMessage};
+use async_nats::jetstream::{self, stream::Stream};
+use parking_lot::Mutex;
+
+use crate::audit;
+use crate::ledger::{decode_u64, Ledger};
+use crate::limits::{REPLICA_FOLLOW_BATCH_MAX, REPLICA_POLL_MS, REPLICA_PUBLISH_RETRY_MS};
+use crate::store::journal::{Commit, Table};
+use crate::store::replica::Replica;
+
+/// The stream's default name (`--replica-stream`).
+pub const STREAM_DEFAULT: &str = "VOUCHERD";
+/// Subject (after the stream's prefix, its lower-case name) of an audit
+/// record: the payload is the sealed entry, byte for byte as the export's.
+pub const SUBJECT_AUDIT: &str = "audit";
+/// Subject of a remembered request id: u32 key length (big-endian), the
+/// `requests` key, then the stored row.
+pub const SUBJECT_REQUESTS: &str = "requests";
+/// Subject of a leader record: the new leader's address, appended after the
+/// end it caught up to, so every append of an earlier leader is refused.
+pub const SUBJECT_LEADER: &str = "leader";
+/// Header of an audit record message: its audit sequence number (decimal).
+pub const HEADER_AUDIT_SEQ: &str = "Voucherd-Audit-Seq";
+/// Header of a leader record: the check value of the leader's person-key
+/// secret (hex); a node whose own differs stops (D97).
+pub const HEADER_PERSON_KEY_CHECK: &str = "Voucherd-Person-Key-Check";
+
+/// One message to append.
+struct Outgoing {
+    subject: String,
+    id: String,
+    payload: Vec<u8>,
+    audit_seq: Option<u64>,
+}
+
+/// Whether this node appends, and the stream's end as it knows it.
+struct Appending {
+    leading: bool,
+    last: u64,
+}
+
+/// What a leader record's append found.
+pub(super) enum Claim {
+    /// Appended right after the expected end: this node leads.
+    Claimed,
+    /// The stream moved on (an earlier leader appended): catch up again.
+    Moved,
+}
+
+pub(super) struct Log {
+    context: jetstream::Context,
+    stream: Stream,
+    audit: String,
+    requests: String,
+    leader: String,
+    advertise: SocketAddr,
+    /// This node's person-key check value, hex (`HEADER_PERSON_KEY_CHECK`).
+    key_check: String,
+    runtime: tokio::runtime::Handle,
+    appending: Mutex<Appending>,
+}
+
+/// Why an append or a catch-up failed: fatal (fenced by another leader's
+/// append, a record that does not replay; never retried) or transient (a
+/// NATS node lost, no answer in time: tried again).
+pub(super) enum Failed {
+    Fatal(String),
+    Transient(String),
+}
+
+impl Failed {
+    pub(super) fn into_reason(self) -> String {
+        match self {
+            Failed::Fatal(why) | Failed::Transient(why) => why,
+        }
+    }
+}
+
+fn publish_error(error: &dyn std::fmt::Display, kind: PublishErrorKind) -> Failed {
+    if kind == PublishErrorKind::WrongLastSequence {
+        Failed::Fatal(
+            "the stream refused the append: another leader appended since (this daemon is deposed)"
+                .into(),
+        )
+    } else {
+        Failed::Transient(format!("JetStream did not acknowledge the append: {error}"))
+    }
+}
+
+impl Log {
+    pub(super) fn new(
+        context: jetstream::Context,
+        stream: Stream,
+        prefix: &str,
+        advertise: SocketAddr,
+        key_check: [u8; 32],
+        runtime: tokio::runtime::Handle,
+    ) -> Log {
+        Log {
+            context,
+            stream,
+            audit: format!("{prefix}.{SUBJECT_AUDIT}"),
+            requests: format!("{prefix}.{SUBJECT_REQUESTS}"),
+            leader: format!("{prefix}.{SUBJECT_LEADER}"),
+            advertise,
+            key_check: hex::encode(key_check),
+            runtime,
+            appending: Mutex::new(Appending {
+                leading: false,
+                last: 0,
+            }),
+        }
+    }
+
+    /// The messages of a group, in commit order: each audit record, and
+    /// each remembered request id (deletes by pruning stay local).
+    fn messages(&self, group: &[Commit]) -> Vec<Outgoing> {
+        let mut messages = Vec::new();
+        for commit in group {
+            for put in &commit.puts {
+                let Some(value) = &put.value else { continue };
+                match put.table {
+                    Table::Audit => {
+                        let seq = decode_u64(&put.key).expect("audit keys are sequence numbers");
+                        assert!(value.len() > 32, "a sealed entry ends with its hash");
+                        let hash = &value[value.len() - 32..];
+                        messages.push(Outgoing {
+                            subject: self.audit.clone(),
+                            id: format!("a.{seq}.{}", hex::encode(hash)),
+                            payload: value.clone(),
+                            audit_seq: Some(seq),
+                        });
+                    }
+                    Table::Requests => {
+                        let key_len = u32::try_from(put.key.len()).expect("keys are short");
+                        let mut payload = key_len.to_be_bytes().to_vec();
+                        payload.extend_from_slice(&put.key);
+                        payload.extend_from_slice(value);
+                        messages.push(Outgoing {
+                            subject: self.requests.clone(),
+                            id: format!("r.{}", blake3::hash(&payload).to_hex()),
+                            payload,
+                            audit_seq: None,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        messages
+    }
+
+    /// Appends `messages` right after stream sequence `last`, pipelined, and
+    /// waits for every acknowledgement.
+    async fn append(&self, messages: &[Outgoing], last: u64) -> Result<(), Failed> {
+        let mut acks = Vec::with_capacity(messages.len());
+        for (offset, message) in (0u64..).zip(messages) {
+            let expected = last + offset;
+            let mut publish = PublishMessage::build()
+                .payload(message.payload.clone().into())
+                .message_id(&message.id)
+                .expected_last_sequence(expected);
+            if let Some(seq) = message.audit_seq {
+                publish = publish.header(HEADER_AUDIT_SEQ, seq.to_string().as_str());
+            }
+            let ack = self
+                .context
+                .send_publish(message.subject.clone(), publish)
+                .await
+                .map_err(|e| publish_error(&e, e.kind()))?;
+            acks.push((expected + 1, ack));
+        }
+        for (want, ack) in acks {
+            let ack = ack.await.map_err(|e| publish_error(&e, e.kind()))?;
+            if ack.sequence != want {
+                return Err(Failed::Fatal(format!(
+                    "the stream stored the append at sequence {}, not {want}",
+                    ack.sequence
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a leader record after `last` (the end this node caught up
+    /// to); on success this node appends every later group.
+    pub(super) async fn claim(&self, last: u64) -> Result<Claim, String> {
+        let publish = PublishMessage::build()
+            .payload(self.advertise.to_string().into_bytes().into())
+            .message_id(format!("l.{last}.{}", self.advertise))
+            .header(HEADER_PERSON_KEY_CHECK, self.key_check.as_str())
+            .expected_last_sequence(last);
+        let sent = self
+            .context
+            .send_publish(self.leader.clone(), publish)
+            .await
+            .map_err(|e| publish_error(&e, e.kind()).into_reason())?;
+        match sent.await {
+            Ok(ack) if ack.sequence == last + 1 => {
+                let mut appending = self.appending.lock();
+                appending.leading = true;
+                appending.last = last + 1;
+                Ok(Claim::Claimed)
+            }
+            Ok(_) => Ok(Claim::Moved),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Claim::Moved),
+            Err(e) => Err(publish_error(&e, e.kind()).into_reason()),
+        }
+    }
+
+    /// Applies the stream from sequence `next` to its end as it is now,
+    /// through the ledger's replay, and waits until the store holds it;
+    /// `next` moves past what was applied.
+    pub(super) async fn follow(&self, ledger: &Arc<Ledger>, next: &mut u64) -> Result<(), Failed> {
+        loop {
+            let last = self
+                .stream
+                .get_info()
+                .await
+                .map_err(|e| Failed::Transient(format!("stream info: {e}")))?
+                .state
+                .last_sequence;
+            if *next > last {
+                return Ok(());
+            }
+            let end = last.min(*next + REPLICA_FOLLOW_BATCH_MAX - 1);
+            let fetches: Vec<_> = (*next..=end)
+                .map(|seq| {
+                    let stream = self.stream.clone();
+                    tokio::spawn(async move { (seq, stream.get_raw_message(seq).await) })
+                })
+                .collect();
+            let mut messages = Vec::with_capacity(fetches.len());
+            for fetch in fetches {
+                let (seq, fetched) = fetch.await.map_err(|e| Failed::Fatal(e.to_string()))?;
+                messages.push(
+                    fetched.map_err(|e| Failed::Transient(format!("stream message {seq}: {e}")))?,
+                );
+            }
+            let (ledger, subjects) = (
+                Arc::clone(ledger),
+                [
+                    self.audit.clone(),
+                    self.requests.clone(),
+                    self.leader.clone(),
+                ],
+            );
+            let key_check = self.key_check.clone();
+            tokio::task::spawn_blocking(move || apply(&ledger, &subjects, &key_check, &messages))
+                .await
+                .map_err(|e| Failed::Fatal(e.to_string()))?
+                .map_err(Failed::Fatal)?;
+            *next = end + 1;
+        }
+    }
+}
+
+/// Applies fetched messages in order: records the store already holds are
+/// skipped (the last one's hash must match), the next ones replayed.
+fn apply(
+    ledger: &Ledger,
+    [audit_subject, requests_subject, leader_subject]: &[String; 3],
+    key_check: &str,
+    messages: &[StreamMessage],
+) -> Result<(), String> {
+    for message in messages {
+        let subject = message.subject.as_str();
+        if subject == audit_subject {
+            let (record, hash) = audit::open(&message.payload)
+                .map_err(|e| format!("stream message {}: {e}", message.sequence))?;
+            let (seq, head, _) = ledger.head();
+            if record.seq <= seq {
+                if record.seq == seq && hash != head {
+                    return Err(format!(
+                        "this store's record {seq} differs from the stream's: rebuild the \
+                         data folder from the stream (ops/runbook.md, replicated mode)"
+                    ));
+                }
+                continue;
+            }
+            if record.seq != seq + 1 {
+                return Err(format!(
+                    "the stream's next record is {} but this store ends at {seq}",
+                    record.seq
+                ));
+            }
+            ledger.replay(&record, &hash)?;
+        } else if subject == requests_subject {
+            let payload = &message.payload[..];
+            let key_len = payload
+                .get(..4)
+                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+                .filter(|len| payload.len() > 4 + len)
+                .ok_or_else(|| {
+                    format!("stream message {}: a short request row", message.sequence)
+                })?;
+            let (key, value) = payload[4..].split_at(key_len);
+            ledger
+                .adopt_request(key, value)
+                .map_err(|r| format!("stream message {}: {}", message.sequence, r.message))?;
+        } else if subject == leader_subject {
+            let theirs = message
+                .headers
+                .get(HEADER_PERSON_KEY_CHECK)
+                .map(|value| value.as_str().to_owned())
+                .unwrap_or_default();
+            if theirs != key_check {
+                return Err(format!(
+                    "the leader at stream sequence {} keys persons with another person.key \
+                     than this node's: copy the deployment's person.key into this data folder",
+                    message.sequence
+                ));
+            }
+        }
+    }
+    ledger.wait_all_durable().map_err(|r| r.message)
+}
+
+impl Replica for Log {
+    fn replicate(&self, group: &[Commit]) -> Result<(), String> {
+        let mut appending = self.appending.lock();
+        if !appending.leading {
+            // A standby's commits are replays of the stream itself.
+            return Ok(());
+        }
+        let messages = self.messages(group);
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let count = messages.len() as u64;
+        let last = appending.last;
+        // A lost NATS node or connection fails a publish while the client
+        // reconnects or the stream elects a leader: the same messages are
+        // sent again (same ids, same expected sequences, so never stored
+        // twice nor after another leader's) until `REPLICA_PUBLISH_RETRY_MS`.
+        let started = Instant::now();
+        loop {
+            match self.runtime.block_on(self.append(&messages, last)) {
+                Ok(()) => break,
+                Err(Failed::Transient(why))
+                    if started.elapsed() < Duration::from_millis(REPLICA_PUBLISH_RETRY_MS) =>
+                {
+                    tracing::warn!(%why, "publish failed; sending it again");
+                    std::thread::sleep(Duration::from_millis(REPLICA_POLL_MS));
+                }
+                Err(failed) => return Err(failed.into_reason()),
+            }
+        }
+        appending.last = last + count;
+        Ok(())
+    }
+}

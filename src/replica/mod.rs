@@ -1,0 +1,237 @@
+//! Replicated mode: the audit log on a JetStream stream (three replicas),
+//! a leader elected by a lease in a JetStream key-value bucket, and standbys
+//! that replay the stream into their own store (docs/replication.md).
+//!
+//! `log.rs` publishes each committed group before it is written locally (the
+//! `store::replica` hook) and reads the stream back; `lease.rs` holds the
+//! lease; this file connects, and runs a node's life: follow, take the
+//! lease, catch up, fence the old leader, serve, renew; stop when refused.
+
+mod lease;
+mod log;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use tracing::{error, info, warn};
+
+use crate::error::Error;
+use crate::ledger::Ledger;
+use crate::limits::{
+    REPLICA_ACKS_IN_FLIGHT_MAX, REPLICA_LEASE_RENEW_MS, REPLICA_POLL_MS,
+    REPLICA_REQUEST_TIMEOUT_MS, REPLICA_SETUP_WAIT_MS, REPLICA_STREAM_REPLICAS,
+};
+use crate::store::Store;
+
+pub use log::{HEADER_AUDIT_SEQ, STREAM_DEFAULT, SUBJECT_AUDIT, SUBJECT_LEADER, SUBJECT_REQUESTS};
+
+/// The exit code after the node lost its right to write (lease lost, an
+/// append refused): the same as a failed store's, so a supervisor restarts
+/// it and it comes back as a standby.
+pub const EXIT_STEPPED_DOWN: u8 = 75;
+
+/// Where the replicated log lives and how this node is reached.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// NATS server URLs, comma-separated (`nats://a:4222,nats://b:4222`).
+    pub urls: String,
+    /// The stream's name; its subjects are `<prefix>.audit`, `.requests`,
+    /// `.leader`, the lease bucket `<name>_lease`.
+    pub stream: String,
+    /// The address clients reach this daemon at (named in `not_leader`).
+    pub advertise: SocketAddr,
+}
+
+/// Connects to JetStream, makes sure the stream and the lease bucket exist,
+/// hooks the log into the store's commit path and starts the node as a
+/// standby (every request is `not_leader` until it leads). Returns the task
+/// that runs the node; it ends the process itself when the node must stop.
+pub async fn start(
+    config: ReplicaConfig,
+    ledger: Arc<Ledger>,
+    store: Arc<Store>,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Unavailable(format!("replicated mode, {what} ({}): {e}", config.urls))
+    };
+    let mut addresses = Vec::new();
+    for url in config
+        .urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        let address: async_nats::ServerAddr = url
+            .parse()
+            .map_err(|e| Error::InvalidInput(format!("--replicate {url}: {e}")))?;
+        addresses.push(address);
+    }
+    if addresses.is_empty() {
+        return Err(Error::InvalidInput(
+            "--replicate: no NATS address given".into(),
+        ));
+    }
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("voucherd {}", config.advertise))
+        .connection_timeout(Duration::from_millis(REPLICA_REQUEST_TIMEOUT_MS))
+        .connect(addresses)
+        .await
+        .map_err(|e| unavailable("connect", &e))?;
+    let context = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(REPLICA_REQUEST_TIMEOUT_MS))
+        .max_ack_inflight(REPLICA_ACKS_IN_FLIGHT_MAX)
+        .backpressure_on_inflight(true)
+        .build(client);
+    let prefix = config.stream.to_ascii_lowercase();
+    // A cluster that is still forming (no stream leader yet) times out the
+    // first requests: tried again until `REPLICA_SETUP_WAIT_MS`.
+    let started = Instant::now();
+    let (stream, lease) = loop {
+        let set_up = async {
+            let stream = context
+                .get_or_create_stream(stream::Config {
+                    name: config.stream.clone(),
+                    subjects: vec![format!("{prefix}.>")],
+                    storage: stream::StorageType::File,
+                    num_replicas: REPLICA_STREAM_REPLICAS,
+                    duplicate_window: Duration::from_secs(120),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("stream {}: {e}", config.stream))?;
+            let lease = lease::Lease::open(&context, &config.stream, config.advertise).await?;
+            Ok::<_, String>((stream, lease))
+        };
+        match set_up.await {
+            Ok(done) => break done,
+            Err(why) if started.elapsed() < Duration::from_millis(REPLICA_SETUP_WAIT_MS) => {
+                warn!(%why, "JetStream is not ready; trying again");
+                tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
+            }
+            Err(why) => return Err(unavailable("set-up", &why)),
+        }
+    };
+    let log = Arc::new(log::Log::new(
+        context,
+        stream,
+        &prefix,
+        config.advertise,
+        ledger.person_key_check(),
+        tokio::runtime::Handle::current(),
+    ));
+    ledger.set_standby(Some(
+        "not the leader: this daemon is a standby and no leader is known yet".into(),
+    ));
+    store.set_replica(log.clone());
+    info!(nats = %config.urls, stream = %config.stream, "replicated mode: starting as a standby");
+    Ok(tokio::spawn(run(log, lease, ledger)))
+}
+
+/// A node's life: follow until the lease is free, lead until refused.
+async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
+    let mut next = 1;
+    let mut known_leader = String::new();
+    loop {
+        match log.follow(&ledger, &mut next).await {
+            Ok(()) => {}
+            Err(log::Failed::Transient(why)) => {
+                warn!(%why, "reading the stream failed; trying again");
+                tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
+                continue;
+            }
+            Err(log::Failed::Fatal(why)) => {
+                stop(&ledger, &format!("following the stream failed: {why}"))
+            }
+        }
+        match lease.take().await {
+            Ok(Some(revision)) => lead(&log, &lease, &ledger, next, revision).await,
+            Ok(None) => {}
+            Err(why) => warn!(%why, "the lease could not be read; still a standby"),
+        }
+        match lease.holder().await {
+            Ok(Some(holder)) if holder != known_leader => {
+                info!(leader = %holder, "following the leader");
+                ledger.set_standby(Some(format!(
+                    "not the leader: this daemon is a standby; leader={holder}"
+                )));
+                known_leader = holder;
+            }
+            Ok(_) => {}
+            Err(why) => warn!(%why, "the lease could not be read; still a standby"),
+        }
+        tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
+    }
+}
+
+/// Leads once the lease is held: catches up to the stream's end, fences
+/// every earlier leader by appending a leader record after it, seals the
+/// campaigns, serves, renews. Never returns: a lost lease stops the process.
+async fn lead(
+    log: &log::Log,
+    lease: &lease::Lease,
+    ledger: &Arc<Ledger>,
+    mut next: u64,
+    mut revision: u64,
+) -> ! {
+    let started = Instant::now();
+    loop {
+        match log.follow(ledger, &mut next).await {
+            Ok(()) => {}
+            Err(log::Failed::Transient(why)) => {
+                warn!(%why, "reading the stream failed while catching up; trying again");
+                tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
+            }
+            Err(log::Failed::Fatal(why)) => stop(ledger, &format!("catching up failed: {why}")),
+        }
+        revision = match lease.renew(revision).await {
+            Ok(revision) => revision,
+            Err(why) => stop(
+                ledger,
+                &format!("the lease was lost while catching up: {why}"),
+            ),
+        };
+        // An earlier leader may still append (its lease lapsed but it does
+        // not know yet): the leader record expects the end we caught up to,
+        // and once it is in, every append of the earlier one is refused.
+        match log.claim(next - 1).await {
+            Ok(log::Claim::Claimed) => break,
+            Ok(log::Claim::Moved) => continue,
+            Err(why) => stop(ledger, &format!("the leader record was refused: {why}")),
+        }
+    }
+    let ledger_now = Arc::clone(ledger);
+    match tokio::task::spawn_blocking(move || ledger_now.record_campaigns()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(why)) => stop(ledger, &format!("sealing the campaigns failed: {why}")),
+        Err(why) => stop(ledger, &format!("sealing the campaigns panicked: {why}")),
+    }
+    ledger.set_standby(None);
+    let (seq, _, _) = ledger.head();
+    info!(
+        audit_seq = seq,
+        ms = started.elapsed().as_millis() as u64,
+        "leading: serving writes"
+    );
+    let mut interval = tokio::time::interval(Duration::from_millis(REPLICA_LEASE_RENEW_MS));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        revision = match lease.renew(revision).await {
+            Ok(revision) => revision,
+            Err(why) => stop(ledger, &format!("the lease could not be renewed: {why}")),
+        };
+    }
+}
+
+/// Stops the node: no request is answered as leader any more, and the
+/// process exits so that a supervisor restarts it as a standby, which
+/// recovers from the stream what its store lacks.
+fn stop(ledger: &Ledger, why: &str) -> ! {
+    ledger.set_standby(Some(format!(
+        "not the leader: this daemon stepped down ({why})"
+    )));
+    error!(%why, "replicated mode: stepping down; exiting so a supervisor restarts the daemon as a standby");
+    std::process::exit(EXIT_STEPPED_DOWN.into());
+}
