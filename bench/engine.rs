@@ -1,6 +1,6 @@
 //! The engine limit: bare RocksDB durable redeems per second at several group
-//! sizes (see `voucherd_load::engine_limit`). Run with `cargo bench --bench engine`;
-//! `VOUCHERD_LIMIT_S` sets seconds per group size (default 5).
+//! sizes, in each write shape (see `voucherd_load::engine_limit`). Run with
+//! `cargo bench --bench engine`; `VOUCHERD_LIMIT_S` sets seconds per run (default 5).
 
 use std::time::Duration;
 
@@ -11,15 +11,20 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if quick { 0.2 } else { 5.0 });
-    println!("{:>6} {:>14}", "group", "redeems/s");
+    use voucherd_load::engine_limit::{measure_shape, WriteShape};
+    println!("{:>6} {:>12} {:>14}", "group", "shape", "redeems/s");
     for group in [1, 4, 16, 64, 256, 1024] {
-        let dir = tempfile::tempdir().expect("temporary folder");
-        let run = voucherd_load::engine_limit::measure(
-            dir.path(),
-            group,
-            Duration::from_secs_f64(seconds),
-        )
-        .expect("RocksDB");
-        println!("{group:>6} {:>14.0}", run.redeems_per_s());
+        // The shapes alternate within each group size, so the machine's
+        // drift weighs on all of them alike.
+        for shape in WriteShape::ALL {
+            let dir = tempfile::tempdir().expect("temporary folder");
+            let run = measure_shape(dir.path(), group, Duration::from_secs_f64(seconds), shape)
+                .expect("RocksDB");
+            println!(
+                "{group:>6} {:>12} {:>14.0}",
+                shape.name(),
+                run.redeems_per_s()
+            );
+        }
     }
 }

@@ -2,9 +2,12 @@
 //! durable on this machine, with no rules, no locks and no network.
 //!
 //! It writes what an accepted redeem writes (the puts of a real redeem on an
-//! in-memory ledger: same tables, same key and value sizes) as synced WriteBatches of `group` redeems each,
-//! from one thread, like the committer. The load test reports end-to-end
-//! throughput as a ratio of this figure, measured in the same run.
+//! in-memory ledger: same tables, same key and value sizes) in groups of
+//! `group` redeems, from one thread, like the committer, in one of three
+//! shapes (`WriteShape`): today's (the logged tables synced, the state
+//! without the WAL), the one before issue 19 (everything in one synced
+//! batch), and the floor: one audit-sized put per redeem, synced. The load
+//! test reports end-to-end throughput as a ratio of these, in the same run.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -109,9 +112,35 @@ pub fn redeem_shape() -> Vec<(Table, usize, usize)> {
     journal.last_commit()
 }
 
+/// How a group of redeems is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteShape {
+    /// The committer's: the logged tables (audit record, remembered answer)
+    /// in one synced batch, then the state tables in one batch without the WAL.
+    Split,
+    /// Before issue 19: every put of the group in one synced batch.
+    Single,
+    /// The floor: only an audit-record-sized put per redeem, in one synced
+    /// batch per group; what RocksDB can make durable at all.
+    AuditOnly,
+}
+
+impl WriteShape {
+    pub const ALL: [WriteShape; 3] = [WriteShape::Split, WriteShape::Single, WriteShape::AuditOnly];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteShape::Split => "split",
+            WriteShape::Single => "single",
+            WriteShape::AuditOnly => "audit_only",
+        }
+    }
+}
+
 /// Result of one run.
 #[derive(Clone, Copy, Debug)]
 pub struct LimitRun {
+    pub shape: WriteShape,
     pub group: usize,
     pub redeems: u64,
     pub elapsed: Duration,
@@ -123,17 +152,35 @@ impl LimitRun {
     }
 }
 
-/// Writes groups of `group` redeem-shaped record sets for `duration` into a
-/// fresh store in `dir`, each group one synced WriteBatch, with the store's
-/// options and the committer's rule: only the last write of a key in a group.
-/// Every redeem here updates the same figures and digest keys, so a group
-/// collapses to at least as few puts as any real group: the limit is never
-/// lower than what the committer could reach.
+/// `measure_shape` in the committer's shape (`WriteShape::Split`).
 pub fn measure(dir: &Path, group: usize, duration: Duration) -> Result<LimitRun, Error> {
-    let shape = redeem_shape();
+    measure_shape(dir, group, duration, WriteShape::Split)
+}
+
+/// Writes groups of `group` redeem-shaped record sets for `duration` into a
+/// fresh store in `dir`, with the store's options and the committer's rule:
+/// only the last write of a key in a group. Every redeem here updates the
+/// same figures, digest and applied-sequence keys, so a group collapses to
+/// at least as few puts as any real group: the limit is never lower than
+/// what the committer could reach. No checkpoints are taken beyond
+/// RocksDB's own flushes (the daemon's take a second thread): again the
+/// limit errs high.
+pub fn measure_shape(
+    dir: &Path,
+    group: usize,
+    duration: Duration,
+    write_shape: WriteShape,
+) -> Result<LimitRun, Error> {
+    let mut shape = redeem_shape();
+    if write_shape == WriteShape::AuditOnly {
+        shape.retain(|(table, _, _)| *table == Table::Audit);
+        assert_eq!(shape.len(), 1, "a redeem writes one audit record");
+    }
     let db = DB::open_cf_descriptors(&store::rocks::options(), dir, store::rocks::families())?;
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
+    let mut unlogged = WriteOptions::default();
+    unlogged.disable_wal(true);
     let started = Instant::now();
     let mut redeems = 0u64;
     while started.elapsed() < duration {
@@ -165,12 +212,21 @@ pub fn measure(dir: &Path, group: usize, duration: Duration) -> Result<LimitRun,
                 }
             })
             .collect();
-        db.write_opt(
-            store::rocks::write_batch(&db, &journal::last_writes(&commits)),
-            &sync,
-        )?;
+        let writes = journal::last_writes(&commits);
+        match write_shape {
+            WriteShape::Single | WriteShape::AuditOnly => {
+                db.write_opt(store::rocks::write_batch(&db, &writes), &sync)?;
+            }
+            WriteShape::Split => {
+                let (logged, state): (Vec<&Put>, Vec<&Put>) =
+                    writes.into_iter().partition(|put| put.table.is_logged());
+                db.write_opt(store::rocks::write_batch(&db, &logged), &sync)?;
+                db.write_opt(store::rocks::write_batch(&db, &state), &unlogged)?;
+            }
+        }
     }
     Ok(LimitRun {
+        shape: write_shape,
         group,
         redeems,
         elapsed: started.elapsed(),
@@ -195,8 +251,15 @@ mod tests {
         ] {
             assert!(tables.contains(&table), "{table:?} missing from {shape:?}");
         }
-        let dir = tempfile::tempdir().unwrap();
-        let run = measure(dir.path(), 4, Duration::from_millis(50)).unwrap();
-        assert!(run.redeems >= 4 && run.redeems.is_multiple_of(4));
+        assert!(
+            tables.contains(&Table::Meta),
+            "the digest and applied sequence: {shape:?}"
+        );
+        for write_shape in WriteShape::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let run = measure_shape(dir.path(), 4, Duration::from_millis(50), write_shape).unwrap();
+            assert!(run.redeems >= 4 && run.redeems.is_multiple_of(4));
+            assert_eq!(run.shape, write_shape);
+        }
     }
 }

@@ -415,35 +415,52 @@ async fn run(mut args: Args) -> anyhow::Result<bool> {
         report["find_max"] = found.to_json(plan);
     }
     if let Some(dir) = &args.engine_limit_dir {
-        let mut best = None::<voucherd_load::engine_limit::LimitRun>;
+        use voucherd_load::engine_limit::{measure_shape, LimitRun, WriteShape};
+        // Each shape's best group size; the shapes alternate per group size.
+        let mut best: Vec<Option<LimitRun>> = vec![None; WriteShape::ALL.len()];
         for group in [1, 16, 128, 1024] {
-            let folder = dir.join(format!("group-{group}"));
-            let _ = std::fs::remove_dir_all(&folder);
-            let run = voucherd_load::engine_limit::measure(&folder, group, Duration::from_secs(3))?;
-            println!(
-                "engine limit, group {group}: {:.0} redeems/s",
-                run.redeems_per_s()
-            );
-            report["engine_limit"][group.to_string()] = run.redeems_per_s().into();
-            if best.is_none_or(|b| run.redeems_per_s() > b.redeems_per_s()) {
-                best = Some(run);
+            for (n, shape) in WriteShape::ALL.into_iter().enumerate() {
+                let folder = dir.join(format!("{}-group-{group}", shape.name()));
+                let _ = std::fs::remove_dir_all(&folder);
+                let run = measure_shape(&folder, group, Duration::from_secs(3), shape)?;
+                let _ = std::fs::remove_dir_all(&folder);
+                println!(
+                    "engine limit, {} shape, group {group}: {:.0} redeems/s",
+                    shape.name(),
+                    run.redeems_per_s()
+                );
+                let key = match shape {
+                    WriteShape::Split => "engine_limit".to_string(),
+                    other => format!("engine_limit_{}", other.name()),
+                };
+                report[key][group.to_string()] = run.redeems_per_s().into();
+                if best[n].is_none_or(|b| run.redeems_per_s() > b.redeems_per_s()) {
+                    best[n] = Some(run);
+                }
             }
         }
-        let best = best.expect("four runs");
-        let ratio = redeems_per_s / best.redeems_per_s();
-        println!(
-            "end-to-end redeems/s{} are {:.1}% of the engine limit ({:.0}/s at group {})",
-            if plan.is_some() {
-                " at the maximum sustainable rate"
-            } else {
-                ""
-            },
-            ratio * 100.0,
-            best.redeems_per_s(),
-            best.group
-        );
-        report["engine_limit_best"] = best.redeems_per_s().into();
-        report["ratio_to_engine_limit"] = ratio.into();
+        for (n, shape) in WriteShape::ALL.into_iter().enumerate() {
+            let best = best[n].expect("four runs");
+            let ratio = redeems_per_s / best.redeems_per_s();
+            println!(
+                "end-to-end redeems/s{} are {:.1}% of the engine limit in the {} shape ({:.0}/s at group {})",
+                if plan.is_some() {
+                    " at the maximum sustainable rate"
+                } else {
+                    ""
+                },
+                ratio * 100.0,
+                shape.name(),
+                best.redeems_per_s(),
+                best.group
+            );
+            let suffix = match shape {
+                WriteShape::Split => String::new(),
+                other => format!("_{}", other.name()),
+            };
+            report[format!("engine_limit_best{suffix}")] = best.redeems_per_s().into();
+            report[format!("ratio_to_engine_limit{suffix}")] = ratio.into();
+        }
     }
     if let Some(path) = &args.plot {
         let title = format!(

@@ -44,6 +44,17 @@ pub const RECOVERY_THREADS_MAX: usize = 8;
 pub const COMMIT_QUEUE_DEPTH_MAX: usize = 16_384;
 /// Commits the committer gathers into one synced RocksDB write.
 pub const GROUP_COMMIT_BATCHES_MAX: usize = 4_096;
+/// Commits after which the committer starts a checkpoint (an atomic flush
+/// of the state tables with `meta/applied_seq`): start-up re-applies at most
+/// about this many audit records after a kill -9 (plus those of a checkpoint
+/// still being written), a few seconds at most.
+pub const CHECKPOINT_COMMITS_MAX: usize = 50_000;
+/// Time after which the committer starts a checkpoint when anything was
+/// committed since the last one, milliseconds (also when idle).
+pub const CHECKPOINT_INTERVAL_MS: u64 = 10_000;
+/// Audit records start-up re-applies before waiting for their state writes
+/// (under `COMMIT_QUEUE_DEPTH_MAX`, so the replay never finds the queue full).
+pub const RECOVERY_REPLAY_BATCH_MAX: usize = 4_096;
 /// While frames are being applied, the committer waits up to this long for
 /// their commits before a synced write, so a frame is written in one group
 /// rather than its first operation alone, microseconds.

@@ -180,8 +180,37 @@ pub fn backup(data_dir: &Path, out: &Path, include_key: bool) -> Result<Manifest
     if let Some(manifest) = request(data_dir, out, include_key)? {
         return Ok(manifest);
     }
-    let store = Store::open(&store_path)?;
+    let store = Arc::new(Store::open(&store_path)?);
+    // A folder left by a crash may hold audit records its state tables do
+    // not reflect yet: opening the ledger re-applies them (and writes their
+    // state), so the copy is whole, like an online backup's.
+    drop(open_ledger(data_dir, &store, None)?);
     create(data_dir, &store, out, include_key)
+}
+
+/// The ledger of an open store with the campaigns it recorded, under the
+/// folder's person key (else `key_file`'s; an empty ledger needs none), on
+/// a stopped clock: what the offline tools read.
+fn open_ledger(
+    data_dir: &Path,
+    store: &Arc<Store>,
+    key_file: Option<&Path>,
+) -> Result<Ledger, Error> {
+    let campaigns = meta::recorded_campaigns(store.as_ref())?;
+    let secret = match data_dir::existing_secret(data_dir, key_file, store.as_ref())? {
+        Some((secret, _)) => secret,
+        // An empty ledger: no person key was ever used.
+        None => PersonSecret([0; 32]),
+    };
+    let journal: Arc<dyn Journal> = store.clone();
+    Ledger::open(
+        LedgerConfig {
+            campaigns,
+            secret,
+            clock: Arc::new(ManualClock::new(Timestamp(0))),
+        },
+        journal,
+    )
 }
 
 /// Serves the control socket of `data_dir` until the task is dropped.
@@ -265,21 +294,7 @@ pub fn check(data_dir: &Path, key_file: Option<&Path>) -> Result<Checked, Error>
         return Err(Error::Corrupt(format!("audit chain broken at {broken}")));
     }
     let manifest = head_of(store.as_ref())?;
-    let campaigns = meta::recorded_campaigns(store.as_ref())?;
-    let secret = match data_dir::existing_secret(data_dir, key_file, store.as_ref())? {
-        Some((secret, _)) => secret,
-        // An empty ledger: no person key was ever used.
-        None => PersonSecret([0; 32]),
-    };
-    let journal: Arc<dyn Journal> = store;
-    let ledger = Ledger::open(
-        LedgerConfig {
-            campaigns,
-            secret,
-            clock: Arc::new(ManualClock::new(Timestamp(0))),
-        },
-        journal,
-    )?;
+    let ledger = open_ledger(data_dir, &store, key_file)?;
     let (_, _, state_digest) = ledger.head();
     let (vouchers, _, _) = ledger.sizes();
     Ok(Checked {

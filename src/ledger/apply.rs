@@ -25,6 +25,9 @@ pub(super) struct Origin<'a> {
     pub(super) remember: Option<[u8; 32]>,
     /// The audit record version to seal in: today's, or a replayed record's.
     pub(super) record_version: u8,
+    /// Start-up re-applying a record already in the durable log: the
+    /// commit writes the state only, not the record again.
+    pub(super) logged: bool,
 }
 
 /// Attempts of one operation whose time a later record overtook, at most
@@ -252,6 +255,7 @@ impl Ledger {
             restamp: std::cell::Cell::new(false),
             remember: Some(content),
             record_version: audit::AUDIT_RECORD_VERSION,
+            logged: false,
         };
         let (outcome, ticket) = self.apply_command(&origin, &command, None);
         let mut inflight = self.inflight_shard(&key).lock();

@@ -147,11 +147,13 @@ impl Ledger {
             prev_hash: tail.hash,
         };
         let (entry, hash) = audit::seal(&record);
-        puts.push(Put {
-            table: Table::Audit,
-            key: keys::audit(seq),
-            value: Some(entry),
-        });
+        if !origin.logged {
+            puts.push(Put {
+                table: Table::Audit,
+                key: keys::audit(seq),
+                value: Some(entry),
+            });
+        }
         if let Some(content) = origin.remember {
             puts.push(self.remember_put(origin, content, Ok(reply.clone())));
         }
@@ -161,6 +163,13 @@ impl Ledger {
             table: Table::Meta,
             key: keys::STATE_DIGEST.to_vec(),
             value: Some(digest.to_bytes().to_vec()),
+        });
+        // The audit sequence the state reflects: a checkpoint stores it with
+        // the state, and start-up re-applies the records after it.
+        puts.push(Put {
+            table: Table::Meta,
+            key: keys::APPLIED_SEQ.to_vec(),
+            value: Some(seq.to_be_bytes().to_vec()),
         });
         let ticket = tail.ticket + 1;
         self.journal.submit(Commit { ticket, puts })?;

@@ -391,8 +391,14 @@ impl Ledger {
     }
 
     /// Notes a sealed record in the index (under the tail lock, in chain order).
+    /// A record the index holds already (re-applied at start-up after the
+    /// state's checkpoint, D81) is passed over.
     pub(super) fn note_events(&self, seq: u64, command: &Command, reply: &Reply) {
-        if self.events.lock().note(seq, command, reply) {
+        let mut index = self.events.lock();
+        if seq <= index.last_seq {
+            return;
+        }
+        if index.note(seq, command, reply) {
             self.events_notice.send_replace(seq);
         }
     }

@@ -59,8 +59,10 @@ pub fn request(caller: &Caller, id: &str) -> Vec<u8> {
 
 /// The layout of a data folder as a whole (its keys, beside each record's
 /// own version byte), as the golden store dump `store-v<N>.txt` names it:
-/// 1 the first; 2 request keys per certificate (`request`).
-pub const STORE_LAYOUT_VERSION: u8 = 2;
+/// 1 the first; 2 request keys per certificate (`request`); 3
+/// `meta/applied_seq` (the state tables are written without the WAL and
+/// checkpointed; start-up re-applies the audit records after it).
+pub const STORE_LAYOUT_VERSION: u8 = 3;
 
 pub fn decode_u64(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
@@ -78,3 +80,8 @@ pub const TEXT_SETTLED_AT: u8 = b'S';
 
 /// Meta key of the state digest's running sum, written with every state change.
 pub const STATE_DIGEST: &[u8] = b"state_digest";
+
+/// Meta key of the last audit sequence the state tables reflect (see
+/// `journal::APPLIED_SEQ`). Absent in a journal of layout 1 or 2, whose
+/// state was written with every record: it is then the audit head.
+pub use crate::store::journal::APPLIED_SEQ;

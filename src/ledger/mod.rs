@@ -330,6 +330,7 @@ impl Ledger {
                 restamp: std::cell::Cell::new(false),
                 remember: None,
                 record_version: audit::AUDIT_RECORD_VERSION,
+                logged: false,
             };
             match self.apply_command(&origin, &command, None) {
                 (Ok(_), Some(ticket)) => self

@@ -17,7 +17,9 @@ use crate::domain::records::{
 };
 use crate::domain::rules::expiry_withdrawals;
 use crate::error::Error;
-use crate::limits::{INDEX_SHARDS, RECOVERY_THREADS_MAX, VOUCHER_ID_MAX};
+use crate::limits::{
+    INDEX_SHARDS, RECOVERY_REPLAY_BATCH_MAX, RECOVERY_THREADS_MAX, VOUCHER_ID_MAX,
+};
 use crate::store::journal::{Journal, Table};
 
 /// What one start-up thread gathers from its part of a table.
@@ -333,21 +335,53 @@ impl Ledger {
                 "stored counter {wrong:?} does not match a recount of the vouchers"
             )));
         }
-        let (seq, hash, time) = match journal.last(Table::Audit)? {
-            None => (
-                0,
-                audit::GENESIS_HASH,
-                crate::domain::time::Timestamp(i64::MIN),
-            ),
+        // The durable log's head, and the audit sequence the state read
+        // above reflects (its checkpoint): the records between are
+        // re-applied below.
+        let head = match journal.last(Table::Audit)? {
+            None => 0,
             Some((key, entry)) => {
-                let (record, hash) = audit::open(&entry)
+                let (record, _) = audit::open(&entry)
                     .map_err(|why| Error::Corrupt(format!("last audit record: {why}")))?;
                 if keys::decode_u64(&key) != Some(record.seq) {
                     return Err(Error::Corrupt(
                         "last audit record is stored under another key".into(),
                     ));
                 }
-                (record.seq, hash, record.time)
+                record.seq
+            }
+        };
+        let seq = match journal.get(Table::Meta, keys::APPLIED_SEQ)? {
+            None => head,
+            Some(bytes) => keys::decode_u64(&bytes)
+                .ok_or_else(|| Error::Corrupt("meta/applied_seq is not 8 bytes".into()))?,
+        };
+        if seq > head {
+            return Err(Error::Corrupt(format!(
+                "the state tables reflect audit record {seq} but the audit log ends at record {head}"
+            )));
+        }
+        let (hash, time) = match seq {
+            0 => (
+                audit::GENESIS_HASH,
+                crate::domain::time::Timestamp(i64::MIN),
+            ),
+            seq => {
+                let entry = journal
+                    .get(Table::Audit, &keys::audit(seq))?
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "audit record {seq}, which the state tables reflect, is missing"
+                        ))
+                    })?;
+                let (record, hash) = audit::open(&entry)
+                    .map_err(|why| Error::Corrupt(format!("audit record {seq}: {why}")))?;
+                if record.seq != seq {
+                    return Err(Error::Corrupt(format!(
+                        "audit record {seq} is stored under another key"
+                    )));
+                }
+                (hash, record.time)
             }
         };
         // The chain must start at record 1: a store file lost under the
@@ -387,8 +421,62 @@ impl Ledger {
             tail.at_expiry = at_expiry;
         }
         ledger.next_voucher.store(voucher_max + 1, Ordering::SeqCst);
+        // The index is built from the whole durable chain first; the records
+        // re-applied after the checkpoint are in it already (`note_events`
+        // passes over them).
         ledger.index_events()?;
+        ledger.apply_logged_tail(head)?;
         Ok(ledger)
+    }
+
+    /// Re-applies, through the same rules, the audit records after the ones
+    /// the state tables reflect, up to `head` (those a crash left in the
+    /// durable log only). Each must give its recorded reply and hash; the
+    /// state they write goes to the journal like any commit's.
+    fn apply_logged_tail(&self, head: u64) -> Result<(), Error> {
+        let (applied, _, _) = self.head();
+        if applied == head {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let mut next = applied + 1;
+        while next <= head {
+            let rows =
+                self.journal
+                    .range(Table::Audit, &keys::audit(next), RECOVERY_REPLAY_BATCH_MAX)?;
+            if rows.is_empty() {
+                break;
+            }
+            for (_, entry) in rows
+                .iter()
+                .take_while(|(key, _)| keys::decode_u64(key).is_some_and(|seq| seq <= head))
+            {
+                let (record, hash) = audit::open(entry)
+                    .map_err(|why| Error::Corrupt(format!("audit record {next}: {why}")))?;
+                self.replay_record(&record, &hash, true).map_err(|why| {
+                    Error::Corrupt(format!(
+                        "re-applying the audit log after the state's checkpoint: {why}"
+                    ))
+                })?;
+                next += 1;
+            }
+            self.journal
+                .wait_durable(self.assigned_ticket.load(Ordering::SeqCst))
+                .map_err(|refusal| Error::Storage(refusal.message))?;
+        }
+        if next != head + 1 {
+            return Err(Error::Corrupt(format!(
+                "the audit log ends at record {} before its head {head}",
+                next - 1
+            )));
+        }
+        tracing::info!(
+            records = head - applied,
+            from = applied + 1,
+            ms = started.elapsed().as_millis() as u64,
+            "audit records after the state's checkpoint re-applied"
+        );
+        Ok(())
     }
 }
 

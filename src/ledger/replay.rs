@@ -9,6 +9,18 @@ impl Ledger {
     /// again without its caller's certificate). The result must be the
     /// recorded reply and the same hash.
     pub fn replay(&self, record: &AuditRecord, hash: &[u8; 32]) -> Result<(), String> {
+        self.replay_record(record, hash, false)
+    }
+
+    /// `replay`, for a record already in the journal's durable log (start-up
+    /// re-applying the records after the state's checkpoint): the commit
+    /// writes the state it changes, not the record again.
+    pub(super) fn replay_record(
+        &self,
+        record: &AuditRecord,
+        hash: &[u8; 32],
+        logged: bool,
+    ) -> Result<(), String> {
         // A request's role is checked before the rules; a record's must be
         // too, or a crafted one would reach rules that assume it.
         if !record.command.allows(record.caller.role) {
@@ -34,6 +46,7 @@ impl Ledger {
             restamp: std::cell::Cell::new(false),
             remember: None,
             record_version: record.version,
+            logged,
         };
         let (outcome, _) = self.apply_command(&origin, &record.command, voucher_id);
         match outcome {

@@ -1,9 +1,12 @@
 //! The journal: where the ledger sends each accepted change to become durable.
 //!
-//! Contract: commits are submitted in ticket order (1, 2, 3, …) and become
-//! durable in that order, each atomically; `wait_durable(t)` returns once every
-//! commit up to `t` survives a crash. `submit` never blocks: a full queue is
-//! `overloaded`. `MemoryJournal` keeps tables in memory for tests and replay.
+//! Contract: commits are submitted in ticket order (1, 2, 3, …) and take
+//! effect in that order; `wait_durable(t)` returns once the logged part
+//! (`Table::is_logged`: audit records, remembered answers) of every commit up to
+//! `t` survives a crash. The state tables may lag on disk: a crash keeps them
+//! as of a checkpoint (`meta/applied_seq`), and start-up re-applies the audit
+//! records after it. `submit` never blocks: a full queue is `overloaded`.
+//! `MemoryJournal` keeps tables in memory for tests and replay.
 
 use std::collections::BTreeMap;
 
@@ -60,6 +63,14 @@ impl Table {
         Table::Enrollments,
     ];
 
+    /// Tables written with the synced log: the audit chain (the ledger's
+    /// truth) and the remembered answers. The others are written without the
+    /// log and made durable by checkpoints; start-up rebuilds what a crash
+    /// lost of them from the audit records (docs/storage-and-audit.md).
+    pub fn is_logged(self) -> bool {
+        matches!(self, Table::Audit | Table::Requests)
+    }
+
     /// The column family name.
     pub fn name(self) -> &'static str {
         self.into()
@@ -70,6 +81,13 @@ impl Table {
         self as u8
     }
 }
+
+/// Meta key of the last audit sequence the state tables reflect, u64 BE:
+/// written by the ledger with every state change (store layout 3 on), and
+/// by `rocks::Store::open` for a store that has none (new, or of layout 1
+/// or 2, whose state was written with every record), synced, before any
+/// state is written without the log.
+pub const APPLIED_SEQ: &[u8] = b"applied_seq";
 
 /// A stored (key, value) pair.
 pub type Row = (Vec<u8>, Vec<u8>);

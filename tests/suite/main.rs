@@ -2,6 +2,7 @@
 //! once. Each module is one former test file; `common` is the shared kit.
 //! Tests marked `#[ignore = "soak: ..."]` are the second tier (`make soak`).
 
+mod checkpoints;
 mod common;
 mod crash_trials;
 mod disk;
