@@ -5,7 +5,7 @@
 //! role are rows of `rules_table::events_table`; the training system's flow
 //! over QUIC is `quic::the_training_system_reads_events_back_and_a_long_poll_wakes_on_a_redeem`.
 
-use crate::common::{id_number, issue, redeem, Harness, DEADLINE, SITE};
+use crate::common::{id_number, issue, open_class, redeem, Harness, DEADLINE, SITE};
 use voucherd::domain::enums::{ClassMode, Kind};
 use voucherd::domain::ids::VoucherId;
 use voucherd::domain::op::{Answer, Event, Op, Reply, Request, Role};
@@ -181,16 +181,14 @@ fn an_online_checkin_is_a_checkin_event_marked_online() {
     h.institution("5000001", &id_number(9_000), "op-1");
     h.ok(
         Role::Gateway,
-        Op::OpenClass {
-            institution: "5000001".parse().unwrap(),
-            operator: "op-1".parse().unwrap(),
-            class: "线上电工".parse().unwrap(),
-            kind: Kind::EmploymentSkills,
-            first_day: "2026-11-01".into(),
-            last_day: "2026-11-30".into(),
-            mode: ClassMode::Online,
-            sites: None,
-        },
+        open_class(
+            "5000001",
+            "op-1",
+            "线上电工",
+            Kind::EmploymentSkills,
+            ("2026-11-01", "2026-11-30"),
+            ClassMode::Online,
+        ),
     );
     let voucher = h.claimed(&id_number(1), Kind::EmploymentSkills);
     let mut enroll = redeem(voucher, "5000001", "op-1");

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 
 use crate::common::{
-    bad_id_number, campaigns, id_number, Disk, Drive, Harness, DEADLINE, FAR, SITE,
+    bad_id_number, campaigns, id_number, open_class, Disk, Drive, Harness, DEADLINE, FAR, SITE,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -1185,7 +1185,7 @@ impl Generator {
                     &class,
                     *Kind::ALL[..6].choose(&mut self.rng).unwrap(),
                     (first, last),
-                    self.rng.gen_bool(0.5),
+                    mode(self.rng.gen_bool(0.5)),
                 );
                 self.plan(Role::Gateway, op)
             }
@@ -1286,27 +1286,12 @@ impl Generator {
     }
 }
 
-fn open_class(
-    institution: &str,
-    operator: &str,
-    class: &str,
-    kind: Kind,
-    (first_day, last_day): (&str, &str),
-    online: bool,
-) -> Op {
-    Op::OpenClass {
-        institution: institution.parse().unwrap(),
-        operator: operator.parse().unwrap(),
-        class: class.parse().unwrap(),
-        kind,
-        first_day: first_day.into(),
-        last_day: last_day.into(),
-        mode: if online {
-            ClassMode::Online
-        } else {
-            ClassMode::Onsite
-        },
-        sites: None,
+/// The class mode of the generator's coin (`true`: online).
+fn mode(online: bool) -> ClassMode {
+    if online {
+        ClassMode::Online
+    } else {
+        ClassMode::Onsite
     }
 }
 
@@ -1608,7 +1593,7 @@ fn run_seed<D: Drive>(d: &D, journal: &dyn Journal, seed: u64) -> Covered {
                     &class,
                     Kind::ALL[kind],
                     (first, last),
-                    online,
+                    mode(online),
                 );
                 setup.push(generator.plan(Role::Gateway, op));
             }

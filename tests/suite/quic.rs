@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{authorise, id_number, issue, redeem, register, FAR, SITE};
+use crate::common::{authorise, id_number, issue, open_class, redeem, register, FAR, SITE};
 use rand::{Rng, SeedableRng};
 use strum::VariantArray;
 use tokio::sync::{oneshot, Barrier};
@@ -61,26 +61,6 @@ fn today() -> Campaign {
 /// Today plus `offset` days, as a local date (UTC+8, YYYY-MM-DD).
 fn local_date(offset: i64) -> String {
     day_text(SystemClock.now().local_day(ANSWER_UTC_OFFSET_S) + offset as i32)
-}
-
-fn open_class(
-    institution: &str,
-    operator: &str,
-    class: &str,
-    kind: Kind,
-    (first_day, last_day): (&str, &str),
-    mode: ClassMode,
-) -> Op {
-    Op::OpenClass {
-        institution: institution.parse().unwrap(),
-        operator: operator.parse().unwrap(),
-        class: class.parse().unwrap(),
-        kind,
-        first_day: first_day.into(),
-        last_day: last_day.into(),
-        mode,
-        sites: None,
-    }
 }
 
 fn district_code(code: &str) -> DistrictCode {

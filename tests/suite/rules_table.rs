@@ -4299,19 +4299,10 @@ fn open_class_at(
     by: &str,
     class: &str,
     kind: Kind,
-    (first, last): (&str, &str),
+    days: (&str, &str),
     mode: ClassMode,
 ) -> Op {
-    Op::OpenClass {
-        institution: code(institution),
-        operator: operator(by),
-        class: class.parse().unwrap(),
-        kind,
-        first_day: first.into(),
-        last_day: last.into(),
-        mode,
-        sites: None,
-    }
+    crate::common::open_class(institution, by, class, kind, days, mode)
 }
 
 fn with_sites(mut op: Op, specs: Vec<SiteSpec>) -> Op {

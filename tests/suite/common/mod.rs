@@ -9,7 +9,7 @@ pub mod daemon;
 use std::sync::Arc;
 
 use voucherd::domain::campaign::{Campaign, Campaigns};
-use voucherd::domain::enums::{Category, Channel, Kind};
+use voucherd::domain::enums::{Category, Channel, ClassMode, Kind};
 use voucherd::domain::ids::{DistrictCode, InstitutionCode, OperatorId, PersonSecret, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role};
 use voucherd::domain::time::{ManualClock, Timestamp};
@@ -157,6 +157,28 @@ pub fn issue(person: &str, kind: Kind) -> Op {
         channel: Channel::Wechat,
         district: "500101".parse().unwrap(),
         year: None,
+    }
+}
+
+/// `open_class` of `institution` by `operator`, with the institution's sites
+/// when onsite.
+pub fn open_class(
+    institution: &str,
+    operator: &str,
+    class: &str,
+    kind: Kind,
+    (first_day, last_day): (&str, &str),
+    mode: ClassMode,
+) -> Op {
+    Op::OpenClass {
+        institution: institution.parse().unwrap(),
+        operator: operator.parse().unwrap(),
+        class: class.parse().unwrap(),
+        kind,
+        first_day: first_day.into(),
+        last_day: last_day.into(),
+        mode,
+        sites: None,
     }
 }
 
