@@ -16,14 +16,15 @@ run: deps
 test: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo build --workspace --bins
+	cargo build --workspace --all-targets
 	cargo test --workspace --all-targets
 
 # The second tier: the hostile soak, load ladders, crash trials and long model
 # runs (each test marked `#[ignore = "soak: ..."]`). Run before resolving an
 # issue that touches them.
-soak: deps
-	cargo build --workspace --bins
+soak:
+	@./ops/install-deps.sh --soak
+	cargo build --workspace --all-targets
 	cargo test --workspace --test suite -- --ignored --test-threads 1
 	VOUCHERD_SEED=time VOUCHERD_CRASH_TRIALS=20 VOUCHERD_SEEDS=16 VOUCHERD_OPERATIONS=30000 \
 		cargo test --workspace --test suite -- crash_trials:: model:: replay:: --test-threads 1

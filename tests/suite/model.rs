@@ -1738,7 +1738,7 @@ impl Seconds for voucherd::domain::time::ManualClock {
 
 #[test]
 fn ledger_on_memory_journal_agrees_with_the_model() {
-    let seeds = seeds(seed_count(200));
+    let seeds = seeds(seed_count(100));
     each_seed(&seeds, "memory", |seed| {
         let h = Harness::new();
         run_seed(&h, &*h.journal, seed)
@@ -1747,7 +1747,7 @@ fn ledger_on_memory_journal_agrees_with_the_model() {
 
 #[test]
 fn ledger_on_rocksdb_agrees_with_the_model() {
-    let seeds = seeds((seed_count(200) / 10).max(1));
+    let seeds = seeds((seed_count(100) / 10).max(1));
     each_seed(&seeds, "RocksDB", |seed| {
         let dir = tempfile::tempdir().expect("temp dir");
         let disk = Disk::open(&dir.path().join("data"), "model");

@@ -127,10 +127,15 @@ pub fn free_port() -> u16 {
 
 /// `GET /metrics` over HTTP/1.0; the body.
 pub fn scrape(port: u16) -> String {
+    http_get(port, "/metrics")
+}
+
+/// The body of `GET path` on the metrics port (HTTP/1.0); the status must be 200.
+pub fn http_get(port: u16, path: &str) -> String {
     let mut stream =
         std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port answers");
     stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
