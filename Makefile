@@ -28,3 +28,4 @@ soak:
 	cargo test --workspace --test suite -- --ignored --test-threads 1
 	VOUCHERD_SEED=time VOUCHERD_CRASH_TRIALS=20 VOUCHERD_SEEDS=16 VOUCHERD_OPERATIONS=30000 \
 		cargo test --workspace --test suite -- crash_trials:: model:: replay:: --test-threads 1
+	VOUCHERD_SEED=time VOUCHERD_ROUNDS=300 cargo test --workspace --test suite -- races::
