@@ -5,5 +5,6 @@
 //! the stable test suite).
 
 pub mod engine_limit;
+pub mod frame_reading;
 pub mod kit;
 pub mod properties;

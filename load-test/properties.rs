@@ -18,6 +18,10 @@
 //!   sequence keeps its invariants and reopens to the same head.
 //! - `check_certificate_role`: `tls::role_of` never panics on certificate bytes.
 //! - `check_export_replay`: reading and replaying an export never panics.
+//! - `check_frame_reading`: the frame reader on short and fragmented reads
+//!   (`crate::frame_reading`).
+
+pub use crate::frame_reading::check_frame_reading;
 
 use voucherd::net::json::{self, Line};
 

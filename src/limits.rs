@@ -188,6 +188,16 @@ pub const CONNECTIONS_MAX: usize = 1_024;
 pub const CONNECTIONS_KEPT_FOR_GATEWAYS: usize = 256;
 /// Slots beyond `CONNECTIONS_MAX` that only the bureau may take.
 pub const CONNECTIONS_KEPT_FOR_BUREAU: usize = 16;
+/// Frames holding a heavy read (`stats`, `audit_read`: `Op::is_heavy_read`)
+/// one connection may have in flight, from decoding until the answer is
+/// sent (or its stream reset at `ANSWER_WRITE_TIMEOUT_MS`); a heavy read
+/// past it is answered `overloaded` in place, without running. Bounds the
+/// work a client can start by sending `stats` and never reading the answers.
+pub const HEAVY_READS_PER_CONNECTION_MAX: usize = 4;
+/// Frames holding a heavy read one client certificate may have in flight
+/// across its connections, counted like `HEAVY_READS_PER_CONNECTION_MAX`;
+/// past it `overloaded`. A bureau or auditor needs a few at a time.
+pub const HEAVY_READS_PER_CERTIFICATE_MAX: usize = 16;
 /// Connections one client certificate may hold at once (all gateways of a
 /// deployment may share one certificate, so this is generous); more are
 /// closed with `CLOSE_BUSY`.

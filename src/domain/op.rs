@@ -333,6 +333,14 @@ impl Op {
         OpName::from(self).into()
     }
 
+    /// Reads whose cost grows with the ledger: `stats` walks every figure
+    /// under the audit tail's lock, `audit_read` reads up to
+    /// `AUDIT_PAGE_BYTES_MAX` of records. The daemon caps how many of them a
+    /// connection and a certificate have in flight (`HEAVY_READS_*`).
+    pub fn is_heavy_read(&self) -> bool {
+        matches!(self, Op::Stats { .. } | Op::AuditRead { .. })
+    }
+
     /// Reads change nothing, are not audited and are not remembered by request id.
     pub fn is_read(&self) -> bool {
         matches!(

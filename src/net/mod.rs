@@ -1,4 +1,5 @@
-//! The network edge: frames (`wire`), requests as JSON objects (`json`), the
+//! The network edge: frames (`wire`) and their reading off a stream
+//! (`reading`), requests as JSON objects (`json`), the
 //! QUIC service (`server`) and client (`client`), a client that follows the
 //! leader of a replicated deployment (`leader`), and mutual TLS with roles
 //! in certificates (`tls`).
@@ -6,6 +7,7 @@
 pub mod client;
 pub mod json;
 pub mod leader;
+pub mod reading;
 pub mod server;
 pub mod tls;
 pub mod wire;

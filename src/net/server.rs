@@ -33,13 +33,15 @@ use crate::limits::{
     CONNECTIONS_KEPT_FOR_BUREAU, CONNECTIONS_KEPT_FOR_GATEWAYS, CONNECTIONS_MAX,
     CONNECTIONS_PER_CERTIFICATE_MAX, CONNECTION_RECEIVE_WINDOW_BYTES, EVENTS_WAITERS_MAX,
     EVENTS_WAIT_MS_MAX, FRAME_BYTES_MAX, FRAME_HEADER_TIMEOUT_MS, HANDSHAKES_BEFORE_RETRY,
-    HANDSHAKES_IN_PROGRESS_MAX, HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_MS, INFLIGHT_WAIT_MS_MAX,
-    INLINE_APPLY_OPS_MAX, REFUSAL_LOG_INTERVAL_MS, REQUEST_BYTES_IN_FLIGHT_MAX,
-    REQUEST_BYTES_PER_CONNECTION_MAX, REQUEST_READ_CHUNK_BYTES, REQUEST_READ_TIMEOUT_MS,
-    SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX, STREAM_RECEIVE_WINDOW_BYTES,
+    HANDSHAKES_IN_PROGRESS_MAX, HANDSHAKE_TIMEOUT_MS, HEAVY_READS_PER_CERTIFICATE_MAX,
+    HEAVY_READS_PER_CONNECTION_MAX, IDLE_TIMEOUT_MS, INFLIGHT_WAIT_MS_MAX, INLINE_APPLY_OPS_MAX,
+    REFUSAL_LOG_INTERVAL_MS, REQUEST_BYTES_IN_FLIGHT_MAX, REQUEST_BYTES_PER_CONNECTION_MAX,
+    REQUEST_READ_TIMEOUT_MS, SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
+    STREAM_RECEIVE_WINDOW_BYTES,
 };
 use crate::metric_names;
 use crate::net::json::{self, Line};
+use crate::net::reading::{read_frame, Budget, Deadlines, ReadFailure};
 use crate::net::tls;
 use crate::net::wire::{self, Reply};
 
@@ -80,6 +82,8 @@ pub struct Limits {
     pub request_bytes_in_flight_max: usize,
     pub events_waiters_max: usize,
     pub request_bytes_per_connection_max: usize,
+    pub heavy_reads_per_connection_max: usize,
+    pub heavy_reads_per_certificate_max: usize,
 }
 
 impl Default for Limits {
@@ -101,6 +105,8 @@ impl Default for Limits {
             batches_in_flight_max: BATCHES_IN_FLIGHT_MAX,
             request_bytes_in_flight_max: REQUEST_BYTES_IN_FLIGHT_MAX,
             events_waiters_max: EVENTS_WAITERS_MAX,
+            heavy_reads_per_connection_max: HEAVY_READS_PER_CONNECTION_MAX,
+            heavy_reads_per_certificate_max: HEAVY_READS_PER_CERTIFICATE_MAX,
         }
     }
 }
@@ -139,6 +145,8 @@ struct Shared {
     /// Permits are request and answer bytes, of all connections (`Budget`).
     request_bytes: Arc<Semaphore>,
     slots: Arc<Slots>,
+    /// Frames holding a heavy read in flight, per certificate.
+    heavy_reads: Arc<PerCertificate>,
     /// Refused handshakes and connections, for the rate-limited log line.
     refusals: RefusalLog,
     shutting_down: AtomicBool,
@@ -148,21 +156,70 @@ struct Shared {
     stop: watch::Receiver<bool>,
 }
 
+/// How many of something each client certificate holds, up to `max`.
+struct PerCertificate {
+    counts: Mutex<std::collections::HashMap<[u8; 32], usize>>,
+    max: usize,
+}
+
+/// One counted by `PerCertificate`, given back when dropped.
+struct Counted {
+    of: Arc<PerCertificate>,
+    certificate: [u8; 32],
+}
+
+impl PerCertificate {
+    fn new(max: usize) -> Arc<PerCertificate> {
+        Arc::new(PerCertificate {
+            counts: Mutex::new(std::collections::HashMap::new()),
+            max,
+        })
+    }
+
+    /// Counts one more for `certificate`, or `None` when it holds `max`.
+    fn enter(self: &Arc<Self>, certificate: [u8; 32]) -> Option<Counted> {
+        let mut counts = self.counts.lock();
+        let count = counts.entry(certificate).or_insert(0);
+        if *count >= self.max {
+            if *count == 0 {
+                counts.remove(&certificate);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(Counted {
+            of: Arc::clone(self),
+            certificate,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut counts = self.of.counts.lock();
+        let count = counts
+            .get_mut(&self.certificate)
+            .expect("a counted certificate is in the map");
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&self.certificate);
+        }
+    }
+}
+
 /// Connection slots: a pool any role may take, pools kept for gateways and
 /// the bureau (tried first by them), and a count per certificate.
 struct Slots {
     any: Arc<Semaphore>,
     gateways: Arc<Semaphore>,
     bureau: Arc<Semaphore>,
-    per_certificate: Mutex<std::collections::HashMap<[u8; 32], usize>>,
-    per_certificate_max: usize,
+    per_certificate: Arc<PerCertificate>,
 }
 
 /// A connection's slot, given back when dropped.
 struct Slot {
     _permit: OwnedSemaphorePermit,
-    slots: Arc<Slots>,
-    certificate: [u8; 32],
+    _certificate: Counted,
 }
 
 impl Slots {
@@ -171,18 +228,16 @@ impl Slots {
             any: Arc::new(Semaphore::new(limits.connections_max)),
             gateways: Arc::new(Semaphore::new(limits.connections_kept_for_gateways)),
             bureau: Arc::new(Semaphore::new(limits.connections_kept_for_bureau)),
-            per_certificate: Mutex::new(std::collections::HashMap::new()),
-            per_certificate_max: limits.connections_per_certificate_max,
+            per_certificate: PerCertificate::new(limits.connections_per_certificate_max),
         }
     }
 
     /// Takes a slot for `caller`, or says why there is none.
-    fn take(self: &Arc<Self>, caller: &Caller) -> Result<Slot, &'static str> {
-        let mut counts = self.per_certificate.lock();
-        let count = counts.get(&caller.certificate).copied().unwrap_or(0);
-        if count >= self.per_certificate_max {
-            return Err("connections per certificate");
-        }
+    fn take(&self, caller: &Caller) -> Result<Slot, &'static str> {
+        let certificate = self
+            .per_certificate
+            .enter(caller.certificate)
+            .ok_or("connections per certificate")?;
         let kept = match caller.role {
             Role::Gateway => Some(&self.gateways),
             Role::Bureau => Some(&self.bureau),
@@ -192,26 +247,62 @@ impl Slots {
             .and_then(|kept| Arc::clone(kept).try_acquire_owned().ok())
             .or_else(|| Arc::clone(&self.any).try_acquire_owned().ok())
             .ok_or("connections")?;
-        counts.insert(caller.certificate, count + 1);
         Ok(Slot {
             _permit: permit,
-            slots: Arc::clone(self),
-            certificate: caller.certificate,
+            _certificate: certificate,
         })
     }
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self.slots.per_certificate.lock();
-        let count = counts
-            .get_mut(&self.certificate)
-            .expect("a slot's certificate is counted");
-        *count -= 1;
-        if *count == 0 {
-            counts.remove(&self.certificate);
-        }
+/// A frame's hold on the heavy reads (`Op::is_heavy_read`) of its
+/// connection and certificate, from decoding until its answer is sent.
+struct HeavyRead {
+    _connection: OwnedSemaphorePermit,
+    _certificate: Counted,
+}
+
+/// When the frame holds a heavy read, takes a hold for it on the
+/// connection's count (`connection`) and the certificate's; without one,
+/// its heavy reads are answered `overloaded` in place (nothing runs) and
+/// the rest of the frame goes on.
+fn hold_heavy_reads(
+    lines: Vec<Line>,
+    caller: &Caller,
+    connection: &Arc<Semaphore>,
+    shared: &Shared,
+) -> (Vec<Line>, Option<HeavyRead>) {
+    let is_heavy =
+        |line: &Line| matches!(line, Line::Request(request) if request.op.is_heavy_read());
+    if !lines.iter().any(is_heavy) {
+        return (lines, None);
     }
+    let held = Arc::clone(connection)
+        .try_acquire_owned()
+        .ok()
+        .and_then(|connection| {
+            let certificate = shared.heavy_reads.enter(caller.certificate)?;
+            Some(HeavyRead {
+                _connection: connection,
+                _certificate: certificate,
+            })
+        });
+    if held.is_some() {
+        return (lines, held);
+    }
+    let lines = lines
+        .into_iter()
+        .map(|line| match line {
+            Line::Request(request) if request.op.is_heavy_read() => {
+                Line::Answered(Answer::refused(
+                    &request.id,
+                    Reason::Overloaded,
+                    "too many stats or audit_read in flight for this connection or certificate; read the answers, then retry",
+                ))
+            }
+            line => line,
+        })
+        .collect();
+    (lines, None)
 }
 
 /// One warning line per `REFUSAL_LOG_INTERVAL_MS` for refused handshakes
@@ -282,6 +373,7 @@ pub async fn serve_admitting(
         batches: Semaphore::new(limits.batches_in_flight_max),
         request_bytes: Arc::new(Semaphore::new(limits.request_bytes_in_flight_max)),
         slots: Arc::new(Slots::new(&limits)),
+        heavy_reads: PerCertificate::new(limits.heavy_reads_per_certificate_max),
         refusals: RefusalLog::new(),
         shutting_down: AtomicBool::new(false),
         limits,
@@ -415,6 +507,7 @@ async fn handle_connection(
     let budget = Arc::new(Semaphore::new(
         shared.limits.request_bytes_per_connection_max,
     ));
+    let heavy_reads = Arc::new(Semaphore::new(shared.limits.heavy_reads_per_connection_max));
     async move {
         debug!("connected");
         let mut streams = JoinSet::new();
@@ -424,8 +517,14 @@ async fn handle_connection(
                 stream = connection.accept_bi() => match stream {
                     Ok((send, recv)) => {
                         let (shared, connection) = (Arc::clone(&shared), connection.clone());
-                        let budget = Budget::new(&shared, &budget);
-                        streams.spawn(handle_stream(send, recv, encoding, caller, shared, connection, budget).in_current_span());
+                        let budget = Budget::new(
+                            Arc::clone(&budget),
+                            shared.limits.request_bytes_per_connection_max,
+                            Arc::clone(&shared.request_bytes),
+                            shared.limits.request_bytes_in_flight_max,
+                        );
+                        let stream = Stream { send, recv, encoding, caller, connection, heavy_reads: Arc::clone(&heavy_reads) };
+                        streams.spawn(handle_stream(stream, shared, budget).in_current_span());
                     }
                     Err(error) => {
                         debug!(%error, "connection ended");
@@ -444,34 +543,43 @@ async fn handle_connection(
     drop(slot);
 }
 
-async fn handle_stream(
-    mut send: SendStream,
-    mut recv: RecvStream,
+/// One request stream and what it belongs to.
+struct Stream {
+    send: SendStream,
+    recv: RecvStream,
     encoding: Encoding,
     caller: Caller,
-    shared: Arc<Shared>,
     connection: Connection,
-    mut budget: Budget,
-) {
+    /// The connection's count of frames holding a heavy read.
+    heavy_reads: Arc<Semaphore>,
+}
+
+async fn handle_stream(stream: Stream, shared: Arc<Shared>, mut budget: Budget) {
+    let Stream {
+        mut send,
+        mut recv,
+        encoding,
+        caller,
+        connection,
+        heavy_reads,
+    } = stream;
     let read_timeout_ms = shared.limits.request_read_timeout_ms;
-    let header_timeout = Duration::from_millis(shared.limits.frame_header_timeout_ms);
-    let read = tokio::time::timeout(
-        Duration::from_millis(read_timeout_ms),
-        read_frame(&mut recv, &mut budget, header_timeout),
-    )
-    .await;
-    let bytes = match read {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(ReadFailure::NoHeader)) => {
+    let deadlines = Deadlines {
+        header: Duration::from_millis(shared.limits.frame_header_timeout_ms),
+        frame: Duration::from_millis(read_timeout_ms),
+    };
+    let bytes = match read_frame(&mut recv, &mut budget, deadlines).await {
+        Ok(bytes) => Ok(bytes),
+        Err(ReadFailure::NoHeader) => {
             warn!(
                 "frame header not delivered within {} ms; stream reset",
-                header_timeout.as_millis()
+                deadlines.header.as_millis()
             );
             let _ = recv.stop(CLOSE_PROTOCOL_ERROR.into());
             let _ = send.reset(CLOSE_PROTOCOL_ERROR.into());
             return;
         }
-        Ok(Err(ReadFailure::TooLong(declared))) => {
+        Err(ReadFailure::TooLong(declared)) => {
             let _ = recv.stop(CLOSE_PROTOCOL_ERROR.into());
             let refusal = Refusal::new(
                 Reason::InvalidRequest,
@@ -479,11 +587,11 @@ async fn handle_stream(
             );
             Err(refusal)
         }
-        Ok(Err(ReadFailure::Stream(error))) => {
+        Err(ReadFailure::Stream(error)) => {
             debug!(%error, "stream ended before its request");
             return;
         }
-        Err(_) => {
+        Err(ReadFailure::Slow) => {
             warn!("request not delivered within {read_timeout_ms} ms; stream reset");
             let _ = recv.stop(CLOSE_PROTOCOL_ERROR.into());
             let _ = send.reset(CLOSE_PROTOCOL_ERROR.into());
@@ -493,12 +601,17 @@ async fn handle_stream(
     // The frame's bytes stay paid until its answer is sent: the decoded
     // batch and the answer are bounded by them (or pay the difference).
     let decoded = bytes.and_then(|bytes| decode_frame(encoding, &bytes));
+    let mut heavy_read = None;
     let (reply, misbehaved) = match decoded {
         Err(refusal) => (Reply::Refused(refusal), true),
-        Ok(lines) => (
-            Reply::Answers(run_lines(caller, lines, &shared).await),
-            false,
-        ),
+        Ok(lines) => {
+            let (lines, held) = hold_heavy_reads(lines, &caller, &heavy_reads, &shared);
+            heavy_read = held;
+            (
+                Reply::Answers(run_lines(caller, lines, &shared).await),
+                false,
+            )
+        }
     };
     if let Reply::Refused(refusal) = &reply {
         metrics::counter!(metric_names::FRAMES_REFUSED).increment(1);
@@ -534,6 +647,7 @@ async fn handle_stream(
     }
     drop(answer);
     drop(budget);
+    drop(heavy_read);
     if send.finish().is_err() {
         debug!("client went away before its answer");
         return;
@@ -543,131 +657,6 @@ async fn handle_stream(
     let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
     if misbehaved {
         connection.close(CLOSE_PROTOCOL_ERROR.into(), b"bad frame");
-    }
-}
-
-/// Why a request frame was not read.
-enum ReadFailure {
-    /// The frame's length prefix did not come within the header deadline.
-    NoHeader,
-    /// The frame declares (or carries) more than `FRAME_BYTES_MAX` bytes.
-    TooLong(usize),
-    Stream(quinn::ReadError),
-}
-
-/// The bytes one request frame (and then its answer) holds, paid to its
-/// connection's budget and to the shared one as they arrive, and given
-/// back to both when dropped. A stream's own bytes are the only ones it
-/// pays for, so streams that announce big frames and send nothing cost
-/// nothing, and one connection cannot take more than its budget of the
-/// shared one.
-struct Budget {
-    connection: Arc<Semaphore>,
-    shared: Arc<Semaphore>,
-    /// Each budget's size: never pay more than that (an answer may be
-    /// longer than a small test budget).
-    connection_max: usize,
-    shared_max: usize,
-    connection_paid: usize,
-    shared_paid: usize,
-}
-
-impl Budget {
-    fn new(shared: &Shared, connection: &Arc<Semaphore>) -> Budget {
-        Budget {
-            connection: Arc::clone(connection),
-            shared: Arc::clone(&shared.request_bytes),
-            connection_max: shared.limits.request_bytes_per_connection_max,
-            shared_max: shared.limits.request_bytes_in_flight_max,
-            connection_paid: 0,
-            shared_paid: 0,
-        }
-    }
-
-    /// Waits until `bytes` more are paid to the connection's budget, then
-    /// the shared one (always in that order), each up to its size.
-    async fn pay(&mut self, bytes: usize) {
-        let connection = bytes.min(self.connection_max - self.connection_paid);
-        acquire(&self.connection, connection).await;
-        self.connection_paid += connection;
-        let shared = bytes.min(self.shared_max - self.shared_paid);
-        acquire(&self.shared, shared).await;
-        self.shared_paid += shared;
-    }
-
-    /// Pays up to `bytes` in all (an answer longer than its request).
-    async fn pay_at_least(&mut self, bytes: usize) {
-        let paid = self.connection_paid.max(self.shared_paid);
-        self.pay(bytes.saturating_sub(paid)).await;
-    }
-}
-
-async fn acquire(semaphore: &Semaphore, bytes: usize) {
-    if bytes == 0 {
-        return;
-    }
-    let count = u32::try_from(bytes).expect("a byte budget fits u32");
-    semaphore
-        .acquire_many(count)
-        .await
-        .expect("byte budgets are never closed")
-        .forget();
-}
-
-impl Drop for Budget {
-    fn drop(&mut self) {
-        self.connection.add_permits(self.connection_paid);
-        self.shared.add_permits(self.shared_paid);
-    }
-}
-
-/// Reads one request frame to the end of the stream, at most
-/// `REQUEST_READ_CHUNK_BYTES` at a time and never more than the frame
-/// declares (plus one byte, to notice a longer frame), paying `budget` for
-/// each piece once it has arrived. The length prefix must arrive within
-/// `header_timeout`; a declared length over `FRAME_BYTES_MAX` is refused
-/// before its body is read.
-async fn read_frame(
-    recv: &mut RecvStream,
-    budget: &mut Budget,
-    header_timeout: Duration,
-) -> Result<Vec<u8>, ReadFailure> {
-    let header_deadline = tokio::time::Instant::now() + header_timeout;
-    let mut bytes = Vec::new();
-    loop {
-        let expected = match bytes.get(..4) {
-            None => 4,
-            Some(prefix) => {
-                let declared = u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize;
-                if declared > FRAME_BYTES_MAX {
-                    return Err(ReadFailure::TooLong(declared));
-                }
-                4 + declared
-            }
-        };
-        let want = expected
-            .saturating_sub(bytes.len())
-            .clamp(1, REQUEST_READ_CHUNK_BYTES);
-        let read = recv.read_chunk(want, true);
-        let read = if bytes.len() < 4 {
-            tokio::time::timeout_at(header_deadline, read)
-                .await
-                .map_err(|_| ReadFailure::NoHeader)?
-        } else {
-            read.await
-        };
-        match read {
-            Ok(Some(chunk)) => {
-                budget.pay(chunk.bytes.len()).await;
-                bytes.extend_from_slice(&chunk.bytes);
-                if bytes.len() > expected && bytes.len() > 4 {
-                    // Longer than declared: stop reading; decoding refuses it.
-                    return Ok(bytes);
-                }
-            }
-            Ok(None) => return Ok(bytes),
-            Err(error) => return Err(ReadFailure::Stream(error)),
-        }
     }
 }
 

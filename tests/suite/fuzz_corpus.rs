@@ -217,12 +217,41 @@ fn export_replay_on_seeded_inputs() {
     );
 }
 
-/// The three seeded targets for `VOUCHERD_FUZZ_SECONDS` each (second tier).
+/// A stream for the frame reader, as fuzz bytes (`Stream::to_fuzz`), so a
+/// failing input printed by `run_seeded` goes into the corpus as it is.
+fn frame_reading_input(rng: &mut StdRng) -> Vec<u8> {
+    voucherd_load::frame_reading::seeded_stream(rng).to_fuzz()
+}
+
+/// Checks (issue 17, item 16): the frame reader, fed its bytes in
+/// arbitrary pieces (empty, pending, 1 byte to 64 KiB) and ending finished,
+/// reset or stalled, gives the result worked out from the bytes alone and
+/// the one of a one-shot read, pays for every byte it keeps, keeps no room
+/// past the declared frame, and a cut frame is refused `invalid_request`.
+/// How: 150 seeded streams of request frames of up to 2,500 operations
+/// (whole, cut, too long, over the limit) or noise.
+#[test]
+fn frame_reading_on_seeded_inputs() {
+    run_seeded(
+        "frame_reading",
+        Budget::Inputs(150),
+        frame_reading_input,
+        voucherd_load::properties::check_frame_reading,
+    );
+}
+
+/// The four seeded targets for `VOUCHERD_FUZZ_SECONDS` each (second tier).
 #[test]
 #[ignore = "soak: the seeded fuzz targets, VOUCHERD_FUZZ_SECONDS each (default 120)"]
 fn seeded_fuzz_targets_soak() {
     let der = certificate_der();
     let export = export_bytes();
+    run_seeded(
+        "frame_reading",
+        soak_budget(),
+        frame_reading_input,
+        voucherd_load::properties::check_frame_reading,
+    );
     run_seeded(
         "ledger_operations",
         soak_budget(),

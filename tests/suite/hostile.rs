@@ -469,7 +469,15 @@ enum Attack {
     RefusalSpam,
 }
 
-async fn attack(kind: Attack, certs: PathBuf, addr: SocketAddr, on: Arc<AtomicBool>) {
+/// Runs one attack; `sent` counts what it sends (connection attempts,
+/// streams or frames).
+async fn attack(
+    kind: Attack,
+    certs: PathBuf,
+    addr: SocketAddr,
+    on: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     match kind {
         Attack::HandshakeFlood => {
@@ -489,6 +497,7 @@ async fn attack(kind: Attack, certs: PathBuf, addr: SocketAddr, on: Arc<AtomicBo
                 for _ in 0..50 {
                     attempts.push(endpoint.connect(relay_addr, "localhost").unwrap());
                 }
+                sent.fetch_add(50, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             drop(attempts);
@@ -496,7 +505,7 @@ async fn attack(kind: Attack, certs: PathBuf, addr: SocketAddr, on: Arc<AtomicBo
         Attack::AnnouncedFrames => {
             let endpoint = endpoint(client_config(&certs, Role::Auditor));
             for _ in 0..16 {
-                let (endpoint, on) = (endpoint.clone(), Arc::clone(&on));
+                let (endpoint, on, sent) = (endpoint.clone(), Arc::clone(&on), Arc::clone(&sent));
                 tasks.spawn(async move {
                     let Some(connection) = connect(&endpoint, addr).await else {
                         return;
@@ -509,6 +518,7 @@ async fn attack(kind: Attack, certs: PathBuf, addr: SocketAddr, on: Arc<AtomicBo
                             Ok(Ok((mut send, recv))) => {
                                 let prefix = (FRAME_BYTES_MAX as u32).to_be_bytes();
                                 let _ = send.write_all(&prefix).await;
+                                sent.fetch_add(1, Ordering::Relaxed);
                                 held.push((send, recv));
                             }
                             Ok(Err(_)) => return,
@@ -539,7 +549,12 @@ async fn attack(kind: Attack, certs: PathBuf, addr: SocketAddr, on: Arc<AtomicBo
             }])
             .unwrap();
             for _ in 0..16 {
-                let (endpoint, on, frame) = (endpoint.clone(), Arc::clone(&on), frame.clone());
+                let (endpoint, on, frame, sent) = (
+                    endpoint.clone(),
+                    Arc::clone(&on),
+                    frame.clone(),
+                    Arc::clone(&sent),
+                );
                 tasks.spawn(async move {
                     let Some(connection) = connect(&endpoint, addr).await else {
                         return;
@@ -552,6 +567,7 @@ async fn attack(kind: Attack, certs: PathBuf, addr: SocketAddr, on: Arc<AtomicBo
                             Ok(Ok((mut send, recv))) => {
                                 let _ = send.write_all(&frame).await;
                                 let _ = send.finish();
+                                sent.fetch_add(1, Ordering::Relaxed);
                                 held.push((send, recv));
                             }
                             Ok(Err(_)) => return,
@@ -563,7 +579,7 @@ async fn attack(kind: Attack, certs: PathBuf, addr: SocketAddr, on: Arc<AtomicBo
         }
         Attack::RefusalSpam => {
             for worker in 0..4u64 {
-                let (certs, on) = (certs.clone(), Arc::clone(&on));
+                let (certs, on, sent) = (certs.clone(), Arc::clone(&on), Arc::clone(&sent));
                 tasks.spawn(async move {
                     let client = Client::connect(addr, &certs, Role::Gateway).await.unwrap();
                     let mut n = 0u64;
@@ -578,6 +594,7 @@ async fn attack(kind: Attack, certs: PathBuf, addr: SocketAddr, on: Arc<AtomicBo
                             })
                             .collect();
                         let _ = client.execute(&frame).await;
+                        sent.fetch_add(1, Ordering::Relaxed);
                         n += 1;
                     }
                 });
@@ -641,8 +658,16 @@ async fn each_attack_alone() {
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     for phase in phases {
         let on = Arc::new(AtomicBool::new(true));
-        let attacker = phase
-            .map(|kind| tokio::spawn(attack(kind, certs.clone(), daemon.addr, Arc::clone(&on))));
+        let attack_sent = Arc::new(AtomicU64::new(0));
+        let attacker = phase.map(|kind| {
+            tokio::spawn(attack(
+                kind,
+                certs.clone(),
+                daemon.addr,
+                Arc::clone(&on),
+                Arc::clone(&attack_sent),
+            ))
+        });
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_max = Arc::new(AtomicU64::new(daemon.rss_bytes().unwrap()));
         let sampler = {
@@ -687,11 +712,12 @@ async fn each_attack_alone() {
         sampler.await.unwrap();
         latencies.sort();
         eprintln!(
-            "{:<16} gateway claims: {:>5} in {ATTACK_SECONDS} s, {}; daemon RSS max {:.1} MiB",
+            "{:<16} gateway claims: {:>5} in {ATTACK_SECONDS} s, {}; daemon RSS max {:.1} MiB; attack sent {}",
             phase.map_or("quiet".to_string(), |kind| format!("{kind:?}")),
             latencies.len(),
             describe(&latencies),
-            mib(rss_max.load(Ordering::Relaxed))
+            mib(rss_max.load(Ordering::Relaxed)),
+            attack_sent.load(Ordering::Relaxed)
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
