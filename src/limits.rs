@@ -289,3 +289,14 @@ pub const CLIENT_SERVERS_MAX: usize = 16;
 pub const CLIENT_FAILOVER_WAIT_MS: u64 = 30_000;
 /// The pause between two rounds over every address, milliseconds.
 pub const CLIENT_FAILOVER_PAUSE_MS: u64 = 100;
+/// A leader-following client (`--server A,B,C`) pings its connection this
+/// often, milliseconds (D100).
+pub const CLIENT_FOLLOW_KEEP_ALIVE_MS: u64 = 300;
+/// A leader-following client's connection that hears nothing for this long
+/// is lost and the next address is tried, milliseconds: five keep-alives,
+/// and well under the `REPLICA_LEASE_MS` a standby waits before taking
+/// over, so the client is already asking the standbys when one leads.
+pub const CLIENT_FOLLOW_IDLE_TIMEOUT_MS: u32 = 1_500;
+/// How long a leader-following client waits for a handshake before it tries
+/// the next address, milliseconds.
+pub const CLIENT_FOLLOW_CONNECT_TIMEOUT_MS: u64 = 2_000;
