@@ -275,6 +275,9 @@ pub const REPLICA_SETUP_WAIT_MS: u64 = 30_000;
 /// Messages a standby fetches at once and applies before it waits for its
 /// store to make them durable (well under `COMMIT_QUEUE_DEPTH_MAX`).
 pub const REPLICA_FOLLOW_BATCH_MAX: u64 = 256;
+/// How often a node samples the stream's size and its own lag for the
+/// metrics, milliseconds (one stream-info request each time).
+pub const REPLICA_SAMPLE_MS: u64 = 1_000;
 /// Replicas of the stream and of the lease bucket (a three-node cluster
 /// keeps every acknowledged group through the loss of one node).
 pub const REPLICA_STREAM_REPLICAS: usize = 3;

@@ -21,7 +21,11 @@ use crate::error::Error;
 use crate::ledger::Ledger;
 use crate::limits::{
     REPLICA_ACKS_IN_FLIGHT_MAX, REPLICA_LEASE_RENEW_MS, REPLICA_POLL_MS,
-    REPLICA_REQUEST_TIMEOUT_MS, REPLICA_SETUP_WAIT_MS, REPLICA_STREAM_REPLICAS,
+    REPLICA_REQUEST_TIMEOUT_MS, REPLICA_SAMPLE_MS, REPLICA_SETUP_WAIT_MS, REPLICA_STREAM_REPLICAS,
+};
+use crate::metric_names::{
+    REPLICA_COUNTERS, REPLICA_LAG_MESSAGES, REPLICA_LEADER, REPLICA_LEASE_RENEW_FAILURES,
+    REPLICA_STREAM_BYTES,
 };
 use crate::store::Store;
 
@@ -125,13 +129,32 @@ pub async fn start(
         "not the leader: this daemon is a standby and no leader is known yet".into(),
     ));
     store.set_replica(log.clone());
+    for name in REPLICA_COUNTERS {
+        metrics::counter!(*name).absolute(0);
+    }
+    metrics::gauge!(REPLICA_LEADER).set(0.0);
+    tokio::spawn(sample(Arc::clone(&log)));
     info!(nats = %config.urls, stream = %config.stream, "replicated mode: starting as a standby");
     Ok(tokio::spawn(run(log, lease, ledger)))
 }
 
+/// Refreshes the stream's gauges every `REPLICA_SAMPLE_MS`: its size, and
+/// how far this node's store is behind its end (0 on the leader).
+async fn sample(log: Arc<log::Log>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(REPLICA_SAMPLE_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Ok((last, bytes)) = log.stream_state().await {
+            metrics::gauge!(REPLICA_STREAM_BYTES).set(bytes as f64);
+            metrics::gauge!(REPLICA_LAG_MESSAGES).set(last.saturating_sub(log.position()) as f64);
+        }
+    }
+}
+
 /// A node's life: follow until the lease is free, lead until refused.
 async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
-    let mut next = 1;
+    let mut next = resume_point(&log, &ledger).await;
     let mut known_leader = String::new();
     loop {
         match log.follow(&ledger, &mut next).await {
@@ -165,6 +188,33 @@ async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
     }
 }
 
+/// Where in the stream this node's store ends (its audit head's message),
+/// so following resumes there instead of at sequence 1.
+async fn resume_point(log: &log::Log, ledger: &Ledger) -> u64 {
+    let (head, _, _) = ledger.head();
+    let started = Instant::now();
+    loop {
+        match log.resume_point(head).await {
+            Ok(next) => {
+                info!(
+                    audit_seq = head,
+                    stream_seq = next,
+                    ms = started.elapsed().as_millis() as u64,
+                    "following the stream from this store's head"
+                );
+                return next;
+            }
+            Err(log::Failed::Transient(why)) => {
+                warn!(%why, "finding this store's head in the stream failed; trying again");
+                tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
+            }
+            Err(log::Failed::Fatal(why)) => {
+                stop(ledger, &format!("reading the stream failed: {why}"))
+            }
+        }
+    }
+}
+
 /// Leads once the lease is held: catches up to the stream's end, fences
 /// every earlier leader by appending a leader record after it, seals the
 /// campaigns, serves, renews. Never returns: a lost lease stops the process.
@@ -187,10 +237,13 @@ async fn lead(
         }
         revision = match lease.renew(revision).await {
             Ok(revision) => revision,
-            Err(why) => stop(
-                ledger,
-                &format!("the lease was lost while catching up: {why}"),
-            ),
+            Err(why) => {
+                metrics::counter!(REPLICA_LEASE_RENEW_FAILURES).increment(1);
+                stop(
+                    ledger,
+                    &format!("the lease was lost while catching up: {why}"),
+                )
+            }
         };
         // An earlier leader may still append (its lease lapsed but it does
         // not know yet): the leader record expects the end we caught up to,
@@ -208,6 +261,7 @@ async fn lead(
         Err(why) => stop(ledger, &format!("sealing the campaigns panicked: {why}")),
     }
     ledger.set_standby(None);
+    metrics::gauge!(REPLICA_LEADER).set(1.0);
     let (seq, _, _) = ledger.head();
     info!(
         audit_seq = seq,
@@ -220,7 +274,10 @@ async fn lead(
         interval.tick().await;
         revision = match lease.renew(revision).await {
             Ok(revision) => revision,
-            Err(why) => stop(ledger, &format!("the lease could not be renewed: {why}")),
+            Err(why) => {
+                metrics::counter!(REPLICA_LEASE_RENEW_FAILURES).increment(1);
+                stop(ledger, &format!("the lease could not be renewed: {why}"))
+            }
         };
     }
 }
@@ -229,6 +286,7 @@ async fn lead(
 /// process exits so that a supervisor restarts it as a standby, which
 /// recovers from the stream what its store lacks.
 fn stop(ledger: &Ledger, why: &str) -> ! {
+    metrics::gauge!(REPLICA_LEADER).set(0.0);
     ledger.set_standby(Some(format!(
         "not the leader: this daemon stepped down ({why})"
     )));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::daemon::{serve, voucherd_ok, Daemon};
+use crate::common::daemon::{free_port, sample, scrape, serve, voucherd_ok, Daemon};
 use crate::common::*;
 use voucherd::admin::data_dir;
 use voucherd::domain::enums::Kind;
@@ -45,14 +45,77 @@ fn node_folder(dir: &Path, name: &str, secret: &PersonSecret) -> PathBuf {
 }
 
 fn start_node(dir: &Path, name: &str, cluster: &Cluster, secret: &PersonSecret) -> Daemon {
+    start_node_with(dir, name, cluster, secret, &[])
+}
+
+fn start_node_with(
+    dir: &Path,
+    name: &str,
+    cluster: &Cluster,
+    secret: &PersonSecret,
+    args: &[&str],
+) -> Daemon {
     let data = node_folder(dir, name, secret);
+    let mut all = vec!["--replicate", &cluster.urls];
+    all.extend_from_slice(args);
     serve(
         &data,
         &dir.join("certs"),
         &dir.join(format!("{name}.log")),
-        &["--replicate", &cluster.urls],
+        &all,
         &[],
     )
+}
+
+/// A node with its metrics on a port of its own: the daemon and the port.
+fn start_node_scraped(
+    dir: &Path,
+    name: &str,
+    cluster: &Cluster,
+    secret: &PersonSecret,
+) -> (Daemon, u16) {
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let daemon = start_node_with(dir, name, cluster, secret, &["--metrics", &metrics]);
+    (daemon, port)
+}
+
+/// Scrapes `port` until `check` accepts the body (the gauges are sampled
+/// once a second), or panics with the last reason after `LEAD_WAIT`.
+fn scrape_until_ok(port: u16, check: impl Fn(&str) -> Result<(), String>) {
+    let started = Instant::now();
+    loop {
+        let body = scrape(port);
+        match check(&body) {
+            Ok(()) => return,
+            Err(why) if started.elapsed() > LEAD_WAIT => panic!("{why}; scrape:\n{body}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The replication figures a scrape must show for a node in `role`
+/// (1 leader, 0 standby) that is no further behind than `lag_max`.
+fn replica_metrics(body: &str, role: f64, lag_max: f64) -> Result<(), String> {
+    let value = |name: &str| sample(body, name, &[]).ok_or(format!("no {name}"));
+    if value("voucherd_replica_leader")? != role {
+        return Err(format!("voucherd_replica_leader is not {role}"));
+    }
+    if value("voucherd_replica_lag_messages")? > lag_max {
+        return Err(format!("lag above {lag_max}"));
+    }
+    if value("voucherd_replica_stream_bytes")? <= 0.0 {
+        return Err("an empty stream".into());
+    }
+    for counter in [
+        "voucherd_replica_fenced_publishes_total",
+        "voucherd_replica_lease_renew_failures_total",
+    ] {
+        if value(counter)? != 0.0 {
+            return Err(format!("{counter} is not 0"));
+        }
+    }
+    Ok(())
 }
 
 /// `audit_head` of one daemon (no following): the head, or the refusal.
@@ -172,6 +235,8 @@ struct Failover {
     takeover_ms: u128,
     first_write_ms: u128,
     acknowledged: Acknowledged,
+    /// The leader's metrics scraped just before the kill (when asked).
+    leader_scrape: String,
 }
 
 /// The trial both tiers run: writes through a leader-following client, a
@@ -183,6 +248,7 @@ async fn kill_leader_under_writes(
     first: u64,
     before: usize,
     after: usize,
+    leader_metrics: Option<u16>,
 ) -> Failover {
     let servers = vec![leader.addr.to_string(), standby.addr.to_string()];
     let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
@@ -201,6 +267,7 @@ async fn kill_leader_under_writes(
         assert!(started.elapsed() < LEAD_WAIT, "no writes acknowledged");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let leader_scrape = leader_metrics.map(scrape).unwrap_or_default();
     leader.kill().unwrap();
     let killed = Instant::now();
     wait_leading(standby.addr, certs).await;
@@ -231,6 +298,7 @@ async fn kill_leader_under_writes(
         takeover_ms,
         first_write_ms: (first_after - killed).as_millis(),
         acknowledged,
+        leader_scrape,
     }
 }
 
@@ -265,9 +333,9 @@ async fn a_standby_takes_over_after_kill_9_of_the_leader_with_every_acknowledged
     let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
     let certs = dir.path().join("certs");
     let secret = PersonSecret([7; 32]);
-    let mut first = start_node(dir.path(), "a", &cluster, &secret);
+    let (mut first, first_metrics) = start_node_scraped(dir.path(), "a", &cluster, &secret);
     wait_leading(first.addr, &certs).await;
-    let second = start_node(dir.path(), "b", &cluster, &secret);
+    let (second, second_metrics) = start_node_scraped(dir.path(), "b", &cluster, &secret);
 
     // A standby refuses with the leader's address (what clients follow).
     let started = Instant::now();
@@ -282,8 +350,24 @@ async fn a_standby_takes_over_after_kill_9_of_the_leader_with_every_acknowledged
         refusal.contains(&format!("leader={}", first.addr)),
         "the standby names the leader: {refusal}"
     );
+    scrape_until_ok(second_metrics, |body| replica_metrics(body, 0.0, 0.0));
 
-    let failover = kill_leader_under_writes(&mut first, &second, &certs, 1, 30, 30).await;
+    let failover =
+        kill_leader_under_writes(&mut first, &second, &certs, 1, 30, 30, Some(first_metrics)).await;
+    // The new leader's figures; the killed one's, read just before, came
+    // from a leader that had published.
+    scrape_until_ok(second_metrics, |body| replica_metrics(body, 1.0, 0.0));
+    let published = failover.leader_scrape;
+    assert!(
+        sample(
+            &published,
+            "voucherd_replica_publish_duration_seconds_count",
+            &[]
+        )
+        .is_some_and(|groups| groups > 0.0),
+        "the leader's publish latency histogram:\n{published}"
+    );
+    replica_metrics(&published, 1.0, f64::INFINITY).unwrap();
     eprintln!(
         "fail-over: {} ms from kill -9 of the leader until the standby serves, {} ms until the writer's first accepted write; {} writes acknowledged",
         failover.takeover_ms,
@@ -305,7 +389,30 @@ async fn a_standby_takes_over_after_kill_9_of_the_leader_with_every_acknowledged
         "both chains agree"
     );
     check_acknowledged(&[first.addr.to_string()], &certs, &acknowledged).await;
+    // It followed from its own head, not from the stream's first message.
+    let (audit_seq, stream_seq) = resumed_from(&first.log());
+    assert!(
+        audit_seq >= 30 && stream_seq >= audit_seq && stream_seq > 1,
+        "the restarted node resumes at its head: audit {audit_seq}, stream {stream_seq}"
+    );
     drop(cluster);
+}
+
+/// Where the last start logged in `log` resumed following: its store's
+/// audit head and that record's stream sequence.
+fn resumed_from(log: &str) -> (u64, u64) {
+    let line = log
+        .lines()
+        .filter(|line| line.contains("following the stream from this store's head"))
+        .last()
+        .unwrap_or_else(|| panic!("no resume line in the log:\n{log}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(name))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    (field("audit_seq="), field("stream_seq="))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,7 +437,8 @@ async fn thirty_leader_kills_each_taken_over_with_every_acknowledged_change() {
     let mut all = Acknowledged::default();
     for trial in 0..trials {
         let first = 1 + (trial as u64) * 1_000;
-        let failover = kill_leader_under_writes(&mut leader, &standby, &certs, first, 10, 10).await;
+        let failover =
+            kill_leader_under_writes(&mut leader, &standby, &certs, first, 10, 10, None).await;
         eprintln!(
             "trial {trial}: takeover {} ms, first write {} ms",
             failover.takeover_ms, failover.first_write_ms
