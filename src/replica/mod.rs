@@ -101,6 +101,11 @@ pub async fn start(
                     storage: stream::StorageType::File,
                     num_replicas: REPLICA_STREAM_REPLICAS,
                     duplicate_window: Duration::from_secs(120),
+                    // Kept whole (D104): no age or size limit, and should
+                    // an operator add one, appends are refused rather than
+                    // the oldest records dropped.
+                    retention: stream::RetentionPolicy::Limits,
+                    discard: stream::DiscardPolicy::New,
                     ..Default::default()
                 })
                 .await
@@ -117,6 +122,13 @@ pub async fn start(
             Err(why) => return Err(unavailable("set-up", &why)),
         }
     };
+    if let Some(problem) = retention_problem(&stream.cached_info().config) {
+        return Err(Error::InvalidInput(format!(
+            "replicated mode: the stream {} {problem}; the stream is the replicated audit \
+             log and must keep every record (docs/replication.md, \"Retention\")",
+            config.stream
+        )));
+    }
     let log = Arc::new(log::Log::new(
         context,
         stream,
@@ -150,6 +162,32 @@ async fn sample(log: Arc<log::Log>) {
             metrics::gauge!(REPLICA_LAG_MESSAGES).set(last.saturating_sub(log.position()) as f64);
         }
     }
+}
+
+/// Why a stream's configuration could lose records of the audit chain, if
+/// it could: a rebuilt node replays the stream from its first record, and
+/// auditors read it as the replicated log (D104).
+fn retention_problem(config: &stream::Config) -> Option<String> {
+    if config.retention != stream::RetentionPolicy::Limits {
+        return Some(
+            "removes messages once consumers took them (retention is not `limits`)".into(),
+        );
+    }
+    if !config.max_age.is_zero() {
+        return Some(format!(
+            "removes records older than {} s (max_age)",
+            config.max_age.as_secs()
+        ));
+    }
+    let limited =
+        config.max_bytes > 0 || config.max_messages > 0 || config.max_messages_per_subject > 0;
+    if limited && config.discard == stream::DiscardPolicy::Old {
+        return Some(
+            "drops its oldest records when it reaches its size or count limit (discard: old)"
+                .into(),
+        );
+    }
+    None
 }
 
 /// A node's life: follow until the lease is free, lead until refused.
@@ -292,4 +330,49 @@ fn stop(ledger: &Ledger, why: &str) -> ! {
     )));
     error!(%why, "replicated mode: stepping down; exiting so a supervisor restarts the daemon as a standby");
     std::process::exit(EXIT_STEPPED_DOWN.into());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stream voucherd creates keeps everything; a stream an operator
+    /// configured to expire or drop records is refused at start, one that
+    /// refuses appends when full is accepted (nothing acknowledged is lost).
+    #[test]
+    fn a_stream_that_would_drop_records_is_refused() {
+        let kept = stream::Config {
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        assert_eq!(retention_problem(&kept), None);
+        let full_refuses = stream::Config {
+            max_bytes: 1 << 40,
+            ..kept.clone()
+        };
+        assert_eq!(retention_problem(&full_refuses), None);
+        for bad in [
+            stream::Config {
+                max_age: Duration::from_secs(86_400),
+                ..kept.clone()
+            },
+            stream::Config {
+                max_bytes: 1 << 40,
+                discard: stream::DiscardPolicy::Old,
+                ..kept.clone()
+            },
+            stream::Config {
+                max_messages_per_subject: 1,
+                discard: stream::DiscardPolicy::Old,
+                ..kept.clone()
+            },
+            stream::Config {
+                retention: stream::RetentionPolicy::WorkQueue,
+                ..kept.clone()
+            },
+        ] {
+            assert!(retention_problem(&bad).is_some(), "{bad:?}");
+        }
+    }
 }

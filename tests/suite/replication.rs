@@ -519,11 +519,51 @@ async fn a_sigstopped_leader_is_fenced_and_steps_down_without_acknowledging() {
         .into_inner()
         .unwrap();
     check_acknowledged(&[second.addr.to_string()], &certs, &acknowledged).await;
-    let (seq, hash) = head_seq_hash(second.addr, &certs).await;
+    // Restarted as the unit does (exit 75 is restarted), it is a standby
+    // that names the new leader and follows its writes.
     first.restart().unwrap();
+    let started = Instant::now();
+    loop {
+        match head_of(first.addr, &certs).await {
+            Err((Reason::NotLeader, message))
+                if message.contains(&format!("leader={}", second.addr)) =>
+            {
+                break
+            }
+            other if started.elapsed() > LEAD_WAIT => {
+                panic!("the restarted node answered {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let later = Arc::new(Mutex::new(Acknowledged::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn(write_until(
+        vec![second.addr.to_string()],
+        certs.clone(),
+        10_000,
+        Arc::clone(&later),
+        Arc::clone(&stop),
+        false,
+    ));
+    while later.lock().unwrap().vouchers.len() < 20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.unwrap();
+    let (seq, hash) = head_seq_hash(second.addr, &certs).await;
+    assert!(
+        first
+            .log()
+            .contains("following the stream from this store's head"),
+        "{}",
+        first.log()
+    );
     second.stop().unwrap();
     verify_offline(&dir.path().join("b"), seq);
     assert_eq!(head_seq_hash(first.addr, &certs).await, (seq, hash));
+    let later = Arc::try_unwrap(later).ok().unwrap().into_inner().unwrap();
+    check_acknowledged(&[first.addr.to_string()], &certs, &later).await;
     drop(cluster);
 }
 
