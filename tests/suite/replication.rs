@@ -414,6 +414,7 @@ fn resumed_from(log: &str) -> (u64, u64) {
         .filter(|line| line.contains("following the stream from this store's head"))
         .last()
         .unwrap_or_else(|| panic!("no resume line in the log:\n{log}"));
+    eprintln!("resumed: {line}");
     let field = |name: &str| -> u64 {
         line.split_whitespace()
             .find_map(|word| word.strip_prefix(name))
