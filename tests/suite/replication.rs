@@ -411,8 +411,7 @@ async fn a_standby_takes_over_after_kill_9_of_the_leader_with_every_acknowledged
 fn resumed_from(log: &str) -> (u64, u64) {
     let line = log
         .lines()
-        .filter(|line| line.contains("following the stream from this store's head"))
-        .last()
+        .rfind(|line| line.contains("following the stream from this store's head"))
         .unwrap_or_else(|| panic!("no resume line in the log:\n{log}"));
     eprintln!("resumed: {line}");
     let field = |name: &str| -> u64 {
