@@ -294,12 +294,17 @@ pub const CLIENT_FAILOVER_WAIT_MS: u64 = 30_000;
 pub const CLIENT_FAILOVER_PAUSE_MS: u64 = 100;
 /// A leader-following client (`--server A,B,C`) pings its connection this
 /// often, milliseconds (D100).
-pub const CLIENT_FOLLOW_KEEP_ALIVE_MS: u64 = 300;
+pub const CLIENT_FOLLOW_KEEP_ALIVE_MS: u64 = 400;
 /// A leader-following client's connection that hears nothing for this long
 /// is lost and the next address is tried, milliseconds: five keep-alives,
-/// and well under the `REPLICA_LEASE_MS` a standby waits before taking
-/// over, so the client is already asking the standbys when one leads.
-pub const CLIENT_FOLLOW_IDLE_TIMEOUT_MS: u32 = 1_500;
+/// and under the `REPLICA_LEASE_MS` a standby waits before taking over, so
+/// the client is already asking the standbys when one leads.
+pub const CLIENT_FOLLOW_IDLE_TIMEOUT_MS: u32 = 2_000;
 /// How long a leader-following client waits for a handshake before it tries
 /// the next address, milliseconds.
-pub const CLIENT_FOLLOW_CONNECT_TIMEOUT_MS: u64 = 2_000;
+pub const CLIENT_FOLLOW_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// How long a leader-following client does not go back to an address it
+/// lost on a standby's word, milliseconds: a standby names a dead leader
+/// until its lease lapses (`REPLICA_LEASE_MS`); past it, a standby that
+/// still names it names a live leader (the connection was lost on the way).
+pub const CLIENT_FOLLOW_LOST_SKIP_MS: u64 = REPLICA_LEASE_MS;

@@ -4,15 +4,19 @@
 //! it is applied at most once) to the leader the refusal names, or the next
 //! address, for at most `CLIENT_FAILOVER_WAIT_MS`. With several addresses
 //! its connections use `Timeouts::FOLLOWING`, and an address whose connection
-//! was lost is not gone back to on a standby's word until the others were
-//! tried (the standby names the dead leader until its lease lapses).
+//! was lost is not gone back to on a standby's word for
+//! `CLIENT_FOLLOW_LOST_SKIP_MS` while others are left (a standby names a
+//! dead leader until its lease lapses).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::domain::op::{Answer, Request, Role};
 use crate::error::{Error, Reason};
-use crate::limits::{CLIENT_FAILOVER_PAUSE_MS, CLIENT_FAILOVER_WAIT_MS, CLIENT_SERVERS_MAX};
+use crate::limits::{
+    CLIENT_FAILOVER_PAUSE_MS, CLIENT_FAILOVER_WAIT_MS, CLIENT_FOLLOW_LOST_SKIP_MS,
+    CLIENT_SERVERS_MAX,
+};
 use crate::net::client::{Client, ClientError, Timeouts};
 
 pub struct LeaderClient {
@@ -28,9 +32,9 @@ struct State {
     at: usize,
     /// Batches sent again after `not_leader` or a lost connection.
     retries: u64,
-    /// Addresses whose connection was lost (or could not be made) since the
-    /// last answered batch: skipped while another address is left.
-    lost: Vec<usize>,
+    /// Addresses whose connection was lost (or could not be made), and when:
+    /// skipped for `CLIENT_FOLLOW_LOST_SKIP_MS` while another is left.
+    lost: Vec<(usize, Instant)>,
 }
 
 /// The leader a `not_leader` answer names (`leader=HOST:PORT`), if any.
@@ -68,7 +72,7 @@ impl LeaderClient {
                             connected: Some(client),
                             at,
                             retries: 0,
-                            lost: (0..at).collect(),
+                            lost: (0..at).map(|index| (index, Instant::now())).collect(),
                         }),
                     })
                 }
@@ -119,9 +123,8 @@ impl LeaderClient {
                         return Err(ClientError::Connection(why));
                     }
                     let at = state.at;
-                    if !state.lost.contains(&at) {
-                        state.lost.push(at);
-                    }
+                    state.lost.retain(|(index, _)| *index != at);
+                    state.lost.push((at, Instant::now()));
                     state.go_to(None);
                     why
                 }
@@ -173,9 +176,12 @@ impl State {
     /// is room) unless its connection was lost, or else to the next address
     /// not lost (all lost: they are all tried again).
     fn go_to(&mut self, leader: Option<String>) {
+        let skip = Duration::from_millis(CLIENT_FOLLOW_LOST_SKIP_MS);
+        self.lost.retain(|(_, at)| at.elapsed() < skip);
+        let lost = |lost: &[(usize, Instant)], index: usize| lost.iter().any(|(i, _)| *i == index);
         if let Some(leader) = leader {
             match self.servers.iter().position(|s| *s == leader) {
-                Some(index) if !self.lost.contains(&index) => {
+                Some(index) if !lost(&self.lost, index) => {
                     self.at = index;
                     return;
                 }
@@ -193,7 +199,7 @@ impl State {
         }
         loop {
             self.at = (self.at + 1) % self.servers.len();
-            if !self.lost.contains(&self.at) {
+            if !lost(&self.lost, self.at) {
                 return;
             }
         }
@@ -229,15 +235,15 @@ mod tests {
             connected: None,
             at,
             retries: 0,
-            lost,
+            lost: lost.into_iter().map(|i| (i, Instant::now())).collect(),
         }
     }
 
     /// After the leader's connection is lost, a standby that still names it
     /// (its lease has not lapsed) does not send the client back to it: the
-    /// client asks the other addresses.
+    /// client asks the other addresses, for `CLIENT_FOLLOW_LOST_SKIP_MS`.
     #[test]
-    fn a_lost_leader_named_by_a_standby_is_skipped() {
+    fn a_lost_leader_named_by_a_standby_is_skipped_for_a_while() {
         let mut s = state(&["a:1", "b:1", "c:1"], 1, vec![0]);
         s.go_to(Some("a:1".into()));
         assert_eq!(s.at, 2);
@@ -249,6 +255,13 @@ mod tests {
         // Every address lost: all are tried again.
         let mut s = state(&["a:1", "b:1"], 1, vec![0, 1]);
         s.go_to(None);
+        assert_eq!((s.at, s.lost.len()), (0, 0));
+        // Lost long enough ago (the connection dropped on a live leader, or
+        // it came back): a standby naming it sends the client there again.
+        let mut s = state(&["a:1", "b:1"], 1, vec![]);
+        let long_ago = Instant::now() - Duration::from_millis(CLIENT_FOLLOW_LOST_SKIP_MS + 1);
+        s.lost.push((0, long_ago));
+        s.go_to(Some("a:1".into()));
         assert_eq!((s.at, s.lost.len()), (0, 0));
     }
 }
