@@ -305,6 +305,8 @@ pub const CLIENT_FOLLOW_IDLE_TIMEOUT_MS: u32 = 2_000;
 pub const CLIENT_FOLLOW_CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// How long a leader-following client does not go back to an address it
 /// lost on a standby's word, milliseconds: a standby names a dead leader
-/// until its lease lapses (`REPLICA_LEASE_MS`); past it, a standby that
-/// still names it names a live leader (the connection was lost on the way).
-pub const CLIENT_FOLLOW_LOST_SKIP_MS: u64 = REPLICA_LEASE_MS;
+/// until it takes over, a lease's lifetime (`REPLICA_LEASE_MS`) and its
+/// catch-up after the death, which a loaded machine stretches (5.7 s seen);
+/// past it, a standby that still names the address names a live leader
+/// (the connection was lost on the way) and the client goes back.
+pub const CLIENT_FOLLOW_LOST_SKIP_MS: u64 = 2 * REPLICA_LEASE_MS;
