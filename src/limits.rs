@@ -285,6 +285,9 @@ pub const REPLICA_SETUP_WAIT_MS: u64 = 30_000;
 /// Messages a standby fetches at once and applies before it waits for its
 /// store to make them durable (well under `COMMIT_QUEUE_DEPTH_MAX`).
 pub const REPLICA_FOLLOW_BATCH_MAX: u64 = 256;
+/// How often a node samples the stream's size and its own lag for the
+/// metrics, milliseconds (one stream-info request each time).
+pub const REPLICA_SAMPLE_MS: u64 = 1_000;
 /// Replicas of the stream and of the lease bucket (a three-node cluster
 /// keeps every acknowledged group through the loss of one node).
 pub const REPLICA_STREAM_REPLICAS: usize = 3;
@@ -299,3 +302,21 @@ pub const CLIENT_SERVERS_MAX: usize = 16;
 pub const CLIENT_FAILOVER_WAIT_MS: u64 = 30_000;
 /// The pause between two rounds over every address, milliseconds.
 pub const CLIENT_FAILOVER_PAUSE_MS: u64 = 100;
+/// A leader-following client (`--server A,B,C`) pings its connection this
+/// often, milliseconds (D100).
+pub const CLIENT_FOLLOW_KEEP_ALIVE_MS: u64 = 400;
+/// A leader-following client's connection that hears nothing for this long
+/// is lost and the next address is tried, milliseconds: five keep-alives,
+/// and under the `REPLICA_LEASE_MS` a standby waits before taking over, so
+/// the client is already asking the standbys when one leads.
+pub const CLIENT_FOLLOW_IDLE_TIMEOUT_MS: u32 = 2_000;
+/// How long a leader-following client waits for a handshake before it tries
+/// the next address, milliseconds.
+pub const CLIENT_FOLLOW_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// How long a leader-following client does not go back to an address it
+/// lost on a standby's word, milliseconds: a standby names a dead leader
+/// until it takes over, a lease's lifetime (`REPLICA_LEASE_MS`) and its
+/// catch-up after the death, which a loaded machine stretches (5.7 s seen);
+/// past it, a standby that still names the address names a live leader
+/// (the connection was lost on the way) and the client goes back.
+pub const CLIENT_FOLLOW_LOST_SKIP_MS: u64 = 2 * REPLICA_LEASE_MS;

@@ -31,6 +31,13 @@ pub const COVERAGE_INSTITUTIONS_USED: &str = "voucherd_coverage_institutions_use
 pub const COVERAGE_INSTITUTIONS_REGISTERED: &str = "voucherd_coverage_institutions_registered";
 pub const COVERAGE_USED_WITH_CHECKIN: &str = "voucherd_coverage_used_with_checkin_vouchers";
 pub const NOT_AUTHORISED: &str = "voucherd_not_authorised_total";
+/// Replicated mode only (docs/replication.md, "Metrics").
+pub const REPLICA_LEADER: &str = "voucherd_replica_leader";
+pub const REPLICA_PUBLISH_SECONDS: &str = "voucherd_replica_publish_duration_seconds";
+pub const REPLICA_LEASE_RENEW_FAILURES: &str = "voucherd_replica_lease_renew_failures_total";
+pub const REPLICA_FENCED: &str = "voucherd_replica_fenced_publishes_total";
+pub const REPLICA_LAG_MESSAGES: &str = "voucherd_replica_lag_messages";
+pub const REPLICA_STREAM_BYTES: &str = "voucherd_replica_stream_bytes";
 
 /// Every metric the daemon exports (histograms add `_bucket`, `_sum`, `_count`).
 pub const ALL: &[&str] = &[
@@ -63,6 +70,12 @@ pub const ALL: &[&str] = &[
     COVERAGE_INSTITUTIONS_REGISTERED,
     COVERAGE_USED_WITH_CHECKIN,
     NOT_AUTHORISED,
+    REPLICA_LEADER,
+    REPLICA_PUBLISH_SECONDS,
+    REPLICA_LEASE_RENEW_FAILURES,
+    REPLICA_FENCED,
+    REPLICA_LAG_MESSAGES,
+    REPLICA_STREAM_BYTES,
 ];
 
 /// The process metrics `metrics-process` exports (Prometheus' standard names,
@@ -81,6 +94,8 @@ pub const PROCESS: &[&str] = &[
 /// The counters without labels: registered at 0 when the exporter starts, so
 /// a scrape shows them (and `rate()` has a first sample) before any event.
 pub const COUNTERS_UNLABELLED: &[&str] = &[FRAMES_REFUSED, CONNECTIONS_REFUSED];
+/// The same for replicated mode's counters, registered when it starts.
+pub const REPLICA_COUNTERS: &[&str] = &[REPLICA_LEASE_RENEW_FAILURES, REPLICA_FENCED];
 
 #[cfg(test)]
 mod tests {
@@ -101,6 +116,8 @@ mod tests {
                 FRAMES_REFUSED,
                 CONNECTIONS_REFUSED,
                 NOT_AUTHORISED,
+                REPLICA_LEASE_RENEW_FAILURES,
+                REPLICA_FENCED,
             ]
             .contains(name);
             assert_eq!(name.ends_with("_total"), counter, "{name}");

@@ -119,6 +119,32 @@ fn describe() {
         Unit::Bytes,
         "Free space under which the store refuses writes (storage_unavailable)."
     );
+    describe_gauge!(
+        REPLICA_LEADER,
+        "Replicated mode: 1 while this daemon leads (serves writes), 0 as a standby."
+    );
+    describe_histogram!(
+        REPLICA_PUBLISH_SECONDS,
+        Unit::Seconds,
+        "Replicated mode: time to publish one commit group to the stream until every message is acknowledged."
+    );
+    describe_counter!(
+        REPLICA_LEASE_RENEW_FAILURES,
+        "Replicated mode: lease renewals refused or unanswered (each makes the leader step down)."
+    );
+    describe_counter!(
+        REPLICA_FENCED,
+        "Replicated mode: appends the stream refused because another leader appended since (fencing)."
+    );
+    describe_gauge!(
+        REPLICA_LAG_MESSAGES,
+        "Replicated mode: stream messages (records, request rows, leader records) not yet in this daemon's store."
+    );
+    describe_gauge!(
+        REPLICA_STREAM_BYTES,
+        Unit::Bytes,
+        "Replicated mode: bytes the stream holds (it keeps every record; bounded by the NATS nodes' max_file_store)."
+    );
     describe_gauge!(DISTRICT_TARGET, "The campaign's use target per district.");
     describe_gauge!(
         DISTRICT_ISSUED,

@@ -11,7 +11,8 @@ use quinn::{Connection, Endpoint};
 use crate::domain::op::{Answer, Request, Role};
 use crate::error::{Error, Refusal};
 use crate::limits::{
-    CLIENT_CONNECT_TIMEOUT_MS, CLIENT_IDLE_TIMEOUT_MS, CLIENT_KEEP_ALIVE_MS, FRAME_BYTES_MAX,
+    CLIENT_CONNECT_TIMEOUT_MS, CLIENT_FOLLOW_CONNECT_TIMEOUT_MS, CLIENT_FOLLOW_IDLE_TIMEOUT_MS,
+    CLIENT_FOLLOW_KEEP_ALIVE_MS, CLIENT_IDLE_TIMEOUT_MS, CLIENT_KEEP_ALIVE_MS, FRAME_BYTES_MAX,
 };
 use crate::net::tls::{self, CertPaths};
 use crate::net::wire::{self, Reply};
@@ -41,6 +42,32 @@ fn role_config(certs: &Path, role: Role) -> Result<rustls::ClientConfig, Error> 
         &paths.client_cert(role),
         &paths.client_key(role),
     )
+}
+
+/// How long a connection attempt may take and when a silent connection
+/// counts as lost, milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect_ms: u64,
+    pub keep_alive_ms: u64,
+    pub idle_ms: u32,
+}
+
+impl Timeouts {
+    /// One daemon: `CLIENT_CONNECT_TIMEOUT_MS`, `CLIENT_KEEP_ALIVE_MS`,
+    /// `CLIENT_IDLE_TIMEOUT_MS`.
+    pub const SINGLE: Timeouts = Timeouts {
+        connect_ms: CLIENT_CONNECT_TIMEOUT_MS,
+        keep_alive_ms: CLIENT_KEEP_ALIVE_MS,
+        idle_ms: CLIENT_IDLE_TIMEOUT_MS,
+    };
+    /// A leader-following client (several addresses): a dead leader is
+    /// noticed well before a standby can take its lease (D100).
+    pub const FOLLOWING: Timeouts = Timeouts {
+        connect_ms: CLIENT_FOLLOW_CONNECT_TIMEOUT_MS,
+        keep_alive_ms: CLIENT_FOLLOW_KEEP_ALIVE_MS,
+        idle_ms: CLIENT_FOLLOW_IDLE_TIMEOUT_MS,
+    };
 }
 
 /// How a client encodes its frames (chosen by ALPN at connect).
@@ -85,6 +112,16 @@ impl Client {
     /// Connects to `HOST:PORT` (a name or an IP address, `[v6]:port`) as
     /// `role`; the daemon's certificate must name HOST.
     pub async fn connect_to(target: &str, certs: &Path, role: Role) -> Result<Client, Error> {
+        Client::connect_to_within(target, certs, role, Timeouts::SINGLE).await
+    }
+
+    /// `connect_to` with the given timeouts.
+    pub async fn connect_to_within(
+        target: &str,
+        certs: &Path,
+        role: Role,
+        timeouts: Timeouts,
+    ) -> Result<Client, Error> {
         let (host, _) = target
             .rsplit_once(':')
             .ok_or_else(|| Error::InvalidInput(format!("--server {target}: expected HOST:PORT")))?;
@@ -96,7 +133,7 @@ impl Client {
             .map_err(|e| Error::Unavailable(format!("--server {target}: {e}")))?
             .min_by_key(|address| address.is_ipv6())
             .ok_or_else(|| Error::Unavailable(format!("--server {target}: no address")))?;
-        Client::connect_named(server, host, role_config(certs, role)?).await
+        Client::connect_timed(server, host, role_config(certs, role)?, timeouts).await
     }
 
     /// Connects with any TLS client configuration (tests use foreign CAs);
@@ -114,6 +151,15 @@ impl Client {
         server_name: &str,
         config: rustls::ClientConfig,
     ) -> Result<Client, Error> {
+        Client::connect_timed(server, server_name, config, Timeouts::SINGLE).await
+    }
+
+    async fn connect_timed(
+        server: SocketAddr,
+        server_name: &str,
+        config: rustls::ClientConfig,
+        timeouts: Timeouts,
+    ) -> Result<Client, Error> {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)
             .map_err(|e| Error::InvalidInput(format!("QUIC TLS: {e}")))?;
         let bind: SocketAddr = if server.is_ipv6() {
@@ -126,15 +172,15 @@ impl Client {
         let mut endpoint = Endpoint::client(bind)?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_millis(CLIENT_KEEP_ALIVE_MS)));
-        transport.max_idle_timeout(Some(quinn::VarInt::from_u32(CLIENT_IDLE_TIMEOUT_MS).into()));
+        transport.keep_alive_interval(Some(Duration::from_millis(timeouts.keep_alive_ms)));
+        transport.max_idle_timeout(Some(quinn::VarInt::from_u32(timeouts.idle_ms).into()));
         client_config.transport_config(Arc::new(transport));
         endpoint.set_default_client_config(client_config);
         let connecting = endpoint.connect(server, server_name).map_err(|e| {
             Error::InvalidInput(format!("connect to {server_name} ({server}): {e}"))
         })?;
         let connection = match tokio::time::timeout(
-            Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS),
+            Duration::from_millis(timeouts.connect_ms),
             connecting,
         )
         .await
@@ -144,8 +190,8 @@ impl Client {
             }
             Err(_) => {
                 return Err(Error::Unavailable(format!(
-                    "connect to {server}: no answer in {} s; is the daemon running there?",
-                    CLIENT_CONNECT_TIMEOUT_MS / 1_000
+                    "connect to {server}: no answer in {:.1} s; is the daemon running there?",
+                    timeouts.connect_ms as f64 / 1_000.0
                 )))
             }
         };

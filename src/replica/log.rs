@@ -4,17 +4,20 @@
 //! back and applied through `Ledger::replay` by a standby.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, stream::Stream};
 use parking_lot::Mutex;
 
 use crate::audit;
 use crate::ledger::{decode_u64, Ledger};
 use crate::limits::{REPLICA_FOLLOW_BATCH_MAX, REPLICA_POLL_MS, REPLICA_PUBLISH_RETRY_MS};
+use crate::metric_names::{REPLICA_FENCED, REPLICA_PUBLISH_SECONDS};
 use crate::store::journal::{Commit, Table};
 use crate::store::replica::Replica;
 
@@ -68,6 +71,9 @@ pub(super) struct Log {
     key_check: String,
     runtime: tokio::runtime::Handle,
     appending: Mutex<Appending>,
+    /// The last stream sequence this node's store holds (applied as a
+    /// standby, appended as the leader): what the lag is measured from.
+    position: AtomicU64,
 }
 
 /// Why an append or a catch-up failed: fatal (fenced by another leader's
@@ -88,6 +94,7 @@ impl Failed {
 
 fn publish_error(error: &dyn std::fmt::Display, kind: PublishErrorKind) -> Failed {
     if kind == PublishErrorKind::WrongLastSequence {
+        metrics::counter!(REPLICA_FENCED).increment(1);
         Failed::Fatal(
             "the stream refused the append: another leader appended since (this daemon is deposed)"
                 .into(),
@@ -119,7 +126,19 @@ impl Log {
                 leading: false,
                 last: 0,
             }),
+            position: AtomicU64::new(0),
         }
+    }
+
+    /// The last stream sequence this node's store holds.
+    pub(super) fn position(&self) -> u64 {
+        self.position.load(Ordering::Relaxed)
+    }
+
+    /// The stream's last sequence and its size in bytes.
+    pub(super) async fn stream_state(&self) -> Result<(u64, u64), String> {
+        let info = self.stream.get_info().await.map_err(|e| e.to_string())?;
+        Ok((info.state.last_sequence, info.state.bytes))
     }
 
     /// The messages of a group, in commit order: each audit record, and
@@ -210,12 +229,63 @@ impl Log {
                 let mut appending = self.appending.lock();
                 appending.leading = true;
                 appending.last = last + 1;
+                self.position.store(last + 1, Ordering::Relaxed);
                 Ok(Claim::Claimed)
             }
             Ok(_) => Ok(Claim::Moved),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Claim::Moved),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                metrics::counter!(REPLICA_FENCED).increment(1);
+                Ok(Claim::Moved)
+            }
             Err(e) => Err(publish_error(&e, e.kind()).into_reason()),
         }
+    }
+
+    /// The stream sequence to follow from for a store whose audit head is
+    /// `head`: that record's own message (`apply` skips it after comparing
+    /// its hash, so a diverged store is still caught), found by a binary
+    /// search over stream sequences (audit records are in audit order), so
+    /// a restarted node does not read the stream from 1 (about 2·log2 of the
+    /// stream's length requests). 1 for an empty store or a head the
+    /// stream does not hold (following then says what is wrong).
+    pub(super) async fn resume_point(&self, head: u64) -> Result<u64, Failed> {
+        if head == 0 {
+            return Ok(1);
+        }
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| Failed::Transient(format!("stream info: {e}")))?;
+        let (mut low, mut high) = (info.state.first_sequence.max(1), info.state.last_sequence);
+        while low <= high {
+            let middle = low + (high - low) / 2;
+            let found = match self
+                .stream
+                .raw_message_builder()
+                .sequence(middle)
+                .next_by_subject(self.audit.clone())
+                .send()
+                .await
+            {
+                Ok(message) => message,
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
+                    // No audit record at or after `middle`.
+                    high = middle - 1;
+                    continue;
+                }
+                Err(e) => return Err(Failed::Transient(format!("stream message {middle}: {e}"))),
+            };
+            let seq = audit_seq_of(&found).map_err(|why| {
+                Failed::Fatal(format!("stream message {}: {why}", found.sequence))
+            })?;
+            match seq.cmp(&head) {
+                std::cmp::Ordering::Equal => return Ok(found.sequence),
+                std::cmp::Ordering::Less => low = found.sequence + 1,
+                std::cmp::Ordering::Greater => high = middle - 1,
+            }
+        }
+        Ok(1)
     }
 
     /// Applies the stream from sequence `next` to its end as it is now,
@@ -261,8 +331,22 @@ impl Log {
                 .map_err(|e| Failed::Fatal(e.to_string()))?
                 .map_err(Failed::Fatal)?;
             *next = end + 1;
+            self.position.store(end, Ordering::Relaxed);
         }
     }
+}
+
+/// The audit sequence of an audit record message (its header, else its
+/// payload).
+fn audit_seq_of(message: &StreamMessage) -> Result<u64, String> {
+    if let Some(value) = message.headers.get(HEADER_AUDIT_SEQ) {
+        if let Ok(seq) = value.as_str().parse() {
+            return Ok(seq);
+        }
+    }
+    audit::open(&message.payload)
+        .map(|(record, _)| record.seq)
+        .map_err(|e| e.to_string())
 }
 
 /// Applies fetched messages in order: records the store already holds are
@@ -346,7 +430,11 @@ impl Replica for Log {
         let started = Instant::now();
         loop {
             match self.runtime.block_on(self.append(&messages, last)) {
-                Ok(()) => break,
+                Ok(()) => {
+                    metrics::histogram!(REPLICA_PUBLISH_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
+                    break;
+                }
                 Err(Failed::Transient(why))
                     if started.elapsed() < Duration::from_millis(REPLICA_PUBLISH_RETRY_MS) =>
                 {
@@ -357,6 +445,7 @@ impl Replica for Log {
             }
         }
         appending.last = last + count;
+        self.position.store(appending.last, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -21,7 +21,11 @@ use crate::error::Error;
 use crate::ledger::Ledger;
 use crate::limits::{
     REPLICA_ACKS_IN_FLIGHT_MAX, REPLICA_LEASE_RENEW_MS, REPLICA_POLL_MS,
-    REPLICA_REQUEST_TIMEOUT_MS, REPLICA_SETUP_WAIT_MS, REPLICA_STREAM_REPLICAS,
+    REPLICA_REQUEST_TIMEOUT_MS, REPLICA_SAMPLE_MS, REPLICA_SETUP_WAIT_MS, REPLICA_STREAM_REPLICAS,
+};
+use crate::metric_names::{
+    REPLICA_COUNTERS, REPLICA_LAG_MESSAGES, REPLICA_LEADER, REPLICA_LEASE_RENEW_FAILURES,
+    REPLICA_STREAM_BYTES,
 };
 use crate::store::Store;
 
@@ -97,6 +101,11 @@ pub async fn start(
                     storage: stream::StorageType::File,
                     num_replicas: REPLICA_STREAM_REPLICAS,
                     duplicate_window: Duration::from_secs(120),
+                    // Kept whole (D104): no age or size limit, and should
+                    // an operator add one, appends are refused rather than
+                    // the oldest records dropped.
+                    retention: stream::RetentionPolicy::Limits,
+                    discard: stream::DiscardPolicy::New,
                     ..Default::default()
                 })
                 .await
@@ -113,6 +122,13 @@ pub async fn start(
             Err(why) => return Err(unavailable("set-up", &why)),
         }
     };
+    if let Some(problem) = retention_problem(&stream.cached_info().config) {
+        return Err(Error::InvalidInput(format!(
+            "replicated mode: the stream {} {problem}; the stream is the replicated audit \
+             log and must keep every record (docs/replication.md, \"Retention\")",
+            config.stream
+        )));
+    }
     let log = Arc::new(log::Log::new(
         context,
         stream,
@@ -125,13 +141,58 @@ pub async fn start(
         "not the leader: this daemon is a standby and no leader is known yet".into(),
     ));
     store.set_replica(log.clone());
+    for name in REPLICA_COUNTERS {
+        metrics::counter!(*name).absolute(0);
+    }
+    metrics::gauge!(REPLICA_LEADER).set(0.0);
+    tokio::spawn(sample(Arc::clone(&log)));
     info!(nats = %config.urls, stream = %config.stream, "replicated mode: starting as a standby");
     Ok(tokio::spawn(run(log, lease, ledger)))
 }
 
+/// Refreshes the stream's gauges every `REPLICA_SAMPLE_MS`: its size, and
+/// how far this node's store is behind its end (0 on the leader).
+async fn sample(log: Arc<log::Log>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(REPLICA_SAMPLE_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Ok((last, bytes)) = log.stream_state().await {
+            metrics::gauge!(REPLICA_STREAM_BYTES).set(bytes as f64);
+            metrics::gauge!(REPLICA_LAG_MESSAGES).set(last.saturating_sub(log.position()) as f64);
+        }
+    }
+}
+
+/// Why a stream's configuration could lose records of the audit chain, if
+/// it could: a rebuilt node replays the stream from its first record, and
+/// auditors read it as the replicated log (D104).
+fn retention_problem(config: &stream::Config) -> Option<String> {
+    if config.retention != stream::RetentionPolicy::Limits {
+        return Some(
+            "removes messages once consumers took them (retention is not `limits`)".into(),
+        );
+    }
+    if !config.max_age.is_zero() {
+        return Some(format!(
+            "removes records older than {} s (max_age)",
+            config.max_age.as_secs()
+        ));
+    }
+    let limited =
+        config.max_bytes > 0 || config.max_messages > 0 || config.max_messages_per_subject > 0;
+    if limited && config.discard == stream::DiscardPolicy::Old {
+        return Some(
+            "drops its oldest records when it reaches its size or count limit (discard: old)"
+                .into(),
+        );
+    }
+    None
+}
+
 /// A node's life: follow until the lease is free, lead until refused.
 async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
-    let mut next = 1;
+    let mut next = resume_point(&log, &ledger).await;
     let mut known_leader = String::new();
     loop {
         match log.follow(&ledger, &mut next).await {
@@ -165,6 +226,33 @@ async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
     }
 }
 
+/// Where in the stream this node's store ends (its audit head's message),
+/// so following resumes there instead of at sequence 1.
+async fn resume_point(log: &log::Log, ledger: &Ledger) -> u64 {
+    let (head, _, _) = ledger.head();
+    let started = Instant::now();
+    loop {
+        match log.resume_point(head).await {
+            Ok(next) => {
+                info!(
+                    audit_seq = head,
+                    stream_seq = next,
+                    ms = started.elapsed().as_millis() as u64,
+                    "following the stream from this store's head"
+                );
+                return next;
+            }
+            Err(log::Failed::Transient(why)) => {
+                warn!(%why, "finding this store's head in the stream failed; trying again");
+                tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
+            }
+            Err(log::Failed::Fatal(why)) => {
+                stop(ledger, &format!("reading the stream failed: {why}"))
+            }
+        }
+    }
+}
+
 /// Leads once the lease is held: catches up to the stream's end, fences
 /// every earlier leader by appending a leader record after it, seals the
 /// campaigns, serves, renews. Never returns: a lost lease stops the process.
@@ -187,10 +275,13 @@ async fn lead(
         }
         revision = match lease.renew(revision).await {
             Ok(revision) => revision,
-            Err(why) => stop(
-                ledger,
-                &format!("the lease was lost while catching up: {why}"),
-            ),
+            Err(why) => {
+                metrics::counter!(REPLICA_LEASE_RENEW_FAILURES).increment(1);
+                stop(
+                    ledger,
+                    &format!("the lease was lost while catching up: {why}"),
+                )
+            }
         };
         // An earlier leader may still append (its lease lapsed but it does
         // not know yet): the leader record expects the end we caught up to,
@@ -208,6 +299,7 @@ async fn lead(
         Err(why) => stop(ledger, &format!("sealing the campaigns panicked: {why}")),
     }
     ledger.set_standby(None);
+    metrics::gauge!(REPLICA_LEADER).set(1.0);
     let (seq, _, _) = ledger.head();
     info!(
         audit_seq = seq,
@@ -220,7 +312,10 @@ async fn lead(
         interval.tick().await;
         revision = match lease.renew(revision).await {
             Ok(revision) => revision,
-            Err(why) => stop(ledger, &format!("the lease could not be renewed: {why}")),
+            Err(why) => {
+                metrics::counter!(REPLICA_LEASE_RENEW_FAILURES).increment(1);
+                stop(ledger, &format!("the lease could not be renewed: {why}"))
+            }
         };
     }
 }
@@ -229,9 +324,55 @@ async fn lead(
 /// process exits so that a supervisor restarts it as a standby, which
 /// recovers from the stream what its store lacks.
 fn stop(ledger: &Ledger, why: &str) -> ! {
+    metrics::gauge!(REPLICA_LEADER).set(0.0);
     ledger.set_standby(Some(format!(
         "not the leader: this daemon stepped down ({why})"
     )));
     error!(%why, "replicated mode: stepping down; exiting so a supervisor restarts the daemon as a standby");
     std::process::exit(EXIT_STEPPED_DOWN.into());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stream voucherd creates keeps everything; a stream an operator
+    /// configured to expire or drop records is refused at start, one that
+    /// refuses appends when full is accepted (nothing acknowledged is lost).
+    #[test]
+    fn a_stream_that_would_drop_records_is_refused() {
+        let kept = stream::Config {
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        assert_eq!(retention_problem(&kept), None);
+        let full_refuses = stream::Config {
+            max_bytes: 1 << 40,
+            ..kept.clone()
+        };
+        assert_eq!(retention_problem(&full_refuses), None);
+        for bad in [
+            stream::Config {
+                max_age: Duration::from_secs(86_400),
+                ..kept.clone()
+            },
+            stream::Config {
+                max_bytes: 1 << 40,
+                discard: stream::DiscardPolicy::Old,
+                ..kept.clone()
+            },
+            stream::Config {
+                max_messages_per_subject: 1,
+                discard: stream::DiscardPolicy::Old,
+                ..kept.clone()
+            },
+            stream::Config {
+                retention: stream::RetentionPolicy::WorkQueue,
+                ..kept.clone()
+            },
+        ] {
+            assert!(retention_problem(&bad).is_some(), "{bad:?}");
+        }
+    }
 }

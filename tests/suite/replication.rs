@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::daemon::{serve, voucherd_ok, Daemon};
+use crate::common::daemon::{free_port, sample, scrape, serve, voucherd_ok, Daemon};
 use crate::common::*;
 use voucherd::admin::data_dir;
 use voucherd::domain::enums::Kind;
 use voucherd::domain::ids::{PersonSecret, VoucherId};
 use voucherd::domain::op::{Op, Reply, Request, Role};
 use voucherd::error::Reason;
+use voucherd::limits::CLIENT_IDLE_TIMEOUT_MS;
 use voucherd::net::client::Client;
 use voucherd::net::leader::LeaderClient;
 use voucherd_load::kit::nats::{self, Cluster};
@@ -45,14 +46,77 @@ fn node_folder(dir: &Path, name: &str, secret: &PersonSecret) -> PathBuf {
 }
 
 fn start_node(dir: &Path, name: &str, cluster: &Cluster, secret: &PersonSecret) -> Daemon {
+    start_node_with(dir, name, cluster, secret, &[])
+}
+
+fn start_node_with(
+    dir: &Path,
+    name: &str,
+    cluster: &Cluster,
+    secret: &PersonSecret,
+    args: &[&str],
+) -> Daemon {
     let data = node_folder(dir, name, secret);
+    let mut all = vec!["--replicate", &cluster.urls];
+    all.extend_from_slice(args);
     serve(
         &data,
         &dir.join("certs"),
         &dir.join(format!("{name}.log")),
-        &["--replicate", &cluster.urls],
+        &all,
         &[],
     )
+}
+
+/// A node with its metrics on a port of its own: the daemon and the port.
+fn start_node_scraped(
+    dir: &Path,
+    name: &str,
+    cluster: &Cluster,
+    secret: &PersonSecret,
+) -> (Daemon, u16) {
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let daemon = start_node_with(dir, name, cluster, secret, &["--metrics", &metrics]);
+    (daemon, port)
+}
+
+/// Scrapes `port` until `check` accepts the body (the gauges are sampled
+/// once a second), or panics with the last reason after `LEAD_WAIT`.
+fn scrape_until_ok(port: u16, check: impl Fn(&str) -> Result<(), String>) {
+    let started = Instant::now();
+    loop {
+        let body = scrape(port);
+        match check(&body) {
+            Ok(()) => return,
+            Err(why) if started.elapsed() > LEAD_WAIT => panic!("{why}; scrape:\n{body}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The replication figures a scrape must show for a node in `role`
+/// (1 leader, 0 standby) that is no further behind than `lag_max`.
+fn replica_metrics(body: &str, role: f64, lag_max: f64) -> Result<(), String> {
+    let value = |name: &str| sample(body, name, &[]).ok_or(format!("no {name}"));
+    if value("voucherd_replica_leader")? != role {
+        return Err(format!("voucherd_replica_leader is not {role}"));
+    }
+    if value("voucherd_replica_lag_messages")? > lag_max {
+        return Err(format!("lag above {lag_max}"));
+    }
+    if value("voucherd_replica_stream_bytes")? <= 0.0 {
+        return Err("an empty stream".into());
+    }
+    for counter in [
+        "voucherd_replica_fenced_publishes_total",
+        "voucherd_replica_lease_renew_failures_total",
+    ] {
+        if value(counter)? != 0.0 {
+            return Err(format!("{counter} is not 0"));
+        }
+    }
+    Ok(())
 }
 
 /// `audit_head` of one daemon (no following): the head, or the refusal.
@@ -172,6 +236,8 @@ struct Failover {
     takeover_ms: u128,
     first_write_ms: u128,
     acknowledged: Acknowledged,
+    /// The leader's metrics scraped just before the kill (when asked).
+    leader_scrape: String,
 }
 
 /// The trial both tiers run: writes through a leader-following client, a
@@ -183,6 +249,7 @@ async fn kill_leader_under_writes(
     first: u64,
     before: usize,
     after: usize,
+    leader_metrics: Option<u16>,
 ) -> Failover {
     let servers = vec![leader.addr.to_string(), standby.addr.to_string()];
     let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
@@ -201,6 +268,7 @@ async fn kill_leader_under_writes(
         assert!(started.elapsed() < LEAD_WAIT, "no writes acknowledged");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let leader_scrape = leader_metrics.map(scrape).unwrap_or_default();
     leader.kill().unwrap();
     let killed = Instant::now();
     wait_leading(standby.addr, certs).await;
@@ -231,6 +299,7 @@ async fn kill_leader_under_writes(
         takeover_ms,
         first_write_ms: (first_after - killed).as_millis(),
         acknowledged,
+        leader_scrape,
     }
 }
 
@@ -265,9 +334,9 @@ async fn a_standby_takes_over_after_kill_9_of_the_leader_with_every_acknowledged
     let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
     let certs = dir.path().join("certs");
     let secret = PersonSecret([7; 32]);
-    let mut first = start_node(dir.path(), "a", &cluster, &secret);
+    let (mut first, first_metrics) = start_node_scraped(dir.path(), "a", &cluster, &secret);
     wait_leading(first.addr, &certs).await;
-    let second = start_node(dir.path(), "b", &cluster, &secret);
+    let (second, second_metrics) = start_node_scraped(dir.path(), "b", &cluster, &secret);
 
     // A standby refuses with the leader's address (what clients follow).
     let started = Instant::now();
@@ -282,13 +351,36 @@ async fn a_standby_takes_over_after_kill_9_of_the_leader_with_every_acknowledged
         refusal.contains(&format!("leader={}", first.addr)),
         "the standby names the leader: {refusal}"
     );
+    scrape_until_ok(second_metrics, |body| replica_metrics(body, 0.0, 0.0));
 
-    let failover = kill_leader_under_writes(&mut first, &second, &certs, 1, 30, 30).await;
+    let failover =
+        kill_leader_under_writes(&mut first, &second, &certs, 1, 30, 30, Some(first_metrics)).await;
+    // The new leader's figures; the killed one's, read just before, came
+    // from a leader that had published.
+    scrape_until_ok(second_metrics, |body| replica_metrics(body, 1.0, 0.0));
+    let published = failover.leader_scrape;
+    assert!(
+        sample(
+            &published,
+            "voucherd_replica_publish_duration_seconds_count",
+            &[]
+        )
+        .is_some_and(|groups| groups > 0.0),
+        "the leader's publish latency histogram:\n{published}"
+    );
+    replica_metrics(&published, 1.0, f64::INFINITY).unwrap();
     eprintln!(
         "fail-over: {} ms from kill -9 of the leader until the standby serves, {} ms until the writer's first accepted write; {} writes acknowledged",
         failover.takeover_ms,
         failover.first_write_ms,
         failover.acknowledged.vouchers.len()
+    );
+    // The writer noticed the dead leader before its connection's 6 s idle
+    // timeout would have (D100: 1.5 s when following several addresses).
+    assert!(
+        failover.first_write_ms < u128::from(CLIENT_IDLE_TIMEOUT_MS),
+        "first write {} ms after the kill",
+        failover.first_write_ms
     );
     let acknowledged = failover.acknowledged;
     check_acknowledged(&[second.addr.to_string()], &certs, &acknowledged).await;
@@ -305,7 +397,30 @@ async fn a_standby_takes_over_after_kill_9_of_the_leader_with_every_acknowledged
         "both chains agree"
     );
     check_acknowledged(&[first.addr.to_string()], &certs, &acknowledged).await;
+    // It followed from its own head, not from the stream's first message.
+    let (audit_seq, stream_seq) = resumed_from(&first.log());
+    assert!(
+        audit_seq >= 30 && stream_seq >= audit_seq && stream_seq > 1,
+        "the restarted node resumes at its head: audit {audit_seq}, stream {stream_seq}"
+    );
     drop(cluster);
+}
+
+/// Where the last start logged in `log` resumed following: its store's
+/// audit head and that record's stream sequence.
+fn resumed_from(log: &str) -> (u64, u64) {
+    let line = log
+        .lines()
+        .rfind(|line| line.contains("following the stream from this store's head"))
+        .unwrap_or_else(|| panic!("no resume line in the log:\n{log}"));
+    eprintln!("resumed: {line}");
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(name))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    (field("audit_seq="), field("stream_seq="))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,7 +445,8 @@ async fn thirty_leader_kills_each_taken_over_with_every_acknowledged_change() {
     let mut all = Acknowledged::default();
     for trial in 0..trials {
         let first = 1 + (trial as u64) * 1_000;
-        let failover = kill_leader_under_writes(&mut leader, &standby, &certs, first, 10, 10).await;
+        let failover =
+            kill_leader_under_writes(&mut leader, &standby, &certs, first, 10, 10, None).await;
         eprintln!(
             "trial {trial}: takeover {} ms, first write {} ms",
             failover.takeover_ms, failover.first_write_ms
@@ -351,6 +467,11 @@ async fn thirty_leader_kills_each_taken_over_with_every_acknowledged_change() {
         "{trials} leader kills: takeover median {takeover_median} ms, max {takeover_max} ms; \
          first accepted write median {write_median} ms, max {write_max} ms; {} writes acknowledged",
         all.vouchers.len()
+    );
+    // The issue's bound: kill to first accepted write at most 5 s.
+    assert!(
+        write_max <= 5_000,
+        "first accepted write {write_max} ms after a kill"
     );
     leader.stop().unwrap();
     verify_offline(&dir.path().join(names.0), seq);
@@ -411,11 +532,51 @@ async fn a_sigstopped_leader_is_fenced_and_steps_down_without_acknowledging() {
         .into_inner()
         .unwrap();
     check_acknowledged(&[second.addr.to_string()], &certs, &acknowledged).await;
-    let (seq, hash) = head_seq_hash(second.addr, &certs).await;
+    // Restarted as the unit does (exit 75 is restarted), it is a standby
+    // that names the new leader and follows its writes.
     first.restart().unwrap();
+    let started = Instant::now();
+    loop {
+        match head_of(first.addr, &certs).await {
+            Err((Reason::NotLeader, message))
+                if message.contains(&format!("leader={}", second.addr)) =>
+            {
+                break
+            }
+            other if started.elapsed() > LEAD_WAIT => {
+                panic!("the restarted node answered {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let later = Arc::new(Mutex::new(Acknowledged::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn(write_until(
+        vec![second.addr.to_string()],
+        certs.clone(),
+        10_000,
+        Arc::clone(&later),
+        Arc::clone(&stop),
+        false,
+    ));
+    while later.lock().unwrap().vouchers.len() < 20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.unwrap();
+    let (seq, hash) = head_seq_hash(second.addr, &certs).await;
+    assert!(
+        first
+            .log()
+            .contains("following the stream from this store's head"),
+        "{}",
+        first.log()
+    );
     second.stop().unwrap();
     verify_offline(&dir.path().join("b"), seq);
     assert_eq!(head_seq_hash(first.addr, &certs).await, (seq, hash));
+    let later = Arc::try_unwrap(later).ok().unwrap().into_inner().unwrap();
+    check_acknowledged(&[first.addr.to_string()], &certs, &later).await;
     drop(cluster);
 }
 
@@ -509,15 +670,17 @@ async fn replicated_throughput_beside_single_node() {
         &[],
         &[],
     );
-    let single_rate = issue_rate(single.addr, &certs).await;
+    let (single_rate, single_p99) = issue_rate(single.addr, &certs).await;
     single.stop().unwrap();
     let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
     let leader = start_node(dir.path(), "a", &cluster, &secret);
     wait_leading(leader.addr, &certs).await;
-    let replicated_rate = issue_rate(leader.addr, &certs).await;
+    let (replicated_rate, replicated_p99) = issue_rate(leader.addr, &certs).await;
     eprintln!(
         "issues per second, {THROUGHPUT_CONNECTIONS} connections x batches of {THROUGHPUT_BATCH} for {THROUGHPUT_SECONDS} s: \
-         single-node {single_rate:.0}, replicated {replicated_rate:.0}"
+         single-node {single_rate:.0} (frame p99 {single_p99:.1} ms), replicated {replicated_rate:.0} \
+         (frame p99 {replicated_p99:.1} ms), {:.0}%",
+        100.0 * replicated_rate / single_rate
     );
     assert!(replicated_rate > 0.0 && single_rate > 0.0);
     drop(cluster);
@@ -527,31 +690,38 @@ const THROUGHPUT_CONNECTIONS: u64 = 8;
 const THROUGHPUT_BATCH: u64 = 32;
 const THROUGHPUT_SECONDS: u64 = 10;
 
-/// Accepted issues per second over `THROUGHPUT_SECONDS`.
-async fn issue_rate(addr: std::net::SocketAddr, certs: &Path) -> f64 {
+/// Accepted issues per second over `THROUGHPUT_SECONDS`, and the 99th
+/// percentile of a frame's round trip, milliseconds.
+async fn issue_rate(addr: std::net::SocketAddr, certs: &Path) -> (f64, f64) {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for connection in 0..THROUGHPUT_CONNECTIONS {
         let certs = certs.to_owned();
         tasks.push(tokio::spawn(async move {
             let client = Client::connect(addr, &certs, Role::Bureau).await.unwrap();
-            let mut accepted = 0u64;
+            let (mut accepted, mut round_trips) = (0u64, Vec::new());
             let mut n = 1 + connection * 1_000_000;
             while started.elapsed() < Duration::from_secs(THROUGHPUT_SECONDS) {
                 let requests: Vec<Request> = (n..n + THROUGHPUT_BATCH).map(issue_request).collect();
                 n += THROUGHPUT_BATCH;
+                let sent = Instant::now();
                 let answers = client.execute(&requests).await.unwrap();
+                round_trips.push(sent.elapsed().as_secs_f64() * 1_000.0);
                 accepted += answers.iter().filter(|a| a.outcome.is_ok()).count() as u64;
             }
             client.close().await;
-            accepted
+            (accepted, round_trips)
         }));
     }
-    let mut accepted = 0;
+    let (mut accepted, mut round_trips) = (0, Vec::new());
     for task in tasks {
-        accepted += task.await.unwrap();
+        let (count, times) = task.await.unwrap();
+        accepted += count;
+        round_trips.extend(times);
     }
-    accepted as f64 / started.elapsed().as_secs_f64()
+    round_trips.sort_by(f64::total_cmp);
+    let p99 = round_trips[(round_trips.len() * 99 / 100).min(round_trips.len() - 1)];
+    (accepted as f64 / started.elapsed().as_secs_f64(), p99)
 }
 
 /// Every node must key persons with the deployment's one `person.key`

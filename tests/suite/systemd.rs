@@ -41,6 +41,14 @@ fn the_unit_verifies_and_matches_the_daemon() {
         unit_values(&unit, "RestartPreventExitStatus"),
         [EXIT_CORRUPT_DATA.to_string()]
     );
+    // A deposed leader exits 75 (D100 keeps that exit): the unit restarts
+    // it (a failure, not prevented) and it comes back as a standby.
+    assert_eq!(unit_values(&unit, "Restart"), ["on-failure"]);
+    assert_ne!(
+        voucherd::replica::EXIT_STEPPED_DOWN,
+        EXIT_CORRUPT_DATA,
+        "a stepped-down node must be restarted"
+    );
     // The backup folder the runbook writes to is made before first use,
     // owned by the service user, and opened to the sandboxed daemon.
     let runbook =
