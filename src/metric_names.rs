@@ -31,6 +31,10 @@ pub const COVERAGE_INSTITUTIONS_USED: &str = "voucherd_coverage_institutions_use
 pub const COVERAGE_INSTITUTIONS_REGISTERED: &str = "voucherd_coverage_institutions_registered";
 pub const COVERAGE_USED_WITH_CHECKIN: &str = "voucherd_coverage_used_with_checkin_vouchers";
 pub const NOT_AUTHORISED: &str = "voucherd_not_authorised_total";
+pub const REQUESTS_REMEMBERED: &str = "voucherd_requests_remembered";
+pub const REQUESTS_PRUNED: &str = "voucherd_requests_pruned_total";
+pub const REQUESTS_TABLE_KEYS: &str = "voucherd_requests_table_estimated_keys";
+pub const REQUESTS_TABLE_SST_BYTES: &str = "voucherd_requests_table_sst_files_bytes";
 
 /// Every metric the daemon exports (histograms add `_bucket`, `_sum`, `_count`).
 pub const ALL: &[&str] = &[
@@ -63,6 +67,10 @@ pub const ALL: &[&str] = &[
     COVERAGE_INSTITUTIONS_REGISTERED,
     COVERAGE_USED_WITH_CHECKIN,
     NOT_AUTHORISED,
+    REQUESTS_REMEMBERED,
+    REQUESTS_PRUNED,
+    REQUESTS_TABLE_KEYS,
+    REQUESTS_TABLE_SST_BYTES,
 ];
 
 /// The process metrics `metrics-process` exports (Prometheus' standard names,
@@ -80,7 +88,7 @@ pub const PROCESS: &[&str] = &[
 
 /// The counters without labels: registered at 0 when the exporter starts, so
 /// a scrape shows them (and `rate()` has a first sample) before any event.
-pub const COUNTERS_UNLABELLED: &[&str] = &[FRAMES_REFUSED, CONNECTIONS_REFUSED];
+pub const COUNTERS_UNLABELLED: &[&str] = &[FRAMES_REFUSED, CONNECTIONS_REFUSED, REQUESTS_PRUNED];
 
 #[cfg(test)]
 mod tests {
@@ -101,6 +109,7 @@ mod tests {
                 FRAMES_REFUSED,
                 CONNECTIONS_REFUSED,
                 NOT_AUTHORISED,
+                REQUESTS_PRUNED,
             ]
             .contains(name);
             assert_eq!(name.ends_with("_total"), counter, "{name}");

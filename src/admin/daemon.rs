@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::limits::{
     EXPIRE_CHECK_INTERVAL_MS, INDEX_SHARDS, REQUEST_PRUNE_INTERVAL_MS,
     REQUEST_RETENTION_HOURS_DEFAULT, REQUEST_RETENTION_HOURS_MAX,
+    REQUEST_RETENTION_PRODUCTION_MIN_S,
 };
 use crate::net::server;
 use crate::net::tls::CertPaths;
@@ -52,6 +53,12 @@ pub struct DaemonConfig {
     /// How long a request id is remembered for retries, hours (1 to a
     /// year); older ids are pruned in the background and may be reused.
     pub request_retention_hours: u32,
+    /// Development, tests and load runs only: the retention in seconds (1
+    /// to a year), overriding `request_retention_hours`, so a run of
+    /// minutes can show ids pruned. Under `REQUEST_RETENTION_PRODUCTION_MIN_S`
+    /// start-up logs a warning: a gateway retrying later than that would
+    /// have its request applied again (docs/decisions.md D84).
+    pub request_retention_seconds: Option<u32>,
     /// Replicated mode (docs/replication.md): NATS URLs of the JetStream
     /// cluster, comma-separated. Absent (the default): the embedded
     /// single-node ledger, no NATS.
@@ -70,6 +77,7 @@ impl Default for DaemonConfig {
             metrics: None,
             denied_certificates: Vec::new(),
             request_retention_hours: REQUEST_RETENTION_HOURS_DEFAULT,
+            request_retention_seconds: None,
             replicate: None,
             replica_stream: crate::replica::STREAM_DEFAULT.to_owned(),
         }
@@ -94,8 +102,19 @@ impl DaemonConfig {
         })
     }
 
-    /// The request-id retention, seconds; out of range is refused.
+    /// The request-id retention, seconds: `request_retention_seconds` when
+    /// given (1 s to a year), else `request_retention_hours` (1 h to a
+    /// year); out of range is refused.
     pub fn request_retention_s(&self) -> Result<i64, Error> {
+        let max_s = REQUEST_RETENTION_HOURS_MAX * 3600;
+        if let Some(seconds) = self.request_retention_seconds {
+            if !(1..=max_s).contains(&seconds) {
+                return Err(Error::InvalidInput(format!(
+                    "request_retention_seconds: {seconds} is not between 1 and {max_s}"
+                )));
+            }
+            return Ok(i64::from(seconds));
+        }
         let hours = self.request_retention_hours;
         if !(1..=REQUEST_RETENTION_HOURS_MAX).contains(&hours) {
             return Err(Error::InvalidInput(format!(
@@ -136,6 +155,13 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admission = config.admission()?;
     let retention_s = config.request_retention_s()?;
+    if retention_s < REQUEST_RETENTION_PRODUCTION_MIN_S {
+        warn!(
+            retention_s,
+            "request ids are remembered for less than an hour (request_retention_seconds): \
+             for development, tests and load runs only; a retry later than that is applied again"
+        );
+    }
     if !admission.denied_fingerprints.is_empty() {
         info!(
             denied = admission.denied_fingerprints.len(),
