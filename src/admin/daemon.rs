@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use crate::admin::data_dir;
 use crate::admin::telemetry;
 use crate::domain::campaign::Campaign;
-use crate::domain::time::{Clock, SystemClock};
+use crate::domain::time::{Clock, OffsetClock, SystemClock};
 use crate::error::Error;
 use crate::limits::{
     EXPIRE_CHECK_INTERVAL_MS, INDEX_SHARDS, REQUEST_PRUNE_INTERVAL_MS,
@@ -145,6 +145,31 @@ pub fn campaign(config: &DaemonConfig, clock: &dyn Clock) -> Result<Campaign, Er
     }
 }
 
+/// Moves the daemon's clock (and voucher-load's) by this many seconds: a
+/// measurement injection like `VOUCHERD_INJECT_CRASH_AFTER_LOG` (D42, D83),
+/// so a deadline can pass on a real daemon. Unset in production.
+pub const INJECT_CLOCK_OFFSET_ENV: &str = "VOUCHERD_INJECT_CLOCK_OFFSET_S";
+
+/// The system clock, moved by `VOUCHERD_INJECT_CLOCK_OFFSET_S` when it is
+/// set (with a warning); a value that is not a number is refused.
+pub fn clock() -> Result<Arc<dyn Clock>, Error> {
+    match std::env::var(INJECT_CLOCK_OFFSET_ENV) {
+        Err(_) => Ok(Arc::new(SystemClock)),
+        Ok(text) => {
+            let offset_s: i64 = text.parse().map_err(|_| {
+                Error::InvalidInput(format!(
+                    "{INJECT_CLOCK_OFFSET_ENV}={text:?} is not a number of seconds"
+                ))
+            })?;
+            warn!(
+                offset_s,
+                "the clock is moved by {INJECT_CLOCK_OFFSET_ENV}: for measurements only"
+            );
+            Ok(Arc::new(OffsetClock(offset_s)))
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves. `ready` gets the bound address
 /// once recovery is done and the endpoint (and the metrics port) listen.
 pub async fn run(
@@ -152,7 +177,7 @@ pub async fn run(
     ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock = clock()?;
     let admission = config.admission()?;
     let retention_s = config.request_retention_s()?;
     if retention_s < REQUEST_RETENTION_PRODUCTION_MIN_S {
@@ -386,10 +411,7 @@ async fn expire_forever(ledger: Arc<crate::ledger::Ledger>) {
             for shard in 0..INDEX_SHARDS {
                 let ledger = Arc::clone(&ledger);
                 match tokio::task::spawn_blocking(move || ledger.expire_shard(year, shard)).await {
-                    Ok(Ok(pass)) => {
-                        total.expired += pass.expired;
-                        total.batches += pass.batches;
-                    }
+                    Ok(Ok(pass)) => total.add(pass),
                     Ok(Err(refusal)) => {
                         warn!(year, reason = %refusal.reason, message = %refusal.message, "expiry stopped; tried again at the next check");
                         failed = true;
@@ -409,6 +431,8 @@ async fn expire_forever(ledger: Arc<crate::ledger::Ledger>) {
                         expired = total.expired,
                         batches = total.batches,
                         ms = started.elapsed().as_millis() as u64,
+                        longest_batch_applying_us = total.longest_applying_us,
+                        longest_batch_us = total.longest_batch_us,
                         "vouchers expired after the deadline"
                     );
                 }
