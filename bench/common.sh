@@ -38,14 +38,15 @@ mkdir -p bench/results
 stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
 
 # start_daemon NAME: a daemon on $work/NAME (a new folder, or the one a
-# previous start used), with $DAEMON_ARGS added to `serve`'s flags; sets
-# $daemon, $address and $start_s (seconds from spawn until it listens).
+# previous start used), with $DAEMON_ARGS added to `serve`'s flags, on
+# $LISTEN (default 127.0.0.1:0, a free port); sets $daemon, $address and
+# $start_s (seconds from spawn until it listens).
 start_daemon() {
     : >"$work/$1.out"
     # `serve --certs DIR` makes no certificates of its own: make them once.
     [ -f "$work/$1/certs/ca.pem" ] || "$bin/voucherd" certs --out "$work/$1/certs" >/dev/null
     t0="$(date +%s.%N)"
-    "$bin/voucherd" serve --listen 127.0.0.1:0 --data "$work/$1/data" \
+    "$bin/voucherd" serve --listen "${LISTEN:-127.0.0.1:0}" --data "$work/$1/data" \
         --certs "$work/$1/certs" ${DAEMON_ARGS:-} >>"$work/$1.out" 2>>"$work/$1.log" &
     daemon=$!
     while ! grep -q "listening on" "$work/$1.out"; do
