@@ -34,6 +34,19 @@ VOUCHERD_INJECT_CLOCK_OFFSET_S=$(( deadline + 10 - $(date +%s) ))
 export VOUCHERD_INJECT_CLOCK_OFFSET_S
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); load average $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$base.txt"
 echo "ledger $folder, clock moved by $VOUCHERD_INJECT_CLOCK_OFFSET_S s (10 s past the deadline); load $rate ops/s for $duration_s s, $persons persons" | tee -a "$base.txt"
+# The next year's campaign: the embedded rules, opening right after the
+# ledger's deadline (`opens` written out: a build before D42's fix refused
+# to seal a default campaign following another).
+python3 - "$deadline" ops/campaigns/2021.toml >"$work/next.toml" <<'EOF'
+import datetime as d, re, sys
+year = d.datetime.fromtimestamp(int(sys.argv[1]), d.timezone(d.timedelta(hours=8))).year + 1
+text = open(sys.argv[2]).read()
+text = re.sub(r"(?m)^year = .*$", f"year = {year}", text, count=1)
+text = re.sub(r"(?m)^name = .*$", f'name = "{year} campaign, opening after the {year - 1} deadline"\nopens = "{year - 1}-12-01T00:00:00+08:00"', text, count=1)
+text = re.sub(r"(?m)^deadline = .*$", f'deadline = "{year}-11-30T23:59:59+08:00"', text, count=1)
+print(text, end="")
+EOF
+DAEMON_ARGS="--campaign $work/next.toml"
 ln -s "$folder" "$work/big"
 start_daemon big
 echo "listening after $start_s s" | tee -a "$base.txt"
