@@ -7,15 +7,21 @@
 # Debian's shared library, in its own target folder (target/bundled unless
 # CARGO_TARGET_DIR is set). Its first build compiles RocksDB: about 26 minutes
 # on 2 cores. See docs/performance.md.
-./ops/install-deps.sh
-if [ "${ROCKSDB_BUNDLED:-0}" = 1 ]; then
+# BIN=DIR measures binaries built beforehand (voucherd, voucher-load in DIR),
+# e.g. a copy kept apart so a long run is not rebuilt under its feet; no build.
+if [ -n "${BIN:-}" ]; then
+    bin="$BIN"
+elif [ "${ROCKSDB_BUNDLED:-0}" = 1 ]; then
+    ./ops/install-deps.sh
     export ROCKSDB_COMPILE=1
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/bundled}"
     cargo build --release --workspace --bins --features rocksdb/snappy
+    bin="${CARGO_TARGET_DIR:-target}/release"
 else
+    ./ops/install-deps.sh
     cargo build --release --workspace --bins
+    bin="${CARGO_TARGET_DIR:-target}/release"
 fi
-bin="${CARGO_TARGET_DIR:-target}/release"
 # Write back what the build left dirty before measuring: a kernel flush of
 # build artefacts during a run makes synced writes wait behind it.
 sync
@@ -32,15 +38,16 @@ mkdir -p bench/results
 stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
 
 # start_daemon NAME: a daemon on $work/NAME (a new folder, or the one a
-# previous start used); sets $daemon, $address and $start_s (seconds from
-# spawn until it listens).
+# previous start used), with $DAEMON_ARGS added to `serve`'s flags, on
+# $LISTEN (default 127.0.0.1:0, a free port); sets $daemon, $address and
+# $start_s (seconds from spawn until it listens).
 start_daemon() {
     : >"$work/$1.out"
     # `serve --certs DIR` makes no certificates of its own: make them once.
     [ -f "$work/$1/certs/ca.pem" ] || "$bin/voucherd" certs --out "$work/$1/certs" >/dev/null
     t0="$(date +%s.%N)"
-    "$bin/voucherd" serve --listen 127.0.0.1:0 --data "$work/$1/data" \
-        --certs "$work/$1/certs" >>"$work/$1.out" 2>>"$work/$1.log" &
+    "$bin/voucherd" serve --listen "${LISTEN:-127.0.0.1:0}" --data "$work/$1/data" \
+        --certs "$work/$1/certs" ${DAEMON_ARGS:-} >>"$work/$1.out" 2>>"$work/$1.log" &
     daemon=$!
     while ! grep -q "listening on" "$work/$1.out"; do
         kill -0 "$daemon" 2>/dev/null || { cat "$work/$1.log" >&2; exit 1; }

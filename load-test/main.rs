@@ -230,7 +230,8 @@ async fn run(mut args: Args) -> anyhow::Result<bool> {
         );
     }
     let run_tag = format!("{}-{}", args.seed, SystemClock.now().0);
-    let campaign = Campaign::default_for(SystemClock.now());
+    // The daemon's campaign: its clock may be moved (D42), so this one is too.
+    let campaign = Campaign::default_for(voucherd::admin::daemon::clock()?.now());
     args.server = leader_of(&args.servers, &args.certs).await?;
     let bureau = Client::connect(args.server, &args.certs, Role::Bureau).await?;
     let stats_before = stats(&bureau).await?;

@@ -69,6 +69,11 @@ pub const INLINE_APPLY_OPS_MAX: usize = 32;
 pub const REQUEST_RETENTION_HOURS_DEFAULT: u32 = 24;
 /// Longest retention the config accepts, hours (a year).
 pub const REQUEST_RETENTION_HOURS_MAX: u32 = 24 * 366;
+/// The shortest retention for production, seconds (an hour: the least
+/// `request_retention_hours` takes). `request_retention_seconds` may go
+/// down to 1 s for development, tests and load runs; under this the daemon
+/// warns at start (docs/decisions.md D84).
+pub const REQUEST_RETENTION_PRODUCTION_MIN_S: i64 = 3_600;
 /// Remembered requests one pruning pass reads (and deletes at most), in
 /// key order from where the last pass stopped: one bounded read and one
 /// commit of deletes.
@@ -129,6 +134,15 @@ pub const EVENTS_PAGE_MAX: u32 = 1024;
 /// The page ends before the event that would read more (its first record
 /// always goes), so a call's work is bounded whatever the filter.
 pub const EVENTS_RECORDS_READ_MAX: usize = 1024;
+/// Building the events index while writes go on: once a pass over the
+/// chain without locks reads fewer new records than this, the rest is read
+/// under the tail lock (writers wait for at most that many records).
+pub const EVENTS_INDEX_CATCH_UP_RECORDS: u64 = 4_096;
+/// A data folder whose audit chain holds at most this many records gets its
+/// events index built before the daemon listens (a fraction of a second);
+/// a longer chain's index is built on a thread of its own while the daemon
+/// serves, `events` answering `overloaded` until then (docs/decisions.md D66).
+pub const EVENTS_INDEX_BUILT_BEFORE_LISTENING_RECORDS_MAX: u64 = 100_000;
 /// Longest `wait_ms` of an `events` request (API.md: at most 30,000); more
 /// is `invalid_request`.
 pub const EVENTS_WAIT_MS_MAX: u32 = 30_000;

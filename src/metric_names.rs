@@ -38,6 +38,10 @@ pub const REPLICA_LEASE_RENEW_FAILURES: &str = "voucherd_replica_lease_renew_fai
 pub const REPLICA_FENCED: &str = "voucherd_replica_fenced_publishes_total";
 pub const REPLICA_LAG_MESSAGES: &str = "voucherd_replica_lag_messages";
 pub const REPLICA_STREAM_BYTES: &str = "voucherd_replica_stream_bytes";
+pub const REQUESTS_REMEMBERED: &str = "voucherd_requests_remembered";
+pub const REQUESTS_PRUNED: &str = "voucherd_requests_pruned_total";
+pub const REQUESTS_TABLE_KEYS: &str = "voucherd_requests_table_estimated_keys";
+pub const REQUESTS_TABLE_SST_BYTES: &str = "voucherd_requests_table_sst_files_bytes";
 
 /// Every metric the daemon exports (histograms add `_bucket`, `_sum`, `_count`).
 pub const ALL: &[&str] = &[
@@ -76,6 +80,10 @@ pub const ALL: &[&str] = &[
     REPLICA_FENCED,
     REPLICA_LAG_MESSAGES,
     REPLICA_STREAM_BYTES,
+    REQUESTS_REMEMBERED,
+    REQUESTS_PRUNED,
+    REQUESTS_TABLE_KEYS,
+    REQUESTS_TABLE_SST_BYTES,
 ];
 
 /// The process metrics `metrics-process` exports (Prometheus' standard names,
@@ -93,7 +101,7 @@ pub const PROCESS: &[&str] = &[
 
 /// The counters without labels: registered at 0 when the exporter starts, so
 /// a scrape shows them (and `rate()` has a first sample) before any event.
-pub const COUNTERS_UNLABELLED: &[&str] = &[FRAMES_REFUSED, CONNECTIONS_REFUSED];
+pub const COUNTERS_UNLABELLED: &[&str] = &[FRAMES_REFUSED, CONNECTIONS_REFUSED, REQUESTS_PRUNED];
 /// The same for replicated mode's counters, registered when it starts.
 pub const REPLICA_COUNTERS: &[&str] = &[REPLICA_LEASE_RENEW_FAILURES, REPLICA_FENCED];
 
@@ -118,6 +126,7 @@ mod tests {
                 NOT_AUTHORISED,
                 REPLICA_LEASE_RENEW_FAILURES,
                 REPLICA_FENCED,
+                REQUESTS_PRUNED,
             ]
             .contains(name);
             assert_eq!(name.ends_with("_total"), counter, "{name}");

@@ -12,11 +12,12 @@ use tracing::{info, warn};
 use crate::admin::data_dir;
 use crate::admin::telemetry;
 use crate::domain::campaign::Campaign;
-use crate::domain::time::{Clock, SystemClock};
+use crate::domain::time::{Clock, OffsetClock, SystemClock};
 use crate::error::Error;
 use crate::limits::{
     EXPIRE_CHECK_INTERVAL_MS, INDEX_SHARDS, REQUEST_PRUNE_INTERVAL_MS,
     REQUEST_RETENTION_HOURS_DEFAULT, REQUEST_RETENTION_HOURS_MAX,
+    REQUEST_RETENTION_PRODUCTION_MIN_S,
 };
 use crate::net::server;
 use crate::net::tls::CertPaths;
@@ -52,6 +53,12 @@ pub struct DaemonConfig {
     /// How long a request id is remembered for retries, hours (1 to a
     /// year); older ids are pruned in the background and may be reused.
     pub request_retention_hours: u32,
+    /// Development, tests and load runs only: the retention in seconds (1
+    /// to a year), overriding `request_retention_hours`, so a run of
+    /// minutes can show ids pruned. Under `REQUEST_RETENTION_PRODUCTION_MIN_S`
+    /// start-up logs a warning: a gateway retrying later than that would
+    /// have its request applied again (docs/decisions.md D84).
+    pub request_retention_seconds: Option<u32>,
     /// Replicated mode (docs/replication.md): NATS URLs of the JetStream
     /// cluster, comma-separated. Absent (the default): the embedded
     /// single-node ledger, no NATS.
@@ -70,6 +77,7 @@ impl Default for DaemonConfig {
             metrics: None,
             denied_certificates: Vec::new(),
             request_retention_hours: REQUEST_RETENTION_HOURS_DEFAULT,
+            request_retention_seconds: None,
             replicate: None,
             replica_stream: crate::replica::STREAM_DEFAULT.to_owned(),
         }
@@ -94,8 +102,19 @@ impl DaemonConfig {
         })
     }
 
-    /// The request-id retention, seconds; out of range is refused.
+    /// The request-id retention, seconds: `request_retention_seconds` when
+    /// given (1 s to a year), else `request_retention_hours` (1 h to a
+    /// year); out of range is refused.
     pub fn request_retention_s(&self) -> Result<i64, Error> {
+        let max_s = REQUEST_RETENTION_HOURS_MAX * 3600;
+        if let Some(seconds) = self.request_retention_seconds {
+            if !(1..=max_s).contains(&seconds) {
+                return Err(Error::InvalidInput(format!(
+                    "request_retention_seconds: {seconds} is not between 1 and {max_s}"
+                )));
+            }
+            return Ok(i64::from(seconds));
+        }
         let hours = self.request_retention_hours;
         if !(1..=REQUEST_RETENTION_HOURS_MAX).contains(&hours) {
             return Err(Error::InvalidInput(format!(
@@ -126,6 +145,31 @@ pub fn campaign(config: &DaemonConfig, clock: &dyn Clock) -> Result<Campaign, Er
     }
 }
 
+/// Moves the daemon's clock (and voucher-load's) by this many seconds: a
+/// measurement injection like `VOUCHERD_INJECT_CRASH_AFTER_LOG` (D42, D83),
+/// so a deadline can pass on a real daemon. Unset in production.
+pub const INJECT_CLOCK_OFFSET_ENV: &str = "VOUCHERD_INJECT_CLOCK_OFFSET_S";
+
+/// The system clock, moved by `VOUCHERD_INJECT_CLOCK_OFFSET_S` when it is
+/// set (with a warning); a value that is not a number is refused.
+pub fn clock() -> Result<Arc<dyn Clock>, Error> {
+    match std::env::var(INJECT_CLOCK_OFFSET_ENV) {
+        Err(_) => Ok(Arc::new(SystemClock)),
+        Ok(text) => {
+            let offset_s: i64 = text.parse().map_err(|_| {
+                Error::InvalidInput(format!(
+                    "{INJECT_CLOCK_OFFSET_ENV}={text:?} is not a number of seconds"
+                ))
+            })?;
+            warn!(
+                offset_s,
+                "the clock is moved by {INJECT_CLOCK_OFFSET_ENV}: for measurements only"
+            );
+            Ok(Arc::new(OffsetClock(offset_s)))
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves. `ready` gets the bound address
 /// once recovery is done and the endpoint (and the metrics port) listen.
 pub async fn run(
@@ -133,9 +177,16 @@ pub async fn run(
     ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock = clock()?;
     let admission = config.admission()?;
     let retention_s = config.request_retention_s()?;
+    if retention_s < REQUEST_RETENTION_PRODUCTION_MIN_S {
+        warn!(
+            retention_s,
+            "request ids are remembered for less than an hour (request_retention_seconds): \
+             for development, tests and load runs only; a retry later than that is applied again"
+        );
+    }
     if !admission.denied_fingerprints.is_empty() {
         info!(
             denied = admission.denied_fingerprints.len(),
@@ -360,10 +411,7 @@ async fn expire_forever(ledger: Arc<crate::ledger::Ledger>) {
             for shard in 0..INDEX_SHARDS {
                 let ledger = Arc::clone(&ledger);
                 match tokio::task::spawn_blocking(move || ledger.expire_shard(year, shard)).await {
-                    Ok(Ok(pass)) => {
-                        total.expired += pass.expired;
-                        total.batches += pass.batches;
-                    }
+                    Ok(Ok(pass)) => total.add(pass),
                     Ok(Err(refusal)) => {
                         warn!(year, reason = %refusal.reason, message = %refusal.message, "expiry stopped; tried again at the next check");
                         failed = true;
@@ -383,6 +431,8 @@ async fn expire_forever(ledger: Arc<crate::ledger::Ledger>) {
                         expired = total.expired,
                         batches = total.batches,
                         ms = started.elapsed().as_millis() as u64,
+                        longest_batch_applying_us = total.longest_applying_us,
+                        longest_batch_us = total.longest_batch_us,
                         "vouchers expired after the deadline"
                     );
                 }

@@ -13,7 +13,7 @@ use crate::domain::ids::PersonSecret;
 use crate::domain::time::Clock;
 use crate::error::Error;
 use crate::ledger::{meta, Ledger, LedgerConfig};
-use crate::limits::STORAGE_FREE_BYTES_MIN;
+use crate::limits::{EVENTS_INDEX_BUILT_BEFORE_LISTENING_RECORDS_MAX, STORAGE_FREE_BYTES_MIN};
 use crate::store::journal::{Journal, Table};
 use crate::store::Store;
 
@@ -254,7 +254,7 @@ fn open_sealing(
     campaigns.push(current);
     let campaigns = Campaigns::new(campaigns).map_err(Error::InvalidInput)?;
     let journal: Arc<dyn Journal> = store.clone();
-    let ledger = Ledger::open(
+    let ledger = Ledger::open_deferring_events(
         LedgerConfig {
             campaigns,
             secret,
@@ -266,10 +266,29 @@ fn open_sealing(
     if seal {
         ledger.record_campaigns()?;
     }
-    Ok(Opened {
-        ledger: Arc::new(ledger),
-        store,
-    })
+    let ledger = Arc::new(ledger);
+    build_events_index(&ledger)?;
+    Ok(Opened { ledger, store })
+}
+
+/// The events index of a short chain now; of a longer one on a thread of
+/// its own, so a large ledger listens without waiting for it (D66). A
+/// failed build leaves `events` answering `overloaded` and is logged.
+fn build_events_index(ledger: &Arc<Ledger>) -> Result<(), Error> {
+    if ledger.head().0 <= EVENTS_INDEX_BUILT_BEFORE_LISTENING_RECORDS_MAX {
+        ledger.build_events_index()?;
+        return Ok(());
+    }
+    let ledger = Arc::clone(ledger);
+    std::thread::Builder::new()
+        .name("events-index".into())
+        .spawn(move || {
+            if let Err(error) = ledger.build_events_index() {
+                tracing::error!(%error, "the events index was not built; events answer overloaded");
+            }
+        })
+        .map_err(|e| Error::Storage(format!("events index thread: {e}")))?;
+    Ok(())
 }
 
 /// Writes a campaign into the meta table, synced, before any voucher uses it.

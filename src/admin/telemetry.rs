@@ -15,6 +15,7 @@ use crate::domain::op::Role;
 use crate::error::Error;
 use crate::ledger::Ledger;
 use crate::metric_names::*;
+use crate::store::journal::Table;
 use crate::store::Store;
 
 /// How often the sampler refreshes the gauges.
@@ -171,6 +172,23 @@ fn describe() {
         COVERAGE_USED_WITH_CHECKIN,
         "Used vouchers with at least one check-in."
     );
+    describe_gauge!(
+        REQUESTS_REMEMBERED,
+        "Request ids remembered for retries, as the pruner's last full sweep of the table counted them."
+    );
+    describe_counter!(
+        REQUESTS_PRUNED,
+        "Request ids forgotten by the pruner after the retention."
+    );
+    describe_gauge!(
+        REQUESTS_TABLE_KEYS,
+        "RocksDB's estimate of the keys in the requests table (deletes not yet compacted away count)."
+    );
+    describe_gauge!(
+        REQUESTS_TABLE_SST_BYTES,
+        Unit::Bytes,
+        "Bytes of the requests table's SST files."
+    );
 }
 
 /// Refreshes the sampled gauges: store, audit and the bureau's figures.
@@ -186,6 +204,9 @@ pub fn sample(ledger: &Ledger, store: &Store) {
     let summed = |name: &str| store.property_summed(name).unwrap_or(0) as f64;
     gauge!(ROCKSDB_LIVE_BYTES).set(summed("rocksdb.estimate-live-data-size"));
     gauge!(ROCKSDB_SST_BYTES).set(summed("rocksdb.total-sst-files-size"));
+    let requests = |name: &str| store.table_property(Table::Requests, name).unwrap_or(0) as f64;
+    gauge!(REQUESTS_TABLE_KEYS).set(requests("rocksdb.estimate-num-keys"));
+    gauge!(REQUESTS_TABLE_SST_BYTES).set(requests("rocksdb.total-sst-files-size"));
     gauge!(ROCKSDB_PENDING_COMPACTION_BYTES)
         .set(summed("rocksdb.estimate-pending-compaction-bytes"));
     gauge!(ROCKSDB_WRITE_STOPPED).set(property("rocksdb.is-write-stopped"));

@@ -88,7 +88,8 @@ enum Command {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// TOML config file (keys: listen, data, campaign, certs, metrics,
-    /// denied_certificates, request_retention_hours, replicate,
+    /// denied_certificates, request_retention_hours, request_retention_seconds
+    /// (development and load runs), replicate,
     /// replica_stream); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,

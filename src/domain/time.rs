@@ -65,6 +65,17 @@ impl Clock for SystemClock {
     }
 }
 
+/// The operating system's clock moved by a fixed number of seconds: for
+/// measurements that need a date to come (a deadline) on a real daemon
+/// (`VOUCHERD_INJECT_CLOCK_OFFSET_S`, docs/decisions.md D42).
+pub struct OffsetClock(pub i64);
+
+impl Clock for OffsetClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(SystemClock.now().0 + self.0)
+    }
+}
+
 /// A clock tests set and move by hand.
 pub struct ManualClock(AtomicI64);
 

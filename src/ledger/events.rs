@@ -1,14 +1,16 @@
 //! The data return (数据回流): an index of the events the audit chain holds
 //! (one per accepted change of a voucher), by institution and by district,
-//! noted in chain order under the tail lock and rebuilt from the chain at
-//! start-up; `events` answers from it, reading only the records it selects.
+//! noted in chain order under the tail lock and rebuilt from the chain after
+//! start-up while the daemon serves; `events` answers from it, reading only
+//! the records it selects.
 
 use super::*;
 use crate::domain::enums::Kind;
 use crate::domain::op::{Event, OpName};
 use crate::domain::time::ANSWER_UTC_OFFSET_S;
 use crate::limits::{
-    EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX, EVENTS_RECORDS_READ_MAX, EXPIRE_BATCH_VOUCHERS_MAX,
+    EVENTS_INDEX_CATCH_UP_RECORDS, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX, EVENTS_RECORDS_READ_MAX,
+    EXPIRE_BATCH_VOUCHERS_MAX,
 };
 
 // A page's first record always goes whole: an expiry batch's events must fit
@@ -78,6 +80,8 @@ pub(super) struct EventIndex {
     /// By voucher id − 1 (ids are allocated in sequence from 1).
     vouchers: Vec<Option<Facts>>,
     last_seq: u64,
+    /// Being built by `Ledger::build_events_index`: empty, notes nothing.
+    building: bool,
 }
 
 /// One selected event with what its answer needs beside its records.
@@ -89,6 +93,14 @@ struct Selected {
 }
 
 impl EventIndex {
+    /// Empties the index until `Ledger::build_events_index` hands a built one over.
+    pub(super) fn start_building(&mut self) {
+        *self = EventIndex {
+            building: true,
+            ..EventIndex::default()
+        };
+    }
+
     fn facts(&mut self, voucher: VoucherId) -> Option<&mut Facts> {
         let index = usize::try_from(voucher.0.checked_sub(1)?).ok()?;
         self.vouchers.get_mut(index)?.as_mut()
@@ -311,6 +323,12 @@ impl Ledger {
         district: Option<DistrictCode>,
     ) -> Result<Filter, Refusal> {
         let index = self.events.lock();
+        if index.building {
+            return Err(Refusal::new(
+                Reason::Overloaded,
+                "the events index is being built after start-up; retry in a few seconds",
+            ));
+        }
         let filter = match (institution, district) {
             (Some(code), _) => {
                 let Some(registered) = index.institution_district(code) else {
@@ -392,10 +410,11 @@ impl Ledger {
 
     /// Notes a sealed record in the index (under the tail lock, in chain order).
     /// A record the index holds already (re-applied at start-up after the
-    /// state's checkpoint, D81) is passed over.
+    /// state's checkpoint, D81) is passed over, and every record while the
+    /// index is being built (`build_events_index` reads them from the chain).
     pub(super) fn note_events(&self, seq: u64, command: &Command, reply: &Reply) {
         let mut index = self.events.lock();
-        if seq <= index.last_seq {
+        if index.building || seq <= index.last_seq {
             return;
         }
         if index.note(seq, command, reply) {
@@ -403,23 +422,84 @@ impl Ledger {
         }
     }
 
-    /// Builds the index from the whole chain (start-up, and the measurement
-    /// of its cost): one pass over the audit table, in order. Returns the
-    /// number of events.
-    pub fn index_events(&self) -> Result<usize, Error> {
+    /// Builds the index from the whole chain, while writes go on (start-up,
+    /// and the measurement of its cost); returns the number of events.
+    /// Until it is done, `note_events` notes nothing and `events` answers
+    /// `overloaded`. It reads the durable chain in passes, without any
+    /// lock, until a pass finds fewer than `EVENTS_INDEX_CATCH_UP_RECORDS`
+    /// new records; then, holding the tail lock (writers wait for that
+    /// long, one commit and at most that many records), it reads the rest
+    /// up to the head and hands the index over, so every record is noted
+    /// once, in chain order (docs/decisions.md D66).
+    pub fn build_events_index(&self) -> Result<usize, Error> {
+        let started = std::time::Instant::now();
+        self.events.lock().start_building();
         let mut index = EventIndex::default();
-        self.journal.scan(Table::Audit, &mut |_, entry| {
-            let (record, _) = audit::open(entry).map_err(Error::Corrupt)?;
-            index.note(record.seq, &record.command, &record.reply);
-            Ok(())
-        })?;
+        let mut next = 1;
+        loop {
+            let (head, ticket) = {
+                let tail = self.tail.lock();
+                (tail.seq, self.assigned_ticket.load(Ordering::SeqCst))
+            };
+            self.journal
+                .wait_durable(ticket)
+                .map_err(|refusal| Error::Storage(refusal.message))?;
+            let read = self.index_records(&mut index, next, head)?;
+            next = head + 1;
+            if read < EVENTS_INDEX_CATCH_UP_RECORDS {
+                break;
+            }
+        }
+        let tail = self.tail.lock();
+        self.journal
+            .wait_durable(self.assigned_ticket.load(Ordering::SeqCst))
+            .map_err(|refusal| Error::Storage(refusal.message))?;
+        self.index_records(&mut index, next, tail.seq)?;
         let (count, last) = (
             index.entries.len(),
             index.entries.last().map_or(0, |e| e.seq),
         );
         *self.events.lock() = index;
+        drop(tail);
         self.events_notice.send_replace(last);
+        tracing::info!(
+            events = count,
+            ms = started.elapsed().as_millis() as u64,
+            "events index built"
+        );
         Ok(count)
+    }
+
+    /// Notes the audit records `from..=to` of the durable chain in `index`;
+    /// returns how many it read.
+    fn index_records(&self, index: &mut EventIndex, from: u64, to: u64) -> Result<u64, Error> {
+        if from > to {
+            return Ok(0);
+        }
+        let mut read = 0;
+        let end = keys::audit(to + 1);
+        self.journal.scan_between(
+            Table::Audit,
+            &keys::audit(from),
+            Some(&end),
+            &mut |_, entry| {
+                let (record, _) = audit::open(entry).map_err(Error::Corrupt)?;
+                index.note(record.seq, &record.command, &record.reply);
+                read += 1;
+                Ok(())
+            },
+        )?;
+        if read != to + 1 - from {
+            return Err(Error::Corrupt(format!(
+                "the audit chain holds {read} records from {from} to {to}"
+            )));
+        }
+        Ok(read)
+    }
+
+    /// Whether the events index is built (`events` answers from it).
+    pub fn events_index_ready(&self) -> bool {
+        !self.events.lock().building
     }
 
     /// `events`: a page of the events `filter` shows after the cursor

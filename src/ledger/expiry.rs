@@ -14,12 +14,20 @@ pub struct ExpiryPass {
     pub expired: u64,
     /// Commits (audit records) it took, each at most `EXPIRE_BATCH_VOUCHERS_MAX` vouchers.
     pub batches: u64,
+    /// The longest time a batch took to be applied, µs: taking its locks,
+    /// building its change and handing its commit over, the time a write
+    /// waiting for one of its shards can wait at most (beside its own).
+    pub longest_applying_us: u64,
+    /// The longest batch in all, µs: applied and then durable.
+    pub longest_batch_us: u64,
 }
 
 impl ExpiryPass {
-    fn add(&mut self, other: ExpiryPass) {
+    pub fn add(&mut self, other: ExpiryPass) {
         self.expired += other.expired;
         self.batches += other.batches;
+        self.longest_applying_us = self.longest_applying_us.max(other.longest_applying_us);
+        self.longest_batch_us = self.longest_batch_us.max(other.longest_batch_us);
     }
 }
 
@@ -90,12 +98,17 @@ impl Ledger {
             record_version: audit::AUDIT_RECORD_VERSION,
             logged: false,
         };
-        match self.apply_command(&origin, &command, None) {
+        let started = std::time::Instant::now();
+        let applied = self.apply_command(&origin, &command, None);
+        let applying_us = started.elapsed().as_micros() as u64;
+        match applied {
             (Ok(Reply::Expired { expired }), Some(ticket)) => {
                 self.journal.wait_durable(ticket)?;
                 Ok(ExpiryPass {
                     expired,
                     batches: 1,
+                    longest_applying_us: applying_us,
+                    longest_batch_us: started.elapsed().as_micros() as u64,
                 })
             }
             // Nothing left of the batch (a concurrent `expire` wrote it).

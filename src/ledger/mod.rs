@@ -95,8 +95,12 @@ pub struct Ledger {
     /// The last sealed record's time (Unix seconds), as `Tail::time`, for
     /// `stamp` to read without the tail lock.
     record_time: AtomicI64,
-    /// Where the next pass of `prune_requests` starts (a `requests` key).
-    prune_cursor: Mutex<Vec<u8>>,
+    /// Where the next pass of `prune_requests` starts, and what the sweep
+    /// it belongs to has kept so far.
+    prune_cursor: Mutex<requests::PruneCursor>,
+    /// Rows the last complete sweep of `requests` kept (`u64::MAX`: no
+    /// sweep completed yet).
+    requests_remembered: AtomicU64,
     /// The data return's index of events (`events`); locked after the tail.
     events: Mutex<events::EventIndex>,
     /// The sequence number of the last event noted (long polls wait on it).
@@ -158,7 +162,8 @@ impl Ledger {
             request_decided: tokio::sync::Notify::new(),
             sweeps: AtomicUsize::new(0),
             record_time: AtomicI64::new(i64::MIN),
-            prune_cursor: Mutex::new(Vec::new()),
+            prune_cursor: Mutex::new(requests::PruneCursor::default()),
+            requests_remembered: AtomicU64::new(u64::MAX),
             events: Mutex::new(events::EventIndex::default()),
             events_notice: tokio::sync::watch::Sender::new(0),
             refusal_rates: Mutex::new(requests::RefusalRates::default()),

@@ -138,8 +138,21 @@ fn voucher_bounds(journal: &dyn Journal, threads: usize) -> Result<Vec<Vec<u8>>,
 }
 
 impl Ledger {
-    /// A ledger over whatever the journal holds (an empty journal: an empty ledger).
+    /// A ledger over whatever the journal holds (an empty journal: an empty
+    /// ledger), its events index built before it returns.
     pub fn open(config: LedgerConfig, journal: Arc<dyn Journal>) -> Result<Ledger, Error> {
+        let ledger = Ledger::open_deferring_events(config, journal)?;
+        ledger.build_events_index()?;
+        Ok(ledger)
+    }
+
+    /// `open` without building the events index: `events` answers
+    /// `overloaded` until `build_events_index` has run (the daemon runs it
+    /// on a thread of its own while it serves, docs/decisions.md D66).
+    pub fn open_deferring_events(
+        config: LedgerConfig,
+        journal: Arc<dyn Journal>,
+    ) -> Result<Ledger, Error> {
         let ledger = Ledger::empty(config, Arc::clone(&journal));
         let threads = threads();
         // Person keys are keyed hashes: their first byte spreads them evenly.
@@ -421,10 +434,9 @@ impl Ledger {
             tail.at_expiry = at_expiry;
         }
         ledger.next_voucher.store(voucher_max + 1, Ordering::SeqCst);
-        // The index is built from the whole durable chain first; the records
-        // re-applied after the checkpoint are in it already (`note_events`
-        // passes over them).
-        ledger.index_events()?;
+        // The events index is built afterwards, from the chain (the
+        // records re-applied here included): until then nothing is noted.
+        ledger.events.lock().start_building();
         ledger.apply_logged_tail(head)?;
         Ok(ledger)
     }

@@ -38,6 +38,14 @@ pub struct Pruned {
     pub wrapped: bool,
 }
 
+/// Where the next pruning pass starts (a `requests` key; empty: the
+/// beginning) and the rows the current sweep has kept so far.
+#[derive(Default)]
+pub(super) struct PruneCursor {
+    next: Vec<u8>,
+    kept: u64,
+}
+
 /// Per request id: `None` while an operation is being decided, then its ticket.
 pub(super) type Inflight = Mutex<HashMap<Vec<u8>, Option<u64>>>;
 
@@ -322,8 +330,9 @@ impl Ledger {
     /// One pruning pass: reads up to `REQUEST_PRUNE_BATCH_MAX` remembered
     /// requests from where the previous pass stopped (wrapping at the end of
     /// the table) and forgets those remembered longer than `retention_s`
-    /// ago. Takes no shard lock; the deletes are one commit, submitted under
-    /// the tail lock like any other. A full commit queue skips the pass
+    /// ago. Counts what a sweep keeps (`requests_remembered`) and what it
+    /// deletes (`voucherd_requests_pruned_total`). Takes no shard lock; the
+    /// deletes are one commit, submitted under the tail lock like any other. A full commit queue skips the pass
     /// (the cursor stays, nothing is lost). A row that does not decode is
     /// left alone for start-up's checks and the operator.
     ///
@@ -332,7 +341,7 @@ impl Ledger {
     /// answer; once the delete is durable the id is new again.
     pub fn prune_requests(&self, retention_s: i64) -> Result<Pruned, Refusal> {
         assert!(retention_s > 0, "a retention is positive");
-        let from = self.prune_cursor.lock().clone();
+        let from = self.prune_cursor.lock().next.clone();
         let rows = self
             .journal
             .range(Table::Requests, &from, REQUEST_PRUNE_BATCH_MAX)
@@ -377,8 +386,28 @@ impl Ledger {
             tail.ticket = ticket;
             self.assigned_ticket.store(ticket, Ordering::SeqCst);
         }
-        *self.prune_cursor.lock() = next;
+        metrics::counter!(metric_names::REQUESTS_PRUNED).increment(pruned.deleted as u64);
+        let mut cursor = self.prune_cursor.lock();
+        cursor.kept += (pruned.examined - pruned.deleted) as u64;
+        if wrapped {
+            self.requests_remembered
+                .store(cursor.kept, Ordering::Relaxed);
+            metrics::gauge!(metric_names::REQUESTS_REMEMBERED).set(cursor.kept as f64);
+            cursor.kept = 0;
+        }
+        cursor.next = next;
         Ok(pruned)
+    }
+
+    /// Request ids the last complete sweep of the pruner kept (each row
+    /// counted as the sweep passed it: rows added behind the cursor during
+    /// the sweep count at the next one); `None` before a sweep completed.
+    /// Exported as `voucherd_requests_remembered`.
+    pub fn requests_remembered(&self) -> Option<u64> {
+        match self.requests_remembered.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            kept => Some(kept),
+        }
     }
 
     pub(super) fn remember_put(

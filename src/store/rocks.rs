@@ -391,6 +391,15 @@ impl Store {
         self.db.property_int_value(name).ok().flatten()
     }
 
+    /// A per-family RocksDB property of one table, e.g.
+    /// `rocksdb.estimate-num-keys` of `requests`.
+    pub fn table_property(&self, table: Table, name: &str) -> Option<u64> {
+        self.db
+            .property_int_value_cf(self.family(table), name)
+            .ok()
+            .flatten()
+    }
+
     /// A per-family RocksDB property summed over every table's family, e.g.
     /// `rocksdb.total-sst-files-size`: the tables live in their own families,
     /// so the default family alone reads 0 while every SST file is elsewhere.
@@ -398,12 +407,7 @@ impl Store {
     pub fn property_summed(&self, name: &str) -> Option<u64> {
         Table::ALL
             .iter()
-            .filter_map(|table| {
-                self.db
-                    .property_int_value_cf(self.family(*table), name)
-                    .ok()
-                    .flatten()
-            })
+            .filter_map(|table| self.table_property(*table, name))
             .reduce(u64::saturating_add)
     }
 

@@ -5,12 +5,17 @@
 //! role are rows of `rules_table::events_table`; the training system's flow
 //! over QUIC is `quic::the_training_system_reads_events_back_and_a_long_poll_wakes_on_a_redeem`.
 
-use crate::common::{id_number, issue, open_class, redeem, Harness, DEADLINE, SITE};
+use crate::common::{
+    campaigns, id_number, issue, open_class, redeem, secret, Harness, DEADLINE, SITE,
+};
 use voucherd::domain::enums::{ClassMode, Kind};
 use voucherd::domain::ids::VoucherId;
 use voucherd::domain::op::{Answer, Event, Op, Reply, Request, Role};
 use voucherd::domain::time::Timestamp;
-use voucherd::limits::{EVENTS_PAGE_MAX, EVENTS_PER_FRAME_MAX, EVENTS_RECORDS_READ_MAX};
+use voucherd::ledger::{Ledger, LedgerConfig};
+use voucherd::limits::{
+    EVENTS_INDEX_CATCH_UP_RECORDS, EVENTS_PAGE_MAX, EVENTS_PER_FRAME_MAX, EVENTS_RECORDS_READ_MAX,
+};
 
 fn all_events(after: u64, limit: u32) -> Op {
     Op::Events {
@@ -19,6 +24,19 @@ fn all_events(after: u64, limit: u32) -> Op {
         institution: None,
         district: None,
         wait_ms: None,
+    }
+}
+
+/// Every event from cursor 0, page after page.
+fn every_event(h: &Harness) -> Vec<Event> {
+    let (mut events, mut after) = (Vec::new(), 0);
+    loop {
+        let (more, next) = page(h, all_events(after, EVENTS_PAGE_MAX));
+        if more.is_empty() {
+            return events;
+        }
+        events.extend(more);
+        after = next;
     }
 }
 
@@ -53,6 +71,76 @@ fn vouchers_of(replies: Vec<Reply>) -> Vec<VoucherId> {
             other => panic!("issue answered {other:?}"),
         })
         .collect()
+}
+
+/// D66: the index built on one thread while another writes (its passes
+/// without locks, then the last records under the tail lock) holds every
+/// event once and in order: the same pages as an index built with no
+/// writer, and two events (issue, claim) per voucher.
+#[test]
+fn the_events_index_built_while_writes_go_on_misses_and_doubles_nothing() {
+    let h = Harness::new();
+    let before = EVENTS_INDEX_CATCH_UP_RECORDS as usize;
+    for n in 0..before {
+        h.claimed(&id_number(n as u64), Kind::EmploymentSkills);
+    }
+    let during = 1_500;
+    let (head_at_start, head_at_end) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for n in before..before + during {
+                h.claimed(&id_number(n as u64), Kind::Entrepreneurship);
+            }
+        });
+        // Start the build once the writer is under way.
+        while h.ledger.head().0 < 2 * before as u64 + 20 {
+            std::thread::yield_now();
+        }
+        let head_at_start = h.ledger.head().0;
+        h.ledger.build_events_index().expect("index built");
+        let head_at_end = h.ledger.head().0;
+        writer.join().expect("writer");
+        (head_at_start, head_at_end)
+    });
+    assert!(
+        head_at_end > head_at_start,
+        "the writer wrote during the build ({head_at_start} → {head_at_end})"
+    );
+    let live = every_event(&h);
+    assert_eq!(live.len(), 2 * (before + during));
+    assert!(live.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+    h.ledger.build_events_index().expect("index built again");
+    assert_eq!(every_event(&h), live, "the same events as a quiet build");
+}
+
+/// D66: a ledger opened without its events index (the daemon's start at
+/// scale) serves writes and reads at once, answers `events` `overloaded`
+/// until the index is built, and then shows the changes made meanwhile.
+#[test]
+fn events_answer_overloaded_until_the_index_is_built() {
+    let first = Harness::new();
+    let voucher = first.claimed(&id_number(1), Kind::EmploymentSkills);
+    let config = LedgerConfig {
+        campaigns: campaigns(),
+        secret: secret(),
+        clock: first.clock.clone(),
+    };
+    let ledger = Ledger::open_deferring_events(config, first.journal.clone()).expect("opens");
+    let h = Harness::around(ledger, first.journal.clone(), first.clock.clone());
+    assert!(!h.ledger.events_index_ready());
+    assert_eq!(h.reason(Role::Training, all_events(0, 10)), "overloaded");
+    h.claimed(&id_number(2), Kind::EmploymentSkills);
+    assert!(matches!(
+        h.ok(Role::Gateway, Op::GetVoucher { voucher }),
+        Reply::Voucher(_)
+    ));
+    h.ledger.build_events_index().expect("index built");
+    assert!(h.ledger.events_index_ready());
+    let events = every_event(&h);
+    assert_eq!(
+        events.len(),
+        4,
+        "both vouchers' issue and claim: {events:?}"
+    );
 }
 
 /// Check-ins of more vouchers than a page may read records for: each needs
@@ -277,7 +365,7 @@ fn events_index_build_time_at_100_000_vouchers() {
     }
     eprintln!("built {vouchers} vouchers in {:?}", started.elapsed());
     let started = Instant::now();
-    let events = disk.ledger.index_events().expect("index built");
+    let events = disk.ledger.build_events_index().expect("index built");
     let built = started.elapsed();
     assert_eq!(events, 3 * vouchers);
     let started = Instant::now();

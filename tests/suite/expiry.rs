@@ -128,6 +128,37 @@ fn the_daemons_expiry_writes_what_the_reads_showed_and_replays() {
     assert_eq!(replayed.state_digest, digest);
 }
 
+/// A data folder that ran last year's default campaign opens after its
+/// deadline with the next year's (the daemon's restart on 1 December), and
+/// seals it: the next campaign opens where the year before ends, not where
+/// its own text alone would put it, and that is no difference of rules.
+#[test]
+fn last_years_ledger_opens_with_the_next_default_campaign() {
+    let data = tempfile::tempdir().expect("temporary folder");
+    let clock = std::sync::Arc::new(voucherd::domain::time::ManualClock::new(NOW));
+    let first = voucherd::domain::campaign::Campaign::default_for(NOW);
+    let deadline = first.deadline;
+    {
+        let opened = voucherd::admin::data_dir::open(data.path(), first.clone(), clock.clone())
+            .expect("opens");
+        let h = opened.ledger;
+        let person = id_number(1);
+        let request = Request {
+            id: "i-1".into(),
+            op: issue(&person, Kind::EmploymentSkills),
+        };
+        assert!(h.execute(Role::Bureau, &[request])[0].outcome.is_ok());
+    }
+    clock.set(Timestamp(deadline.0 + 10));
+    let next = voucherd::domain::campaign::Campaign::default_for(
+        voucherd::domain::time::Clock::now(clock.as_ref()),
+    );
+    assert_eq!(next.year, first.year + 1);
+    let opened = voucherd::admin::data_dir::open(data.path(), next, clock.clone())
+        .expect("last year's ledger opens with the next year's default campaign");
+    assert_eq!(opened.ledger.years_past_deadline(), vec![first.year]);
+}
+
 /// The measurement behind D41: 100,000 unfinished vouchers (a quarter of
 /// them redeemed) in a ledger on the real RocksDB store, expired by the
 /// daemon's batches; prints the batch count and the time of a full batch

@@ -635,4 +635,21 @@ fn ops_files_match_the_daemon() {
         never.request_retention_s().is_err(),
         "a retention of 0 hours is refused"
     );
+    // Seconds, for development and load runs, override the hours.
+    let short = voucherd::admin::daemon::DaemonConfig {
+        request_retention_seconds: Some(30),
+        ..never.clone()
+    };
+    assert_eq!(short.request_retention_s().unwrap(), 30);
+    let zero = voucherd::admin::daemon::DaemonConfig {
+        request_retention_seconds: Some(0),
+        ..short
+    };
+    assert!(
+        zero.request_retention_s().is_err(),
+        "a retention of 0 seconds is refused"
+    );
+    let text = "request_retention_seconds = 5\n";
+    let parsed: voucherd::admin::daemon::DaemonConfig = toml::from_str(text).unwrap();
+    assert_eq!(parsed.request_retention_s().unwrap(), 5);
 }

@@ -119,8 +119,14 @@ fn the_requests_table_stops_growing_under_a_steady_load() {
             let answer = send(&h, gateway, &format!("s{step}-{n}"), op);
             assert_eq!(reason(&answer), "unknown_voucher");
         }
-        h.ledger.prune_requests(HOUR_S).unwrap();
+        let pass = h.ledger.prune_requests(HOUR_S).unwrap();
+        assert!(pass.wrapped, "a table under one batch is swept in one pass");
         sizes.push(remembered_rows(&h));
+        assert_eq!(
+            h.ledger.requests_remembered(),
+            Some(*sizes.last().unwrap() as u64),
+            "the gauge counts what the sweep kept"
+        );
         h.clock.advance_s(step_s);
     }
     // Ids of the last hour (7 steps of 10 minutes: the one that just

@@ -68,6 +68,16 @@ impl Harness {
         }
     }
 
+    /// A harness around a ledger opened elsewhere over `journal`.
+    pub fn around(ledger: Ledger, journal: Arc<MemoryJournal>, clock: Arc<ManualClock>) -> Harness {
+        Harness {
+            ledger: Arc::new(ledger),
+            journal,
+            clock,
+            next_request: Default::default(),
+        }
+    }
+
     pub fn request_id(&self) -> String {
         let n = self
             .next_request
