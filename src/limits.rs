@@ -44,6 +44,12 @@ pub const RECOVERY_THREADS_MAX: usize = 8;
 pub const COMMIT_QUEUE_DEPTH_MAX: usize = 16_384;
 /// Commits the committer gathers into one synced RocksDB write.
 pub const GROUP_COMMIT_BATCHES_MAX: usize = 4_096;
+/// Read-only opens of a store (`audit verify`, `audit export`, `backup
+/// check`) taken again when a serving daemon changed its files meanwhile,
+/// at most; then the tool gives up with an error saying to retry.
+pub const READ_ONLY_OPEN_ATTEMPTS_MAX: u32 = 50;
+/// The pause between two such opens, milliseconds.
+pub const READ_ONLY_OPEN_RETRY_MS: u64 = 20;
 /// Commits after which the committer starts a checkpoint (an atomic flush
 /// of the state tables with `meta/applied_seq`): start-up re-applies at most
 /// about this many audit records after a kill -9 (plus those of a checkpoint

@@ -44,7 +44,8 @@ use rocksdb::{
 use crate::error::{Error, Reason, Refusal};
 use crate::limits::{
     CHECKPOINT_COMMITS_MAX, CHECKPOINT_INTERVAL_MS, COMMIT_QUEUE_DEPTH_MAX,
-    GROUP_COMMIT_BATCHES_MAX, GROUP_LINGER_US_MAX, SPACE_CHECK_MS, STORAGE_FREE_BYTES_MIN,
+    GROUP_COMMIT_BATCHES_MAX, GROUP_LINGER_US_MAX, READ_ONLY_OPEN_ATTEMPTS_MAX,
+    READ_ONLY_OPEN_RETRY_MS, SPACE_CHECK_MS, STORAGE_FREE_BYTES_MIN,
 };
 use crate::metric_names;
 use crate::store::journal::{self, Commit, Durability, Journal, Put, Table};
@@ -244,6 +245,10 @@ impl Store {
 
     /// `open` with another free-space reserve, bytes (tests use small filesystems).
     pub fn open_with(path: &Path, free_bytes_min: u64) -> Result<Store, Error> {
+        Store::open_injected(path, free_bytes_min, injected()?)
+    }
+
+    fn open_injected(path: &Path, free_bytes_min: u64, injected: Injected) -> Result<Store, Error> {
         let db = DB::open_cf_descriptors(&options(), path, families())
             .map_err(|error| open_error(path, &error))?;
         mark_applied(&db)?;
@@ -270,7 +275,6 @@ impl Store {
                 Arc::clone(&figures),
                 Arc::clone(&replica),
             );
-            let injected = injected()?;
             let (wanted, checkpoints) = crossbeam_channel::bounded(1);
             let checkpointer = {
                 let (db, figures, scratch) =
@@ -310,7 +314,40 @@ impl Store {
     /// A folder written before a table existed (`classes`, `enrollments`)
     /// has no family for it: it is read as empty, as a daemon of this
     /// version would create it.
+    ///
+    /// A serving daemon checkpoints (flushes) and compacts meanwhile, and
+    /// deletes the files that made obsolete: a write-ahead log once its
+    /// flush is in the MANIFEST, an SST file once its compaction is. An open
+    /// racing that fails on a missing file, or, worse, reads a MANIFEST from
+    /// before a flush and then finds its log gone (records missing from the
+    /// view). RocksDB records every such change in the MANIFEST before it
+    /// deletes a file, so an open during which the MANIFEST did not change
+    /// (`manifest_stamp` equal before and after) read one whole version; any
+    /// other open is dropped and taken again, up to
+    /// `READ_ONLY_OPEN_ATTEMPTS_MAX` times. Every table file is opened (and
+    /// so held) during the open, so later deletions do not matter.
     pub fn open_read_only(path: &Path) -> Result<Store, Error> {
+        let mut attempt = 1;
+        loop {
+            let before = manifest_stamp(path);
+            let opened = Store::open_read_only_once(path);
+            if manifest_stamp(path) == before {
+                return opened;
+            }
+            if attempt >= READ_ONLY_OPEN_ATTEMPTS_MAX {
+                return Err(Error::Storage(format!(
+                    "the store in {} changed under each of {attempt} read-only opens \
+                     (a daemon flushing it); retry",
+                    path.display()
+                )));
+            }
+            drop(opened);
+            attempt += 1;
+            std::thread::sleep(Duration::from_millis(READ_ONLY_OPEN_RETRY_MS));
+        }
+    }
+
+    fn open_read_only_once(path: &Path) -> Result<Store, Error> {
         let present = DB::list_cf(&Options::default(), path).unwrap_or_default();
         let names: Vec<&str> = Table::ALL
             .iter()
@@ -320,6 +357,8 @@ impl Store {
         let mut options = Options::default();
         options.set_paranoid_checks(true);
         options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+        // Every table file opened at open, held while the store is read.
+        options.set_max_open_files(-1);
         let db = DB::open_cf_for_read_only(&options, path, names, false)
             .map_err(|error| open_error(path, &error))?;
         Ok(Store {
@@ -587,6 +626,15 @@ const INJECT_CRASH_IN_CHECKPOINT: &str = "VOUCHERD_INJECT_CRASH_IN_CHECKPOINT";
 /// commits instead of every `CHECKPOINT_COMMITS_MAX`, so a test reaches its
 /// checkpoints in a few requests.
 const INJECT_CHECKPOINT_EVERY: &str = "VOUCHERD_INJECT_CHECKPOINT_EVERY";
+
+/// The MANIFEST a store's `CURRENT` names, and its length: RocksDB appends
+/// every flush, compaction and file deletion to it (`open_read_only`).
+fn manifest_stamp(path: &Path) -> Option<(String, u64)> {
+    let current = std::fs::read_to_string(path.join("CURRENT")).ok()?;
+    let name = current.trim().to_owned();
+    let bytes = std::fs::metadata(path.join(&name)).ok()?.len();
+    Some((name, bytes))
+}
 
 /// The injected faults of one store (all `None` in production).
 #[derive(Clone, Copy, Default)]
@@ -1147,6 +1195,81 @@ mod tests {
             assert_eq!(in_memtables(table), 0, "{table:?} after the checkpoint");
         }
         assert_eq!(store.committer_figures().writes, 1, "one synced write");
+    }
+
+    /// Read-only opens while the store is written and checkpointed every 2
+    /// commits (its logs and files deleted under the opens) each see a whole
+    /// prefix of the synced records, at least every one durable before the
+    /// open, and never fail.
+    #[test]
+    fn read_only_opens_of_a_store_being_checkpointed_see_every_durable_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger");
+        let injected = Injected {
+            checkpoint_every: Some(2),
+            ..Injected::default()
+        };
+        let store = Store::open_injected(&path, 0, injected).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut ticket = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    ticket += 1;
+                    let puts = vec![
+                        Put {
+                            table: Table::Audit,
+                            key: ticket.to_be_bytes().to_vec(),
+                            value: Some(vec![7; 200]),
+                        },
+                        Put {
+                            table: Table::Vouchers,
+                            key: ticket.to_be_bytes().to_vec(),
+                            value: Some(vec![1; 60]),
+                        },
+                    ];
+                    store.submit(Commit { ticket, puts }).unwrap();
+                    store.wait_durable(ticket).unwrap();
+                }
+            });
+            // Checked after the writer is stopped (a failed assertion here
+            // would leave it writing and the scope waiting for it).
+            let read = || -> Result<u32, String> {
+                let started = Instant::now();
+                let mut opens = 0;
+                while started.elapsed() < Duration::from_millis(1_000) || opens < 20 {
+                    let durable = store.durable.state.lock().ticket;
+                    let reader =
+                        Store::open_read_only(&path).map_err(|e| format!("open {opens}: {e}"))?;
+                    let mut next = 1u64;
+                    let mut gap = None;
+                    reader
+                        .scan(Table::Audit, &mut |key, _| {
+                            if key != next.to_be_bytes() && gap.is_none() {
+                                gap = Some(next);
+                            }
+                            next += 1;
+                            Ok(())
+                        })
+                        .map_err(|e| format!("scan {opens}: {e}"))?;
+                    if let Some(missing) = gap {
+                        return Err(format!("open {opens}: record {missing} missing"));
+                    }
+                    if next <= durable {
+                        return Err(format!(
+                            "open {opens}: {} records read, {durable} durable before the open",
+                            next - 1
+                        ));
+                    }
+                    opens += 1;
+                }
+                Ok(opens)
+            };
+            let outcome = read();
+            stop.store(true, Ordering::SeqCst);
+            outcome.unwrap();
+        });
+        assert!(store.committer_figures().checkpoints > 10);
     }
 
     #[test]
