@@ -6,19 +6,34 @@
 use std::path::Path;
 
 fn replay(target: &str, check: fn(&[u8])) {
+    replay_some(target, check, usize::MAX);
+}
+
+/// Replays at most `most` inputs of the target's corpus, spread evenly over
+/// its files in name order (all of them when there are fewer).
+fn replay_some(target: &str, check: fn(&[u8]), most: usize) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
         .join(target);
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(
+        paths.len() >= 10,
+        "{target}: only {} corpus inputs",
+        paths.len()
+    );
+    paths.sort();
+    let step = paths.len().div_ceil(most.max(1));
     let mut inputs = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
+    for path in paths.iter().step_by(step) {
+        let bytes = std::fs::read(path).unwrap();
         let checked = std::panic::catch_unwind(|| check(&bytes));
         assert!(checked.is_ok(), "{} fails its checks", path.display());
         inputs += 1;
     }
-    assert!(inputs >= 10, "{target}: only {inputs} corpus inputs");
-    eprintln!("{target}: {inputs} inputs pass");
+    eprintln!("{target}: {inputs} of {} inputs pass", paths.len());
 }
 
 #[test]
@@ -39,8 +54,52 @@ fn voucherctl_line_corpus_passes() {
     replay("ctl_line", voucherd_load::properties::check_ctl_line);
 }
 
+#[test]
+fn frame_reading_corpus_passes() {
+    replay(
+        "frame_reading",
+        voucherd_load::properties::check_frame_reading,
+    );
+}
+
+/// Each input opens a ledger twice: a sample in the fast tier, every one
+/// in the soak tier (`ledger_operations_whole_corpus_passes`).
+#[test]
+fn ledger_operations_corpus_passes() {
+    replay_some(
+        "ledger_operations",
+        voucherd_load::properties::check_ledger_operations,
+        30,
+    );
+}
+
+#[test]
+#[ignore = "soak: every ledger_operations corpus input (hundreds, each a ledger opened twice)"]
+fn ledger_operations_whole_corpus_passes() {
+    replay(
+        "ledger_operations",
+        voucherd_load::properties::check_ledger_operations,
+    );
+}
+
+#[test]
+fn certificate_role_corpus_passes() {
+    replay(
+        "certificate_role",
+        voucherd_load::properties::check_certificate_role,
+    );
+}
+
+#[test]
+fn export_replay_corpus_passes() {
+    replay(
+        "export_replay",
+        voucherd_load::properties::check_export_replay,
+    );
+}
+
 // ---------------------------------------------------------------------------
-// The targets without a committed corpus (issue 17 item 16), run on seeded
+// The targets of issue 17 (item 16) also run on seeded
 // inputs: a bounded number in the fast tier, for `VOUCHERD_FUZZ_SECONDS`
 // each (default 120) in the soak tier. Each input is printed on failure with
 // the seed that makes it again.
