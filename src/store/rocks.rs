@@ -1237,7 +1237,14 @@ mod tests {
             let read = || -> Result<u32, String> {
                 let started = Instant::now();
                 let mut opens = 0;
-                while started.elapsed() < Duration::from_millis(1_000) || opens < 20 {
+                // At least a second, 20 opens and 10 checkpoints under them
+                // (a loaded machine writes slower: no fixed time is enough).
+                let enough = |opens: u32| {
+                    started.elapsed() >= Duration::from_millis(1_000)
+                        && opens >= 20
+                        && store.committer_figures().checkpoints > 10
+                };
+                while !enough(opens) && started.elapsed() < Duration::from_secs(120) {
                     let durable = store.durable.state.lock().ticket;
                     let reader =
                         Store::open_read_only(&path).map_err(|e| format!("open {opens}: {e}"))?;
