@@ -298,6 +298,10 @@ pub const REPLICA_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// milliseconds, before it gives the group up (`outcome_unknown`, exit 75).
 /// Every answer waits meanwhile.
 pub const REPLICA_PUBLISH_RETRY_MS: u64 = 15_000;
+/// How long the leader's committer waits for a record of the group it
+/// publishes to be noted in the events index (the sealing thread notes it
+/// right after queueing its commit: microseconds), milliseconds.
+pub const STREAM_EVENTS_WAIT_MS: u64 = 1_000;
 /// How long start-up tries to reach the stream and the lease bucket (a
 /// cluster still electing its leaders times out the first requests),
 /// milliseconds; then the daemon exits with the reason.

@@ -10,7 +10,7 @@ use crate::domain::op::{Event, OpName};
 use crate::domain::time::ANSWER_UTC_OFFSET_S;
 use crate::limits::{
     EVENTS_INDEX_CATCH_UP_RECORDS, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX, EVENTS_RECORDS_READ_MAX,
-    EXPIRE_BATCH_VOUCHERS_MAX,
+    EXPIRE_BATCH_VOUCHERS_MAX, STREAM_EVENTS_WAIT_MS,
 };
 
 // A page's first record always goes whole: an expiry batch's events must fit
@@ -272,6 +272,39 @@ impl EventIndex {
         }))
     }
 
+    /// An event with the facts of its voucher (fixed at issue).
+    fn selected(&self, entry: Entry) -> Selected {
+        let facts = entry
+            .voucher()
+            .and_then(|v| self.vouchers[(v.0 - 1) as usize]);
+        Selected {
+            entry,
+            kind: facts.map(|f| f.kind),
+            own_district: facts.map(|f| f.district),
+        }
+    }
+
+    /// The events the record `seq` made, in order.
+    fn of_record(&self, seq: u64) -> impl Iterator<Item = Selected> + '_ {
+        let start = self.entries.partition_point(|e| e.seq < seq);
+        self.entries[start..]
+            .iter()
+            .take_while(move |e| e.seq == seq)
+            .map(|&entry| self.selected(entry))
+    }
+
+    /// An enrolled event's district is its institution's.
+    fn place(&self, events: &mut [Event]) {
+        for event in events {
+            if let Some(district) = event
+                .institution
+                .and_then(|code| self.institution_district(code))
+            {
+                event.district = Some(district);
+            }
+        }
+    }
+
     /// Whether `filter` shows an event after `after` (a long poll's question).
     pub(super) fn has_after(&self, filter: Filter, after: u64) -> bool {
         self.positions(filter, after).next().is_some()
@@ -291,14 +324,7 @@ impl EventIndex {
             if page.len() >= limit && last_seq != Some(entry.seq) {
                 break;
             }
-            let facts = entry
-                .voucher()
-                .and_then(|v| self.vouchers[(v.0 - 1) as usize]);
-            page.push(Selected {
-                entry,
-                kind: facts.map(|f| f.kind),
-                own_district: facts.map(|f| f.district),
-            });
+            page.push(self.selected(entry));
         }
         if page.len() > limit {
             // The last record did not fit: it goes on the next page, unless it is the first.
@@ -541,32 +567,68 @@ impl Ledger {
             }
             let record = &records[&seq];
             for selected in record_events {
-                let enrollment =
-                    selected
-                        .entry
-                        .redeem()
-                        .map(|redeem| match &records[&redeem].command {
-                            Command::Redeem {
-                                institution, class, ..
-                            } => (*institution, class.clone()),
-                            other => unreachable!("an enrollment starts at a redeem: {other:?}"),
-                        });
+                let enrollment = selected
+                    .entry
+                    .redeem()
+                    .map(|redeem| enrollment_of(&records[&redeem]));
                 events.push(event_of(record, selected, enrollment));
             }
         }
-        // An enrolled event's district is its institution's.
-        let index = self.events.lock();
-        for event in &mut events {
-            if let Some(district) = event
-                .institution
-                .and_then(|code| index.institution_district(code))
-            {
-                event.district = Some(district);
-            }
-        }
-        drop(index);
+        self.events.lock().place(&mut events);
         let next = events.last().map_or(after, |event| event.seq);
         Ok(Reply::Events { events, next })
+    }
+
+    /// The events of `records` (a group being published by the leader, in
+    /// chain order), each exactly as `events` shows it, for the stream
+    /// (docs/replication.md, "Events on the stream"). The records are
+    /// noted in the index already or about to be (the sealing thread notes
+    /// a record right after queueing its commit, under the tail lock: this
+    /// waits that moment). An enrollment's redeem record is taken from
+    /// `records` when it is in the group, else read from the store (an
+    /// earlier group, written before this one is handed over).
+    pub fn stream_events(&self, records: &[AuditRecord]) -> Result<Vec<Event>, String> {
+        let Some(last) = records.last().map(|r| r.seq) else {
+            return Ok(Vec::new());
+        };
+        if records.windows(2).any(|w| w[1].seq != w[0].seq + 1) {
+            return Err("a group's records follow each other".into());
+        }
+        let started = std::time::Instant::now();
+        let selected: Vec<(usize, Selected)> = loop {
+            let index = self.events.lock();
+            if index.building {
+                return Err("the events index is being built: no events to publish".into());
+            }
+            if index.last_seq >= last {
+                break (0..)
+                    .zip(records)
+                    .flat_map(|(at, record)| index.of_record(record.seq).map(move |s| (at, s)))
+                    .collect();
+            }
+            drop(index);
+            if started.elapsed() > std::time::Duration::from_millis(STREAM_EVENTS_WAIT_MS) {
+                return Err(format!("record {last} was not noted in the events index"));
+            }
+            std::thread::yield_now();
+        };
+        let mut read: HashMap<u64, AuditRecord> = HashMap::new();
+        for redeem in selected.iter().filter_map(|(_, s)| s.entry.redeem()) {
+            if redeem < records[0].seq && !read.contains_key(&redeem) {
+                read.insert(redeem, self.audit_record(redeem).map_err(|r| r.message)?);
+            }
+        }
+        let record = |seq: u64| match seq.checked_sub(records[0].seq) {
+            Some(offset) => &records[offset as usize],
+            None => &read[&seq],
+        };
+        let mut events = Vec::with_capacity(selected.len());
+        for (at, selected) in &selected {
+            let enrollment = selected.entry.redeem().map(|r| enrollment_of(record(r)));
+            events.push(event_of(&records[*at], selected, enrollment));
+        }
+        self.events.lock().place(&mut events);
+        Ok(events)
     }
 
     /// One durable audit record by sequence number.
@@ -584,6 +646,16 @@ impl Ledger {
             "audit record stored under its sequence number"
         );
         Ok(record)
+    }
+}
+
+/// The enrollment a redeem record starts: its institution and class.
+fn enrollment_of(redeem: &AuditRecord) -> (InstitutionCode, String) {
+    match &redeem.command {
+        Command::Redeem {
+            institution, class, ..
+        } => (*institution, class.clone()),
+        other => unreachable!("an enrollment starts at a redeem: {other:?}"),
     }
 }
 

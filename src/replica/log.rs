@@ -15,7 +15,7 @@ use async_nats::jetstream::{self, stream::Stream};
 use parking_lot::Mutex;
 
 use crate::audit;
-use crate::ledger::{decode_u64, Ledger};
+use crate::ledger::Ledger;
 use crate::limits::{REPLICA_FOLLOW_BATCH_MAX, REPLICA_POLL_MS, REPLICA_PUBLISH_RETRY_MS};
 use crate::metric_names::{REPLICA_FENCED, REPLICA_PUBLISH_SECONDS};
 use crate::store::journal::{Commit, Table};
@@ -32,7 +32,15 @@ pub const SUBJECT_REQUESTS: &str = "requests";
 /// Subject of a leader record: the new leader's address, appended after the
 /// end it caught up to, so every append of an earlier leader is refused.
 pub const SUBJECT_LEADER: &str = "leader";
-/// Header of an audit record message: its audit sequence number (decimal).
+/// Subject of an event of the data return (数据回流), followed by
+/// `.<district>.<institution>` (`EVENTS_NONE` for either absent): the
+/// payload is the event's JSON exactly as `events` answers it. The training
+/// system's consumers read these; standbys skip them (D105).
+pub const SUBJECT_EVENTS: &str = "events";
+/// The subject token of an event's absent district or institution.
+pub const EVENTS_NONE: &str = "_";
+/// Header of an audit record message, and of an event message: its audit
+/// sequence number (decimal; an event's `seq`, the `events` cursor).
 pub const HEADER_AUDIT_SEQ: &str = "Voucherd-Audit-Seq";
 /// Header of a leader record: the check value of the leader's person-key
 /// secret (hex); a node whose own differs stops (D97).
@@ -66,6 +74,10 @@ pub(super) struct Log {
     audit: String,
     requests: String,
     leader: String,
+    /// `<prefix>.events`: the leader publishes each record's events after it.
+    events: String,
+    /// Renders the events of a group's records (`Ledger::stream_events`).
+    ledger: Arc<Ledger>,
     advertise: SocketAddr,
     /// This node's person-key check value, hex (`HEADER_PERSON_KEY_CHECK`).
     key_check: String,
@@ -109,6 +121,7 @@ impl Log {
         context: jetstream::Context,
         stream: Stream,
         prefix: &str,
+        ledger: Arc<Ledger>,
         advertise: SocketAddr,
         key_check: [u8; 32],
         runtime: tokio::runtime::Handle,
@@ -119,6 +132,8 @@ impl Log {
             audit: format!("{prefix}.{SUBJECT_AUDIT}"),
             requests: format!("{prefix}.{SUBJECT_REQUESTS}"),
             leader: format!("{prefix}.{SUBJECT_LEADER}"),
+            events: format!("{prefix}.{SUBJECT_EVENTS}"),
+            ledger,
             advertise,
             key_check: hex::encode(key_check),
             runtime,
@@ -141,24 +156,28 @@ impl Log {
         Ok((info.state.last_sequence, info.state.bytes))
     }
 
-    /// The messages of a group, in commit order: each audit record, and
-    /// each remembered request id (deletes by pruning stay local).
-    fn messages(&self, group: &[Commit]) -> Vec<Outgoing> {
+    /// The messages of a group, in commit order: each audit record followed
+    /// by its events, and each remembered request id (deletes by pruning
+    /// stay local).
+    fn messages(&self, group: &[Commit]) -> Result<Vec<Outgoing>, String> {
         let mut messages = Vec::new();
+        let mut records = Vec::new();
+        // Where each record's message is, to put its events after it.
+        let mut record_at = Vec::new();
         for commit in group {
             for put in &commit.puts {
                 let Some(value) = &put.value else { continue };
                 match put.table {
                     Table::Audit => {
-                        let seq = decode_u64(&put.key).expect("audit keys are sequence numbers");
-                        assert!(value.len() > 32, "a sealed entry ends with its hash");
-                        let hash = &value[value.len() - 32..];
+                        let (record, hash) = audit::open(value)?;
+                        record_at.push((messages.len(), hash));
                         messages.push(Outgoing {
                             subject: self.audit.clone(),
-                            id: format!("a.{seq}.{}", hex::encode(hash)),
+                            id: format!("a.{}.{}", record.seq, hex::encode(hash)),
                             payload: value.clone(),
-                            audit_seq: Some(seq),
+                            audit_seq: Some(record.seq),
                         });
+                        records.push(record);
                     }
                     Table::Requests => {
                         let key_len = u32::try_from(put.key.len()).expect("keys are short");
@@ -176,7 +195,39 @@ impl Log {
                 }
             }
         }
-        messages
+        let events = self.ledger.stream_events(&records)?;
+        if events.is_empty() {
+            return Ok(messages);
+        }
+        // Each record's events go right after its own message: splice them
+        // in from the last record backwards so earlier positions hold.
+        let mut events = events.into_iter().peekable();
+        let mut inserts: Vec<(usize, Vec<Outgoing>)> = Vec::new();
+        for (record, (at, hash)) in records.iter().zip(&record_at) {
+            let mut mine = Vec::new();
+            while let Some(event) = events.next_if(|e| e.seq == record.seq) {
+                let token = |t: Option<String>| t.unwrap_or_else(|| EVENTS_NONE.to_owned());
+                let subject = format!(
+                    "{}.{}.{}",
+                    self.events,
+                    token(event.district.map(|d| d.to_string())),
+                    token(event.institution.map(|i| i.to_string())),
+                );
+                mine.push(Outgoing {
+                    subject,
+                    id: format!("e.{}.{}.{}", record.seq, mine.len(), hex::encode(hash)),
+                    payload: serde_json::to_vec(&event).map_err(|e| e.to_string())?,
+                    audit_seq: Some(record.seq),
+                });
+            }
+            if !mine.is_empty() {
+                inserts.push((at + 1, mine));
+            }
+        }
+        for (at, mine) in inserts.into_iter().rev() {
+            messages.splice(at..at, mine);
+        }
+        Ok(messages)
     }
 
     /// Appends `messages` right after stream sequence `last`, pipelined, and
@@ -407,6 +458,8 @@ fn apply(
             }
         }
     }
+    // Other subjects (`<prefix>.events.>`: the leader's events for the
+    // training system) are skipped: this node's own index notes its replays.
     ledger.wait_all_durable().map_err(|r| r.message)
 }
 
@@ -417,7 +470,7 @@ impl Replica for Log {
             // A standby's commits are replays of the stream itself.
             return Ok(());
         }
-        let messages = self.messages(group);
+        let messages = self.messages(group)?;
         if messages.is_empty() {
             return Ok(());
         }

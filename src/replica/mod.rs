@@ -29,7 +29,10 @@ use crate::metric_names::{
 };
 use crate::store::Store;
 
-pub use log::{HEADER_AUDIT_SEQ, STREAM_DEFAULT, SUBJECT_AUDIT, SUBJECT_LEADER, SUBJECT_REQUESTS};
+pub use log::{
+    EVENTS_NONE, HEADER_AUDIT_SEQ, STREAM_DEFAULT, SUBJECT_AUDIT, SUBJECT_EVENTS, SUBJECT_LEADER,
+    SUBJECT_REQUESTS,
+};
 
 /// The exit code after the node lost its right to write (lease lost, an
 /// append refused): the same as a failed store's, so a supervisor restarts
@@ -133,6 +136,7 @@ pub async fn start(
         context,
         stream,
         &prefix,
+        Arc::clone(&ledger),
         config.advertise,
         ledger.person_key_check(),
         tokio::runtime::Handle::current(),
@@ -206,10 +210,14 @@ async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
                 stop(&ledger, &format!("following the stream failed: {why}"))
             }
         }
-        match lease.take().await {
-            Ok(Some(revision)) => lead(&log, &lease, &ledger, next, revision).await,
-            Ok(None) => {}
-            Err(why) => warn!(%why, "the lease could not be read; still a standby"),
+        // A leader publishes every record's events from its events index
+        // (D105): a node whose index is still being built does not lead.
+        if ledger.events_index_ready() {
+            match lease.take().await {
+                Ok(Some(revision)) => lead(&log, &lease, &ledger, next, revision).await,
+                Ok(None) => {}
+                Err(why) => warn!(%why, "the lease could not be read; still a standby"),
+            }
         }
         match lease.holder().await {
             Ok(Some(holder)) if holder != known_leader => {

@@ -391,3 +391,43 @@ fn events_index_build_time_at_100_000_vouchers() {
         built.as_secs_f64() * 1e6 / disk.ledger.head().0 as f64
     );
 }
+
+/// What a replicated leader publishes on the stream (D105) is what `events`
+/// answers: after the seeded workload (every step) and an expiry pass (its
+/// batches), `Ledger::stream_events` of the whole chain cut into groups of
+/// 1, 3 and 7 records (an enrollment's redeem record now in the group, now
+/// in the store) gives every event `events` pages, the same and in order.
+#[test]
+fn stream_events_in_any_grouping_are_what_events_answers() {
+    use voucherd::store::journal::{Journal, Table};
+    let seed = crate::common::seed();
+    let h = Harness::new();
+    let mut work = crate::common::workload(seed, 30);
+    work.setup(&h, 3);
+    for _ in 0..400 {
+        work.step(&h);
+    }
+    h.clock.set(Timestamp(DEADLINE.0 + 1));
+    let year = h.ledger.campaigns().current().year;
+    h.ledger.expire_due(year).unwrap();
+    let expected = every_event(&h);
+    assert!(
+        expected.iter().any(|e| e.institution.is_some())
+            && expected.iter().any(|e| e.op == "expire"),
+        "the workload enrolled and expired (seed {seed})"
+    );
+    let mut records = Vec::new();
+    h.journal
+        .scan(Table::Audit, &mut |_, entry| {
+            records.push(voucherd::audit::open(entry).unwrap().0);
+            Ok(())
+        })
+        .unwrap();
+    for size in [1, 3, 7] {
+        let published: Vec<Event> = records
+            .chunks(size)
+            .flat_map(|group| h.ledger.stream_events(group).unwrap())
+            .collect();
+        assert_eq!(published, expected, "groups of {size} (seed {seed})");
+    }
+}

@@ -743,3 +743,288 @@ async fn a_standby_with_another_person_key_stops_at_the_leader_record() {
     wait_leading(leader.addr, &certs).await;
     drop(cluster);
 }
+
+/// Frames sent by `accepted` (each request id once).
+static FRAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Runs one frame of `ops` as `client`'s role; every answer accepted.
+async fn accepted(client: &Client, ops: Vec<Op>) -> Vec<Reply> {
+    let requests: Vec<Request> = ops
+        .into_iter()
+        .enumerate()
+        .map(|(n, op)| Request {
+            id: format!(
+                "ev-{}-{n}",
+                FRAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+            op,
+        })
+        .collect();
+    let answers = client.execute(&requests).await.unwrap();
+    answers
+        .into_iter()
+        .zip(&requests)
+        .map(|(answer, request)| {
+            answer
+                .outcome
+                .unwrap_or_else(|r| panic!("{:?} refused: {r:?}", request.op))
+        })
+        .collect()
+}
+
+/// Every event `events` answers for (`institution`, `district`), page by page.
+async fn events_by_operation(
+    training: &Client,
+    institution: Option<&str>,
+    district: Option<&str>,
+) -> Vec<voucherd::domain::op::Event> {
+    let (mut all, mut after) = (Vec::new(), 0);
+    loop {
+        let op = Op::Events {
+            after,
+            limit: Some(3),
+            institution: institution.map(|code| code.parse().unwrap()),
+            district: district.map(|code| code.parse().unwrap()),
+            wait_ms: None,
+        };
+        match accepted(training, vec![op]).await.remove(0) {
+            Reply::Events { events, next } if events.is_empty() => {
+                assert_eq!(next, after);
+                return all;
+            }
+            Reply::Events { events, next } => {
+                all.extend(events);
+                after = next;
+            }
+            other => panic!("events answered {other:?}"),
+        }
+    }
+}
+
+/// One message a JetStream consumer delivered: its stream sequence, the
+/// cursor header, the payload.
+struct Delivered {
+    stream_seq: u64,
+    cursor: u64,
+    payload: Vec<u8>,
+}
+
+/// What a consumer of `subjects` starting at stream sequence `from` gets
+/// (an ephemeral pull consumer, as the training system would create one),
+/// until the stream's end.
+async fn consume(
+    stream: &async_nats::jetstream::stream::Stream,
+    subjects: &[String],
+    from: u64,
+) -> Vec<Delivered> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    use futures_util::StreamExt;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            filter_subjects: subjects.to_vec(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = consumer.cached_info().num_pending as usize;
+    let mut messages = consumer.messages().await.unwrap();
+    let mut delivered = Vec::new();
+    while delivered.len() < pending {
+        let message = tokio::time::timeout(LEAD_WAIT, messages.next())
+            .await
+            .expect("the consumer delivers")
+            .unwrap()
+            .unwrap();
+        let cursor = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(voucherd::replica::HEADER_AUDIT_SEQ))
+            .expect("an event carries its cursor")
+            .as_str()
+            .parse()
+            .unwrap();
+        delivered.push(Delivered {
+            stream_seq: message.info().unwrap().stream_sequence,
+            cursor,
+            payload: message.payload.to_vec(),
+        });
+    }
+    delivered
+}
+
+/// The consumer's events equal `expected` as JSON, in order, each with its
+/// cursor header.
+fn same_events(delivered: &[Delivered], expected: &[voucherd::domain::op::Event], what: &str) {
+    let got: Vec<serde_json::Value> = delivered
+        .iter()
+        .map(|d| serde_json::from_slice(&d.payload).unwrap())
+        .collect();
+    let want: Vec<serde_json::Value> = expected
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    assert_eq!(got, want, "{what}: the stream's events and `events`'s");
+    for (d, e) in delivered.iter().zip(expected) {
+        assert_eq!(d.cursor, e.seq, "{what}: the cursor header");
+    }
+}
+
+/// The data return on the stream (D105): a replicated leader, two
+/// institutions in two districts at work (a redeem and its check-in in one
+/// frame, so in one commit group); a JetStream consumer filtered on one
+/// institution's subject gets exactly what `events --institution` answers
+/// (same JSON, same order), one filtered on a district likewise; resuming
+/// from a stream sequence in the middle gives the rest; no `events.>`
+/// message holds an ID number, most of one, or a keyed person hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_training_system_reads_events_from_jetstream_as_events_answers_them() {
+    use voucherd::domain::ids::IdNumber;
+    use voucherd::replica::SUBJECT_EVENTS;
+    if !nats_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
+    let certs = dir.path().join("certs");
+    let secret = PersonSecret([7; 32]);
+    let node = start_node(dir.path(), "a", &cluster, &secret);
+    wait_leading(node.addr, &certs).await;
+    let connect = |role| Client::connect(node.addr, &certs, role);
+    let (bureau, gateway, training) = (
+        connect(Role::Bureau).await.unwrap(),
+        connect(Role::Gateway).await.unwrap(),
+        connect(Role::Training).await.unwrap(),
+    );
+    let (a, b) = ("5000001", "5000002");
+    let (admin_a, admin_b) = (id_number(11), id_number(12));
+    accepted(
+        &bureau,
+        vec![
+            register(a, "500101", &admin_a),
+            register(b, "500102", &admin_b),
+        ],
+    )
+    .await;
+    accepted(
+        &gateway,
+        vec![
+            authorise(a, &admin_a, "op-a"),
+            authorise(b, &admin_b, "op-b"),
+        ],
+    )
+    .await;
+    let persons: Vec<String> = (20..26).map(id_number).collect();
+    let mut vouchers = Vec::new();
+    for person in &persons {
+        let voucher = match accepted(&bureau, vec![issue(person, Kind::ALL[0])]).await[0] {
+            Reply::Issued { voucher } => voucher,
+            ref other => panic!("issue answered {other:?}"),
+        };
+        let claim = Op::Claim {
+            voucher,
+            id_number: person.clone(),
+        };
+        accepted(&gateway, vec![claim]).await;
+        vouchers.push(voucher);
+    }
+    let (lat, lon) = SITE;
+    for (n, &voucher) in vouchers.iter().enumerate() {
+        let (institution, operator) = if n % 2 == 0 { (a, "op-a") } else { (b, "op-b") };
+        // A redeem and its check-in in one frame: one commit group, the
+        // check-in's enrollment read from the group in hand.
+        accepted(
+            &gateway,
+            vec![
+                redeem(voucher, institution, operator),
+                Op::Checkin { voucher, lat, lon },
+            ],
+        )
+        .await;
+    }
+    // One moves from B to A: its events are B's, then A's.
+    let moved = vouchers[1];
+    accepted(
+        &gateway,
+        vec![Op::Release {
+            voucher: moved,
+            institution: b.parse().unwrap(),
+            operator: "op-b".parse().unwrap(),
+        }],
+    )
+    .await;
+    accepted(&gateway, vec![redeem(moved, a, "op-a")]).await;
+
+    let urls: Vec<async_nats::ServerAddr> = cluster
+        .urls
+        .split(',')
+        .map(|url| url.parse().unwrap())
+        .collect();
+    let client = async_nats::connect(urls).await.unwrap();
+    let stream = async_nats::jetstream::new(client)
+        .get_stream(voucherd::replica::STREAM_DEFAULT)
+        .await
+        .unwrap();
+    let subject = |rest: &str| format!("voucherd.{SUBJECT_EVENTS}.{rest}");
+    // Campaign-wide events (a whole year's `expire`) are on `_._`: every
+    // filter of `events` shows them, so every consumer takes that subject too.
+    let everywhere = subject("_._");
+
+    let of_a = events_by_operation(&training, Some(a), None).await;
+    assert_eq!(
+        of_a.len(),
+        3 * 2 + 1,
+        "A: three redeems and check-ins, the moved one's redeem"
+    );
+    let a_subjects = [subject(&format!("*.{a}")), everywhere.clone()];
+    let by_a = consume(&stream, &a_subjects, 1).await;
+    same_events(&by_a, &of_a, "institution A");
+
+    let of_b_district = events_by_operation(&training, None, Some("500102")).await;
+    assert_eq!(
+        of_b_district.len(),
+        3 * 2 + 1,
+        "district 500102: B's redeems, check-ins, a release"
+    );
+    let district_subjects = [subject("500102.>"), everywhere.clone()];
+    let by_district = consume(&stream, &district_subjects, 1).await;
+    same_events(&by_district, &of_b_district, "district 500102");
+
+    // The training system resumes after the last message it took.
+    let middle = by_a.len() / 2;
+    let rest = consume(&stream, &a_subjects, by_a[middle].stream_seq + 1).await;
+    same_events(&rest, &of_a[middle + 1..], "institution A resumed");
+
+    // Every event on the stream: what `events` answers without a filter,
+    // and nothing personal in any of them.
+    let every = consume(&stream, &[subject(">")], 1).await;
+    let of_all = events_by_operation(&training, None, None).await;
+    same_events(&every, &of_all, "every event");
+    for person in persons.iter().chain([&admin_a, &admin_b]) {
+        let key = IdNumber::parse(person).unwrap().key(&secret).0;
+        let key_hex = hex::encode(key);
+        for message in &every {
+            let text = String::from_utf8(message.payload.clone()).unwrap();
+            assert!(
+                !text.contains(&person[..14]),
+                "an event holds (most of) an ID number: {text}"
+            );
+            assert!(
+                !text.contains(&key_hex),
+                "an event holds a person key: {text}"
+            );
+            assert!(
+                !message.payload.windows(key.len()).any(|w| w == key),
+                "an event holds a person key's bytes"
+            );
+        }
+    }
+    for client in [bureau, gateway, training] {
+        client.close().await;
+    }
+    drop(node);
+    drop(cluster);
+}
