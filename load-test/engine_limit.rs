@@ -24,7 +24,7 @@ pub fn redeem_shape() -> Vec<(Table, usize, usize)> {
     use std::sync::Arc;
 
     use voucherd::domain::campaign::{Campaign, Campaigns};
-    use voucherd::domain::enums::{Category, Channel, InstitutionType, Kind};
+    use voucherd::domain::enums::{Category, Channel, ClassMode, InstitutionType, Kind};
     use voucherd::domain::ids::PersonSecret;
     use voucherd::domain::op::{Op, Reply, Request, Role, SiteSpec};
     use voucherd::domain::time::{Clock, ManualClock, SystemClock};
@@ -74,6 +74,22 @@ pub fn redeem_shape() -> Vec<(Table, usize, usize)> {
             institution: "5000001".parse().expect("code"),
             admin_id_number: person.clone(),
             operator: "operator-0001".parse().expect("operator"),
+        },
+    );
+    // Every redeem names an opened class of the voucher's kind (D51).
+    let year = Campaign::default_for(now).year;
+    run(
+        Role::Gateway,
+        "r2b",
+        Op::OpenClass {
+            institution: "5000001".parse().expect("code"),
+            operator: "operator-0001".parse().expect("operator"),
+            class: "电工初级 2026 冬季班".parse().expect("class"),
+            kind: Kind::EmploymentSkills,
+            first_day: format!("{}-12-01", year - 1),
+            last_day: format!("{year}-11-30"),
+            mode: ClassMode::Onsite,
+            sites: None,
         },
     );
     let Reply::Issued { voucher } = run(

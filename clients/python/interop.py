@@ -33,9 +33,11 @@ async def main(host, port, certs, voucher, id_number, institution, operator, kla
               "institution": institution, "operator": operator, "class": klass}
     checkin = {"id": "py-checkin", "op": "checkin", "voucher": voucher,
                "lat": float(lat), "lon": float(lon)}
-    # A claim, then a batch of two: a redeem and a check-in.
+    # A claim, the class the redeem names (every redeem names an opened
+    # class of the voucher's kind), then a batch of two: a redeem and a check-in.
     [answer] = await client.execute([claim])
     check("claim", answer, True)
+    await open_class_for(client, "onsite", voucher, institution, operator, klass)
     redeemed, checked_in = await client.execute_retrying([redeem, checkin])
     check("redeem", redeemed, True)
     check("checkin", checked_in, True)
@@ -91,19 +93,27 @@ async def main(host, port, certs, voucher, id_number, institution, operator, kla
     print(json.dumps({"step": "done"}), flush=True)
 
 
+async def open_class_for(client, mode, voucher, institution, operator, klass):
+    """open_class of `klass` for the voucher's kind, today to 10 days on (UTC+8)
+    in `mode`: every redeem names an opened class. Returns today and the view."""
+    today = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))).date()
+    [view] = await client.execute([{"id": f"py-view-{mode}", "op": "get_voucher",
+                                    "voucher": voucher}])
+    check(f"read the {mode} voucher", view, True)
+    [opened] = await client.execute_retrying([
+        {"id": f"py-open-class-{mode}", "op": "open_class", "institution": institution,
+         "operator": operator, "class": klass, "kind": view["kind"],
+         "first_day": today.isoformat(),
+         "last_day": (today + datetime.timedelta(days=10)).isoformat(), "mode": mode}])
+    check(f"open_class {mode}", opened, True)
+    return today, view
+
+
 async def online_class(gateway, host, port, certs, voucher, institution, operator, lat, lon):
     """open_class (online, today to 10 days on, in UTC+8), a redeem into it,
     the platform's online check-in, and a positioned one refused wrong_mode."""
-    today = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))).date()
-    [view] = await gateway.execute([{"id": "py-view", "op": "get_voucher", "voucher": voucher}])
-    check("read the online voucher", view, True)
     klass = "线上班 2026"
-    [opened] = await gateway.execute_retrying([
-        {"id": "py-open-class", "op": "open_class", "institution": institution,
-         "operator": operator, "class": klass, "kind": view["kind"],
-         "first_day": today.isoformat(),
-         "last_day": (today + datetime.timedelta(days=10)).isoformat(), "mode": "online"}])
-    check("open_class", opened, True)
+    today, view = await open_class_for(gateway, "online", voucher, institution, operator, klass)
     [again] = await gateway.execute([
         {"id": "py-open-class-again", "op": "open_class", "institution": institution,
          "operator": operator, "class": klass, "kind": view["kind"],

@@ -15,9 +15,8 @@ use crate::domain::campaign::Campaign;
 use crate::domain::time::{Clock, OffsetClock, SystemClock};
 use crate::error::Error;
 use crate::limits::{
-    EXPIRE_CHECK_INTERVAL_MS, INDEX_SHARDS, REQUEST_PRUNE_INTERVAL_MS,
-    REQUEST_RETENTION_HOURS_DEFAULT, REQUEST_RETENTION_HOURS_MAX,
-    REQUEST_RETENTION_PRODUCTION_MIN_S,
+    EXPIRE_CHECK_INTERVAL_MS, REQUEST_PRUNE_INTERVAL_MS, REQUEST_RETENTION_HOURS_DEFAULT,
+    REQUEST_RETENTION_HOURS_MAX, REQUEST_RETENTION_PRODUCTION_MIN_S,
 };
 use crate::net::server;
 use crate::net::tls::CertPaths;
@@ -384,9 +383,11 @@ async fn exit_when_storage_fails(ledger: Arc<crate::ledger::Ledger>) {
 /// (API.md: "the daemon runs one by itself at the deadline"): every
 /// `EXPIRE_CHECK_INTERVAL_MS` (and at start-up), each year past its deadline
 /// and not yet done this run is gone through one voucher shard at a time on
-/// the blocking pool (`Ledger::expire_shard`: batches of at most
+/// the blocking pool (`ledger::expire_year_paced`: batches of at most
 /// `EXPIRE_BATCH_VOUCHERS_MAX`, each holding one voucher shard's lock and
-/// its holders' person shards). Other writes go on between batches. A
+/// its holders' person shards), pausing after each batch at least
+/// `EXPIRE_BATCH_PAUSE_MS` and the batch's own time (D43), so other writes
+/// go on between batches with their latency. A
 /// failed batch (overloaded, storage) is logged and the year is gone through
 /// again at the next check; after a restart each ended year is read once
 /// more and, already written, costs no commit.
@@ -406,23 +407,16 @@ async fn expire_forever(ledger: Arc<crate::ledger::Ledger>) {
                 continue;
             }
             let started = Instant::now();
-            let mut total = crate::ledger::ExpiryPass::default();
-            let mut failed = false;
-            for shard in 0..INDEX_SHARDS {
-                let ledger = Arc::clone(&ledger);
-                match tokio::task::spawn_blocking(move || ledger.expire_shard(year, shard)).await {
-                    Ok(Ok(pass)) => total.add(pass),
-                    Ok(Err(refusal)) => {
-                        warn!(year, reason = %refusal.reason, message = %refusal.message, "expiry stopped; tried again at the next check");
-                        failed = true;
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "expiry panicked; vouchers are no longer expired by the daemon");
-                        return;
-                    }
+            let paced = crate::ledger::expire_year_paced(Arc::clone(&ledger), year, |pause| {
+                tokio::time::sleep(pause)
+            });
+            let (total, failed) = match paced.await {
+                Ok(total) => (total, false),
+                Err(refusal) => {
+                    warn!(year, reason = %refusal.reason, message = %refusal.message, "expiry stopped; tried again at the next check");
+                    (crate::ledger::ExpiryPass::default(), true)
                 }
-            }
+            };
             if !failed {
                 done.push(year);
                 if total.expired > 0 {

@@ -6,5 +6,6 @@ pub mod record;
 
 pub use export::{ExportReader, ExportWriter, EXPORT_MAGIC};
 pub use record::{
-    entry_json, open, seal, AuditRecord, ChainVerifier, AUDIT_RECORD_VERSION, GENESIS_HASH,
+    entry_json, open, seal, AuditRecord, ChainVerifier, AUDIT_RECORD_VERSION,
+    CLASSES_REQUIRED_SINCE_VERSION, GENESIS_HASH,
 };

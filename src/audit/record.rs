@@ -14,15 +14,22 @@ use crate::domain::time::Timestamp;
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
 /// The audit record version written today (the byte in front of a
-/// record's bincode): 2 names the caller (role and certificate); 1 named
-/// the role only and is still read, with an unknown certificate
-/// (`Caller::UNKNOWN_CERTIFICATE`).
-pub const AUDIT_RECORD_VERSION: u8 = 2;
+/// record's bincode): 3 has version 2's layout and is decided under the
+/// rule that every redeem names an opened class; 2 names the caller (role
+/// and certificate); 1 named the role only and is still read, with an
+/// unknown certificate (`Caller::UNKNOWN_CERTIFICATE`).
+pub const AUDIT_RECORD_VERSION: u8 = 3;
+
+/// The first record version whose `redeem` must name an opened class at
+/// every institution; records of older versions are decided as they were
+/// sealed: an institution that had opened no class took a free-text class
+/// (docs/decisions.md D51).
+pub const CLASSES_REQUIRED_SINCE_VERSION: u8 = 3;
 
 /// One accepted change as auditors see it (ID numbers only as keyed hashes).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditRecord {
-    /// The layout the record is (or was) sealed in: 1 or 2. Not a field of
+    /// The version the record is (or was) sealed in: 1 to 3. Not a field of
     /// its bytes: the version byte in front of them.
     pub version: u8,
     pub seq: u64,
@@ -46,7 +53,8 @@ struct RecordV1 {
     prev_hash: [u8; 32],
 }
 
-/// Version 2's layout: the caller (role, then the certificate's 32 bytes).
+/// Version 2's layout (and version 3's): the caller (role, then the
+/// certificate's 32 bytes).
 #[derive(Encode, Decode)]
 struct RecordV2 {
     seq: u64,
@@ -80,7 +88,7 @@ fn encode(record: &AuditRecord) -> Vec<u8> {
             reply,
             prev_hash,
         }),
-        2 => codec::encode_plain(&RecordV2 {
+        2 | 3 => codec::encode_plain(&RecordV2 {
             seq,
             time,
             caller,
@@ -114,7 +122,7 @@ fn decode(bytes: &[u8]) -> Result<AuditRecord, String> {
                 prev_hash: v1.prev_hash,
             })
         }
-        2 => {
+        2 | 3 => {
             let v2: RecordV2 = codec::decode_plain(body)?;
             Ok(AuditRecord {
                 version,
@@ -242,10 +250,16 @@ mod tests {
         );
         assert_eq!(seal(&opened).0, v1);
 
-        let (v2, _) = seal(&record(AUDIT_RECORD_VERSION));
+        let (v2, _) = seal(&record(2));
         assert_eq!(v2[0], 2);
         assert_eq!(open(&v2).unwrap().0, record(2));
         assert_eq!(v2.len(), v1.len() + 32, "the certificate's 32 bytes");
+
+        // Version 3: version 2's layout under its own version byte.
+        let (v3, _) = seal(&record(AUDIT_RECORD_VERSION));
+        assert_eq!(v3[0], 3);
+        assert_eq!(open(&v3).unwrap().0, record(3));
+        assert_eq!(v3[1..v3.len() - 32], v2[1..v2.len() - 32]);
 
         let mut unknown = v2.clone();
         unknown[0] = 9;

@@ -270,10 +270,12 @@ pub fn open_class(
 /// institution's lock, so no class opens meanwhile).
 #[derive(Clone, Copy, Debug)]
 pub enum Naming<'a> {
-    /// The institution has opened no class yet: the name is free text, as
-    /// before classes existed (docs/decisions.md D50).
+    /// A record sealed before every redeem had to name an opened class
+    /// (audit record version 1 or 2), at an institution that had opened no
+    /// class: the name is free text, as it was decided (docs/decisions.md
+    /// D51). Never for a new request.
     FreeText,
-    /// The institution has opened classes: the one of that code, if any.
+    /// The opened class of that code, if any (`unknown_class` otherwise).
     Class(Option<&'a Class>),
 }
 

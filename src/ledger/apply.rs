@@ -743,10 +743,14 @@ impl Ledger {
         let enrolled = packed
             .and_then(|p| p.class())
             .map(|handle| self.classes.get(handle));
+        // A free-text class only for records sealed before every redeem had
+        // to name an opened class, at an institution with none (D51).
+        let free_text = |code| {
+            origin.record_version < audit::CLASSES_REQUIRED_SINCE_VERSION
+                && self.classes.opened_by(code) == 0
+        };
         let named = match (touch.names_class, code) {
-            (Some(name), Some(code)) if self.classes.opened_by(code) > 0 => {
-                Some(self.classes.find(code, name))
-            }
+            (Some(name), Some(code)) if !free_text(code) => Some(self.classes.find(code, name)),
             _ => None,
         };
         let naming = match &named {

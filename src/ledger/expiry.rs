@@ -1,11 +1,12 @@
 //! The daemon's own expiry after a campaign deadline (docs/decisions.md
 //! D41): bounded batches that each lock one voucher shard and the person
 //! shards of that batch's holders, so other writers go on between batches.
-//! The bureau's `expire` (all shards at once) stays as it was; once the
-//! daemon is done it answers 0.
+//! The daemon's driver (`expire_year_paced`) pauses between batches
+//! (D43). The bureau's `expire` (all shards at once) stays as it was; once
+//! the daemon is done it answers 0.
 
 use super::*;
-use crate::limits::{EXPIRE_BATCH_VOUCHERS_MAX, INDEX_SHARDS};
+use crate::limits::{EXPIRE_BATCH_PAUSE_MS, EXPIRE_BATCH_VOUCHERS_MAX, INDEX_SHARDS};
 
 /// What one pass over a voucher shard (or all of them) wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,8 +51,21 @@ impl Ledger {
     /// unfinished again, so the list stays true (a concurrent `expire` only
     /// makes a batch smaller).
     pub fn expire_shard(&self, year: u16, shard: usize) -> Result<ExpiryPass, Refusal> {
+        let mut pass = ExpiryPass::default();
+        for batch in self
+            .unfinished_in_shard(year, shard)
+            .chunks(EXPIRE_BATCH_VOUCHERS_MAX)
+        {
+            pass.add(self.expire_listed(year, batch)?);
+        }
+        Ok(pass)
+    }
+
+    /// The unfinished vouchers of `year` held in one voucher shard, in id
+    /// order (read once under the shard's read lock).
+    fn unfinished_in_shard(&self, year: u16, shard: usize) -> Vec<VoucherId> {
         assert!(shard < INDEX_SHARDS, "a voucher shard index");
-        let unfinished: Vec<VoucherId> = self.vouchers.all()[shard]
+        self.vouchers.all()[shard]
             .read()
             .iter(shard)
             .filter(|(_, packed)| {
@@ -62,12 +76,7 @@ impl Ledger {
                     )
             })
             .map(|(id, _)| id)
-            .collect();
-        let mut pass = ExpiryPass::default();
-        for batch in unfinished.chunks(EXPIRE_BATCH_VOUCHERS_MAX) {
-            pass.add(self.expire_listed(year, batch)?);
-        }
-        Ok(pass)
+            .collect()
     }
 
     /// `expire_shard` over every shard, in index order (tests, benchmarks;
@@ -225,5 +234,56 @@ impl Ledger {
             persons[person_guard_of(holder)].store(holder, person);
         }
         Ok((reply, ticket))
+    }
+}
+
+/// The pause after an expiry batch that took `batch` (docs/decisions.md
+/// D43): at least `EXPIRE_BATCH_PAUSE_MS`, and at least the batch's own
+/// time, so the batches take at most half of the time while other writes
+/// queue behind their locks and the commit path.
+pub fn expiry_pause_after(batch: std::time::Duration) -> std::time::Duration {
+    batch.max(std::time::Duration::from_millis(EXPIRE_BATCH_PAUSE_MS))
+}
+
+/// The daemon's expiry of one year: shard by shard in index order, each
+/// shard read once, then written in batches on the blocking pool; after
+/// every batch that wrote something, `pause(expiry_pause_after(its time))`
+/// is awaited before the next one (the daemon passes `tokio::time::sleep`;
+/// tests count the calls). A refused batch stops the pass (the caller tries
+/// again later); the pass so far is lost only from the figures.
+pub async fn expire_year_paced<P, F>(
+    ledger: Arc<Ledger>,
+    year: u16,
+    mut pause: P,
+) -> Result<ExpiryPass, Refusal>
+where
+    P: FnMut(std::time::Duration) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let mut total = ExpiryPass::default();
+    for shard in 0..INDEX_SHARDS {
+        let reader = Arc::clone(&ledger);
+        let unfinished = blocking(move || Ok(reader.unfinished_in_shard(year, shard))).await?;
+        for batch in unfinished.chunks(EXPIRE_BATCH_VOUCHERS_MAX) {
+            let writer = Arc::clone(&ledger);
+            let batch = batch.to_vec();
+            let started = std::time::Instant::now();
+            let pass = blocking(move || writer.expire_listed(year, &batch)).await?;
+            total.add(pass);
+            if pass.batches > 0 {
+                pause(expiry_pause_after(started.elapsed())).await;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Runs `work` on the blocking pool; a panic there is re-raised here.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
     }
 }

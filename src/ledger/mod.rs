@@ -59,7 +59,7 @@ use shards::Shards;
 use apply::{Change, Origin};
 pub use commit::Pending;
 use commit::{Applying, Tail};
-pub use expiry::ExpiryPass;
+pub use expiry::{expire_year_paced, expiry_pause_after, ExpiryPass};
 pub use requests::{FrameRun, HeldRequestId, Pruned, RefusalLimits, WaitFor, Waiting};
 use requests::{Inflight, Stop};
 

@@ -16,7 +16,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{authorise, id_number, issue, redeem, register, workload, Disk, Drive, NOW};
+use crate::common::{
+    authorise, id_number, issue, kit_classes, redeem_for, register, workload, Disk, Drive, NOW,
+};
 use voucherd::domain::enums::{Kind, VoucherState};
 use voucherd::domain::op::{Op, Reply, Request, Role};
 use voucherd::domain::time::ManualClock;
@@ -118,6 +120,9 @@ fn a_full_disk_refuses_writes_keeps_reads_and_serves_again_once_freed() {
         Role::Gateway,
         authorise("5000001", &id_number(9_001), "operator-1"),
     );
+    for op in kit_classes("5000001", "operator-1") {
+        d.accept(Role::Gateway, op);
+    }
     let mut workload = workload(5, 40);
     workload.setup(&d, 3);
     for _ in 0..300 {
@@ -137,7 +142,10 @@ fn a_full_disk_refuses_writes_keeps_reads_and_serves_again_once_freed() {
             id_number: person,
         },
     );
-    d.accept(Role::Gateway, redeem(redeemed, "5000001", "operator-1"));
+    d.accept(
+        Role::Gateway,
+        redeem_for(d.ledger(), redeemed, "5000001", "operator-1"),
+    );
 
     // Fill the filesystem to the last byte.
     let filler = fs.path().join("filler");
@@ -165,7 +173,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_serves_again_once_freed() {
     }
     let claim = d.send(
         Role::Gateway,
-        redeem(redeemed, "5000001", "operator-1"), // already redeemed: a refusal to remember
+        redeem_for(d.ledger(), redeemed, "5000001", "operator-1"), // already redeemed: a refusal to remember
     );
     assert!(claim.1.outcome.is_err());
     assert_eq!(d.ledger.head(), head, "refused writes changed nothing");

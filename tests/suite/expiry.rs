@@ -11,7 +11,7 @@ use voucherd::domain::enums::{Kind, VoucherState};
 use voucherd::domain::ids::VoucherId;
 use voucherd::domain::op::{Op, Reply, Request, Role};
 use voucherd::domain::time::Timestamp;
-use voucherd::limits::{EXPIRE_BATCH_VOUCHERS_MAX, INDEX_SHARDS};
+use voucherd::limits::{EXPIRE_BATCH_PAUSE_MS, EXPIRE_BATCH_VOUCHERS_MAX, INDEX_SHARDS};
 
 const PERSONS: usize = 120;
 const OPERATIONS: usize = 3_000;
@@ -126,6 +126,55 @@ fn the_daemons_expiry_writes_what_the_reads_showed_and_replays() {
         .expect("replay matches the log");
     assert_eq!(replayed.records, seq);
     assert_eq!(replayed.state_digest, digest);
+}
+
+/// The daemon's driver pauses after every batch that wrote, before the next
+/// one (D43): as many pauses as batches, each at least
+/// `EXPIRE_BATCH_PAUSE_MS`, and exactly one record sealed between two
+/// pauses. Counted through the pause it is given, not timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_expiry_pauses_between_batches() {
+    let (seed, _) = seeded_rng();
+    let h = Harness::new();
+    let mut work = workload(seed, PERSONS);
+    work.setup(&h, 4);
+    for _ in 0..OPERATIONS / 10 {
+        work.step(&h);
+    }
+    let year = campaigns().current().year;
+    h.clock.set(Timestamp(DEADLINE.0 + 1));
+    let (seq_before, _) = h.head();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let pass = voucherd::ledger::expire_year_paced(h.ledger.clone(), year, |pause| {
+        seen.lock().unwrap().push((pause, h.head().0));
+        async {}
+    })
+    .await
+    .expect("expiry batches");
+    let seen = seen.into_inner().unwrap();
+    assert!(pass.batches > 1, "seed {seed}: several batches");
+    assert_eq!(
+        seen.len() as u64,
+        pass.batches,
+        "seed {seed}: a pause per batch"
+    );
+    for (k, (pause, seq)) in seen.iter().enumerate() {
+        assert!(
+            *pause >= std::time::Duration::from_millis(EXPIRE_BATCH_PAUSE_MS),
+            "seed {seed}: pause {k} is {pause:?}"
+        );
+        assert_eq!(
+            *seq,
+            seq_before + k as u64 + 1,
+            "seed {seed}: one batch between pauses"
+        );
+    }
+    let again = voucherd::ledger::expire_year_paced(h.ledger.clone(), year, |_| async {
+        panic!("nothing left to write, so no pause")
+    })
+    .await
+    .expect("second pass");
+    assert_eq!(again.expired, 0);
 }
 
 /// A data folder that ran last year's default campaign opens after its

@@ -118,7 +118,7 @@ fn promtool_accepts_a_scrape_after_load_and_the_alert_rules() {
     enrol(&daemon, &dir.path().join("certs"));
     let body = scrape_until(port, |body| {
         match sample(body, "voucherd_audit_sequence", &[]) {
-            Some(7.0) => Ok(()),
+            Some(8.0) => Ok(()),
             other => Err(format!("audit sequence {other:?}")),
         }
     });

@@ -635,15 +635,14 @@ impl Model {
                     VoucherState::Claimed => {}
                     _ => return Err("already_redeemed"),
                 }
-                let enrolled = !at.classes.is_empty();
-                if enrolled {
-                    let class = at.classes.get(class.as_str()).ok_or("unknown_class")?;
-                    if class.kind != v.kind {
-                        return Err("wrong_kind");
-                    }
-                    if self.date(now) > class.last_day {
-                        return Err("class_closed");
-                    }
+                // Every new redeem names an opened class (D51).
+                let enrolled = true;
+                let class_of = at.classes.get(class.as_str()).ok_or("unknown_class")?;
+                if class_of.kind != v.kind {
+                    return Err("wrong_kind");
+                }
+                if self.date(now) > class_of.last_day {
+                    return Err("class_closed");
                 }
                 let uses = self.uses(&v.holder);
                 if uses >= self.rules.uses_max {

@@ -5,8 +5,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::daemon::{free_port, sample, scrape, serve, voucherd_ok, Daemon, Voucherctl};
-use crate::common::{id_number, Harness};
+use crate::common::daemon::{
+    class_days_now, free_port, sample, scrape, serve, voucherd_ok, Daemon, Voucherctl,
+};
+use crate::common::{authorise, id_number, register, Harness};
 use serde_json::{json, Value};
 use voucherd::domain::op::{Op, Reply, Request, Role};
 
@@ -35,8 +37,9 @@ pub(crate) struct Enrolled {
     pub changes: u64,
 }
 
-/// Registers an institution, issues two vouchers (and one to an unknown
-/// district), claims and redeems one, and tries a claim by the wrong person.
+/// Registers an institution, opens a class, issues two vouchers (and one to
+/// an unknown district), claims and redeems one, and tries a claim by the
+/// wrong person.
 pub(crate) fn enrol(daemon: &Daemon, certs: &Path) -> Enrolled {
     let admin = id_number(1);
     let persons = vec![id_number(10), id_number(11)];
@@ -53,12 +56,16 @@ pub(crate) fn enrol(daemon: &Daemon, certs: &Path) -> Enrolled {
     assert_eq!(bureau[1]["ok"], true, "{bureau:?}");
     assert_eq!(bureau[3]["reason"], "unknown_district", "{bureau:?}");
     let voucher = bureau[1]["voucher"].as_str().unwrap().to_owned();
+    let (first_day, last_day) = class_days_now();
     let gateway = daemon.batch(
         certs,
         "gateway",
         &[
             json!({"id": "auth-1", "op": "authorise_operator", "institution": INSTITUTION,
                 "admin_id_number": admin, "operator": "op-1"}),
+            json!({"id": "class-0", "op": "open_class", "institution": INSTITUTION,
+                "operator": "op-1", "class": "电工初级", "kind": "employment_skills",
+                "first_day": first_day, "last_day": last_day, "mode": "onsite"}),
             json!({"id": "claim-1", "op": "claim", "voucher": voucher, "id_number": persons[0]}),
             json!({"id": "claim-2", "op": "claim", "voucher": voucher, "id_number": persons[1]}),
             json!({"id": "redeem-1", "op": "redeem", "voucher": voucher,
@@ -67,13 +74,14 @@ pub(crate) fn enrol(daemon: &Daemon, certs: &Path) -> Enrolled {
     );
     let reasons: Vec<&Value> = gateway.iter().map(|a| &a["reason"]).collect();
     assert_eq!(gateway[1]["ok"], true, "{gateway:?}");
-    assert_eq!(gateway[2]["reason"], "not_holder", "{reasons:?}");
-    assert_eq!(gateway[3]["ok"], true, "{gateway:?}");
+    assert_eq!(gateway[2]["ok"], true, "{gateway:?}");
+    assert_eq!(gateway[3]["reason"], "not_holder", "{reasons:?}");
+    assert_eq!(gateway[4]["ok"], true, "{gateway:?}");
     let mut all = persons.clone();
     all.push(admin);
     Enrolled {
         persons: all,
-        changes: 1 + 6,
+        changes: 1 + 7,
     }
 }
 
@@ -121,9 +129,9 @@ fn a_scrape_after_known_operations_shows_their_counts_and_the_bureau_figures() {
         want(&[("op", "claim"), ("outcome", "ok")], 1.0)?;
         want(&[("op", "claim"), ("outcome", "not_holder")], 1.0)?;
         want(&[("op", "redeem"), ("outcome", "ok")], 1.0)?;
-        // The campaign's record and six changes.
+        // The campaign's record and seven changes (a class among them).
         match sample(body, "voucherd_audit_sequence", &[]) {
-            Some(7.0) => {}
+            Some(8.0) => {}
             other => return Err(format!("audit sequence {other:?}")),
         }
         // The sampler sets the audit sequence before the bureau's figures:
@@ -275,7 +283,7 @@ fn the_audit_chain_streams_out_while_the_daemon_serves() {
         .contains("uses_per_person_max"));
     assert_eq!(lines[2]["command"]["op"], "issue");
     assert_eq!(lines[2]["role"], "bureau");
-    assert_eq!(lines[2]["version"], 2);
+    assert_eq!(lines[2]["version"], 3);
     let bureau = voucherd::net::tls::fingerprint_of_file(&certs.join("bureau.pem")).unwrap();
     assert_eq!(
         lines[2]["certificate"], bureau,
@@ -345,7 +353,8 @@ fn the_audit_chain_streams_out_while_the_daemon_serves() {
 #[test]
 fn audit_read_pages_are_bounded_and_checked() {
     let h = Harness::new();
-    h.institution("5001011", &id_number(1), "op-1");
+    h.ok(Role::Bureau, register("5001011", "500101", &id_number(1)));
+    h.ok(Role::Gateway, authorise("5001011", &id_number(1), "op-1"));
     for n in 0..5 {
         h.issue(
             &id_number(100 + n),
@@ -578,9 +587,9 @@ fn a_backup_taken_while_serving_restores_to_a_verified_prefix_of_the_chain() {
         "--data",
         dir.path().join("r2").to_str().unwrap(),
     ]);
-    // The campaign's record, sealed at the first start, then 310 changes
-    // (`enrol`'s 6, the class's 4, 300 issues).
-    assert!(checked.contains("audit record 311 "), "{checked}");
+    // The campaign's record, sealed at the first start, then 311 changes
+    // (`enrol`'s 7, the class's 4, 300 issues).
+    assert!(checked.contains("audit record 312 "), "{checked}");
 }
 
 /// The dashboard and the alert rules only use metrics the daemon exports,

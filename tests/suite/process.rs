@@ -85,6 +85,44 @@ fn issue_args<'a>(person: &'a str, kind: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// `voucherctl class open`: an onsite class of 5000001 by op-1 over the
+/// campaign the daemon runs now (every redeem names an opened class, D51).
+fn open_class_ctl(addr: &str, certs: &Path, class: &str, kind: &str) {
+    let (first, last) = crate::common::daemon::class_days_now();
+    ctl_ok(
+        addr,
+        certs,
+        &class_open_args(class, kind, (&first, &last), "onsite"),
+    );
+}
+
+/// `voucherctl class open` of 5000001 by op-1.
+fn class_open_args<'a>(
+    class: &'a str,
+    kind: &'a str,
+    (first, last): (&'a str, &'a str),
+    mode: &'a str,
+) -> [&'a str; 16] {
+    [
+        "class",
+        "open",
+        "--institution",
+        "5000001",
+        "--operator",
+        "op-1",
+        "--class",
+        class,
+        "--kind",
+        kind,
+        "--first-day",
+        first,
+        "--last-day",
+        last,
+        "--mode",
+        mode,
+    ]
+}
+
 fn issue_voucher(addr: &str, certs: &Path, person: &str, kind: &str) -> String {
     let answer = ctl_json(addr, certs, &issue_args(person, kind));
     answer["voucher"].as_str().expect("a voucher id").to_owned()
@@ -122,6 +160,8 @@ fn acknowledged_operations_survive_a_sigkill() {
             "op-1",
         ],
     );
+    open_class_ctl(&addr, &certs, "电工初级", "employment_skills");
+    open_class_ctl(&addr, &certs, "育婴员", "entrepreneurship");
     let human = ctl_ok(&addr, &certs, &issue_args(&holder, "employment_skills"));
     let v1 = human
         .trim()
@@ -764,24 +804,7 @@ fn voucherctl_opens_a_class_and_sends_an_online_checkin() {
         "op-1",
     ];
     ctl_ok(&addr, &certs, &authorise);
-    let open = [
-        "class",
-        "open",
-        "--institution",
-        "5000001",
-        "--operator",
-        "op-1",
-        "--class",
-        "线上电工 2026",
-        "--kind",
-        "hr_services",
-        "--first-day",
-        &first,
-        "--last-day",
-        &last,
-        "--mode",
-        "online",
-    ];
+    let open = class_open_args("线上电工 2026", "hr_services", (&first, &last), "online");
     ctl_json(&addr, &certs, &open);
     let again = ctl_with(&addr, &certs, &open, None);
     assert_eq!(again.status.code(), Some(3), "{}", describe(&open, &again));
@@ -856,6 +879,7 @@ fn voucherctl_events_follows_and_resumes_from_its_cursor_file() {
         "op-1",
     ];
     ctl_ok(&addr, &certs, &authorise);
+    open_class_ctl(&addr, &certs, "电工初级", "hr_services");
     let voucher = issue_voucher(&addr, &certs, &person, "hr_services");
     ctl_ok(
         &addr,

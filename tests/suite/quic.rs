@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{authorise, id_number, issue, open_class, redeem, register, FAR, SITE};
+use crate::common::{
+    authorise, id_number, issue, kit_class, kit_classes_of, open_class, redeem, redeem_in,
+    register, FAR, SITE,
+};
 use rand::{Rng, SeedableRng};
 use strum::VariantArray;
 use tokio::sync::{oneshot, Barrier};
@@ -379,6 +382,9 @@ async fn every_operation_and_reason_code_over_quic() {
     }
     w.refused(bureau, outside, "invalid_request").await;
     w.ok(gateway, authorise(a, &admin_a, "op-a")).await;
+    for op in kit_classes_of(a, "op-a", year) {
+        w.ok(gateway, op).await;
+    }
     w.ok(gateway, authorise(a, &admin_a, "op-tmp")).await;
     w.ok(
         gateway,
@@ -411,6 +417,9 @@ async fn every_operation_and_reason_code_over_quic() {
     w.refused(gateway, authorise(b, &admin_b, "op-b"), "not_authorised")
         .await;
     w.ok(gateway, authorise(b, &admin_b2, "op-b")).await;
+    for op in kit_classes_of(b, "op-b", year) {
+        w.ok(gateway, op).await;
+    }
     w.refused(
         bureau,
         Op::SetInstitutionAdmin {
@@ -576,7 +585,8 @@ async fn every_operation_and_reason_code_over_quic() {
         .await;
     w.refused(gateway, release(v2, a), "not_redeemed").await;
     w.ok(gateway, claim(v2, &holder)).await;
-    w.ok(gateway, redeem(v2, b, "op-b")).await;
+    let class = kit_class(Kind::Entrepreneurship);
+    w.ok(gateway, redeem_in(v2, b, "op-b", &class)).await;
     w.refused(gateway, release(v2, a), "wrong_institution")
         .await;
     w.ok(gateway, release(v2, b)).await;
@@ -600,8 +610,9 @@ async fn every_operation_and_reason_code_over_quic() {
         busy_vouchers.push(voucher);
     }
     for (n, &voucher) in busy_vouchers[..3].iter().enumerate() {
+        let class = kit_class(kinds[n]);
         assert_eq!(
-            w.ok(gateway, redeem(voucher, a, "op-a")).await,
+            w.ok(gateway, redeem_in(voucher, a, "op-a", &class)).await,
             Reply::Redeemed {
                 uses_this_year: n as u8 + 1
             }
@@ -609,12 +620,12 @@ async fn every_operation_and_reason_code_over_quic() {
     }
     w.refused(
         gateway,
-        redeem(busy_vouchers[3], a, "op-a"),
+        redeem_in(busy_vouchers[3], a, "op-a", &kit_class(kinds[3])),
         "use_limit_reached",
     )
     .await;
 
-    // Classes at C (A and B take free-text classes: they opened none, D50),
+    // Classes at C (A and B opened one per kind: `kit_classes_of`),
     // and an online check-in by the platform's certificate.
     let c = "5000005";
     let admin_c = id_number(4);
@@ -959,6 +970,9 @@ async fn classes_and_online_checkins_in_json() {
     let admin = id_number(1);
     ok(&bureau, register("5000001", "500101", &admin)).await;
     ok(&gateway, authorise("5000001", &admin, "op-1")).await;
+    for op in kit_classes_of("5000001", "op-1", today().year) {
+        ok(&gateway, op).await;
+    }
     let class = open_class(
         "5000001",
         "op-1",
@@ -1069,6 +1083,9 @@ async fn a_mixed_batch_answers_in_order() {
     let admin = id_number(1);
     ok(&bureau, register("5000001", "500101", &admin)).await;
     ok(&gateway, authorise("5000001", &admin, "op-1")).await;
+    for op in kit_classes_of("5000001", "op-1", today().year) {
+        ok(&gateway, op).await;
+    }
 
     let person = id_number(10);
     let seq_before = daemon.head().0;
@@ -1112,13 +1129,14 @@ async fn a_mixed_batch_answers_in_order() {
     );
 
     // A gateway batch whose operations depend on the ones before them.
+    let hr = kit_class(Kind::HrServices);
     let requests = vec![
         request(Op::Claim {
             voucher: first,
             id_number: person.clone(),
         }),
-        request(redeem(first, "5000001", "op-1")),
-        request(redeem(first, "5000001", "op-1")),
+        request(redeem_in(first, "5000001", "op-1", &hr)),
+        request(redeem_in(first, "5000001", "op-1", &hr)),
         request(Op::Checkin {
             voucher: first,
             lat: FAR.0,
@@ -1129,7 +1147,12 @@ async fn a_mixed_batch_answers_in_order() {
             lat: SITE.0,
             lon: SITE.1,
         }),
-        request(redeem(second, "5000001", "op-1")),
+        request(redeem_in(
+            second,
+            "5000001",
+            "op-1",
+            &kit_class(Kind::Adaptability),
+        )),
         request(Op::Issue {
             id_number: person.clone(),
             category: Category::RuralMigrant,
@@ -1542,6 +1565,9 @@ async fn racing_redemptions_of_one_voucher_accept_exactly_one() {
         )
         .await;
     }
+    for op in kit_classes_of("5000001", "op-0", today().year) {
+        ok(&clients[0], op).await;
+    }
     for round in 0..ROUNDS {
         let person = id_number(1_000 + round as u64);
         let voucher = issued(&bureau, issue(&person, Kind::EmploymentSkills)).await;
@@ -1593,6 +1619,9 @@ async fn racing_redemptions_of_one_person_stop_at_the_use_limit() {
     ok(&bureau, register("5000001", "500101", &admin)).await;
     let clients = racers(&daemon).await;
     ok(&clients[0], authorise("5000001", &admin, "op-1")).await;
+    for op in kit_classes_of("5000001", "op-1", today().year) {
+        ok(&clients[0], op).await;
+    }
     for round in 0..ROUNDS {
         // A person with one voucher of every kind claimed and one use made.
         let person = id_number(2_000 + round as u64);
@@ -1617,7 +1646,8 @@ async fn racing_redemptions_of_one_person_stop_at_the_use_limit() {
                 })
             })
             .collect();
-        setup.push(request(redeem(vouchers[0], "5000001", "op-1")));
+        let class = kit_class(Kind::ALL[0]);
+        setup.push(request(redeem_in(vouchers[0], "5000001", "op-1", &class)));
         for answer in execute(&clients[round % RACERS], &setup).await {
             assert!(answer.outcome.is_ok(), "{answer:?}");
         }
@@ -1634,7 +1664,10 @@ async fn racing_redemptions_of_one_person_stop_at_the_use_limit() {
             .collect();
         let ops = picks
             .iter()
-            .map(|&voucher| redeem(voucher, "5000001", "op-1"))
+            .map(|&voucher| {
+                let kind = Kind::ALL[vouchers.iter().position(|&v| v == voucher).unwrap()];
+                redeem_in(voucher, "5000001", "op-1", &kit_class(kind))
+            })
             .collect();
         let answers = race(&clients, ops).await;
         let mut won = BTreeSet::new();
@@ -1908,6 +1941,11 @@ async fn the_training_system_reads_events_back_and_a_long_poll_wakes_on_a_redeem
     ok(&bureau, register(b, "500102", &admin_b)).await;
     ok(&gateway, authorise(a, &admin_a, "op-a")).await;
     ok(&gateway, authorise(b, &admin_b, "op-b")).await;
+    for (code, op) in [(a, "op-a"), (b, "op-b")] {
+        for open in kit_classes_of(code, op, today().year) {
+            ok(&gateway, open).await;
+        }
+    }
     let persons: Vec<String> = (20..25).map(id_number).collect();
     let mut vouchers = Vec::new();
     for person in &persons {
@@ -1955,7 +1993,7 @@ async fn the_training_system_reads_events_back_and_a_long_poll_wakes_on_a_redeem
         .all(|e| e.district == Some(district_code("500101"))));
     assert!(all
         .iter()
-        .all(|e| e.class.as_deref() == Some("电工初级 2026 冬")));
+        .all(|e| e.class.as_deref() == Some(crate::common::KIT_CLASS)));
     assert_eq!(all[0].voucher, Some(vouchers[0]));
     assert_eq!(all[3].voucher, Some(vouchers[2]));
     assert_eq!(next, all.last().unwrap().seq);

@@ -97,6 +97,9 @@ fn institution_for_round<D: Drive>(d: &D, round: u64, operators: usize) -> (Stri
             answer.outcome
         );
     }
+    for op in kit_classes(&code, &names[0]) {
+        d.accept(Role::Gateway, op);
+    }
     (code, names)
 }
 
@@ -110,7 +113,10 @@ fn two_uses_left_round<D: Drive>(d: &D, rng: &mut StdRng, round: u64) {
     let vouchers = d.claimed_batch(&person, &kinds);
     let first = vouchers[rng.gen_range(0..vouchers.len())];
     assert_eq!(
-        d.accept(Role::Gateway, redeem(first, &code, &operators[0])),
+        d.accept(
+            Role::Gateway,
+            redeem_for(d.ledger(), first, &code, &operators[0])
+        ),
         Reply::Redeemed { uses_this_year: 1 }
     );
     let used_before = used_in(d, "500101");
@@ -122,7 +128,12 @@ fn two_uses_left_round<D: Drive>(d: &D, rng: &mut StdRng, round: u64) {
         .map(|&voucher| {
             (
                 Role::Gateway,
-                redeem(voucher, &code, operators.choose(rng).expect("operators")),
+                redeem_for(
+                    d.ledger(),
+                    voucher,
+                    &code,
+                    operators.choose(rng).expect("operators"),
+                ),
             )
         })
         .collect();
@@ -173,7 +184,10 @@ fn two_uses_left_round<D: Drive>(d: &D, rng: &mut StdRng, round: u64) {
         .expect("a loser")
         .0;
     assert_eq!(
-        d.outcome(Role::Gateway, redeem(*loser, &code, &operators[0])),
+        d.outcome(
+            Role::Gateway,
+            redeem_for(d.ledger(), *loser, &code, &operators[0])
+        ),
         "use_limit_reached",
         "{context}"
     );
@@ -190,7 +204,12 @@ fn same_voucher_round<D: Drive>(d: &D, rng: &mut StdRng, round: u64) {
         .map(|_| {
             (
                 Role::Gateway,
-                redeem(voucher, &code, operators.choose(rng).expect("operators")),
+                redeem_for(
+                    d.ledger(),
+                    voucher,
+                    &code,
+                    operators.choose(rng).expect("operators"),
+                ),
             )
         })
         .collect();
@@ -237,7 +256,7 @@ fn same_request_id_round<D: Drive>(d: &D, rng: &mut StdRng, round: u64) {
     let (seq_before, _, _) = d.ledger().head();
     let request = Request {
         id: format!("retry-{round}"),
-        op: redeem(voucher, &code, &operators[0]),
+        op: redeem_for(d.ledger(), voucher, &code, &operators[0]),
     };
     let barrier = Barrier::new(THREADS);
     let answers: Vec<Answer> = thread::scope(|scope| {
@@ -275,7 +294,7 @@ fn same_request_id_round<D: Drive>(d: &D, rng: &mut StdRng, round: u64) {
     );
     let reused = Request {
         id: request.id.clone(),
-        op: redeem(voucher, &code, "op-other"),
+        op: redeem_for(d.ledger(), voucher, &code, "op-other"),
     };
     let answer = d.ledger().execute(Role::Gateway, &[reused]).remove(0);
     assert_eq!(
@@ -393,6 +412,9 @@ fn mixed_round(rng: &mut StdRng, round: u64) {
         let admin = id_number(900 + i as u64);
         h.ok(Role::Bureau, register(code, district, &admin));
         h.ok(Role::Gateway, authorise(code, &admin, "op-1"));
+        for op in kit_classes(code, "op-1") {
+            h.ok(Role::Gateway, op);
+        }
     }
     let mut vouchers: Vec<(VoucherId, u64)> = Vec::new();
     for person in 0..MIXED_PERSONS {
@@ -450,7 +472,10 @@ fn mixed_round(rng: &mut StdRng, round: u64) {
                         let code = codes.choose(&mut rng).expect("codes");
                         match rng.gen_range(0..10) {
                             0..=3 => {
-                                let answer = h.run(Role::Gateway, redeem(voucher, code, "op-1"));
+                                let answer = h.run(
+                                    Role::Gateway,
+                                    redeem_for(&h.ledger, voucher, code, "op-1"),
+                                );
                                 if let Ok(Reply::Redeemed { uses_this_year }) = answer.outcome {
                                     uses.push(uses_this_year);
                                 }
@@ -580,7 +605,7 @@ fn mixed_round(rng: &mut StdRng, round: u64) {
         for voucher in claimed {
             let request = Request {
                 id: format!("after-reopen-{voucher}"),
-                op: redeem(voucher, &codes[0], "op-1"),
+                op: redeem_for(&h.ledger, voucher, &codes[0], "op-1"),
             };
             match reopened
                 .ledger
@@ -809,6 +834,9 @@ fn a_checkin_racing_midnight_does_not_reopen_the_new_session() {
     let person = id_number(1);
     assert!(run(Role::Bureau, register("5000001", "500101", &admin)).is_ok());
     assert!(run(Role::Gateway, authorise("5000001", &admin, "op-1")).is_ok());
+    for op in kit_classes("5000001", "op-1") {
+        assert!(run(Role::Gateway, op).is_ok());
+    }
     let Ok(Reply::Issued { voucher }) = run(Role::Bureau, issue(&person, Kind::HrServices)) else {
         panic!("issue")
     };
@@ -817,7 +845,8 @@ fn a_checkin_racing_midnight_does_not_reopen_the_new_session() {
         id_number: person.clone(),
     };
     assert!(run(Role::Gateway, claim).is_ok());
-    assert!(run(Role::Gateway, redeem(voucher, "5000001", "op-1")).is_ok());
+    let class = kit_class(Kind::HrServices);
+    assert!(run(Role::Gateway, redeem_in(voucher, "5000001", "op-1", &class)).is_ok());
     let checkin = Op::Checkin {
         voucher,
         lat: SITE.0,

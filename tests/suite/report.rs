@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{id_number, redeem, register, Harness, SITE};
+use crate::common::{id_number, redeem_for, register, Harness, SITE};
 use voucherd::bureau::report::{self, Format};
 use voucherd::domain::enums::{Category, Channel, Kind};
 use voucherd::domain::ids::VoucherId;
@@ -59,7 +59,12 @@ fn used(
     );
     harness.ok(
         Role::Gateway,
-        redeem(voucher, institution, &format!("op-{institution}")),
+        redeem_for(
+            &harness.ledger,
+            voucher,
+            institution,
+            &format!("op-{institution}"),
+        ),
     );
     voucher
 }
@@ -71,6 +76,9 @@ fn institution_in(harness: &Harness, code: &str, district: &str) {
         Role::Gateway,
         crate::common::authorise(code, &admin, &format!("op-{code}")),
     );
+    for op in crate::common::kit_classes(code, &format!("op-{code}")) {
+        harness.ok(Role::Gateway, op);
+    }
 }
 
 fn complete_and_rate(
@@ -578,7 +586,7 @@ fn busy_ledger() -> Harness {
             Role::Gateway,
             vouchers
                 .iter()
-                .map(|&v| redeem(v, &code, &format!("op-{code}")))
+                .map(|&v| redeem_for(&harness.ledger, v, &code, &format!("op-{code}")))
                 .collect(),
         );
         if index == 0 {

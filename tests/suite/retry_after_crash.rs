@@ -41,11 +41,17 @@ fn retry_crash_child_process() {
     if round == 0 {
         disk.accept(Role::Bureau, register(INSTITUTION, "500101", &admin));
         disk.accept(Role::Gateway, authorise(INSTITUTION, &admin, OPERATOR));
+        for op in kit_classes(INSTITUTION, OPERATOR) {
+            disk.accept(Role::Gateway, op);
+        }
     }
     // Durable before the batch: a person with three claimed vouchers, one redeemed.
     let person = id_number(100 + round);
     let vouchers = disk.claimed_batch(&person, &Kind::ALL[..3]);
-    disk.accept(Role::Gateway, redeem(vouchers[0], INSTITUTION, OPERATOR));
+    disk.accept(
+        Role::Gateway,
+        redeem_for(disk.ledger(), vouchers[0], INSTITUTION, OPERATOR),
+    );
 
     // The batch whose answers nobody will see.
     let institution = INSTITUTION.parse().unwrap();
@@ -66,8 +72,14 @@ fn retry_crash_child_process() {
                 operator: OPERATOR.parse().unwrap(),
             },
         ),
-        (Role::Gateway, redeem(vouchers[1], INSTITUTION, OPERATOR)),
-        (Role::Gateway, redeem(vouchers[2], INSTITUTION, OPERATOR)),
+        (
+            Role::Gateway,
+            redeem_for(disk.ledger(), vouchers[1], INSTITUTION, OPERATOR),
+        ),
+        (
+            Role::Gateway,
+            redeem_for(disk.ledger(), vouchers[2], INSTITUTION, OPERATOR),
+        ),
         (Role::Bureau, issue(&person, Kind::ALL[5])),
     ];
     let batch: Vec<(Role, Request)> = batch

@@ -81,7 +81,7 @@ fn a_voucher_goes_from_issue_to_settlement() {
     assert_eq!(stats.coverage.districts_used, 1);
     assert_eq!(
         h.head().0,
-        9,
-        "register, authorise, issue, claim, redeem, checkin, complete, evaluate, settle"
+        9 + Kind::ALL.len() as u64,
+        "register, authorise, a class per kind, issue, claim, redeem, checkin, complete, evaluate, settle"
     );
 }

@@ -177,3 +177,12 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             (found == wanted).then(|| value.parse().ok()).flatten()
         })
 }
+
+/// The days of the default campaign a test daemon runs now (it reads the
+/// system clock): a class over them is open for redeems (D51).
+pub fn class_days_now() -> (String, String) {
+    use voucherd::domain::time::Clock;
+    let now = voucherd::domain::time::SystemClock.now();
+    let year = voucherd::domain::campaign::Campaign::default_for(now).year;
+    (format!("{}-12-01", year - 1), format!("{year}-11-30"))
+}

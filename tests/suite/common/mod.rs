@@ -111,11 +111,16 @@ impl Harness {
         }
     }
 
-    /// Registers an institution in 500101 with one site at `SITE` and
-    /// authorises `operator`.
+    /// Registers an institution in 500101 with one site at `SITE`,
+    /// authorises `operator` and opens, by it, an onsite class for every
+    /// kind for the whole campaign (`kit_class`), since every redeem names
+    /// an opened class (D51).
     pub fn institution(&self, code: &str, admin: &str, operator: &str) {
         self.ok(Role::Bureau, register(code, "500101", admin));
         self.ok(Role::Gateway, authorise(code, admin, operator));
+        for op in kit_classes(code, operator) {
+            self.ok(Role::Gateway, op);
+        }
     }
 
     /// Issues a voucher of `kind` to `person`; returns its id.
@@ -148,8 +153,17 @@ impl Harness {
         operator: &str,
     ) -> VoucherId {
         let voucher = self.claimed(person, kind);
-        self.ok(Role::Gateway, redeem(voucher, institution, operator));
+        self.ok(
+            Role::Gateway,
+            redeem_in(voucher, institution, operator, &kit_class(kind)),
+        );
         voucher
+    }
+
+    /// A redeem naming the `kit_class` of the voucher's kind (read from the
+    /// ledger; `KIT_CLASS` for an unknown voucher).
+    pub fn redeem(&self, voucher: VoucherId, institution: &str, operator: &str) -> Op {
+        redeem_for(&self.ledger, voucher, institution, operator)
     }
 
     pub fn head(&self) -> (u64, String) {
@@ -192,12 +206,71 @@ pub fn open_class(
     }
 }
 
+/// The class `Harness::institution` opens for `kind`: `KIT_CLASS` for
+/// employment skills (the kind of most tests), else the workload's code.
+pub fn kit_class(kind: Kind) -> String {
+    match kind {
+        Kind::EmploymentSkills => KIT_CLASS.into(),
+        other => format!("kit-{}", voucherd::domain::enums::wire_name(other)),
+    }
+}
+
+/// The class `redeem` names: the employment-skills class of every
+/// institution `Harness::institution` sets up.
+pub const KIT_CLASS: &str = "kit-employment_skills";
+
+/// `open_class` of every kind's `kit_class` at `code`, onsite at its sites,
+/// for the whole default campaign.
+pub fn kit_classes(code: &str, operator: &str) -> Vec<Op> {
+    kit_classes_of(code, operator, campaigns().current().year)
+}
+
+/// `kit_classes` over the days of the campaign of `year`.
+pub fn kit_classes_of(code: &str, operator: &str, year: u16) -> Vec<Op> {
+    Kind::ALL
+        .iter()
+        .map(|&kind| {
+            let first = format!("{}-12-01", year - 1);
+            let last = format!("{year}-11-30");
+            let class = kit_class(kind);
+            open_class(
+                code,
+                operator,
+                &class,
+                kind,
+                (&first, &last),
+                ClassMode::Onsite,
+            )
+        })
+        .collect()
+}
+
+/// A redeem naming `KIT_CLASS` (an employment-skills voucher).
 pub fn redeem(voucher: VoucherId, institution: &str, operator: &str) -> Op {
+    redeem_in(voucher, institution, operator, KIT_CLASS)
+}
+
+/// A redeem naming the `kit_class` of the voucher's kind, read from
+/// `ledger` (`KIT_CLASS` for an unknown voucher).
+pub fn redeem_for(ledger: &Ledger, voucher: VoucherId, institution: &str, operator: &str) -> Op {
+    let read = Request {
+        id: "kind".into(),
+        op: Op::GetVoucher { voucher },
+    };
+    let class = match ledger.execute(Role::Auditor, &[read]).remove(0).outcome {
+        Ok(Reply::Voucher(view)) => kit_class(view.kind),
+        _ => KIT_CLASS.into(),
+    };
+    redeem_in(voucher, institution, operator, &class)
+}
+
+/// A redeem naming `class`.
+pub fn redeem_in(voucher: VoucherId, institution: &str, operator: &str, class: &str) -> Op {
     Op::Redeem {
         voucher,
         institution: institution.parse::<InstitutionCode>().unwrap(),
         operator: operator.parse::<OperatorId>().unwrap(),
-        class: "电工初级 2026 冬".into(),
+        class: class.into(),
     }
 }
 
