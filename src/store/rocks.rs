@@ -1230,6 +1230,10 @@ mod tests {
                     ];
                     store.submit(Commit { ticket, puts }).unwrap();
                     store.wait_durable(ticket).unwrap();
+                    // A checkpoint every 2 commits, some 50 ms apart: a
+                    // busy daemon's worst, yet room for an open between two
+                    // (flat out, every open raced one and none could finish).
+                    std::thread::sleep(Duration::from_millis(25));
                 }
             });
             // Checked after the writer is stopped (a failed assertion here

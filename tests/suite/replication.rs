@@ -917,6 +917,16 @@ async fn the_training_system_reads_events_from_jetstream_as_events_answers_them(
         ],
     )
     .await;
+    // Every redeem names an opened class (D51): one per kind at each, over
+    // the days of the campaign open now (the daemon's embedded default).
+    let year = {
+        use voucherd::domain::time::Clock;
+        voucherd::domain::campaign::Campaign::default_for(voucherd::domain::time::SystemClock.now())
+            .year
+    };
+    let mut classes = kit_classes_of(a, "op-a", year);
+    classes.extend(kit_classes_of(b, "op-b", year));
+    accepted(&gateway, classes).await;
     let persons: Vec<String> = (20..26).map(id_number).collect();
     let mut vouchers = Vec::new();
     for person in &persons {
