@@ -79,8 +79,10 @@ impl Ledger {
             .collect()
     }
 
-    /// `expire_shard` over every shard, in index order (tests, benchmarks;
-    /// the daemon goes shard by shard so it can stop between them).
+    /// `expire_shard` over every shard, in index order, without pauses
+    /// (tests, benchmarks; the daemon runs `expire_year_paced`, which walks
+    /// the shards the same way on the blocking pool and pauses between
+    /// batches).
     pub fn expire_due(&self, year: u16) -> Result<ExpiryPass, Refusal> {
         let mut pass = ExpiryPass::default();
         for shard in 0..INDEX_SHARDS {
