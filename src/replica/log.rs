@@ -18,7 +18,10 @@ use parking_lot::Mutex;
 
 use crate::audit;
 use crate::ledger::Ledger;
-use crate::limits::{REPLICA_FOLLOW_BATCH_MAX, REPLICA_POLL_MS, REPLICA_PUBLISH_RETRY_MS};
+use crate::limits::{
+    REPLICA_FOLLOW_BATCH_MAX, REPLICA_PIPELINE_GROUPS_MAX, REPLICA_POLL_MS,
+    REPLICA_PUBLISH_RETRY_MS,
+};
 use crate::metric_names::{REPLICA_FENCED, REPLICA_PUBLISH_SECONDS};
 use crate::store::journal::{Commit, Table};
 use crate::store::replica::Replica;
@@ -80,6 +83,11 @@ struct Appending {
     leading: bool,
     last: u64,
     failed: bool,
+    /// The audit records of the last `REPLICA_PIPELINE_GROUPS_MAX` groups
+    /// published, oldest first: a group not yet written locally is among
+    /// them (the committer holds a token for each until it is written), so
+    /// an enrollment's redeem record is found here or in the store.
+    recent: VecDeque<Vec<audit::AuditRecord>>,
 }
 
 /// What a leader record's append found.
@@ -169,6 +177,7 @@ impl Log {
                 leading: false,
                 last: 0,
                 failed: false,
+                recent: VecDeque::new(),
             }),
             unsettled: Mutex::new(VecDeque::new()),
             tenure: Tenure::new(),
@@ -190,7 +199,11 @@ impl Log {
     /// The messages of a group, in commit order: each audit record followed
     /// by its events, and each remembered request id (deletes by pruning
     /// stay local).
-    fn messages(&self, group: &[Commit]) -> Result<Vec<Outgoing>, String> {
+    fn messages(
+        &self,
+        group: &[Commit],
+        recent: &mut VecDeque<Vec<audit::AuditRecord>>,
+    ) -> Result<Vec<Outgoing>, String> {
         let mut messages = Vec::new();
         let mut records = Vec::new();
         // Where each record's message is, to put its events after it.
@@ -226,7 +239,21 @@ impl Log {
                 }
             }
         }
-        let events = self.ledger.stream_events(&records)?;
+        let earlier = |seq: u64| {
+            recent.iter().find_map(|group| {
+                let first = group.first()?.seq;
+                group
+                    .get(usize::try_from(seq.checked_sub(first)?).ok()?)
+                    .cloned()
+            })
+        };
+        let events = self.ledger.stream_events(&records, &earlier)?;
+        if !records.is_empty() {
+            if recent.len() == REPLICA_PIPELINE_GROUPS_MAX {
+                recent.pop_front();
+            }
+            recent.push_back(records.clone());
+        }
         if events.is_empty() {
             return Ok(messages);
         }
@@ -525,7 +552,7 @@ impl Replica for Log {
             self.unsettled.lock().push_back(None);
             return Ok(());
         }
-        let messages = self.messages(group)?;
+        let messages = self.messages(group, &mut appending.recent)?;
         if messages.is_empty() {
             self.unsettled.lock().push_back(None);
             return Ok(());

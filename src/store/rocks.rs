@@ -866,7 +866,6 @@ fn run_committer(
                         Some(replica) => replica.settle().map_err(Some),
                         None => Err(Some("no replica to settle with".to_owned())),
                     };
-                    let _ = token_back.send(());
                     match settled {
                         Ok(()) => {
                             if write_and_answer(
@@ -883,6 +882,10 @@ fn run_committer(
                         Err(Some(why)) => replication_failed(durable, &why),
                         Err(None) => {}
                     }
+                    // Its token back only once it is written (or never will
+                    // be): a group published and not yet in the store is
+                    // among the last `REPLICA_PIPELINE_GROUPS_MAX` sent.
+                    let _ = token_back.send(());
                 }
             })
             .expect("the replica writer thread starts");
