@@ -77,20 +77,45 @@ impl Lease {
     }
 
     /// Takes the lease if nobody holds it: its revision, or `None` if held.
-    /// `tenure` starts when the request left.
+    /// `tenure` starts when the request left. A take whose answer was lost
+    /// (no answer within the lease request timeout, or "already exists"
+    /// when tried again) leaves the key holding this node's address: it is
+    /// renewed on that revision, so the tenure starts from a known send time.
     pub(super) async fn take(&self, tenure: &Tenure) -> Result<Option<u64>, String> {
         let sent = Instant::now();
-        match within(
-            "taking the lease",
-            self.bucket.create(KEY, self.holder.clone().into()),
-        )
-        .await?
-        {
-            Ok(revision) => {
+        let create = self.bucket.create(KEY, self.holder.clone().into());
+        match within("taking the lease", create).await {
+            Ok(Ok(revision)) => {
                 tenure.renewed(sent);
                 Ok(Some(revision))
             }
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                self.ours_already(tenure).await
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(why) => match self.ours_already(tenure).await {
+                Ok(Some(revision)) => Ok(Some(revision)),
+                _ => Err(why),
+            },
+        }
+    }
+
+    /// If the key holds this node's own address (another node never writes
+    /// it; an earlier process of this address is gone, as this one holds
+    /// its port), renews it: the new revision.
+    async fn ours_already(&self, tenure: &Tenure) -> Result<Option<u64>, String> {
+        match within("reading the lease", self.bucket.entry(KEY)).await? {
+            Ok(Some(entry))
+                if entry.operation == kv::Operation::Put
+                    && entry.value == self.holder.as_bytes() =>
+            {
+                match self.renew(entry.revision, tenure).await {
+                    Ok(revision) => Ok(Some(revision)),
+                    Err(Renewal::Refused(_)) => Ok(None),
+                    Err(Renewal::Unanswered(why)) => Err(why),
+                }
+            }
+            Ok(_) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
     }

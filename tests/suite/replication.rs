@@ -1233,7 +1233,7 @@ async fn the_training_user_of_the_nats_example_reads_events_only() {
 /// check-ins it saw accepted, no connection error); the new leader's chain
 /// verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "soak: voucher-load through a kill -9 of the leader mid-run (about a minute)"]
+#[ignore = "soak: voucher-load through a kill -9 of the leader mid-run (about 30 s)"]
 async fn voucher_load_follows_the_leader_through_a_kill_mid_run() {
     use std::io::BufRead;
     if !nats_present() {
