@@ -331,6 +331,9 @@ async fn renew(
             Err(lease::Renewal::Unanswered(why)) if log.tenure.holds(Instant::now()) => {
                 metrics::counter!(REPLICA_LEASE_RENEW_FAILURES).increment(1);
                 warn!(%why, "a lease renewal went unanswered; trying again");
+                // A failure at once (a connection lost) is not retried in a
+                // tight loop; a timed-out one already waited its second.
+                tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
                 continue;
             }
             Err(lease::Renewal::Unanswered(why)) => format!("unanswered: {why}"),
