@@ -14,7 +14,6 @@ mod pace;
 mod peak;
 mod plot;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
@@ -30,12 +29,10 @@ use voucherd::domain::enums::{Category, Channel, ClassMode, InstitutionType, Kin
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Reply, Request, Role, SiteSpec};
 use voucherd::domain::time::{Clock, SystemClock};
-use voucherd::error::Reason;
-use voucherd::net::client::{Client, Encoding};
-use voucherd::net::leader::named_leader;
+use voucherd::net::client::Encoding;
 use voucherd_load::kit::workload::{id_number, open_class};
 
-use peak::{Institution, Phase, Timeline, Workload};
+use peak::{Connection, Institution, Phase, Timeline, Workload};
 
 #[derive(Parser, Clone)]
 #[command(
@@ -44,13 +41,15 @@ use peak::{Institution, Phase, Timeline, Workload};
 )]
 struct Args {
     /// The daemon's address; in replicated mode several, comma-separated:
-    /// the run goes to the leader among them, found at start (a standby
-    /// names it), and stays there (no fail-over during a run).
-    #[arg(long = "server", default_value = "127.0.0.1:7443")]
-    servers: String,
-    /// The leader among `servers` (set by `run`).
-    #[arg(skip = SocketAddr::from(([127, 0, 0, 1], 7443)))]
-    server: SocketAddr,
+    /// every connection follows the leader among them through a fail-over
+    /// (a frame lost or refused `not_leader` is sent again with the same
+    /// request ids to the new leader; binary frames only).
+    #[arg(
+        long = "server",
+        default_value = "127.0.0.1:7443",
+        value_delimiter = ','
+    )]
+    servers: Vec<String>,
     #[arg(long, default_value = "certs")]
     certs: PathBuf,
     /// Persons to set up; each gets 4 claimed vouchers of different kinds.
@@ -122,7 +121,7 @@ struct Args {
 
 /// Sends `requests` in frames of at most 1,000, advancing `progress` per frame.
 async fn send_all(
-    client: &Client,
+    client: &Connection,
     requests: Vec<Request>,
     progress: &ProgressBar,
 ) -> anyhow::Result<Vec<Answer>> {
@@ -163,43 +162,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The leader among `--server`'s addresses: the first that answers
-/// `audit_head`, or the one a standby names in its `not_leader`.
-async fn leader_of(servers: &str, certs: &std::path::Path) -> anyhow::Result<SocketAddr> {
-    let mut last = anyhow::anyhow!("--server names no address");
-    for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let address: SocketAddr = server
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--server {server}: {e}"))?;
-        let client = match Client::connect(address, certs, Role::Bureau).await {
-            Ok(client) => client,
-            Err(error) => {
-                last = error.into();
-                continue;
-            }
-        };
-        let probe = Request {
-            id: "leader-probe".into(),
-            op: Op::AuditHead,
-        };
-        let answers = client.execute(&[probe]).await?;
-        client.close().await;
-        match &answers[0].outcome {
-            Ok(_) => return Ok(address),
-            Err(refusal) => match named_leader(&refusal.message) {
-                Some(leader) if refusal.reason == Reason::NotLeader => {
-                    return leader
-                        .parse()
-                        .map_err(|e| anyhow::anyhow!("the leader {leader}: {e}"))
-                }
-                _ => last = anyhow::anyhow!("{server}: {}", answers[0].to_json()),
-            },
-        }
-    }
-    Err(last)
-}
-
-async fn run(mut args: Args) -> anyhow::Result<bool> {
+async fn run(args: Args) -> anyhow::Result<bool> {
     anyhow::ensure!(
         args.connections >= 1 && args.institutions >= 1 && args.batch >= 1,
         "--connections, --institutions and --batch must be at least 1"
@@ -232,8 +195,8 @@ async fn run(mut args: Args) -> anyhow::Result<bool> {
     let run_tag = format!("{}-{}", args.seed, SystemClock.now().0);
     // The daemon's campaign: its clock may be moved (D42), so this one is too.
     let campaign = Campaign::default_for(voucherd::admin::daemon::clock()?.now());
-    args.server = leader_of(&args.servers, &args.certs).await?;
-    let bureau = Client::connect(args.server, &args.certs, Role::Bureau).await?;
+    let bureau =
+        Connection::open(&args.servers, &args.certs, Role::Bureau, Encoding::Binary).await?;
     let stats_before = stats(&bureau).await?;
 
     let started = Instant::now();
@@ -246,7 +209,7 @@ async fn run(mut args: Args) -> anyhow::Result<bool> {
     }
 
     let workload = Arc::new(Workload {
-        server: args.server,
+        servers: args.servers.clone(),
         certs: args.certs.clone(),
         connections: args.connections,
         batch: args.batch,
@@ -336,6 +299,7 @@ async fn run(mut args: Args) -> anyhow::Result<bool> {
         "refused": tally.refused,
         "unexpected_answers": tally.unexpected,
         "connection_errors": tally.connection_errors,
+        "frames_resent_after_failover": tally.resent,
         "per_second": per_second.iter().map(|f| serde_json::json!({
             "second": f.second,
             "operations": f.operations,
@@ -369,8 +333,8 @@ async fn run(mut args: Args) -> anyhow::Result<bool> {
         );
     }
     println!(
-        "refused by reason: {:?}; unexpected answers: {}; connection errors: {}",
-        tally.refused, tally.unexpected, tally.connection_errors
+        "refused by reason: {:?}; unexpected answers: {}; connection errors: {}; frames sent again after a fail-over: {}",
+        tally.refused, tally.unexpected, tally.connection_errors, tally.resent
     );
     println!(
         "consistency: stats used +{used_delta} vs {redeems} redeems accepted, with check-in +{checkin_delta} vs {checkins}: {}",
@@ -487,14 +451,15 @@ const SETUP_KINDS: usize = 4;
 async fn setup(
     args: &Args,
     campaign: &Campaign,
-    bureau: &Client,
+    bureau: &Connection,
     run_tag: &str,
 ) -> anyhow::Result<(Vec<Institution>, Vec<[VoucherId; 4]>)> {
     eprintln!(
         "setup: {} institutions, {} persons × 4 vouchers",
         args.institutions, args.persons
     );
-    let gateway = Client::connect(args.server, &args.certs, Role::Gateway).await?;
+    let gateway =
+        Connection::open(&args.servers, &args.certs, Role::Gateway, Encoding::Binary).await?;
     let progress = progress_bar(
         (2 + SETUP_KINDS as u64) * u64::from(args.institutions) + 8 * args.persons,
         "setup".to_owned(),
@@ -633,7 +598,7 @@ fn expect_all_ok(answers: Vec<Answer>, what: &str) -> anyhow::Result<()> {
 }
 
 /// City `used` and `used_with_checkin` for the current campaign.
-async fn stats(bureau: &Client) -> anyhow::Result<(u64, u64)> {
+async fn stats(bureau: &Connection) -> anyhow::Result<(u64, u64)> {
     let request = Request {
         id: format!("load-stats-{}", SystemClock.now().0),
         op: Op::Stats {

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,8 @@ use voucherd::domain::enums::Kind;
 use voucherd::domain::ids::{InstitutionCode, VoucherId};
 use voucherd::domain::op::{Answer, Op, Request, Role};
 use voucherd::error::Reason;
-use voucherd::net::client::{Client, Encoding};
+use voucherd::net::client::{Client, ClientError, Encoding};
+use voucherd::net::leader::LeaderClient;
 
 use crate::pace::Pacer;
 use voucherd_load::kit::workload::class_code;
@@ -39,9 +40,69 @@ pub struct Institution {
     pub site: (f64, f64),
 }
 
+/// One connection of the load: to one daemon, or, with several addresses
+/// (`--server A,B,C`: a replicated deployment), following its leader: a
+/// frame lost with a killed leader, or refused `not_leader`, is sent again
+/// with the same request ids to the next leader (`LeaderClient`), so it is
+/// applied once and answered as first decided.
+pub enum Connection {
+    One(Client),
+    Following(LeaderClient),
+}
+
+impl Connection {
+    /// Connects as `role` to `servers` (one address: directly, in
+    /// `encoding`; several: following the leader, binary frames).
+    pub async fn open(
+        servers: &[String],
+        certs: &Path,
+        role: Role,
+        encoding: Encoding,
+    ) -> anyhow::Result<Connection> {
+        if let [server] = servers {
+            let server: SocketAddr = server
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--server {server}: {e}"))?;
+            return Ok(Connection::One(
+                Client::connect_encoded(server, certs, role, encoding).await?,
+            ));
+        }
+        anyhow::ensure!(
+            encoding == Encoding::Binary,
+            "--json takes one --server address (a leader-following connection sends binary frames)"
+        );
+        Ok(Connection::Following(
+            LeaderClient::connect(servers, certs, role).await?,
+        ))
+    }
+
+    pub async fn execute(&self, requests: &[Request]) -> Result<Vec<Answer>, ClientError> {
+        match self {
+            Connection::One(client) => client.execute(requests).await,
+            Connection::Following(client) => client.execute(requests).await,
+        }
+    }
+
+    /// Frames sent again after a fail-over (`not_leader`, a lost leader).
+    pub async fn retries(&self) -> u64 {
+        match self {
+            Connection::One(_) => 0,
+            Connection::Following(client) => client.retries().await,
+        }
+    }
+
+    pub async fn close(self) {
+        match self {
+            Connection::One(client) => client.close().await,
+            Connection::Following(client) => client.close().await,
+        }
+    }
+}
+
 /// What the setup phase prepared and every peak phase draws from.
 pub struct Workload {
-    pub server: SocketAddr,
+    /// The daemon's address, or a replicated deployment's daemons'.
+    pub servers: Vec<String>,
     pub certs: PathBuf,
     pub connections: usize,
     /// Operations per request frame.
@@ -103,6 +164,9 @@ pub struct Tally {
     pub refused: BTreeMap<&'static str, u64>,
     pub unexpected: u64,
     pub connection_errors: u64,
+    /// Frames sent again with their ids after a fail-over (several
+    /// `--server` addresses; `Connection::retries`).
+    pub resent: u64,
 }
 
 impl Default for Tally {
@@ -120,6 +184,7 @@ impl Tally {
             refused: BTreeMap::new(),
             unexpected: 0,
             connection_errors: 0,
+            resent: 0,
         }
     }
 
@@ -173,6 +238,7 @@ impl Tally {
         }
         self.unexpected += other.unexpected;
         self.connection_errors += other.connection_errors;
+        self.resent += other.resent;
     }
 
     fn check(&mut self, answer: &Answer, expect: Expect, op: &'static str, progress: &ProgressBar) {
@@ -306,8 +372,8 @@ pub async fn run(
     let mut clients = Vec::with_capacity(workload.connections);
     for _ in 0..workload.connections {
         clients.push(
-            Client::connect_encoded(
-                workload.server,
+            Connection::open(
+                &workload.servers,
                 &workload.certs,
                 Role::Gateway,
                 workload.encoding,
@@ -407,9 +473,15 @@ pub async fn run(
     let wall_s = started.elapsed().as_secs_f64();
     // Connections close once every worker is done: a close while others
     // still send is not part of the phase, nor of its wall time.
-    let mut closing: tokio::task::JoinSet<()> = clients.into_iter().map(Client::close).collect();
+    let mut resent = 0;
+    for client in &clients {
+        resent += client.retries().await;
+    }
+    let mut closing: tokio::task::JoinSet<()> =
+        clients.into_iter().map(Connection::close).collect();
     while closing.join_next().await.is_some() {}
-    let tally = std::mem::take(&mut *tally.lock());
+    let mut tally = std::mem::take(&mut *tally.lock());
+    tally.resent += resent;
     Ok(Outcome {
         tally,
         wall_s,

@@ -297,6 +297,21 @@ pub const REPLICA_LEASE_MS: u64 = 3_000;
 /// The leader renews its lease this often, milliseconds (six renewals per
 /// lifetime); a renewal refused or unanswered makes it stop (exit 75).
 pub const REPLICA_LEASE_RENEW_MS: u64 = 500;
+/// How long a lease request (take, renew) waits for its answer,
+/// milliseconds: well inside the lease's lifetime, so a renewal that hangs
+/// is given up (and the leader stops) while the lease still holds, not
+/// after `REPLICA_REQUEST_TIMEOUT_MS` when another may hold it.
+pub const REPLICA_LEASE_REQUEST_TIMEOUT_MS: u64 = 1_000;
+/// The leader answers only until `REPLICA_LEASE_MS` minus this after it
+/// sent its last successful lease request (take or renewal), milliseconds:
+/// the lease expires at least `REPLICA_LEASE_MS` after that request left,
+/// and this margin covers clocks running apart and the last local write.
+pub const REPLICA_LEASE_ANSWER_MARGIN_MS: u64 = 1_000;
+const _: () = assert!(
+    REPLICA_LEASE_RENEW_MS + REPLICA_LEASE_REQUEST_TIMEOUT_MS
+        < REPLICA_LEASE_MS - REPLICA_LEASE_ANSWER_MARGIN_MS,
+    "a renewal that times out is noticed before the leader must stop answering"
+);
 /// A standby reads the stream's end and the lease this often, milliseconds.
 pub const REPLICA_POLL_MS: u64 = 100;
 /// How long a publish (or any JetStream request) waits for its answer,
@@ -324,9 +339,15 @@ pub const REPLICA_SAMPLE_MS: u64 = 1_000;
 /// Replicas of the stream and of the lease bucket (a three-node cluster
 /// keeps every acknowledged group through the loss of one node).
 pub const REPLICA_STREAM_REPLICAS: usize = 3;
-/// Publishes awaiting their acknowledgement at once: two messages (record
-/// and remembered request id) per commit of the largest group.
-pub const REPLICA_ACKS_IN_FLIGHT_MAX: usize = 2 * GROUP_COMMIT_BATCHES_MAX;
+/// Commit groups the leader's committer has published and not yet
+/// settled (every acknowledgement in, then the local write): group N+1 is
+/// published while group N's acknowledgements and local write are pending.
+pub const REPLICA_PIPELINE_GROUPS_MAX: usize = 4;
+/// Publishes awaiting their acknowledgement at once (a publish waits for
+/// room beyond it): two messages (record and remembered request id) per
+/// commit of the largest group, for each group of the pipeline.
+pub const REPLICA_ACKS_IN_FLIGHT_MAX: usize =
+    2 * GROUP_COMMIT_BATCHES_MAX * REPLICA_PIPELINE_GROUPS_MAX;
 /// Daemon addresses a client follows the leader across (`--server A,B,C`).
 pub const CLIENT_SERVERS_MAX: usize = 16;
 /// How long a client keeps retrying a batch across addresses (connection

@@ -585,9 +585,14 @@ impl Ledger {
     /// noted in the index already or about to be (the sealing thread notes
     /// a record right after queueing its commit, under the tail lock: this
     /// waits that moment). An enrollment's redeem record is taken from
-    /// `records` when it is in the group, else read from the store (an
-    /// earlier group, written before this one is handed over).
-    pub fn stream_events(&self, records: &[AuditRecord]) -> Result<Vec<Event>, String> {
+    /// `records` when it is in the group, else from `earlier` (the records
+    /// of groups published and not yet written locally: the replica's
+    /// pipeline), else read from the store (an earlier group, written).
+    pub fn stream_events(
+        &self,
+        records: &[AuditRecord],
+        earlier: &dyn Fn(u64) -> Option<AuditRecord>,
+    ) -> Result<Vec<Event>, String> {
         let Some(last) = records.last().map(|r| r.seq) else {
             return Ok(Vec::new());
         };
@@ -615,7 +620,11 @@ impl Ledger {
         let mut read: HashMap<u64, AuditRecord> = HashMap::new();
         for redeem in selected.iter().filter_map(|(_, s)| s.entry.redeem()) {
             if redeem < records[0].seq && !read.contains_key(&redeem) {
-                read.insert(redeem, self.audit_record(redeem).map_err(|r| r.message)?);
+                let record = match earlier(redeem) {
+                    Some(record) => record,
+                    None => self.audit_record(redeem).map_err(|r| r.message)?,
+                };
+                read.insert(redeem, record);
             }
         }
         let record = |seq: u64| match seq.checked_sub(records[0].seq) {

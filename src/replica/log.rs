@@ -3,23 +3,30 @@
 //! and a message id (a retried publish is stored once); and the stream read
 //! back and applied through `Ledger::replay` by a standby.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, stream::Stream};
 use parking_lot::Mutex;
 
 use crate::audit;
 use crate::ledger::Ledger;
-use crate::limits::{REPLICA_FOLLOW_BATCH_MAX, REPLICA_POLL_MS, REPLICA_PUBLISH_RETRY_MS};
+use crate::limits::{
+    REPLICA_FOLLOW_BATCH_MAX, REPLICA_PIPELINE_GROUPS_MAX, REPLICA_POLL_MS,
+    REPLICA_PUBLISH_RETRY_MS,
+};
 use crate::metric_names::{REPLICA_FENCED, REPLICA_PUBLISH_SECONDS};
 use crate::store::journal::{Commit, Table};
 use crate::store::replica::Replica;
+
+use super::lease::Tenure;
 
 /// The stream's default name (`--replica-stream`).
 pub const STREAM_DEFAULT: &str = "VOUCHERD";
@@ -54,10 +61,33 @@ struct Outgoing {
     audit_seq: Option<u64>,
 }
 
-/// Whether this node appends, and the stream's end as it knows it.
+/// A published group awaiting its acknowledgements, one per message, in
+/// order; `None` after a publish failed before it was sent (sent again).
+struct Unsettled {
+    messages: Vec<Outgoing>,
+    /// The stream sequence right before the group's first message.
+    last: u64,
+    acks: Option<Vec<Ack>>,
+    /// When it was first published (the retry window counts from there).
+    started: Instant,
+}
+
+/// One message's acknowledgement, awaited by a task of its own so that its
+/// in-flight permit is released whatever the committer waits for.
+type Ack = tokio::task::JoinHandle<Result<PublishAck, PublishError>>;
+
+/// Whether this node appends, and the stream's end as it knows it (after
+/// every group published); `failed` once a group failed (nothing more is
+/// published).
 struct Appending {
     leading: bool,
     last: u64,
+    failed: bool,
+    /// The audit records of the last `REPLICA_PIPELINE_GROUPS_MAX` groups
+    /// published, oldest first: a group not yet written locally is among
+    /// them (the committer holds a token for each until it is written), so
+    /// an enrollment's redeem record is found here or in the store.
+    recent: VecDeque<Vec<audit::AuditRecord>>,
 }
 
 /// What a leader record's append found.
@@ -83,6 +113,12 @@ pub(super) struct Log {
     key_check: String,
     runtime: tokio::runtime::Handle,
     appending: Mutex<Appending>,
+    /// The groups published and not yet settled, in order (`None`: a
+    /// standby's group, or one with nothing to publish). Locked after
+    /// `appending` when both are.
+    unsettled: Mutex<VecDeque<Option<Unsettled>>>,
+    /// Until when this node may answer as the leader (its lease).
+    pub(super) tenure: Tenure,
     /// The last stream sequence this node's store holds (applied as a
     /// standby, appended as the leader): what the lag is measured from.
     position: AtomicU64,
@@ -140,7 +176,11 @@ impl Log {
             appending: Mutex::new(Appending {
                 leading: false,
                 last: 0,
+                failed: false,
+                recent: VecDeque::new(),
             }),
+            unsettled: Mutex::new(VecDeque::new()),
+            tenure: Tenure::new(),
             position: AtomicU64::new(0),
         }
     }
@@ -159,7 +199,11 @@ impl Log {
     /// The messages of a group, in commit order: each audit record followed
     /// by its events, and each remembered request id (deletes by pruning
     /// stay local).
-    fn messages(&self, group: &[Commit]) -> Result<Vec<Outgoing>, String> {
+    fn messages(
+        &self,
+        group: &[Commit],
+        recent: &mut VecDeque<Vec<audit::AuditRecord>>,
+    ) -> Result<Vec<Outgoing>, String> {
         let mut messages = Vec::new();
         let mut records = Vec::new();
         // Where each record's message is, to put its events after it.
@@ -195,7 +239,21 @@ impl Log {
                 }
             }
         }
-        let events = self.ledger.stream_events(&records)?;
+        let earlier = |seq: u64| {
+            recent.iter().find_map(|group| {
+                let first = group.first()?.seq;
+                group
+                    .get(usize::try_from(seq.checked_sub(first)?).ok()?)
+                    .cloned()
+            })
+        };
+        let events = self.ledger.stream_events(&records, &earlier)?;
+        if !records.is_empty() {
+            if recent.len() == REPLICA_PIPELINE_GROUPS_MAX {
+                recent.pop_front();
+            }
+            recent.push_back(records.clone());
+        }
         if events.is_empty() {
             return Ok(messages);
         }
@@ -230,16 +288,15 @@ impl Log {
         Ok(messages)
     }
 
-    /// Appends `messages` right after stream sequence `last`, pipelined, and
-    /// waits for every acknowledgement.
-    async fn append(&self, messages: &[Outgoing], last: u64) -> Result<(), Failed> {
+    /// Publishes `messages` right after stream sequence `last`, without
+    /// waiting for their acknowledgements (awaited by tasks of their own).
+    async fn publish(&self, messages: &[Outgoing], last: u64) -> Result<Vec<Ack>, Failed> {
         let mut acks = Vec::with_capacity(messages.len());
         for (offset, message) in (0u64..).zip(messages) {
-            let expected = last + offset;
             let mut publish = PublishMessage::build()
                 .payload(message.payload.clone().into())
                 .message_id(&message.id)
-                .expected_last_sequence(expected);
+                .expected_last_sequence(last + offset);
             if let Some(seq) = message.audit_seq {
                 publish = publish.header(HEADER_AUDIT_SEQ, seq.to_string().as_str());
             }
@@ -248,10 +305,20 @@ impl Log {
                 .send_publish(message.subject.clone(), publish)
                 .await
                 .map_err(|e| publish_error(&e, e.kind()))?;
-            acks.push((expected + 1, ack));
+            acks.push(tokio::spawn(std::future::IntoFuture::into_future(ack)));
         }
-        for (want, ack) in acks {
-            let ack = ack.await.map_err(|e| publish_error(&e, e.kind()))?;
+        Ok(acks)
+    }
+
+    /// Waits for a group's acknowledgements, in order: each must report the
+    /// sequence its message expected to get. The first failure decides (a
+    /// later message's refusal may only follow from it).
+    async fn acknowledged(acks: Vec<Ack>, last: u64) -> Result<(), Failed> {
+        for (want, ack) in (last + 1..).zip(acks) {
+            let ack = ack
+                .await
+                .map_err(|e| Failed::Fatal(format!("awaiting an acknowledgement: {e}")))?
+                .map_err(|e| publish_error(&e, e.kind()))?;
             if ack.sequence != want {
                 return Err(Failed::Fatal(format!(
                     "the stream stored the append at sequence {}, not {want}",
@@ -463,42 +530,119 @@ fn apply(
     ledger.wait_all_durable().map_err(|r| r.message)
 }
 
+impl Log {
+    /// A group failed: nothing more is published, nothing unsettled settles.
+    fn failed(&self, failed: Failed) -> String {
+        self.appending.lock().failed = true;
+        self.unsettled.lock().clear();
+        failed.into_reason()
+    }
+}
+
 impl Replica for Log {
-    fn replicate(&self, group: &[Commit]) -> Result<(), String> {
+    /// Publishes the group right after the groups before it (its expected
+    /// last sequence is known as soon as theirs are numbered).
+    fn send(&self, group: &[Commit]) -> Result<(), String> {
         let mut appending = self.appending.lock();
+        if appending.failed {
+            return Err("an earlier group failed to replicate".into());
+        }
         if !appending.leading {
             // A standby's commits are replays of the stream itself.
+            self.unsettled.lock().push_back(None);
             return Ok(());
         }
-        let messages = self.messages(group)?;
+        let messages = self.messages(group, &mut appending.recent)?;
         if messages.is_empty() {
+            self.unsettled.lock().push_back(None);
             return Ok(());
         }
-        let count = messages.len() as u64;
         let last = appending.last;
-        // A lost NATS node or connection fails a publish while the client
-        // reconnects or the stream elects a leader: the same messages are
-        // sent again (same ids, same expected sequences, so never stored
-        // twice nor after another leader's) until `REPLICA_PUBLISH_RETRY_MS`.
-        let started = Instant::now();
+        let acks = match self.runtime.block_on(self.publish(&messages, last)) {
+            Ok(acks) => Some(acks),
+            // Sent again when it is settled (below).
+            Err(Failed::Transient(why)) => {
+                tracing::warn!(%why, "publish failed; it is sent again");
+                None
+            }
+            Err(failed) => {
+                drop(appending);
+                return Err(self.failed(failed));
+            }
+        };
+        appending.last = last + messages.len() as u64;
+        self.unsettled.lock().push_back(Some(Unsettled {
+            messages,
+            last,
+            acks,
+            started: Instant::now(),
+        }));
+        Ok(())
+    }
+
+    /// Waits until the oldest group's messages are all acknowledged (later
+    /// groups are published meanwhile). A lost NATS node or connection
+    /// fails a publish while the client reconnects or the stream elects a
+    /// leader: that group and every later one are sent again, in order
+    /// (same ids, same expected sequences, so never stored twice nor after
+    /// another leader's), until `REPLICA_PUBLISH_RETRY_MS` after the group
+    /// was first published. A refusal (another leader appended) fails it
+    /// and every later group.
+    fn settle(&self) -> Result<(), String> {
+        let Some(front) = self.unsettled.lock().pop_front() else {
+            return Err("no group was sent to settle".into());
+        };
+        let Some(mut front) = front else {
+            return Ok(());
+        };
         loop {
-            match self.runtime.block_on(self.append(&messages, last)) {
+            let waited = match front.acks.take() {
+                Some(acks) => self.runtime.block_on(Self::acknowledged(acks, front.last)),
+                None => Err(Failed::Transient("not sent".into())),
+            };
+            match waited {
                 Ok(()) => {
                     metrics::histogram!(REPLICA_PUBLISH_SECONDS)
-                        .record(started.elapsed().as_secs_f64());
-                    break;
+                        .record(front.started.elapsed().as_secs_f64());
+                    self.position
+                        .store(front.last + front.messages.len() as u64, Ordering::Relaxed);
+                    return Ok(());
                 }
                 Err(Failed::Transient(why))
-                    if started.elapsed() < Duration::from_millis(REPLICA_PUBLISH_RETRY_MS) =>
+                    if front.started.elapsed()
+                        < Duration::from_millis(REPLICA_PUBLISH_RETRY_MS) =>
                 {
-                    tracing::warn!(%why, "publish failed; sending it again");
+                    tracing::warn!(%why, "publish failed; sending it and every later group again");
                     std::thread::sleep(Duration::from_millis(REPLICA_POLL_MS));
+                    // No group is published meanwhile: the order holds.
+                    let _appending = self.appending.lock();
+                    let mut unsettled = self.unsettled.lock();
+                    let later = unsettled.iter_mut().flatten();
+                    for group in std::iter::once(&mut front).chain(later) {
+                        group.acks = match self
+                            .runtime
+                            .block_on(self.publish(&group.messages, group.last))
+                        {
+                            Ok(acks) => Some(acks),
+                            Err(Failed::Transient(_)) => None,
+                            Err(failed) => {
+                                drop((unsettled, _appending));
+                                return Err(self.failed(failed));
+                            }
+                        };
+                    }
                 }
-                Err(failed) => return Err(failed.into_reason()),
+                Err(failed) => return Err(self.failed(failed)),
             }
         }
-        appending.last = last + count;
-        self.position.store(appending.last, Ordering::Relaxed);
-        Ok(())
+    }
+
+    /// A leader answers only while its lease surely holds (`Tenure`); a
+    /// standby's replays are answered by nobody.
+    fn may_answer(&self) -> Result<(), String> {
+        if !self.appending.lock().leading || self.tenure.holds(Instant::now()) {
+            return Ok(());
+        }
+        Err("the lease may have lapsed (no renewal went through in time): answers stop".into())
     }
 }

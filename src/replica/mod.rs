@@ -213,7 +213,7 @@ async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
         // A leader publishes every record's events from its events index
         // (D105): a node whose index is still being built does not lead.
         if ledger.events_index_ready() {
-            match lease.take().await {
+            match lease.take(&log.tenure).await {
                 Ok(Some(revision)) => lead(&log, &lease, &ledger, next, revision).await,
                 Ok(None) => {}
                 Err(why) => warn!(%why, "the lease could not be read; still a standby"),
@@ -281,16 +281,7 @@ async fn lead(
             }
             Err(log::Failed::Fatal(why)) => stop(ledger, &format!("catching up failed: {why}")),
         }
-        revision = match lease.renew(revision).await {
-            Ok(revision) => revision,
-            Err(why) => {
-                metrics::counter!(REPLICA_LEASE_RENEW_FAILURES).increment(1);
-                stop(
-                    ledger,
-                    &format!("the lease was lost while catching up: {why}"),
-                )
-            }
-        };
+        revision = renew(log, lease, ledger, revision, "while catching up").await;
         // An earlier leader may still append (its lease lapsed but it does
         // not know yet): the leader record expects the end we caught up to,
         // and once it is in, every append of the earlier one is refused.
@@ -318,13 +309,41 @@ async fn lead(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        revision = match lease.renew(revision).await {
-            Ok(revision) => revision,
-            Err(why) => {
+        revision = renew(log, lease, ledger, revision, "while leading").await;
+    }
+}
+
+/// Renews the lease held at `revision`: its new revision. A renewal left
+/// unanswered (`REPLICA_LEASE_REQUEST_TIMEOUT_MS`) is tried again while the
+/// tenure holds; a refused one, or none through before the tenure ends,
+/// stops the node (answers already stopped with the tenure: `may_answer`).
+async fn renew(
+    log: &log::Log,
+    lease: &lease::Lease,
+    ledger: &Ledger,
+    revision: u64,
+    when: &str,
+) -> u64 {
+    loop {
+        let why = match lease.renew(revision, &log.tenure).await {
+            Ok(revision) => return revision,
+            Err(lease::Renewal::Refused(why)) => format!("refused: {why}"),
+            Err(lease::Renewal::Unanswered(why)) if log.tenure.holds(Instant::now()) => {
                 metrics::counter!(REPLICA_LEASE_RENEW_FAILURES).increment(1);
-                stop(ledger, &format!("the lease could not be renewed: {why}"))
+                warn!(%why, "a lease renewal went unanswered; trying again");
+                // A failure at once (a connection lost) is not retried in a
+                // tight loop; a timed-out one already waited its second.
+                tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
+                continue;
             }
+            Err(lease::Renewal::Unanswered(why)) => format!("unanswered: {why}"),
         };
+        log.tenure.end();
+        metrics::counter!(REPLICA_LEASE_RENEW_FAILURES).increment(1);
+        stop(
+            ledger,
+            &format!("the lease could not be renewed {when} ({why})"),
+        )
     }
 }
 

@@ -45,7 +45,7 @@ use crate::error::{Error, Reason, Refusal};
 use crate::limits::{
     CHECKPOINT_COMMITS_MAX, CHECKPOINT_INTERVAL_MS, COMMIT_QUEUE_DEPTH_MAX,
     GROUP_COMMIT_BATCHES_MAX, GROUP_LINGER_US_MAX, READ_ONLY_OPEN_ATTEMPTS_MAX,
-    READ_ONLY_OPEN_RETRY_MS, SPACE_CHECK_MS, STORAGE_FREE_BYTES_MIN,
+    READ_ONLY_OPEN_RETRY_MS, REPLICA_PIPELINE_GROUPS_MAX, SPACE_CHECK_MS, STORAGE_FREE_BYTES_MIN,
 };
 use crate::metric_names;
 use crate::store::journal::{self, Commit, Durability, Journal, Put, Table};
@@ -757,14 +757,15 @@ fn group_durable(
 }
 
 /// Writes one group: the logged tables synced, then the state without the
-/// WAL. Err: the store must fail (the message says why).
+/// WAL; the nanoseconds of its synced write (`group_durable` follows). Err:
+/// the store must fail (the message says why).
 fn write_group(
     db: &DB,
     group: &[Commit],
     durable: &Durable,
     figures: &Mutex<CommitterFigures>,
     injected: Injected,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
     let mut unlogged = WriteOptions::default();
@@ -802,8 +803,29 @@ fn write_group(
         }
     }
     drop(_writing);
-    group_durable(durable, figures, group, sync_ns, !logged.is_empty());
-    Ok(())
+    Ok(sync_ns)
+}
+
+/// When the state was last checkpointed and how many commits were written
+/// since (the committer's and, in replicated mode, the writer's writes).
+struct Cadence {
+    since: usize,
+    at: Instant,
+    commits_max: usize,
+}
+
+impl Cadence {
+    /// `commits` more written: a checkpoint when enough are, or enough time passed.
+    fn written(&mut self, commits: usize, checkpoints: &Sender<()>) {
+        self.since += commits;
+        if self.since >= self.commits_max
+            || self.at.elapsed() >= Duration::from_millis(CHECKPOINT_INTERVAL_MS)
+        {
+            let _ = checkpoints.try_send(());
+            self.since = 0;
+            self.at = Instant::now();
+        }
+    }
 }
 
 fn run_committer(
@@ -817,62 +839,153 @@ fn run_committer(
 ) {
     let _fail_on_panic = FailOnPanic(durable);
     let interval = Duration::from_millis(CHECKPOINT_INTERVAL_MS);
-    let commits_max = injected
-        .checkpoint_every
-        .map_or(CHECKPOINT_COMMITS_MAX, |every| every.max(1) as usize);
-    let mut last_ticket = 0;
-    let mut since_checkpoint = 0;
-    let mut checkpointed = Instant::now();
-    loop {
-        let first = match receiver.recv_timeout(interval.saturating_sub(checkpointed.elapsed())) {
-            Ok(first) => first,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if since_checkpoint > 0 && durable.state.lock().failed.is_none() {
-                    // Full: one is being taken, and it cuts after this point.
-                    let _ = checkpoints.try_send(());
-                    since_checkpoint = 0;
-                }
-                checkpointed = Instant::now();
-                continue;
-            }
-        };
-        let linger = Duration::from_micros(GROUP_LINGER_US_MAX);
-        let group = gather(receiver, first, &durable.applying, linger);
-        for commit in &group {
-            assert_eq!(
-                commit.ticket,
-                last_ticket + 1,
-                "commits arrive in ticket order"
-            );
-            last_ticket = commit.ticket;
-        }
-        if durable.state.lock().failed.is_some() {
-            // Fail-stop: after a failed write nothing more is written, so the
-            // disk never holds a later group without the one that failed.
-            continue;
-        }
-        // Replicated mode: the replica holds the group before the disk does,
-        // so this store never holds what the replicated log lacks.
-        let replica_now = replica.read().clone();
-        if let Some(replica) = replica_now {
-            if let Err(why) = replica.replicate(&group) {
-                tracing::error!(%why, "replication failed; the store takes no more writes");
-                durable.fail(&format!("replication failed: {why}"));
-                continue;
-            }
-        }
-        if let Err(why) = write_group(db, &group, durable, figures, injected) {
-            durable.fail(&why);
-            continue;
-        }
-        since_checkpoint += group.len();
-        if since_checkpoint >= commits_max || checkpointed.elapsed() >= interval {
-            let _ = checkpoints.try_send(());
-            since_checkpoint = 0;
-            checkpointed = Instant::now();
-        }
+    let cadence = Mutex::new(Cadence {
+        since: 0,
+        at: Instant::now(),
+        commits_max: injected
+            .checkpoint_every
+            .map_or(CHECKPOINT_COMMITS_MAX, |every| every.max(1) as usize),
+    });
+    // Replicated mode: groups sent to the replica go to the writer, which
+    // settles them in order, then writes and answers each; a token per
+    // group sent and not yet settled (`REPLICA_PIPELINE_GROUPS_MAX`).
+    let (sent, unsettled) = crossbeam_channel::unbounded::<Vec<Commit>>();
+    let (token_back, tokens) = crossbeam_channel::bounded(REPLICA_PIPELINE_GROUPS_MAX);
+    for _ in 0..REPLICA_PIPELINE_GROUPS_MAX {
+        token_back.send(()).expect("room for every token");
     }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("replica-writer".into())
+            .spawn_scoped(scope, || {
+                let _fail_on_panic = FailOnPanic(durable);
+                for group in unsettled.iter() {
+                    let replica_now = replica.read().clone();
+                    let settled = match &replica_now {
+                        _ if durable.state.lock().failed.is_some() => Err(None),
+                        Some(replica) => replica.settle().map_err(Some),
+                        None => Err(Some("no replica to settle with".to_owned())),
+                    };
+                    match settled {
+                        Ok(()) => {
+                            if write_and_answer(
+                                db,
+                                &group,
+                                durable,
+                                figures,
+                                injected,
+                                replica_now.as_ref(),
+                            ) {
+                                cadence.lock().written(group.len(), checkpoints);
+                            }
+                        }
+                        Err(Some(why)) => replication_failed(durable, &why),
+                        Err(None) => {}
+                    }
+                    // Its token back only once it is written (or never will
+                    // be): a group published and not yet in the store is
+                    // among the last `REPLICA_PIPELINE_GROUPS_MAX` sent.
+                    let _ = token_back.send(());
+                }
+            })
+            .expect("the replica writer thread starts");
+        let mut last_ticket = 0;
+        loop {
+            let wait = interval.saturating_sub(cadence.lock().at.elapsed());
+            let first = match receiver.recv_timeout(wait) {
+                Ok(first) => first,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    let mut cadence = cadence.lock();
+                    if cadence.since > 0 && durable.state.lock().failed.is_none() {
+                        // Full: one is being taken, and it cuts after this point.
+                        let _ = checkpoints.try_send(());
+                        cadence.since = 0;
+                    }
+                    cadence.at = Instant::now();
+                    continue;
+                }
+            };
+            let linger = Duration::from_micros(GROUP_LINGER_US_MAX);
+            let group = gather(receiver, first, &durable.applying, linger);
+            for commit in &group {
+                assert_eq!(
+                    commit.ticket,
+                    last_ticket + 1,
+                    "commits arrive in ticket order"
+                );
+                last_ticket = commit.ticket;
+            }
+            if durable.state.lock().failed.is_some() {
+                // Fail-stop: after a failed write nothing more is written, so
+                // the disk never holds a later group without the one that failed.
+                continue;
+            }
+            // Replicated mode: the group goes to the replica now and to the
+            // disk once the replica holds it and every group before it, so
+            // this store never holds what the replicated log lacks.
+            let replica_now = replica.read().clone();
+            if let Some(replica) = replica_now {
+                if tokens.recv().is_err() {
+                    break;
+                }
+                if durable.state.lock().failed.is_some() {
+                    let _ = token_back.try_send(());
+                    continue;
+                }
+                match replica.send(&group) {
+                    Ok(()) => sent
+                        .send(group)
+                        .expect("the writer runs while the committer does"),
+                    Err(why) => {
+                        let _ = token_back.try_send(());
+                        replication_failed(durable, &why);
+                    }
+                }
+                continue;
+            }
+            if write_and_answer(db, &group, durable, figures, injected, None) {
+                cadence.lock().written(group.len(), checkpoints);
+            }
+        }
+        drop(sent);
+    });
+}
+
+/// A group the replica did not take: it and every later group sent are
+/// never written nor answered (their waiters hear `outcome_unknown`).
+fn replication_failed(durable: &Durable, why: &str) {
+    tracing::error!(%why, "replication failed; the store takes no more writes");
+    durable.fail(&format!("replication failed: {why}"));
+}
+
+/// Writes a group and releases its answers, if the replica (when there is
+/// one) still lets this node answer; false when the store failed instead.
+fn write_and_answer(
+    db: &DB,
+    group: &[Commit],
+    durable: &Durable,
+    figures: &Mutex<CommitterFigures>,
+    injected: Injected,
+    replica: Option<&Arc<dyn Replica>>,
+) -> bool {
+    let sync_ns = match write_group(db, group, durable, figures, injected) {
+        Ok(sync_ns) => sync_ns,
+        Err(why) => {
+            durable.fail(&why);
+            return false;
+        }
+    };
+    if let Some(Err(why)) = replica.map(|replica| replica.may_answer()) {
+        tracing::error!(%why, "written but not answered; the store takes no more writes");
+        durable.fail(&format!("replication failed: {why}"));
+        return false;
+    }
+    let logged = group
+        .iter()
+        .any(|commit| commit.puts.iter().any(|put| put.table.is_logged()));
+    group_durable(durable, figures, group, sync_ns, logged);
+    true
 }
 
 impl Journal for Store {
@@ -1087,6 +1200,125 @@ mod tests {
             ticket,
             puts: Vec::new(),
         }
+    }
+
+    /// A replica whose groups settle when the test says (`settles`), with
+    /// the result it gives; counts what the committer sent.
+    struct Gated {
+        sent: AtomicUsize,
+        settles: Receiver<Result<(), String>>,
+    }
+
+    impl Replica for Gated {
+        fn send(&self, _group: &[Commit]) -> Result<(), String> {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn settle(&self) -> Result<(), String> {
+            self.settles.recv().expect("the test settles every group")
+        }
+        fn may_answer(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn numbered(ticket: u64) -> Commit {
+        Commit {
+            ticket,
+            puts: vec![Put {
+                table: Table::Audit,
+                key: ticket.to_be_bytes().to_vec(),
+                value: Some(b"record".to_vec()),
+            }],
+        }
+    }
+
+    /// Waits until the committer sent `count` groups to `replica`.
+    fn wait_sent(replica: &Gated, count: usize) {
+        let started = Instant::now();
+        while replica.sent.load(Ordering::SeqCst) < count {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{count} groups not sent"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Stores the commits one group each, with a replica that settles them
+    /// as told: a store with the replica set and a sender of settlements.
+    fn gated_store(dir: &Path) -> (Store, Arc<Gated>, Sender<Result<(), String>>) {
+        let store = Store::open_with(dir, 0).unwrap();
+        let (settle, settles) = crossbeam_channel::unbounded();
+        let replica = Arc::new(Gated {
+            sent: AtomicUsize::new(0),
+            settles,
+        });
+        store.set_replica(replica.clone());
+        (store, replica, settle)
+    }
+
+    /// Group N+1 is sent while group N is unsettled, at most
+    /// `REPLICA_PIPELINE_GROUPS_MAX` groups at once; a group is written
+    /// locally and answered only once settled, in order.
+    #[test]
+    fn the_committer_sends_ahead_and_writes_each_group_once_it_settles() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, replica, settle) = gated_store(dir.path());
+        let groups = REPLICA_PIPELINE_GROUPS_MAX as u64 + 1;
+        for ticket in 1..=groups {
+            store.submit(numbered(ticket)).unwrap();
+            wait_sent(&replica, (ticket as usize).min(REPLICA_PIPELINE_GROUPS_MAX));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            replica.sent.load(Ordering::SeqCst),
+            REPLICA_PIPELINE_GROUPS_MAX,
+            "no more groups unsettled than the bound"
+        );
+        assert_eq!(store.durable.state.lock().ticket, 0, "nothing answered");
+        assert_eq!(store.get(Table::Audit, &1u64.to_be_bytes()).unwrap(), None);
+        settle.send(Ok(())).unwrap();
+        store.wait_durable(1).unwrap();
+        assert!(store
+            .get(Table::Audit, &1u64.to_be_bytes())
+            .unwrap()
+            .is_some());
+        assert_eq!(store.get(Table::Audit, &2u64.to_be_bytes()).unwrap(), None);
+        // Room again: the last group is sent.
+        wait_sent(&replica, groups as usize);
+        for _ in 1..groups {
+            settle.send(Ok(())).unwrap();
+        }
+        store.wait_durable(groups).unwrap();
+    }
+
+    /// A group the replica fails is not written, and neither is any group
+    /// sent after it: none of them is answered, the store takes no more.
+    #[test]
+    fn a_group_the_replica_fails_takes_every_later_group_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, replica, settle) = gated_store(dir.path());
+        for ticket in 1..=3 {
+            store.submit(numbered(ticket)).unwrap();
+            wait_sent(&replica, ticket as usize);
+        }
+        settle.send(Ok(())).unwrap();
+        settle
+            .send(Err("refused: another leader appended".into()))
+            .unwrap();
+        store.wait_durable(1).unwrap();
+        assert!(store.wait_durable(2).is_err());
+        assert!(store.wait_durable(3).is_err());
+        for ticket in [2u64, 3] {
+            assert_eq!(
+                store.get(Table::Audit, &ticket.to_be_bytes()).unwrap(),
+                None
+            );
+        }
+        assert_eq!(store.durable.state.lock().ticket, 1);
+        assert!(store.submit(numbered(4)).is_err(), "no more writes taken");
+        assert!(settle.is_empty(), "group 3 was never settled");
     }
 
     #[test]

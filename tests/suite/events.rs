@@ -426,7 +426,7 @@ fn stream_events_in_any_grouping_are_what_events_answers() {
     for size in [1, 3, 7] {
         let published: Vec<Event> = records
             .chunks(size)
-            .flat_map(|group| h.ledger.stream_events(group).unwrap())
+            .flat_map(|group| h.ledger.stream_events(group, &|_| None).unwrap())
             .collect();
         assert_eq!(published, expected, "groups of {size} (seed {seed})");
     }

@@ -107,14 +107,12 @@ fn replica_metrics(body: &str, role: f64, lag_max: f64) -> Result<(), String> {
     if value("voucherd_replica_stream_bytes")? <= 0.0 {
         return Err("an empty stream".into());
     }
-    for counter in [
-        "voucherd_replica_fenced_publishes_total",
-        "voucherd_replica_lease_renew_failures_total",
-    ] {
-        if value(counter)? != 0.0 {
-            return Err(format!("{counter} is not 0"));
-        }
+    if value("voucherd_replica_fenced_publishes_total")? != 0.0 {
+        return Err("voucherd_replica_fenced_publishes_total is not 0".into());
     }
+    // A renewal unanswered within its second is sent again (D107): on a
+    // loaded machine a live leader may count some.
+    value("voucherd_replica_lease_renew_failures_total")?;
     Ok(())
 }
 
@@ -655,9 +653,14 @@ async fn replicated_throughput_beside_single_node() {
     if !nats_present() {
         return;
     }
+    let rounds: usize = std::env::var("VOUCHERD_THROUGHPUT_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     let secret = PersonSecret([4; 32]);
+    // Both run throughout; their measurements alternate.
     let single = serve(
         &node_folder(dir.path(), "single", &secret),
         &certs,
@@ -665,40 +668,70 @@ async fn replicated_throughput_beside_single_node() {
         &[],
         &[],
     );
-    let (single_rate, single_p99) = issue_rate(single.addr, &certs).await;
-    single.stop().unwrap();
     let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
     let leader = start_node(dir.path(), "a", &cluster, &secret);
     wait_leading(leader.addr, &certs).await;
-    let (replicated_rate, replicated_p99) = issue_rate(leader.addr, &certs).await;
+    let (mut singles, mut replicated) = (Vec::new(), Vec::new());
+    let (connections, batch) = throughput_shape();
+    for round in 0..rounds {
+        // Persons of a round: 100,000 a connection at most.
+        let first = 1 + round as u64 * 100_000;
+        assert!((round as u64 + 1) * 100_000 <= 9_000_000 / connections);
+        let (single_rate, single_p99) = issue_rate(single.addr, &certs, first).await;
+        let (replicated_rate, replicated_p99) = issue_rate(leader.addr, &certs, first).await;
+        eprintln!(
+            "round {round}: issues per second, {connections} connections x batches of \
+             {batch} for {THROUGHPUT_SECONDS} s each: single-node {single_rate:.0} \
+             (frame p99 {single_p99:.1} ms), replicated {replicated_rate:.0} (frame p99 \
+             {replicated_p99:.1} ms), {:.0}%",
+            100.0 * replicated_rate / single_rate
+        );
+        assert!(replicated_rate > 0.0 && single_rate > 0.0);
+        singles.push(single_rate);
+        replicated.push(replicated_rate);
+    }
+    let (single_sum, replicated_sum): (f64, f64) = (singles.iter().sum(), replicated.iter().sum());
     eprintln!(
-        "issues per second, {THROUGHPUT_CONNECTIONS} connections x batches of {THROUGHPUT_BATCH} for {THROUGHPUT_SECONDS} s: \
-         single-node {single_rate:.0} (frame p99 {single_p99:.1} ms), replicated {replicated_rate:.0} \
-         (frame p99 {replicated_p99:.1} ms), {:.0}%",
-        100.0 * replicated_rate / single_rate
+        "{rounds} rounds: single-node {:.0} issues/s, replicated {:.0} issues/s on average: {:.0}%",
+        single_sum / rounds as f64,
+        replicated_sum / rounds as f64,
+        100.0 * replicated_sum / single_sum
     );
-    assert!(replicated_rate > 0.0 && single_rate > 0.0);
+    single.stop().unwrap();
     drop(cluster);
 }
 
-const THROUGHPUT_CONNECTIONS: u64 = 8;
-const THROUGHPUT_BATCH: u64 = 32;
 const THROUGHPUT_SECONDS: u64 = 10;
+
+/// Connections and issues per frame of the throughput comparison (closed
+/// loop: their product is what is in flight), 8 and 32 unless
+/// `VOUCHERD_THROUGHPUT_SHAPE=CONNECTIONSxBATCH` says otherwise.
+fn throughput_shape() -> (u64, u64) {
+    std::env::var("VOUCHERD_THROUGHPUT_SHAPE")
+        .ok()
+        .and_then(|shape| {
+            let (connections, batch) = shape.split_once('x')?;
+            Some((connections.parse().ok()?, batch.parse().ok()?))
+        })
+        .unwrap_or((8, 32))
+}
 
 /// Accepted issues per second over `THROUGHPUT_SECONDS`, and the 99th
 /// percentile of a frame's round trip, milliseconds.
-async fn issue_rate(addr: std::net::SocketAddr, certs: &Path) -> (f64, f64) {
+async fn issue_rate(addr: std::net::SocketAddr, certs: &Path, first: u64) -> (f64, f64) {
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for connection in 0..THROUGHPUT_CONNECTIONS {
+    let (connections, batch) = throughput_shape();
+    for connection in 0..connections {
         let certs = certs.to_owned();
         tasks.push(tokio::spawn(async move {
             let client = Client::connect(addr, &certs, Role::Bureau).await.unwrap();
             let (mut accepted, mut round_trips) = (0u64, Vec::new());
-            let mut n = 1 + connection * 1_000_000;
+            // ID numbers wrap at 10 million: each connection has its share.
+            let mut n = first + connection * (9_000_000 / connections);
             while started.elapsed() < Duration::from_secs(THROUGHPUT_SECONDS) {
-                let requests: Vec<Request> = (n..n + THROUGHPUT_BATCH).map(issue_request).collect();
-                n += THROUGHPUT_BATCH;
+                let requests: Vec<Request> = (n..n + batch).map(issue_request).collect();
+                n += batch;
                 let sent = Instant::now();
                 let answers = client.execute(&requests).await.unwrap();
                 round_trips.push(sent.elapsed().as_secs_f64() * 1_000.0);
@@ -1036,5 +1069,243 @@ async fn the_training_system_reads_events_from_jetstream_as_events_answers_them(
         client.close().await;
     }
     drop(node);
+    drop(cluster);
+}
+
+/// A nats-server of its own (one node, JetStream) for a test, killed when
+/// dropped.
+struct Node(std::process::Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Connects to `port` as `user`, retrying while the server starts.
+async fn connect_as(port: u16, user: &str, password: &str) -> async_nats::Client {
+    let started = Instant::now();
+    loop {
+        match async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+            .connect(format!("nats://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => return client,
+            Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("{user}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// The authorization example of `ops/nats-cluster.example.conf`, as it is,
+/// on a real nats-server: the node user creates the stream and appends; the
+/// training user reads the events subjects through a named consumer (one
+/// filter inside `voucherd.events.>`), and is refused a consumer on the
+/// audit records or the request rows, reading a message directly, and
+/// publishing anything to the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_training_user_of_the_nats_example_reads_events_only() {
+    use async_nats::jetstream::{self, consumer::pull, stream};
+    use futures_util::StreamExt;
+    use voucherd::replica::{STREAM_DEFAULT, SUBJECT_AUDIT, SUBJECT_EVENTS, SUBJECT_REQUESTS};
+    let Some(server) = nats::server() else {
+        eprintln!("SKIPPED: nats-server is missing (ops/install-deps.sh installs it into ./.venv)");
+        return;
+    };
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/nats-cluster.example.conf"),
+    )
+    .unwrap();
+    let placeholder = "\"$2a$11$REPLACE_WITH_BCRYPT_HASH\"";
+    let authorization = &example[example.find("authorization {").expect("the block")..];
+    assert_eq!(
+        authorization.matches(placeholder).count(),
+        2,
+        "{authorization}"
+    );
+    let authorization = authorization
+        .replacen(placeholder, "\"node-secret\"", 1)
+        .replacen(placeholder, "\"training-secret\"", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("n.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{authorization}",
+            dir.path().join("js").display()
+        ),
+    )
+    .unwrap();
+    let _node = Node(
+        std::process::Command::new(server)
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::fs::File::create(dir.path().join("n.log")).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let prefix = STREAM_DEFAULT.to_ascii_lowercase();
+    let subject = |name: &str| format!("{prefix}.{name}");
+    let event = format!("{prefix}.{SUBJECT_EVENTS}.500102.5000001");
+
+    // The nodes' user: the stream as the daemon creates it, one message of each kind.
+    let node = jetstream::new(connect_as(port, "voucherd", "node-secret").await);
+    let stream = node
+        .get_or_create_stream(stream::Config {
+            name: STREAM_DEFAULT.into(),
+            subjects: vec![format!("{prefix}.>")],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for name in [
+        subject(SUBJECT_AUDIT),
+        subject(SUBJECT_REQUESTS),
+        event.clone(),
+    ] {
+        node.publish(name, "payload".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    // The training system's user, with short waits: a refused request is
+    // never answered (the server tells the connection, not the request).
+    let mut training = jetstream::new(connect_as(port, "training", "training-secret").await);
+    training.set_timeout(Duration::from_millis(250));
+    let theirs = training.get_stream(STREAM_DEFAULT).await.unwrap();
+    let named = |name: &str, filter: String| pull::Config {
+        name: Some(name.into()),
+        filter_subject: filter,
+        ..Default::default()
+    };
+    let consumer = theirs
+        .create_consumer(named(
+            "institution",
+            format!("{prefix}.{SUBJECT_EVENTS}.*.5000001"),
+        ))
+        .await
+        .expect("a consumer on the events of an institution");
+    let mut messages = consumer.fetch().max_messages(10).messages().await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .expect("the event is delivered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.subject.as_str(), event);
+    assert!(theirs
+        .create_consumer(named("every-event", format!("{prefix}.{SUBJECT_EVENTS}.>")))
+        .await
+        .is_ok());
+    for refused in [
+        subject(SUBJECT_AUDIT),
+        subject(SUBJECT_REQUESTS),
+        format!("{prefix}.>"),
+    ] {
+        let created = theirs
+            .create_consumer(named("refused", refused.clone()))
+            .await;
+        assert!(created.is_err(), "a consumer on {refused} is refused");
+    }
+    assert!(theirs.get_raw_message(1).await.is_err(), "no direct reads");
+    // Publishing: nothing reaches the stream (3 messages before, 3 after).
+    for name in [event.clone(), subject(SUBJECT_AUDIT)] {
+        if let Ok(ack) = training.publish(name, "forged".into()).await {
+            assert!(
+                ack.await.is_err(),
+                "a publish by the training user is refused"
+            );
+        }
+    }
+    let mut stream = stream;
+    assert_eq!(stream.info().await.unwrap().state.messages, 3);
+}
+
+/// voucher-load given both daemons' addresses goes on through a kill -9 of
+/// the leader in the middle of its peak (open loop): its frames are sent
+/// again with their ids on the new leader, and its end-of-run checks hold
+/// (every answer as expected, `stats` moved by exactly the redeems and
+/// check-ins it saw accepted, no connection error); the new leader's chain
+/// verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: voucher-load through a kill -9 of the leader mid-run (about 30 s)"]
+async fn voucher_load_follows_the_leader_through_a_kill_mid_run() {
+    use std::io::BufRead;
+    if !nats_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
+    let certs = dir.path().join("certs");
+    let secret = PersonSecret([6; 32]);
+    let mut leader = start_node(dir.path(), "a", &cluster, &secret);
+    wait_leading(leader.addr, &certs).await;
+    let standby = start_node(dir.path(), "b", &cluster, &secret);
+    let report = dir.path().join("load.json");
+    let mut load = std::process::Command::new(crate::common::daemon::tool("voucher-load"))
+        .args(["--server", &format!("{},{}", leader.addr, standby.addr)])
+        .args([
+            "--persons",
+            "1500",
+            "--institutions",
+            "20",
+            "--connections",
+            "4",
+        ])
+        .args(["--batch", "16", "--rate", "300", "--duration-s", "16"])
+        .arg("--certs")
+        .arg(&certs)
+        .arg("--out")
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its peak begins once the setup is done; the leader dies 4 s into it.
+    let stderr = load.stderr.take().unwrap();
+    let (peak_began, began) = std::sync::mpsc::channel();
+    let echo = std::thread::spawn(move || {
+        let mut told = false;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("voucher-load: {line}");
+            if !told && line.contains("setup done") {
+                let _ = peak_began.send(());
+                told = true;
+            }
+        }
+    });
+    began
+        .recv_timeout(Duration::from_secs(180))
+        .expect("the setup ends");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    leader.kill().unwrap();
+    let output = tokio::task::spawn_blocking(move || load.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    echo.join().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}");
+    assert!(output.status.success(), "voucher-load failed: {stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["consistency"]["ok"], true, "{report}");
+    assert_eq!(report["connection_errors"], 0, "{report}");
+    assert_eq!(report["unexpected_answers"], 0, "{report}");
+    let resent = report["frames_resent_after_failover"].as_u64().unwrap();
+    assert!(
+        resent > 0,
+        "the leader died mid-run: frames were sent again"
+    );
+    let (seq, _) = head_seq_hash(standby.addr, &certs).await;
+    standby.stop().unwrap();
+    verify_offline(&dir.path().join("b"), seq);
     drop(cluster);
 }
