@@ -5,6 +5,9 @@
 # PORT+10..12; default PORT 4222), starts the nodes and waits until JetStream
 # has a metadata leader; `stop DIR` stops the nodes it started (their pids
 # are in DIR/n*.pid). nats-server is ./.venv's (ops/install-deps.sh) or PATH's.
+# NATS_MAX_FILE_STORE (default 1GB, enough for the tests) is each node's
+# JetStream file limit: about 1.3 KB a change on the stream, so a 1-million-
+# voucher standard scenario needs about 4GB.
 set -eu
 
 usage() { echo "usage: $0 start DIR [PORT] | stop DIR" >&2; exit 2; }
@@ -28,7 +31,7 @@ listen: 127.0.0.1:$((port + n - 1))
 jetstream {
   store_dir: "$dir/n$n"
   sync_interval: always
-  max_file_store: 1GB
+  max_file_store: ${NATS_MAX_FILE_STORE:-1GB}
   max_memory_store: 64MB
 }
 cluster {
