@@ -408,9 +408,20 @@ impl Log {
 
     /// Applies the stream from sequence `next` to its end as it is now,
     /// through the ledger's replay, and waits until the store holds it;
-    /// `next` moves past what was applied.
-    pub(super) async fn follow(&self, ledger: &Arc<Ledger>, next: &mut u64) -> Result<(), Failed> {
+    /// `next` moves past what was applied. With a `pass` time, returns after
+    /// the batch that passes it: Ok(false) when the end is not reached yet
+    /// (a leader catching up renews its lease between passes).
+    pub(super) async fn follow(
+        &self,
+        ledger: &Arc<Ledger>,
+        next: &mut u64,
+        pass: Option<Duration>,
+    ) -> Result<bool, Failed> {
+        let started = Instant::now();
         loop {
+            if pass.is_some_and(|pass| started.elapsed() >= pass) {
+                return Ok(false);
+            }
             let last = self
                 .stream
                 .get_info()
@@ -419,7 +430,7 @@ impl Log {
                 .state
                 .last_sequence;
             if *next > last {
-                return Ok(());
+                return Ok(true);
             }
             let end = last.min(*next + REPLICA_FOLLOW_BATCH_MAX - 1);
             let fetches: Vec<_> = (*next..=end)

@@ -199,8 +199,8 @@ async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
     let mut next = resume_point(&log, &ledger).await;
     let mut known_leader = String::new();
     loop {
-        match log.follow(&ledger, &mut next).await {
-            Ok(()) => {}
+        match log.follow(&ledger, &mut next, None).await {
+            Ok(_) => {}
             Err(log::Failed::Transient(why)) => {
                 warn!(%why, "reading the stream failed; trying again");
                 tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
@@ -272,16 +272,23 @@ async fn lead(
     mut revision: u64,
 ) -> ! {
     let started = Instant::now();
+    // A long catch-up goes in passes of one renewal interval, the lease
+    // renewed after each: its lifetime is shorter than a long backlog's replay.
+    let pass = Duration::from_millis(REPLICA_LEASE_RENEW_MS);
     loop {
-        match log.follow(ledger, &mut next).await {
-            Ok(()) => {}
+        let caught_up = match log.follow(ledger, &mut next, Some(pass)).await {
+            Ok(caught_up) => caught_up,
             Err(log::Failed::Transient(why)) => {
                 warn!(%why, "reading the stream failed while catching up; trying again");
                 tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
+                false
             }
             Err(log::Failed::Fatal(why)) => stop(ledger, &format!("catching up failed: {why}")),
-        }
+        };
         revision = renew(log, lease, ledger, revision, "while catching up").await;
+        if !caught_up {
+            continue;
+        }
         // An earlier leader may still append (its lease lapsed but it does
         // not know yet): the leader record expects the end we caught up to,
         // and once it is in, every append of the earlier one is refused.
