@@ -40,7 +40,8 @@ stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
 # start_daemon NAME: a daemon on $work/NAME (a new folder, or the one a
 # previous start used), with $DAEMON_ARGS added to `serve`'s flags, on
 # $LISTEN (default 127.0.0.1:0, a free port); sets $daemon, $address and
-# $start_s (seconds from spawn until it listens).
+# $start_s (seconds from spawn until it listens; in replicated mode, until
+# it leads).
 start_daemon() {
     : >"$work/$1.out"
     # `serve --certs DIR` makes no certificates of its own: make them once.
@@ -53,6 +54,16 @@ start_daemon() {
         kill -0 "$daemon" 2>/dev/null || { cat "$work/$1.log" >&2; exit 1; }
         sleep 0.05
     done
+    # Replicated mode (`DAEMON_ARGS=--replicate URLS`): a daemon listens as
+    # a standby first and answers `not_leader` until it takes the lease.
+    case " ${DAEMON_ARGS:-} " in
+    *" --replicate "*)
+        while ! grep -q "leading: serving writes" "$work/$1.log"; do
+            kill -0 "$daemon" 2>/dev/null || { cat "$work/$1.log" >&2; exit 1; }
+            sleep 0.05
+        done
+        ;;
+    esac
     start_s="$(awk "BEGIN { print $(date +%s.%N) - $t0 }")"
     address="$(sed -n 's/^voucherd: listening on //p' "$work/$1.out" | tail -1)"
 }
