@@ -48,6 +48,20 @@ fn start_node(dir: &Path, name: &str, cluster: &Cluster, secret: &PersonSecret) 
     start_node_with(dir, name, cluster, secret, &[])
 }
 
+/// A test's folder and cluster with two daemons of one person key on it:
+/// "a" leading, then "b" its standby. Bound in this order, the folder is
+/// dropped last.
+async fn leader_and_standby(key: u8) -> (tempfile::TempDir, Cluster, PathBuf, Daemon, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
+    let certs = dir.path().join("certs");
+    let secret = PersonSecret([key; 32]);
+    let leader = start_node(dir.path(), "a", &cluster, &secret);
+    wait_leading(leader.addr, &certs).await;
+    let standby = start_node(dir.path(), "b", &cluster, &secret);
+    (dir, cluster, certs, leader, standby)
+}
+
 fn start_node_with(
     dir: &Path,
     name: &str,
@@ -426,13 +440,7 @@ async fn thirty_leader_kills_each_taken_over_with_every_acknowledged_change() {
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(30);
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
-    let certs = dir.path().join("certs");
-    let secret = PersonSecret([9; 32]);
-    let mut leader = start_node(dir.path(), "a", &cluster, &secret);
-    wait_leading(leader.addr, &certs).await;
-    let mut standby = start_node(dir.path(), "b", &cluster, &secret);
+    let (dir, cluster, certs, mut leader, mut standby) = leader_and_standby(9).await;
     let mut names = ("a", "b");
     let (mut takeovers, mut first_writes) = (Vec::new(), Vec::new());
     let mut all = Acknowledged::default();
@@ -479,13 +487,7 @@ async fn a_sigstopped_leader_is_fenced_and_steps_down_without_acknowledging() {
     if !nats_present() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
-    let certs = dir.path().join("certs");
-    let secret = PersonSecret([5; 32]);
-    let mut first = start_node(dir.path(), "a", &cluster, &secret);
-    wait_leading(first.addr, &certs).await;
-    let second = start_node(dir.path(), "b", &cluster, &secret);
+    let (dir, cluster, certs, mut first, second) = leader_and_standby(5).await;
     let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = tokio::spawn(write_until(
@@ -579,13 +581,7 @@ async fn nats_node_kills_lose_no_acknowledged_change() {
     if !nats_present() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
-    let certs = dir.path().join("certs");
-    let secret = PersonSecret([3; 32]);
-    let mut first = start_node(dir.path(), "a", &cluster, &secret);
-    wait_leading(first.addr, &certs).await;
-    let mut second = start_node(dir.path(), "b", &cluster, &secret);
+    let (_dir, cluster, certs, mut first, mut second) = leader_and_standby(3).await;
     let mut all = Acknowledged::default();
     // One node, then all three, killed while a writer runs; the writer
     // stops at its first failure (all three down: nothing can be acknowledged).
@@ -1239,13 +1235,7 @@ async fn voucher_load_follows_the_leader_through_a_kill_mid_run() {
     if !nats_present() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
-    let certs = dir.path().join("certs");
-    let secret = PersonSecret([6; 32]);
-    let mut leader = start_node(dir.path(), "a", &cluster, &secret);
-    wait_leading(leader.addr, &certs).await;
-    let standby = start_node(dir.path(), "b", &cluster, &secret);
+    let (dir, cluster, certs, mut leader, standby) = leader_and_standby(6).await;
     let report = dir.path().join("load.json");
     let mut load = std::process::Command::new(crate::common::daemon::tool("voucher-load"))
         .args(["--server", &format!("{},{}", leader.addr, standby.addr)])
