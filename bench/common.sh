@@ -37,6 +37,16 @@ trap cleanup EXIT
 mkdir -p bench/results
 stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
 
+# wait_line FILE PATTERN SKIP LOG: waits until FILE has a line matching
+# PATTERN after its first SKIP lines (those of earlier starts); exits with
+# LOG printed if the daemon ends first.
+wait_line() {
+    while ! tail -n +"$(($3 + 1))" "$1" | grep -q "$2"; do
+        kill -0 "$daemon" 2>/dev/null || { cat "$4" >&2; exit 1; }
+        sleep 0.05
+    done
+}
+
 # start_daemon NAME: a daemon on $work/NAME (a new folder, or the one a
 # previous start used), with $DAEMON_ARGS added to `serve`'s flags, on
 # $LISTEN (default 127.0.0.1:0, a free port); sets $daemon, $address and
@@ -44,25 +54,19 @@ stamp="$(date -u +%Y-%m-%dT%H%M%SZ)"
 # it leads).
 start_daemon() {
     : >"$work/$1.out"
+    touch "$work/$1.log"
     # `serve --certs DIR` makes no certificates of its own: make them once.
     [ -f "$work/$1/certs/ca.pem" ] || "$bin/voucherd" certs --out "$work/$1/certs" >/dev/null
+    logged="$(wc -l <"$work/$1.log")"
     t0="$(date +%s.%N)"
     "$bin/voucherd" serve --listen "${LISTEN:-127.0.0.1:0}" --data "$work/$1/data" \
         --certs "$work/$1/certs" ${DAEMON_ARGS:-} >>"$work/$1.out" 2>>"$work/$1.log" &
     daemon=$!
-    while ! grep -q "listening on" "$work/$1.out"; do
-        kill -0 "$daemon" 2>/dev/null || { cat "$work/$1.log" >&2; exit 1; }
-        sleep 0.05
-    done
+    wait_line "$work/$1.out" "listening on" 0 "$work/$1.log"
     # Replicated mode (`DAEMON_ARGS=--replicate URLS`): a daemon listens as
     # a standby first and answers `not_leader` until it takes the lease.
     case " ${DAEMON_ARGS:-} " in
-    *" --replicate "*)
-        while ! grep -q "leading: serving writes" "$work/$1.log"; do
-            kill -0 "$daemon" 2>/dev/null || { cat "$work/$1.log" >&2; exit 1; }
-            sleep 0.05
-        done
-        ;;
+    *" --replicate "*) wait_line "$work/$1.log" "leading: serving writes" "$logged" "$work/$1.log" ;;
     esac
     start_s="$(awk "BEGIN { print $(date +%s.%N) - $t0 }")"
     address="$(sed -n 's/^voucherd: listening on //p' "$work/$1.out" | tail -1)"
