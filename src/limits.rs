@@ -330,9 +330,19 @@ pub const STREAM_EVENTS_WAIT_MS: u64 = 1_000;
 /// cluster still electing its leaders times out the first requests),
 /// milliseconds; then the daemon exits with the reason.
 pub const REPLICA_SETUP_WAIT_MS: u64 = 30_000;
-/// Messages a standby fetches at once and applies before it waits for its
-/// store to make them durable (well under `COMMIT_QUEUE_DEPTH_MAX`).
-pub const REPLICA_FOLLOW_BATCH_MAX: u64 = 256;
+/// Messages a standby fetches at once (each at most
+/// `REPLICA_MESSAGE_BYTES_MAX`: 16 MiB at most in memory).
+pub const REPLICA_FOLLOW_BATCH_MAX: u64 = 64;
+/// Commits a standby hands its store before it waits for them to be
+/// durable (well under `COMMIT_QUEUE_DEPTH_MAX`, so a replay never finds
+/// the queue full).
+pub const REPLICA_FOLLOW_COMMITS_MAX: usize = 4_096;
+const _: () = assert!(REPLICA_FOLLOW_COMMITS_MAX < COMMIT_QUEUE_DEPTH_MAX);
+/// Bytes of one stream message's payload at most (D111): a commit group's
+/// records and request ids, or one district's events of it, are split
+/// into messages of this size (an entry is never split); under NATS's
+/// default `max_payload` of 1 MiB.
+pub const REPLICA_MESSAGE_BYTES_MAX: usize = 256 * 1024;
 /// How often a node samples the stream's size and its own lag for the
 /// metrics, milliseconds (one stream-info request each time).
 pub const REPLICA_SAMPLE_MS: u64 = 1_000;
@@ -344,8 +354,8 @@ pub const REPLICA_STREAM_REPLICAS: usize = 3;
 /// published while group N's acknowledgements and local write are pending.
 pub const REPLICA_PIPELINE_GROUPS_MAX: usize = 4;
 /// Publishes awaiting their acknowledgement at once (a publish waits for
-/// room beyond it): two messages (record and remembered request id) per
-/// commit of the largest group, for each group of the pipeline.
+/// room beyond it): more than a group's messages (group messages and one
+/// events message per district, D111) times the groups of the pipeline.
 pub const REPLICA_ACKS_IN_FLIGHT_MAX: usize =
     2 * GROUP_COMMIT_BATCHES_MAX * REPLICA_PIPELINE_GROUPS_MAX;
 /// Daemon addresses a client follows the leader across (`--server A,B,C`).

@@ -19,35 +19,37 @@ use parking_lot::Mutex;
 use crate::audit;
 use crate::ledger::Ledger;
 use crate::limits::{
-    REPLICA_FOLLOW_BATCH_MAX, REPLICA_PIPELINE_GROUPS_MAX, REPLICA_POLL_MS,
-    REPLICA_PUBLISH_RETRY_MS,
+    REPLICA_FOLLOW_BATCH_MAX, REPLICA_FOLLOW_COMMITS_MAX, REPLICA_PIPELINE_GROUPS_MAX,
+    REPLICA_POLL_MS, REPLICA_PUBLISH_RETRY_MS,
 };
 use crate::metric_names::{REPLICA_FENCED, REPLICA_PUBLISH_SECONDS};
 use crate::store::journal::{Commit, Table};
 use crate::store::replica::Replica;
 
+use super::group::{self, Entry};
 use super::lease::Tenure;
 
 /// The stream's default name (`--replica-stream`).
 pub const STREAM_DEFAULT: &str = "VOUCHERD";
-/// Subject (after the stream's prefix, its lower-case name) of an audit
-/// record: the payload is the sealed entry, byte for byte as the export's.
-pub const SUBJECT_AUDIT: &str = "audit";
-/// Subject of a remembered request id: u32 key length (big-endian), the
-/// `requests` key, then the stored row.
-pub const SUBJECT_REQUESTS: &str = "requests";
+/// Subject (after the stream's prefix, its lower-case name) of a group
+/// message: a commit group's sealed audit records and remembered request
+/// ids in commit order (`group::pack`; a group larger than
+/// `REPLICA_MESSAGE_BYTES_MAX` takes several), D111.
+pub const SUBJECT_GROUP: &str = "group";
 /// Subject of a leader record: the new leader's address, appended after the
 /// end it caught up to, so every append of an earlier leader is refused.
 pub const SUBJECT_LEADER: &str = "leader";
-/// Subject of an event of the data return (数据回流), followed by
-/// `.<district>.<institution>` (`EVENTS_NONE` for either absent): the
-/// payload is the event's JSON exactly as `events` answers it. The training
-/// system's consumers read these; standbys skip them (D105).
+/// Subject of a group's events of the data return (数据回流) in one
+/// district, followed by `.<district>` (`EVENTS_NONE` for campaign-wide
+/// events): the payload is a JSON array of the events, each exactly as
+/// `events` answers it, in chain order. The training system's consumers
+/// read these; standbys skip them (D105, D111).
 pub const SUBJECT_EVENTS: &str = "events";
-/// The subject token of an event's absent district or institution.
+/// The subject token of campaign-wide events (no district).
 pub const EVENTS_NONE: &str = "_";
-/// Header of an audit record message, and of an event message: its audit
-/// sequence number (decimal; an event's `seq`, the `events` cursor).
+/// Header of a group message: the audit sequence of the chain's head after
+/// it (its last record's, or the one before it when it holds none); of an
+/// events message: its last event's `seq` (the `events` cursor after it).
 pub const HEADER_AUDIT_SEQ: &str = "Voucherd-Audit-Seq";
 /// Header of a leader record: the check value of the leader's person-key
 /// secret (hex); a node whose own differs stops (D97).
@@ -57,8 +59,9 @@ pub const HEADER_PERSON_KEY_CHECK: &str = "Voucherd-Person-Key-Check";
 struct Outgoing {
     subject: String,
     id: String,
-    payload: Vec<u8>,
-    audit_seq: Option<u64>,
+    payload: bytes::Bytes,
+    /// The `HEADER_AUDIT_SEQ` value.
+    audit_seq: u64,
 }
 
 /// A published group awaiting its acknowledgements, one per message, in
@@ -82,6 +85,9 @@ type Ack = tokio::task::JoinHandle<Result<PublishAck, PublishError>>;
 struct Appending {
     leading: bool,
     last: u64,
+    /// The audit sequence of the last record published (the chain's head
+    /// after every group published).
+    head: u64,
     failed: bool,
     /// The audit records of the last `REPLICA_PIPELINE_GROUPS_MAX` groups
     /// published, oldest first: a group not yet written locally is among
@@ -101,8 +107,7 @@ pub(super) enum Claim {
 pub(super) struct Log {
     context: jetstream::Context,
     stream: Stream,
-    audit: String,
-    requests: String,
+    group: String,
     leader: String,
     /// `<prefix>.events`: the leader publishes each record's events after it.
     events: String,
@@ -165,8 +170,7 @@ impl Log {
         Log {
             context,
             stream,
-            audit: format!("{prefix}.{SUBJECT_AUDIT}"),
-            requests: format!("{prefix}.{SUBJECT_REQUESTS}"),
+            group: format!("{prefix}.{SUBJECT_GROUP}"),
             leader: format!("{prefix}.{SUBJECT_LEADER}"),
             events: format!("{prefix}.{SUBJECT_EVENTS}"),
             ledger,
@@ -176,6 +180,7 @@ impl Log {
             appending: Mutex::new(Appending {
                 leading: false,
                 last: 0,
+                head: 0,
                 failed: false,
                 recent: VecDeque::new(),
             }),
@@ -196,49 +201,42 @@ impl Log {
         Ok((info.state.last_sequence, info.state.bytes))
     }
 
-    /// The messages of a group, in commit order: each audit record followed
-    /// by its events, and each remembered request id (deletes by pruning
-    /// stay local).
-    fn messages(
-        &self,
-        group: &[Commit],
-        recent: &mut VecDeque<Vec<audit::AuditRecord>>,
-    ) -> Result<Vec<Outgoing>, String> {
-        let mut messages = Vec::new();
+    /// The messages of a group: its records and remembered request ids
+    /// in group messages (commit order; deletes by pruning stay local),
+    /// then its events, one message per district (D111).
+    fn messages(&self, group: &[Commit], appending: &mut Appending) -> Result<Vec<Outgoing>, String> {
+        let mut entries = Vec::new();
         let mut records = Vec::new();
-        // Where each record's message is, to put its events after it.
-        let mut record_at = Vec::new();
         for commit in group {
             for put in &commit.puts {
                 let Some(value) = &put.value else { continue };
                 match put.table {
                     Table::Audit => {
-                        let (record, hash) = audit::open(value)?;
-                        record_at.push((messages.len(), hash));
-                        messages.push(Outgoing {
-                            subject: self.audit.clone(),
-                            id: format!("a.{}.{}", record.seq, hex::encode(hash)),
-                            payload: value.clone(),
-                            audit_seq: Some(record.seq),
+                        let (record, _) = audit::open(value)?;
+                        entries.push(Entry::Record {
+                            seq: record.seq,
+                            sealed: value,
                         });
                         records.push(record);
                     }
-                    Table::Requests => {
-                        let key_len = u32::try_from(put.key.len()).expect("keys are short");
-                        let mut payload = key_len.to_be_bytes().to_vec();
-                        payload.extend_from_slice(&put.key);
-                        payload.extend_from_slice(value);
-                        messages.push(Outgoing {
-                            subject: self.requests.clone(),
-                            id: format!("r.{}", blake3::hash(&payload).to_hex()),
-                            payload,
-                            audit_seq: None,
-                        });
-                    }
+                    Table::Requests => entries.push(Entry::Request {
+                        key: &put.key,
+                        value,
+                    }),
                     _ => {}
                 }
             }
         }
+        let mut messages: Vec<Outgoing> = group::pack(&entries, appending.head)
+            .into_iter()
+            .map(|packed| Outgoing {
+                subject: self.group.clone(),
+                id: format!("g.{}", blake3::hash(&packed.payload).to_hex()),
+                payload: packed.payload.into(),
+                audit_seq: packed.head,
+            })
+            .collect();
+        let recent = &mut appending.recent;
         let earlier = |seq: u64| {
             recent.iter().find_map(|group| {
                 let first = group.first()?.seq;
@@ -248,42 +246,20 @@ impl Log {
             })
         };
         let events = self.ledger.stream_events(&records, &earlier)?;
-        if !records.is_empty() {
+        if let Some(last) = records.last() {
+            appending.head = last.seq;
             if recent.len() == REPLICA_PIPELINE_GROUPS_MAX {
                 recent.pop_front();
             }
-            recent.push_back(records.clone());
+            recent.push_back(records);
         }
-        if events.is_empty() {
-            return Ok(messages);
-        }
-        // Each record's events go right after its own message: splice them
-        // in from the last record backwards so earlier positions hold.
-        let mut events = events.into_iter().peekable();
-        let mut inserts: Vec<(usize, Vec<Outgoing>)> = Vec::new();
-        for (record, (at, hash)) in records.iter().zip(&record_at) {
-            let mut mine = Vec::new();
-            while let Some(event) = events.next_if(|e| e.seq == record.seq) {
-                let token = |t: Option<String>| t.unwrap_or_else(|| EVENTS_NONE.to_owned());
-                let subject = format!(
-                    "{}.{}.{}",
-                    self.events,
-                    token(event.district.map(|d| d.to_string())),
-                    token(event.institution.map(|i| i.to_string())),
-                );
-                mine.push(Outgoing {
-                    subject,
-                    id: format!("e.{}.{}.{}", record.seq, mine.len(), hex::encode(hash)),
-                    payload: serde_json::to_vec(&event).map_err(|e| e.to_string())?,
-                    audit_seq: Some(record.seq),
-                });
-            }
-            if !mine.is_empty() {
-                inserts.push((at + 1, mine));
-            }
-        }
-        for (at, mine) in inserts.into_iter().rev() {
-            messages.splice(at..at, mine);
+        for message in group::events_by_district(&events, EVENTS_NONE)? {
+            messages.push(Outgoing {
+                subject: format!("{}.{}", self.events, message.district),
+                id: format!("e.{}", blake3::hash(&message.payload).to_hex()),
+                payload: message.payload.into(),
+                audit_seq: message.last_seq,
+            });
         }
         Ok(messages)
     }
@@ -293,13 +269,11 @@ impl Log {
     async fn publish(&self, messages: &[Outgoing], last: u64) -> Result<Vec<Ack>, Failed> {
         let mut acks = Vec::with_capacity(messages.len());
         for (offset, message) in (0u64..).zip(messages) {
-            let mut publish = PublishMessage::build()
-                .payload(message.payload.clone().into())
+            let publish = PublishMessage::build()
+                .payload(message.payload.clone())
                 .message_id(&message.id)
-                .expected_last_sequence(last + offset);
-            if let Some(seq) = message.audit_seq {
-                publish = publish.header(HEADER_AUDIT_SEQ, seq.to_string().as_str());
-            }
+                .expected_last_sequence(last + offset)
+                .header(HEADER_AUDIT_SEQ, message.audit_seq.to_string().as_str());
             let ack = self
                 .context
                 .send_publish(message.subject.clone(), publish)
@@ -347,6 +321,7 @@ impl Log {
                 let mut appending = self.appending.lock();
                 appending.leading = true;
                 appending.last = last + 1;
+                appending.head = self.ledger.head().0;
                 self.position.store(last + 1, Ordering::Relaxed);
                 Ok(Claim::Claimed)
             }
@@ -360,12 +335,13 @@ impl Log {
     }
 
     /// The stream sequence to follow from for a store whose audit head is
-    /// `head`: that record's own message (`apply` skips it after comparing
-    /// its hash, so a diverged store is still caught), found by a binary
-    /// search over stream sequences (audit records are in audit order), so
-    /// a restarted node does not read the stream from 1 (about 2·log2 of the
-    /// stream's length requests). 1 for an empty store or a head the
-    /// stream does not hold (following then says what is wrong).
+    /// `head`: the first group message whose head header reaches it, the
+    /// one holding that record (`apply` skips it after comparing its hash,
+    /// so a diverged store is still caught), found by a binary search over
+    /// stream sequences (the headers grow with them), so a restarted node
+    /// does not read the stream from 1 (about 2·log2 of the stream's
+    /// length requests). 1 for an empty store or a head the stream does not
+    /// reach (following then says what is wrong).
     pub(super) async fn resume_point(&self, head: u64) -> Result<u64, Failed> {
         if head == 0 {
             return Ok(1);
@@ -376,34 +352,36 @@ impl Log {
             .await
             .map_err(|e| Failed::Transient(format!("stream info: {e}")))?;
         let (mut low, mut high) = (info.state.first_sequence.max(1), info.state.last_sequence);
+        let mut found_at = None;
         while low <= high {
             let middle = low + (high - low) / 2;
             let found = match self
                 .stream
                 .raw_message_builder()
                 .sequence(middle)
-                .next_by_subject(self.audit.clone())
+                .next_by_subject(self.group.clone())
                 .send()
                 .await
             {
                 Ok(message) => message,
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
-                    // No audit record at or after `middle`.
+                    // No group message at or after `middle`.
                     high = middle - 1;
                     continue;
                 }
                 Err(e) => return Err(Failed::Transient(format!("stream message {middle}: {e}"))),
             };
-            let seq = audit_seq_of(&found).map_err(|why| {
+            let reaches = audit_seq_of(&found).map_err(|why| {
                 Failed::Fatal(format!("stream message {}: {why}", found.sequence))
             })?;
-            match seq.cmp(&head) {
-                std::cmp::Ordering::Equal => return Ok(found.sequence),
-                std::cmp::Ordering::Less => low = found.sequence + 1,
-                std::cmp::Ordering::Greater => high = middle - 1,
+            if reaches >= head {
+                found_at = Some(found.sequence);
+                high = middle - 1;
+            } else {
+                low = found.sequence + 1;
             }
         }
-        Ok(1)
+        Ok(found_at.unwrap_or(1))
     }
 
     /// Applies the stream from sequence `next` to its end as it is now,
@@ -448,11 +426,7 @@ impl Log {
             }
             let (ledger, subjects) = (
                 Arc::clone(ledger),
-                [
-                    self.audit.clone(),
-                    self.requests.clone(),
-                    self.leader.clone(),
-                ],
+                [self.group.clone(), self.leader.clone()],
             );
             let key_check = self.key_check.clone();
             tokio::task::spawn_blocking(move || apply(&ledger, &subjects, &key_check, &messages))
@@ -465,62 +439,65 @@ impl Log {
     }
 }
 
-/// The audit sequence of an audit record message (its header, else its
-/// payload).
+/// A group message's head header (`HEADER_AUDIT_SEQ`).
 fn audit_seq_of(message: &StreamMessage) -> Result<u64, String> {
-    if let Some(value) = message.headers.get(HEADER_AUDIT_SEQ) {
-        if let Ok(seq) = value.as_str().parse() {
-            return Ok(seq);
-        }
-    }
-    audit::open(&message.payload)
-        .map(|(record, _)| record.seq)
-        .map_err(|e| e.to_string())
+    message
+        .headers
+        .get(HEADER_AUDIT_SEQ)
+        .and_then(|value| value.as_str().parse().ok())
+        .ok_or_else(|| format!("no {HEADER_AUDIT_SEQ} header"))
 }
 
 /// Applies fetched messages in order: records the store already holds are
-/// skipped (the last one's hash must match), the next ones replayed.
+/// skipped (the last one's hash must match), the next ones replayed, the
+/// request ids adopted; waits for the store every
+/// `REPLICA_FOLLOW_COMMITS_MAX` commits and at the end.
 fn apply(
     ledger: &Ledger,
-    [audit_subject, requests_subject, leader_subject]: &[String; 3],
+    [group_subject, leader_subject]: &[String; 2],
     key_check: &str,
     messages: &[StreamMessage],
 ) -> Result<(), String> {
+    let mut commits = 0;
     for message in messages {
         let subject = message.subject.as_str();
-        if subject == audit_subject {
-            let (record, hash) = audit::open(&message.payload)
-                .map_err(|e| format!("stream message {}: {e}", message.sequence))?;
-            let (seq, head, _) = ledger.head();
-            if record.seq <= seq {
-                if record.seq == seq && hash != head {
-                    return Err(format!(
-                        "this store's record {seq} differs from the stream's: rebuild the \
-                         data folder from the stream (ops/runbook.md, replicated mode)"
-                    ));
+        let at = |why: &dyn std::fmt::Display| format!("stream message {}: {why}", message.sequence);
+        if subject == group_subject {
+            for entry in group::unpack(&message.payload).map_err(|e| at(&e))? {
+                if commits == REPLICA_FOLLOW_COMMITS_MAX {
+                    ledger.wait_all_durable().map_err(|r| r.message)?;
+                    commits = 0;
                 }
-                continue;
+                match entry {
+                    Entry::Record { sealed, .. } => {
+                        let (record, hash) = audit::open(sealed).map_err(|e| at(&e))?;
+                        let (seq, head, _) = ledger.head();
+                        if record.seq <= seq {
+                            if record.seq == seq && hash != head {
+                                return Err(format!(
+                                    "this store's record {seq} differs from the stream's: \
+                                     rebuild the data folder from the stream \
+                                     (ops/runbook.md, replicated mode)"
+                                ));
+                            }
+                            continue;
+                        }
+                        if record.seq != seq + 1 {
+                            return Err(format!(
+                                "the stream's next record is {} but this store ends at {seq}",
+                                record.seq
+                            ));
+                        }
+                        ledger.replay(&record, &hash)?;
+                    }
+                    Entry::Request { key, value } => {
+                        ledger
+                            .adopt_request(key, value)
+                            .map_err(|r| at(&r.message))?;
+                    }
+                }
+                commits += 1;
             }
-            if record.seq != seq + 1 {
-                return Err(format!(
-                    "the stream's next record is {} but this store ends at {seq}",
-                    record.seq
-                ));
-            }
-            ledger.replay(&record, &hash)?;
-        } else if subject == requests_subject {
-            let payload = &message.payload[..];
-            let key_len = payload
-                .get(..4)
-                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
-                .filter(|len| payload.len() > 4 + len)
-                .ok_or_else(|| {
-                    format!("stream message {}: a short request row", message.sequence)
-                })?;
-            let (key, value) = payload[4..].split_at(key_len);
-            ledger
-                .adopt_request(key, value)
-                .map_err(|r| format!("stream message {}: {}", message.sequence, r.message))?;
         } else if subject == leader_subject {
             let theirs = message
                 .headers
@@ -563,7 +540,7 @@ impl Replica for Log {
             self.unsettled.lock().push_back(None);
             return Ok(());
         }
-        let messages = self.messages(group, &mut appending.recent)?;
+        let messages = self.messages(group, &mut appending)?;
         if messages.is_empty() {
             self.unsettled.lock().push_back(None);
             return Ok(());

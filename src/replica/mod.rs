@@ -7,6 +7,7 @@
 //! lease; this file connects, and runs a node's life: follow, take the
 //! lease, catch up, fence the old leader, serve, renew; stop when refused.
 
+mod group;
 mod lease;
 mod log;
 
@@ -30,8 +31,7 @@ use crate::metric_names::{
 use crate::store::Store;
 
 pub use log::{
-    EVENTS_NONE, HEADER_AUDIT_SEQ, STREAM_DEFAULT, SUBJECT_AUDIT, SUBJECT_EVENTS, SUBJECT_LEADER,
-    SUBJECT_REQUESTS,
+    EVENTS_NONE, HEADER_AUDIT_SEQ, STREAM_DEFAULT, SUBJECT_EVENTS, SUBJECT_GROUP, SUBJECT_LEADER,
 };
 
 /// The exit code after the node lost its right to write (lease lost, an
@@ -44,8 +44,8 @@ pub const EXIT_STEPPED_DOWN: u8 = 75;
 pub struct ReplicaConfig {
     /// NATS server URLs, comma-separated (`nats://a:4222,nats://b:4222`).
     pub urls: String,
-    /// The stream's name; its subjects are `<prefix>.audit`, `.requests`,
-    /// `.leader`, the lease bucket `<name>_lease`.
+    /// The stream's name; its subjects are `<prefix>.group`, `.leader`,
+    /// `.events.<district>`, the lease bucket `<name>_lease`.
     pub stream: String,
     /// The address clients reach this daemon at (named in `not_leader`).
     pub advertise: SocketAddr,

@@ -831,11 +831,11 @@ async fn events_by_operation(
 }
 
 /// One message a JetStream consumer delivered: its stream sequence, the
-/// cursor header, the payload.
+/// payload and the events it holds (a JSON array; its cursor header checked).
 struct Delivered {
     stream_seq: u64,
-    cursor: u64,
     payload: Vec<u8>,
+    events: Vec<serde_json::Value>,
 }
 
 /// What a consumer of `subjects` starting at stream sequence `from` gets
@@ -868,7 +868,7 @@ async fn consume(
             .expect("the consumer delivers")
             .unwrap()
             .unwrap();
-        let cursor = message
+        let cursor: u64 = message
             .headers
             .as_ref()
             .and_then(|h| h.get(voucherd::replica::HEADER_AUDIT_SEQ))
@@ -876,39 +876,50 @@ async fn consume(
             .as_str()
             .parse()
             .unwrap();
+        let events: Vec<serde_json::Value> = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(
+            events.last().expect("a message holds events")["seq"],
+            cursor,
+            "the cursor header is the message's last event's seq"
+        );
         delivered.push(Delivered {
             stream_seq: message.info().unwrap().stream_sequence,
-            cursor,
             payload: message.payload.to_vec(),
+            events,
         });
     }
     delivered
 }
 
-/// The consumer's events equal `expected` as JSON, in order, each with its
-/// cursor header.
-fn same_events(delivered: &[Delivered], expected: &[voucherd::domain::op::Event], what: &str) {
-    let got: Vec<serde_json::Value> = delivered
+/// The events of `delivered`, in delivery order, those `keep` selects.
+fn events_of(
+    delivered: &[Delivered],
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    delivered
         .iter()
-        .map(|d| serde_json::from_slice(&d.payload).unwrap())
-        .collect();
+        .flat_map(|d| d.events.iter().filter(|e| keep(e)).cloned())
+        .collect()
+}
+
+/// The consumer's events equal `expected` as JSON, in order.
+fn same_events(got: &[serde_json::Value], expected: &[voucherd::domain::op::Event], what: &str) {
     let want: Vec<serde_json::Value> = expected
         .iter()
         .map(|e| serde_json::to_value(e).unwrap())
         .collect();
     assert_eq!(got, want, "{what}: the stream's events and `events`'s");
-    for (d, e) in delivered.iter().zip(expected) {
-        assert_eq!(d.cursor, e.seq, "{what}: the cursor header");
-    }
 }
 
-/// The data return on the stream (D105): a replicated leader, two
+/// The data return on the stream (D105, D111): a replicated leader, two
 /// institutions in two districts at work (a redeem and its check-in in one
 /// frame, so in one commit group); a JetStream consumer filtered on one
-/// institution's subject gets exactly what `events --institution` answers
-/// (same JSON, same order), one filtered on a district likewise; resuming
-/// from a stream sequence in the middle gives the rest; no `events.>`
-/// message holds an ID number, most of one, or a keyed person hash.
+/// district's subject gets exactly what `events --district` answers (same
+/// JSON, same order), and keeping one institution's events of its
+/// district's subject gives what `events --institution` answers; resuming
+/// from a stream sequence in the middle gives the rest; every event is on
+/// `events.>` once; no message holds an ID number, most of one, or a keyed
+/// person hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_training_system_reads_events_from_jetstream_as_events_answers_them() {
     use voucherd::domain::ids::IdNumber;
@@ -1008,19 +1019,9 @@ async fn the_training_system_reads_events_from_jetstream_as_events_answers_them(
         .await
         .unwrap();
     let subject = |rest: &str| format!("voucherd.{SUBJECT_EVENTS}.{rest}");
-    // Campaign-wide events (a whole year's `expire`) are on `_._`: every
+    // Campaign-wide events (a whole year's `expire`) are on `_`: every
     // filter of `events` shows them, so every consumer takes that subject too.
-    let everywhere = subject("_._");
-
-    let of_a = events_by_operation(&training, Some(a), None).await;
-    assert_eq!(
-        of_a.len(),
-        3 * 2 + 1,
-        "A: three redeems and check-ins, the moved one's redeem"
-    );
-    let a_subjects = [subject(&format!("*.{a}")), everywhere.clone()];
-    let by_a = consume(&stream, &a_subjects, 1).await;
-    same_events(&by_a, &of_a, "institution A");
+    let everywhere = subject("_");
 
     let of_b_district = events_by_operation(&training, None, Some("500102")).await;
     assert_eq!(
@@ -1028,20 +1029,40 @@ async fn the_training_system_reads_events_from_jetstream_as_events_answers_them(
         3 * 2 + 1,
         "district 500102: B's redeems, check-ins, a release"
     );
-    let district_subjects = [subject("500102.>"), everywhere.clone()];
+    let district_subjects = [subject("500102"), everywhere.clone()];
     let by_district = consume(&stream, &district_subjects, 1).await;
-    same_events(&by_district, &of_b_district, "district 500102");
+    same_events(
+        &events_of(&by_district, |_| true),
+        &of_b_district,
+        "district 500102",
+    );
+
+    // An institution's events: its district's subject, its own kept.
+    let of_a = events_by_operation(&training, Some(a), None).await;
+    assert_eq!(
+        of_a.len(),
+        3 * 2 + 1,
+        "A: three redeems and check-ins, the moved one's redeem"
+    );
+    let a_subjects = [subject("500101"), everywhere.clone()];
+    let is_a = |e: &serde_json::Value| e["institution"] == a || e.get("voucher").is_none();
+    let by_a = consume(&stream, &a_subjects, 1).await;
+    same_events(&events_of(&by_a, is_a), &of_a, "institution A");
 
     // The training system resumes after the last message it took.
     let middle = by_a.len() / 2;
+    let taken = events_of(&by_a[..=middle], is_a).len();
     let rest = consume(&stream, &a_subjects, by_a[middle].stream_seq + 1).await;
-    same_events(&rest, &of_a[middle + 1..], "institution A resumed");
+    same_events(&events_of(&rest, is_a), &of_a[taken..], "institution A resumed");
 
-    // Every event on the stream: what `events` answers without a filter,
-    // and nothing personal in any of them.
+    // Every event on the stream once: what `events` answers without a
+    // filter (in chain order per district; across districts by `seq`), and
+    // nothing personal in any of them.
     let every = consume(&stream, &[subject(">")], 1).await;
+    let mut all = events_of(&every, |_| true);
+    all.sort_by_key(|e| e["seq"].as_u64().unwrap());
     let of_all = events_by_operation(&training, None, None).await;
-    same_events(&every, &of_all, "every event");
+    same_events(&all, &of_all, "every event");
     for person in persons.iter().chain([&admin_a, &admin_b]) {
         let key = IdNumber::parse(person).unwrap().key(&secret).0;
         let key_hex = hex::encode(key);
@@ -1098,13 +1119,13 @@ async fn connect_as(port: u16, user: &str, password: &str) -> async_nats::Client
 /// on a real nats-server: the node user creates the stream and appends; the
 /// training user reads the events subjects through a named consumer (one
 /// filter inside `voucherd.events.>`), and is refused a consumer on the
-/// audit records or the request rows, reading a message directly, and
-/// publishing anything to the stream.
+/// group messages (audit records, request rows), reading a message
+/// directly, and publishing anything to the stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_training_user_of_the_nats_example_reads_events_only() {
     use async_nats::jetstream::{self, consumer::pull, stream};
     use futures_util::StreamExt;
-    use voucherd::replica::{STREAM_DEFAULT, SUBJECT_AUDIT, SUBJECT_EVENTS, SUBJECT_REQUESTS};
+    use voucherd::replica::{STREAM_DEFAULT, SUBJECT_EVENTS, SUBJECT_GROUP};
     let Some(server) = nats::server() else {
         eprintln!("SKIPPED: nats-server is missing (ops/install-deps.sh installs it into ./.venv)");
         return;
@@ -1145,7 +1166,7 @@ async fn the_training_user_of_the_nats_example_reads_events_only() {
     );
     let prefix = STREAM_DEFAULT.to_ascii_lowercase();
     let subject = |name: &str| format!("{prefix}.{name}");
-    let event = format!("{prefix}.{SUBJECT_EVENTS}.500102.5000001");
+    let event = format!("{prefix}.{SUBJECT_EVENTS}.500102");
 
     // The nodes' user: the stream as the daemon creates it, one message of each kind.
     let node = jetstream::new(connect_as(port, "voucherd", "node-secret").await);
@@ -1158,11 +1179,7 @@ async fn the_training_user_of_the_nats_example_reads_events_only() {
         })
         .await
         .unwrap();
-    for name in [
-        subject(SUBJECT_AUDIT),
-        subject(SUBJECT_REQUESTS),
-        event.clone(),
-    ] {
+    for name in [subject(SUBJECT_GROUP), event.clone()] {
         node.publish(name, "payload".into())
             .await
             .unwrap()
@@ -1181,12 +1198,9 @@ async fn the_training_user_of_the_nats_example_reads_events_only() {
         ..Default::default()
     };
     let consumer = theirs
-        .create_consumer(named(
-            "institution",
-            format!("{prefix}.{SUBJECT_EVENTS}.*.5000001"),
-        ))
+        .create_consumer(named("district", event.clone()))
         .await
-        .expect("a consumer on the events of an institution");
+        .expect("a consumer on the events of a district");
     let mut messages = consumer.fetch().max_messages(10).messages().await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), messages.next())
         .await
@@ -1198,19 +1212,15 @@ async fn the_training_user_of_the_nats_example_reads_events_only() {
         .create_consumer(named("every-event", format!("{prefix}.{SUBJECT_EVENTS}.>")))
         .await
         .is_ok());
-    for refused in [
-        subject(SUBJECT_AUDIT),
-        subject(SUBJECT_REQUESTS),
-        format!("{prefix}.>"),
-    ] {
+    for refused in [subject(SUBJECT_GROUP), format!("{prefix}.>")] {
         let created = theirs
             .create_consumer(named("refused", refused.clone()))
             .await;
         assert!(created.is_err(), "a consumer on {refused} is refused");
     }
     assert!(theirs.get_raw_message(1).await.is_err(), "no direct reads");
-    // Publishing: nothing reaches the stream (3 messages before, 3 after).
-    for name in [event.clone(), subject(SUBJECT_AUDIT)] {
+    // Publishing: nothing reaches the stream (2 messages before, 2 after).
+    for name in [event.clone(), subject(SUBJECT_GROUP)] {
         if let Ok(ack) = training.publish(name, "forged".into()).await {
             assert!(
                 ack.await.is_err(),
@@ -1219,7 +1229,7 @@ async fn the_training_user_of_the_nats_example_reads_events_only() {
         }
     }
     let mut stream = stream;
-    assert_eq!(stream.info().await.unwrap().state.messages, 3);
+    assert_eq!(stream.info().await.unwrap().state.messages, 2);
 }
 
 /// voucher-load given both daemons' addresses goes on through a kill -9 of
