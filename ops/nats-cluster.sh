@@ -6,8 +6,8 @@
 # has a metadata leader; `stop DIR` stops the nodes it started (their pids
 # are in DIR/n*.pid). nats-server is ./.venv's (ops/install-deps.sh) or PATH's.
 # NATS_MAX_FILE_STORE (default 1GB, enough for the tests) is each node's
-# JetStream file limit: about 1.3 KB a change on the stream, so a 1-million-
-# voucher standard scenario needs about 4GB.
+# JetStream file limit: about 0.5 KB a change on the stream, so a 1-million-
+# voucher standard scenario needs about 2GB.
 set -eu
 
 usage() { echo "usage: $0 start DIR [PORT] | stop DIR" >&2; exit 2; }

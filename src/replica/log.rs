@@ -204,7 +204,11 @@ impl Log {
     /// The messages of a group: its records and remembered request ids
     /// in group messages (commit order; deletes by pruning stay local),
     /// then its events, one message per district (D111).
-    fn messages(&self, group: &[Commit], appending: &mut Appending) -> Result<Vec<Outgoing>, String> {
+    fn messages(
+        &self,
+        group: &[Commit],
+        appending: &mut Appending,
+    ) -> Result<Vec<Outgoing>, String> {
         let mut entries = Vec::new();
         let mut records = Vec::new();
         for commit in group {
@@ -461,7 +465,8 @@ fn apply(
     let mut commits = 0;
     for message in messages {
         let subject = message.subject.as_str();
-        let at = |why: &dyn std::fmt::Display| format!("stream message {}: {why}", message.sequence);
+        let at =
+            |why: &dyn std::fmt::Display| format!("stream message {}: {why}", message.sequence);
         if subject == group_subject {
             for entry in group::unpack(&message.payload).map_err(|e| at(&e))? {
                 if commits == REPLICA_FOLLOW_COMMITS_MAX {

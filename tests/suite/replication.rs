@@ -1053,7 +1053,11 @@ async fn the_training_system_reads_events_from_jetstream_as_events_answers_them(
     let middle = by_a.len() / 2;
     let taken = events_of(&by_a[..=middle], is_a).len();
     let rest = consume(&stream, &a_subjects, by_a[middle].stream_seq + 1).await;
-    same_events(&events_of(&rest, is_a), &of_a[taken..], "institution A resumed");
+    same_events(
+        &events_of(&rest, is_a),
+        &of_a[taken..],
+        "institution A resumed",
+    );
 
     // Every event on the stream once: what `events` answers without a
     // filter (in chain order per district; across districts by `seq`), and
