@@ -39,6 +39,10 @@ pub use log::{
 /// it and it comes back as a standby.
 pub const EXIT_STEPPED_DOWN: u8 = 75;
 
+/// How long the answers of a node stepping down (`outcome_unknown`) have
+/// to leave before the process exits, milliseconds.
+const STEP_DOWN_GRACE_MS: u64 = 500;
+
 /// Where the replicated log lives and how this node is reached.
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
@@ -151,7 +155,7 @@ pub async fn start(
     metrics::gauge!(REPLICA_LEADER).set(0.0);
     tokio::spawn(sample(Arc::clone(&log)));
     info!(nats = %config.urls, stream = %config.stream, "replicated mode: starting as a standby");
-    Ok(tokio::spawn(run(log, lease, ledger)))
+    Ok(tokio::spawn(run(log, lease, ledger, store)))
 }
 
 /// Refreshes the stream's gauges every `REPLICA_SAMPLE_MS`: its size, and
@@ -195,8 +199,8 @@ fn retention_problem(config: &stream::Config) -> Option<String> {
 }
 
 /// A node's life: follow until the lease is free, lead until refused.
-async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
-    let mut next = resume_point(&log, &ledger).await;
+async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>, store: Arc<Store>) {
+    let mut next = resume_point(&log, &ledger, &store).await;
     let mut known_leader = String::new();
     loop {
         match log.follow(&ledger, &mut next, None).await {
@@ -207,14 +211,19 @@ async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
                 continue;
             }
             Err(log::Failed::Fatal(why)) => {
-                stop(&ledger, &format!("following the stream failed: {why}"))
+                stop(
+                    &ledger,
+                    &store,
+                    &format!("following the stream failed: {why}"),
+                )
+                .await
             }
         }
         // A leader publishes every record's events from its events index
         // (D105): a node whose index is still being built does not lead.
         if ledger.events_index_ready() {
             match lease.take(&log.tenure).await {
-                Ok(Some(revision)) => lead(&log, &lease, &ledger, next, revision).await,
+                Ok(Some(revision)) => lead(&log, &lease, &ledger, &store, next, revision).await,
                 Ok(None) => {}
                 Err(why) => warn!(%why, "the lease could not be read; still a standby"),
             }
@@ -236,7 +245,7 @@ async fn run(log: Arc<log::Log>, lease: lease::Lease, ledger: Arc<Ledger>) {
 
 /// Where in the stream this node's store ends (its audit head's message),
 /// so following resumes there instead of at sequence 1.
-async fn resume_point(log: &log::Log, ledger: &Ledger) -> u64 {
+async fn resume_point(log: &log::Log, ledger: &Ledger, store: &Store) -> u64 {
     let (head, _, _) = ledger.head();
     let started = Instant::now();
     loop {
@@ -255,7 +264,7 @@ async fn resume_point(log: &log::Log, ledger: &Ledger) -> u64 {
                 tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
             }
             Err(log::Failed::Fatal(why)) => {
-                stop(ledger, &format!("reading the stream failed: {why}"))
+                stop(ledger, store, &format!("reading the stream failed: {why}")).await
             }
         }
     }
@@ -268,6 +277,7 @@ async fn lead(
     log: &log::Log,
     lease: &lease::Lease,
     ledger: &Arc<Ledger>,
+    store: &Store,
     mut next: u64,
     mut revision: u64,
 ) -> ! {
@@ -283,9 +293,11 @@ async fn lead(
                 tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
                 false
             }
-            Err(log::Failed::Fatal(why)) => stop(ledger, &format!("catching up failed: {why}")),
+            Err(log::Failed::Fatal(why)) => {
+                stop(ledger, store, &format!("catching up failed: {why}")).await
+            }
         };
-        revision = renew(log, lease, ledger, revision, "while catching up").await;
+        revision = renew(log, lease, ledger, store, revision, "while catching up").await;
         if !caught_up {
             continue;
         }
@@ -295,14 +307,35 @@ async fn lead(
         match log.claim(next - 1).await {
             Ok(log::Claim::Claimed) => break,
             Ok(log::Claim::Moved) => continue,
-            Err(why) => stop(ledger, &format!("the leader record was refused: {why}")),
+            Err(why) => {
+                stop(
+                    ledger,
+                    store,
+                    &format!("the leader record was refused: {why}"),
+                )
+                .await
+            }
         }
     }
     let ledger_now = Arc::clone(ledger);
     match tokio::task::spawn_blocking(move || ledger_now.record_campaigns()).await {
         Ok(Ok(_)) => {}
-        Ok(Err(why)) => stop(ledger, &format!("sealing the campaigns failed: {why}")),
-        Err(why) => stop(ledger, &format!("sealing the campaigns panicked: {why}")),
+        Ok(Err(why)) => {
+            stop(
+                ledger,
+                store,
+                &format!("sealing the campaigns failed: {why}"),
+            )
+            .await
+        }
+        Err(why) => {
+            stop(
+                ledger,
+                store,
+                &format!("sealing the campaigns panicked: {why}"),
+            )
+            .await
+        }
     }
     ledger.set_standby(None);
     metrics::gauge!(REPLICA_LEADER).set(1.0);
@@ -316,7 +349,7 @@ async fn lead(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        revision = renew(log, lease, ledger, revision, "while leading").await;
+        revision = renew(log, lease, ledger, store, revision, "while leading").await;
     }
 }
 
@@ -328,6 +361,7 @@ async fn renew(
     log: &log::Log,
     lease: &lease::Lease,
     ledger: &Ledger,
+    store: &Store,
     revision: u64,
     when: &str,
 ) -> u64 {
@@ -349,20 +383,27 @@ async fn renew(
         metrics::counter!(REPLICA_LEASE_RENEW_FAILURES).increment(1);
         stop(
             ledger,
+            store,
             &format!("the lease could not be renewed {when} ({why})"),
         )
+        .await
     }
 }
 
-/// Stops the node: no request is answered as leader any more, and the
-/// process exits so that a supervisor restarts it as a standby, which
-/// recovers from the stream what its store lacks.
-fn stop(ledger: &Ledger, why: &str) -> ! {
+/// Stops the node: no request is answered as leader any more; the store
+/// is failed so that every answer still waiting (a group whose publish
+/// found no NATS majority, say) says `outcome_unknown` with `why` instead
+/// of a lost connection; after `STEP_DOWN_GRACE_MS` for those answers to
+/// leave, the process exits so that a supervisor restarts it as a standby,
+/// which recovers from the stream what its store lacks.
+async fn stop(ledger: &Ledger, store: &Store, why: &str) -> ! {
     metrics::gauge!(REPLICA_LEADER).set(0.0);
+    error!(%why, "replicated mode: stepping down; exiting so a supervisor restarts the daemon as a standby");
+    store.fail_stop(&format!("replicated mode stepped down: {why}"));
     ledger.set_standby(Some(format!(
         "not the leader: this daemon stepped down ({why})"
     )));
-    error!(%why, "replicated mode: stepping down; exiting so a supervisor restarts the daemon as a standby");
+    tokio::time::sleep(Duration::from_millis(STEP_DOWN_GRACE_MS)).await;
     std::process::exit(EXIT_STEPPED_DOWN.into());
 }
 

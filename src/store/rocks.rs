@@ -388,6 +388,13 @@ impl Store {
         *self.replica.write() = Some(replica);
     }
 
+    /// Fails the store on purpose (replicated mode stepping down): every
+    /// commit waiting and every later one is answered `outcome_unknown`
+    /// with `why`, as after a failed write, and nothing more is written.
+    pub fn fail_stop(&self, why: &str) {
+        self.durable.fail(why);
+    }
+
     /// Whether a write failed and the store refuses writes until restart.
     pub fn failed(&self) -> bool {
         self.durable.state.lock().failed.is_some()
