@@ -639,3 +639,118 @@ impl Replica for Log {
         Err("the lease may have lapsed (no renewal went through in time): answers stop".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::campaign::{Campaign, Campaigns};
+    use crate::domain::enums::{Category, Channel, Kind};
+    use crate::domain::ids::{IdNumber, PersonSecret};
+    use crate::domain::op::{Op, Reply, Request, Role};
+    use crate::domain::time::{ManualClock, Timestamp};
+    use crate::ledger::LedgerConfig;
+    use crate::store::journal::{Journal, MemoryJournal};
+    use crate::store::Store;
+    use async_nats::HeaderMap;
+
+    const NOW: Timestamp = Timestamp(1_795_914_000);
+
+    fn ledger(journal: Arc<dyn Journal>) -> Ledger {
+        let config = LedgerConfig {
+            campaigns: Campaigns::new(vec![Campaign::default_for(NOW)]).unwrap(),
+            secret: PersonSecret([7; 32]),
+            clock: Arc::new(ManualClock::new(NOW)),
+        };
+        Ledger::open(config, journal).unwrap()
+    }
+
+    fn message(subject: &str, sequence: u64, payload: Vec<u8>) -> StreamMessage {
+        StreamMessage {
+            subject: subject.into(),
+            sequence,
+            headers: HeaderMap::new(),
+            payload: payload.into(),
+            time: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    /// A standby applies the leader's records and remembered request ids
+    /// from group messages holding more commits than it may hand its store
+    /// at once (`REPLICA_FOLLOW_COMMITS_MAX`), into a RocksDB store: it ends
+    /// at the leader's head (sequence and hash), and a request id the leader
+    /// remembered gets the first answer there.
+    #[test]
+    fn a_standby_applies_large_group_messages_to_the_leaders_head() {
+        let leader_journal = Arc::new(MemoryJournal::default());
+        let leader = ledger(leader_journal.clone());
+        leader.record_campaigns().unwrap();
+        // More commits (a record and a request row each) than a standby
+        // hands its store between two waits.
+        let issues = REPLICA_FOLLOW_COMMITS_MAX as u64 / 2 + 500;
+        let requests: Vec<Request> = (0..issues)
+            .map(|n| Request {
+                id: format!("big-{n}"),
+                op: Op::Issue {
+                    id_number: IdNumber::synthetic("5001011990", n),
+                    category: Category::RuralMigrant,
+                    kind: Kind::ALL[0],
+                    face_value_fen: 80_000,
+                    channel: Channel::Wechat,
+                    district: "500101".parse().unwrap(),
+                    year: None,
+                },
+            })
+            .collect();
+        let mut first_answer = None;
+        for chunk in requests.chunks(1_000) {
+            let answers = leader.execute(Role::Bureau, chunk);
+            assert!(answers.iter().all(|a| a.outcome.is_ok()), "{answers:?}");
+            first_answer.get_or_insert(answers[0].outcome.clone());
+        }
+        leader.wait_all_durable().unwrap();
+        let rows = |table| {
+            let mut rows = Vec::new();
+            leader_journal
+                .scan(table, &mut |key, value| {
+                    rows.push((key.to_vec(), value.to_vec()));
+                    Ok(())
+                })
+                .unwrap();
+            rows
+        };
+        let (records, remembered) = (rows(Table::Audit), rows(Table::Requests));
+        assert!(records.len() + remembered.len() > REPLICA_FOLLOW_COMMITS_MAX);
+        let mut entries: Vec<Entry> = records
+            .iter()
+            .map(|(_, sealed)| Entry::Record {
+                seq: audit::open(sealed).unwrap().0.seq,
+                sealed,
+            })
+            .collect();
+        entries.extend(
+            remembered
+                .iter()
+                .map(|(key, value)| Entry::Request { key, value }),
+        );
+        let packed = group::pack(&entries, 0);
+        assert!(packed.len() > 1, "split at REPLICA_MESSAGE_BYTES_MAX");
+        let messages: Vec<StreamMessage> = (1..)
+            .zip(packed)
+            .map(|(sequence, p)| message("voucherd.group", sequence, p.payload))
+            .collect();
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let standby = ledger(store.clone());
+        let subjects = ["voucherd.group".to_owned(), "voucherd.leader".to_owned()];
+        let key_check = hex::encode(standby.person_key_check());
+        apply(&standby, &subjects, &key_check, &messages).unwrap();
+        assert_eq!(standby.head(), leader.head());
+        // Applying the same messages again skips what the store holds.
+        apply(&standby, &subjects, &key_check, &messages).unwrap();
+        assert_eq!(standby.head(), leader.head());
+        let retried = standby.execute(Role::Bureau, &requests[..1]);
+        assert_eq!(Some(retried[0].outcome.clone()), first_answer);
+        assert!(matches!(retried[0].outcome, Ok(Reply::Issued { .. })));
+    }
+}
