@@ -430,7 +430,11 @@ impl Log {
             }
             let (ledger, subjects) = (
                 Arc::clone(ledger),
-                [self.group.clone(), self.leader.clone()],
+                [
+                    self.group.clone(),
+                    self.leader.clone(),
+                    format!("{}.", self.events),
+                ],
             );
             let key_check = self.key_check.clone();
             tokio::task::spawn_blocking(move || apply(&ledger, &subjects, &key_check, &messages))
@@ -454,11 +458,14 @@ fn audit_seq_of(message: &StreamMessage) -> Result<u64, String> {
 
 /// Applies fetched messages in order: records the store already holds are
 /// skipped (the last one's hash must match), the next ones replayed, the
-/// request ids adopted; waits for the store every
-/// `REPLICA_FOLLOW_COMMITS_MAX` commits and at the end.
+/// request ids adopted; events (subjects under `events_prefix`: the
+/// leader's for the training system) skipped, as this node's own index
+/// notes its replays; any other subject refused (a stream of another
+/// format: skipping its records would fork the chain). Waits for the store
+/// every `REPLICA_FOLLOW_COMMITS_MAX` commits and at the end.
 fn apply(
     ledger: &Ledger,
-    [group_subject, leader_subject]: &[String; 2],
+    [group_subject, leader_subject, events_prefix]: &[String; 3],
     key_check: &str,
     messages: &[StreamMessage],
 ) -> Result<(), String> {
@@ -516,10 +523,13 @@ fn apply(
                     message.sequence
                 ));
             }
+        } else if !subject.starts_with(events_prefix.as_str()) {
+            return Err(at(&format!(
+                "subject {subject} is not one this build reads (a stream written by an \
+                 earlier format, D111): follow a stream of this build's format"
+            )));
         }
     }
-    // Other subjects (`<prefix>.events.>`: the leader's events for the
-    // training system) are skipped: this node's own index notes its replays.
     ledger.wait_all_durable().map_err(|r| r.message)
 }
 
@@ -742,7 +752,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let standby = ledger(store.clone());
-        let subjects = ["voucherd.group".to_owned(), "voucherd.leader".to_owned()];
+        let subjects = [
+            "voucherd.group".to_owned(),
+            "voucherd.leader".to_owned(),
+            "voucherd.events.".to_owned(),
+        ];
         let key_check = hex::encode(standby.person_key_check());
         apply(&standby, &subjects, &key_check, &messages).unwrap();
         assert_eq!(standby.head(), leader.head());
@@ -752,5 +766,14 @@ mod tests {
         let retried = standby.execute(Role::Bureau, &requests[..1]);
         assert_eq!(Some(retried[0].outcome.clone()), first_answer);
         assert!(matches!(retried[0].outcome, Ok(Reply::Issued { .. })));
+        // Events are skipped; a subject of an earlier format (an audit
+        // record on its own) is refused, never skipped.
+        let events = message("voucherd.events.500101", 90, b"[]".to_vec());
+        apply(&standby, &subjects, &key_check, &[events]).unwrap();
+        let (_, sealed) = &records[records.len() - 1];
+        let earlier = message("voucherd.audit", 91, sealed.clone());
+        let refused = apply(&standby, &subjects, &key_check, &[earlier]).unwrap_err();
+        assert!(refused.contains("voucherd.audit"), "{refused}");
+        assert_eq!(standby.head(), leader.head());
     }
 }
