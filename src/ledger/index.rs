@@ -389,6 +389,19 @@ impl PersonShard {
         *held = grown.into_boxed_slice();
     }
 
+    /// Sets the vouchers of a person-year that holds none yet, at once
+    /// (start-up builds every list in one pass; `ids` in id order, as
+    /// `add_voucher` would have made it).
+    pub fn set_vouchers(&mut self, entry: usize, ids: Box<[VoucherId]>) {
+        let held = &mut self.vouchers[entry];
+        assert!(held.is_empty(), "a person-year's vouchers are set once");
+        assert!(
+            ids.windows(2).all(|pair| pair[0] < pair[1]),
+            "a person-year's vouchers are listed once each, in id order"
+        );
+        *held = ids;
+    }
+
     pub fn vouchers(&self, handle: PersonHandle) -> &[VoucherId] {
         &self.vouchers[handle.entry()]
     }

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use super::digest::StateDigest;
 use super::index::{Packed, PersonHandle, Persons};
 use super::{keys, Ledger, LedgerConfig};
@@ -26,11 +28,15 @@ use crate::store::journal::{Journal, Table};
 #[derive(Default)]
 struct Tally {
     digest: StateDigest,
-    figures: HashMap<Figure, u64>,
+    figures: FxHashMap<Figure, u64>,
     /// `rules::expiry_withdrawals` summed over the vouchers read.
-    at_expiry: HashMap<Figure, u64>,
+    at_expiry: FxHashMap<Figure, u64>,
     /// Each person-year's uses, recounted from the vouchers: [shard][entry].
     uses: Vec<Vec<u8>>,
+    /// Each voucher read as (holder's entry, voucher id) in its holder's
+    /// person shard: [shard], in id order within a part, parts in order,
+    /// so the holders' lists are built once at the end (`list_holdings`).
+    held: Vec<Vec<(u32, u32)>>,
     voucher_max: u64,
     /// The holder of the last voucher read: a person's vouchers are usually
     /// issued together, so their ids (and rows) are next to each other.
@@ -47,6 +53,15 @@ impl Tally {
             counts.resize(holder.entry() + 1, 0);
         }
         counts[holder.entry()] = counts[holder.entry()].saturating_add(1);
+    }
+
+    fn hold(&mut self, holder: PersonHandle, voucher: VoucherId) {
+        if self.held.is_empty() {
+            self.held = vec![Vec::new(); INDEX_SHARDS];
+        }
+        let entry = u32::try_from(holder.entry()).expect("entries fit in 24 bits");
+        let id = u32::try_from(voucher.0).expect("voucher ids are checked against VOUCHER_ID_MAX");
+        self.held[holder.shard()].push((entry, id));
     }
 
     fn holder(&mut self, persons: &Persons, voucher: &Voucher) -> PersonHandle {
@@ -80,8 +95,50 @@ impl Tally {
                 }
             }
         }
+        if self.held.is_empty() {
+            self.held = other.held;
+        } else {
+            for (mine, theirs) in self.held.iter_mut().zip(other.held) {
+                mine.extend(theirs);
+            }
+        }
         self.voucher_max = self.voucher_max.max(other.voucher_max);
     }
+}
+
+/// Gives each person-year the list of the vouchers it holds, from
+/// `Tally::held` (per shard, in id order): each list allocated once at its
+/// size, the shards shared out between `threads`.
+fn list_holdings(persons: &Persons, held: Vec<Vec<(u32, u32)>>, threads: usize) {
+    let mut shares: Vec<Vec<(usize, Vec<(u32, u32)>)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (shard, pairs) in held.into_iter().enumerate() {
+        shares[shard % threads].push((shard, pairs));
+    }
+    std::thread::scope(|scope| {
+        for share in shares {
+            scope.spawn(move || {
+                for (shard, pairs) in share {
+                    let mut lock = persons.all()[shard].write();
+                    let mut counts = vec![0u32; lock.entries().len()];
+                    for &(entry, _) in &pairs {
+                        counts[entry as usize] += 1;
+                    }
+                    let mut lists: Vec<Vec<VoucherId>> = counts
+                        .iter()
+                        .map(|&count| Vec::with_capacity(count as usize))
+                        .collect();
+                    for (entry, id) in pairs {
+                        lists[entry as usize].push(VoucherId(id.into()));
+                    }
+                    for (entry, list) in lists.into_iter().enumerate() {
+                        if !list.is_empty() {
+                            lock.set_vouchers(entry, list.into_boxed_slice());
+                        }
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// Reads a table in `bounds.len() + 1` key ranges at once, one thread each,
@@ -219,7 +276,7 @@ impl Ledger {
                     .of(voucher.id)
                     .write()
                     .set(voucher.id, packed);
-                ledger.persons.write(holder).add_voucher(holder, voucher.id);
+                tally.hold(holder, voucher.id);
                 Ok(())
             },
         )?;
@@ -228,7 +285,7 @@ impl Ledger {
             Table::Texts,
             &voucher_bounds,
             |tally, key, value| {
-                let _: String = codec::decode(value, "text")?;
+                codec::decode_text(value, "text")?;
                 tally.digest.add(Table::Texts.tag(), key, value);
                 Ok(())
             },
@@ -249,12 +306,13 @@ impl Ledger {
                 }
             }
         }
+        list_holdings(&ledger.persons, vouchers.held, threads);
         let voucher_max = vouchers.voucher_max;
         let mut digest = persons.digest;
         digest.merge(&vouchers.digest);
         digest.merge(&texts.digest);
-        let at_expiry = vouchers.at_expiry;
-        let mut recount = vouchers.figures;
+        let at_expiry: HashMap<Figure, u64> = vouchers.at_expiry.into_iter().collect();
+        let mut recount: HashMap<Figure, u64> = vouchers.figures.into_iter().collect();
         journal.scan(Table::Institutions, &mut |key, value| {
             let institution: Institution = codec::decode(value, "institution")?;
             if keys::institution(institution.code) != key {
