@@ -107,8 +107,8 @@ impl Tally {
 }
 
 /// Gives each person-year the list of the vouchers it holds, from
-/// `Tally::held` (per shard, in id order): each list allocated once at its
-/// size, the shards shared out between `threads`.
+/// `Tally::held` (per shard, in id order): each shard locked once, the
+/// shards shared out between `threads`.
 fn list_holdings(persons: &Persons, held: Vec<Vec<(u32, u32)>>, threads: usize) {
     let mut shares: Vec<Vec<(usize, Vec<(u32, u32)>)>> = (0..threads).map(|_| Vec::new()).collect();
     for (shard, pairs) in held.into_iter().enumerate() {
@@ -119,21 +119,8 @@ fn list_holdings(persons: &Persons, held: Vec<Vec<(u32, u32)>>, threads: usize) 
             scope.spawn(move || {
                 for (shard, pairs) in share {
                     let mut lock = persons.all()[shard].write();
-                    let mut counts = vec![0u32; lock.entries().len()];
-                    for &(entry, _) in &pairs {
-                        counts[entry as usize] += 1;
-                    }
-                    let mut lists: Vec<Vec<VoucherId>> = counts
-                        .iter()
-                        .map(|&count| Vec::with_capacity(count as usize))
-                        .collect();
                     for (entry, id) in pairs {
-                        lists[entry as usize].push(VoucherId(id.into()));
-                    }
-                    for (entry, list) in lists.into_iter().enumerate() {
-                        if !list.is_empty() {
-                            lock.set_vouchers(entry, list.into_boxed_slice());
-                        }
+                        lock.add_voucher_at(entry as usize, VoucherId(id.into()));
                     }
                 }
             });
