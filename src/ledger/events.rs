@@ -741,17 +741,6 @@ impl Ledger {
     }
 }
 
-/// Hands the memory the build freed (the lists' earlier, smaller blocks,
-/// the records decoded) back to the system, so the resident size is what
-/// the index and the ledger hold.
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of glibc's own heaps.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// The enrollment a redeem record starts: its institution and class.
 fn enrollment_of(redeem: &AuditRecord) -> (InstitutionCode, String) {
     match &redeem.command {

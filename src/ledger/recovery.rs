@@ -526,6 +526,7 @@ impl Ledger {
         // records re-applied here included): until then nothing is noted.
         ledger.events.lock().start_building();
         ledger.apply_logged_tail(head)?;
+        super::return_freed_memory();
         Ok(ledger)
     }
 
