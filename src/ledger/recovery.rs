@@ -24,6 +24,9 @@ use crate::limits::{
 };
 use crate::store::journal::{Journal, Table};
 
+/// The vouchers read in one person shard: (holder's entry, voucher id).
+type Holdings = Vec<(u32, u32)>;
+
 /// What one start-up thread gathers from its part of a table.
 #[derive(Default)]
 struct Tally {
@@ -36,7 +39,7 @@ struct Tally {
     /// Each voucher read as (holder's entry, voucher id) in its holder's
     /// person shard: [shard], in id order within a part, parts in order,
     /// so the holders' lists are built once at the end (`list_holdings`).
-    held: Vec<Vec<(u32, u32)>>,
+    held: Vec<Holdings>,
     voucher_max: u64,
     /// The holder of the last voucher read: a person's vouchers are usually
     /// issued together, so their ids (and rows) are next to each other.
@@ -109,8 +112,8 @@ impl Tally {
 /// Gives each person-year the list of the vouchers it holds, from
 /// `Tally::held` (per shard, in id order): each shard locked once, the
 /// shards shared out between `threads`.
-fn list_holdings(persons: &Persons, held: Vec<Vec<(u32, u32)>>, threads: usize) {
-    let mut shares: Vec<Vec<(usize, Vec<(u32, u32)>)>> = (0..threads).map(|_| Vec::new()).collect();
+fn list_holdings(persons: &Persons, held: Vec<Holdings>, threads: usize) {
+    let mut shares: Vec<Vec<(usize, Holdings)>> = (0..threads).map(|_| Vec::new()).collect();
     for (shard, pairs) in held.into_iter().enumerate() {
         shares[shard % threads].push((shard, pairs));
     }
