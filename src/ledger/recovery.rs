@@ -277,7 +277,7 @@ impl Ledger {
             &voucher_bounds,
             |tally, key, value| {
                 let voucher: Voucher = codec::decode(value, "voucher")?;
-                if keys::voucher(voucher.id) != key {
+                if !keys::is_voucher(key, voucher.id) {
                     return Err(Error::Corrupt(format!(
                         "voucher {} is stored under another key",
                         voucher.id
