@@ -35,7 +35,7 @@ struct Entry {
     redeem: u32,
 }
 
-/// What the index needs of a voucher (16 bytes): fixed at issue, but the
+/// What the index needs of a voucher (12 bytes): fixed at issue, but the
 /// enrollment and whether it is finished.
 #[derive(Clone, Copy, Debug)]
 struct Facts {
@@ -44,9 +44,9 @@ struct Facts {
     /// 1 + the position of the event of the enrollment's redeem record; 0
     /// when not enrolled.
     redeem: u32,
-    /// The voucher's own district, as its place in `EventIndex::districts`.
-    district: u16,
-    year: u16,
+    /// The voucher's campaign year and own district, as their place in
+    /// `EventIndex::issued`.
+    issued: u16,
     kind: Kind,
     /// Completed, settled or expired: no expiry can take it any more.
     finished: bool,
@@ -73,7 +73,7 @@ pub(super) enum Filter {
 
 /// The events of the chain, in sequence order, and lists of their
 /// positions by institution and district. Memory: 12 bytes per event plus 4
-/// per list it is in, and 16 per voucher (docs/decisions.md D60).
+/// per list it is in, and 12 per voucher (docs/decisions.md D60, D87).
 #[derive(Default)]
 pub(super) struct EventIndex {
     entries: Vec<Entry>,
@@ -86,9 +86,11 @@ pub(super) struct EventIndex {
     by_institution: HashMap<InstitutionCode, Vec<u32>>,
     by_district: HashMap<DistrictCode, Vec<u32>>,
     institutions: HashMap<InstitutionCode, DistrictCode>,
-    /// The districts vouchers were issued in, by `Facts::district`.
-    districts: Vec<DistrictCode>,
-    district_places: HashMap<DistrictCode, u16>,
+    /// The (year, district) pairs vouchers were issued in, by
+    /// `Facts::issued` (a campaign names tens of districts: a few hundred
+    /// pairs in centuries of campaigns, at most 65,536).
+    issued: Vec<(u16, DistrictCode)>,
+    issued_places: HashMap<(u16, DistrictCode), u16>,
     /// By voucher id − 1 (ids are allocated in sequence from 1).
     vouchers: Vec<Option<Facts>>,
     last_seq: u64,
@@ -121,15 +123,21 @@ impl EventIndex {
         self.vouchers.get_mut(index)?.as_mut()
     }
 
-    /// The place of a district in `districts`, given one on first sight.
-    fn district_place(&mut self, district: DistrictCode) -> u16 {
-        if let Some(&place) = self.district_places.get(&district) {
+    /// The place of a (year, district) pair in `issued`, given one on first sight.
+    fn issued_place(&mut self, year: u16, district: DistrictCode) -> u16 {
+        if let Some(&place) = self.issued_places.get(&(year, district)) {
             return place;
         }
-        let place = u16::try_from(self.districts.len()).expect("at most 65,536 districts");
-        self.districts.push(district);
-        self.district_places.insert(district, place);
+        let place =
+            u16::try_from(self.issued.len()).expect("at most 65,536 (year, district) pairs");
+        self.issued.push((year, district));
+        self.issued_places.insert((year, district), place);
         place
+    }
+
+    /// A voucher's campaign year and own district.
+    fn issued_in(&self, facts: &Facts) -> (u16, DistrictCode) {
+        self.issued[usize::from(facts.issued)]
     }
 
     /// The sequence number of the record of the event at `position`.
@@ -199,12 +207,11 @@ impl EventIndex {
                 if self.vouchers.len() <= index {
                     self.vouchers.resize(index + 1, None);
                 }
-                let district = self.district_place(*district);
+                let issued = self.issued_place(*year, *district);
                 self.vouchers[index] = Some(Facts {
                     institution: 0,
                     redeem: 0,
-                    district,
-                    year: *year,
+                    issued,
                     kind: *kind,
                     finished: false,
                 });
@@ -253,8 +260,9 @@ impl EventIndex {
             }
             Command::Expire { year } => {
                 if matches!(reply, Reply::Expired { expired } if *expired > 0) {
+                    let issued = &self.issued;
                     for facts in self.vouchers.iter_mut().flatten() {
-                        if facts.year == *year && !facts.finished {
+                        if issued[usize::from(facts.issued)].0 == *year && !facts.finished {
                             facts.finished = true;
                             facts.leave();
                         }
@@ -302,7 +310,7 @@ impl EventIndex {
         facts
             .enrollment()
             .and_then(|institution| self.institutions.get(&institution).copied())
-            .unwrap_or(self.districts[usize::from(facts.district)])
+            .unwrap_or(self.issued_in(facts).1)
     }
 
     /// The district an institution was registered in.
@@ -349,7 +357,7 @@ impl EventIndex {
                 .checked_sub(1)
                 .map(|redeem| self.seq(redeem as usize)),
             kind: facts.map(|f| f.kind),
-            own_district: facts.map(|f| self.districts[usize::from(f.district)]),
+            own_district: facts.map(|f| self.issued_in(&f).1),
         }
     }
 
@@ -830,7 +838,7 @@ mod tests {
     fn the_index_costs_what_the_decisions_say() {
         assert_eq!(std::mem::size_of::<Entry>(), 12);
         assert_eq!(std::mem::size_of::<u32>(), 4);
-        assert_eq!(std::mem::size_of::<Option<Facts>>(), 16);
+        assert_eq!(std::mem::size_of::<Option<Facts>>(), 12);
     }
 
     /// Events keep the low 32 bits of their sequence numbers: the high ones
