@@ -5,7 +5,9 @@
 # listens, resident memory then and once its events index is built (D66),
 # then stop it with STOP (TERM, the default, or KILL: the next start reads
 # a folder left by kill -9). Prints one line per start and, at the end,
-# each build's median and the ratio NEW / OLD of the medians.
+# each build's median and the ratio NEW / OLD of the medians. The daemon's
+# log lines about its start (parts read back, records re-applied) follow
+# each start's line.
 # Usage: bench/restart-compare.sh FOLDER OLD_BIN_DIR NEW_BIN_DIR
 # FOLDER holds data/ and certs/ (e.g. KEEP=1 bench/restart-after-crash.sh's
 # crash/); the bin dirs hold a release `voucherd` each.
@@ -52,6 +54,8 @@ start() {
     wait "$daemon" 2>/dev/null || true
     daemon=""
     echo "$2 listening_s=$listen_s cpu_s=$cpu_s rss_listening_kib=$rss_listening index_s=$index_s rss_index_kib=$rss_index"
+    # The daemon's own account of its start, when it gives one.
+    grep -h "state tables read back\|re-applied" "$log" | sed 's/^.*INFO /  /' | cut -c1-220 || true
     results="$results
 $2 $listen_s $cpu_s $rss_listening $rss_index"
 }
