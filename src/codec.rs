@@ -49,6 +49,24 @@ pub fn decode<T: Decode<()>>(bytes: &[u8], what: &str) -> Result<T, Error> {
     }
 }
 
+/// Checks a stored text record (`encode` of a `String`) as `decode` would,
+/// lending the text in place instead of copying it.
+pub fn decode_text<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, Error> {
+    let corrupt = |why: String| Error::Corrupt(format!("{what}: {why}"));
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, body)) => {
+            let (text, used): (&str, usize) = bincode::borrow_decode_from_slice(body, config())
+                .map_err(|e| corrupt(e.to_string()))?;
+            if used != body.len() {
+                return Err(corrupt(format!("{} trailing bytes", body.len() - used)));
+            }
+            Ok(text)
+        }
+        Some((version, _)) => Err(corrupt(format!("unknown record version {version}"))),
+        None => Err(corrupt("empty record".into())),
+    }
+}
+
 /// Test helper for unit-only enums that are stored, sent or exported: every
 /// variant encodes as the varint of its explicit discriminant, one byte
 /// while below 251, and decodes back. bincode's derive writes a variant's
@@ -98,5 +116,35 @@ mod tests {
         trailing.push(0);
         assert!(decode::<(u64, String, Option<u8>)>(&trailing, "t").is_err());
         assert!(decode::<(u64, String, Option<u8>)>(&bytes[..bytes.len() - 2], "t").is_err());
+    }
+
+    /// `decode_text` (start-up's check of the texts table) accepts exactly
+    /// what `decode::<String>` accepts, and reads the same text.
+    #[test]
+    fn a_text_lent_in_place_is_checked_as_a_decoded_one() {
+        let good = encode(&String::from("2026-12-03T08:00:00+08:00 电工初级"));
+        let mut cases = vec![good.clone(), Vec::new(), vec![RECORD_VERSION]];
+        for cut in 1..good.len() {
+            cases.push(good[..cut].to_vec());
+        }
+        let mut trailing = good.clone();
+        trailing.push(b'x');
+        let mut version = good.clone();
+        version[0] = 2;
+        let mut not_utf8 = good.clone();
+        not_utf8[3] = 0xff;
+        let mut too_long = vec![RECORD_VERSION];
+        too_long.extend(encode_plain(&u64::MAX));
+        cases.extend([trailing, version, not_utf8, too_long]);
+        for bytes in cases {
+            let copied = decode::<String>(&bytes, "t");
+            let lent = decode_text(&bytes, "t");
+            match (&copied, &lent) {
+                (Ok(copied), Ok(lent)) => assert_eq!(copied, lent),
+                (Err(Error::Corrupt(_)), Err(Error::Corrupt(_))) => {}
+                _ => panic!("{bytes:?}: decode {copied:?}, decode_text {lent:?}"),
+            }
+        }
+        assert!(decode_text(&good, "t").is_ok());
     }
 }

@@ -19,43 +19,48 @@ use crate::limits::{
 const _: () = assert!(EXPIRE_BATCH_VOUCHERS_MAX <= EVENTS_PAGE_MAX as usize);
 const _: () = assert!(EXPIRE_BATCH_VOUCHERS_MAX < EVENTS_RECORDS_READ_MAX);
 
-/// An enrollment: the institution and the sequence number of its redeem
-/// record (which holds the class).
-type Enrollment = (InstitutionCode, u64);
-
-/// One event as the index keeps it, in 24 bytes (there are many: about six
-/// per voucher). The institution of an enrollment is in its redeem record,
-/// which a page reads anyway for the class.
+/// One event as the index keeps it, in 12 bytes (there are many: two to
+/// six per voucher). Its record's sequence number keeps its low 32 bits here
+/// and its high ones in `EventIndex::seq_highs`; the institution of an
+/// enrollment is in its redeem record, which a page reads anyway for the
+/// class.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    seq: u64,
-    /// The sequence number of the redeem record of the voucher's enrollment
-    /// at the change; 0 when not enrolled.
-    redeem: u64,
+    seq_low: u32,
     /// The voucher's id (ids are at most `VOUCHER_ID_MAX`, u32); 0 for the
     /// bureau's `expire` of a whole campaign.
     voucher: u32,
+    /// 1 + the position of the event of the redeem record of the voucher's
+    /// enrollment at the change; 0 when not enrolled.
+    redeem: u32,
 }
 
-impl Entry {
-    fn voucher(&self) -> Option<VoucherId> {
-        (self.voucher != 0).then(|| VoucherId(self.voucher.into()))
-    }
-
-    fn redeem(&self) -> Option<u64> {
-        (self.redeem != 0).then_some(self.redeem)
-    }
-}
-
-/// What the index needs of a voucher: fixed at issue, but the enrollment.
+/// What the index needs of a voucher (12 bytes): fixed at issue, but the
+/// enrollment and whether it is finished.
 #[derive(Clone, Copy, Debug)]
 struct Facts {
+    /// The institution enrolled at (meaningful when `redeem` is not 0).
+    institution: u32,
+    /// 1 + the position of the event of the enrollment's redeem record; 0
+    /// when not enrolled.
+    redeem: u32,
+    /// The voucher's campaign year and own district, as their place in
+    /// `EventIndex::issued`.
+    issued: u16,
     kind: Kind,
-    district: DistrictCode,
-    year: u16,
     /// Completed, settled or expired: no expiry can take it any more.
     finished: bool,
-    enrollment: Option<Enrollment>,
+}
+
+impl Facts {
+    fn enrollment(&self) -> Option<InstitutionCode> {
+        (self.redeem != 0).then_some(InstitutionCode(self.institution))
+    }
+
+    fn leave(&mut self) {
+        self.institution = 0;
+        self.redeem = 0;
+    }
 }
 
 /// Which events a page shows.
@@ -67,16 +72,25 @@ pub(super) enum Filter {
 }
 
 /// The events of the chain, in sequence order, and lists of their
-/// positions by institution and district. Memory: 24 bytes per event plus 4
-/// per list it is in, and 40 per voucher (docs/decisions.md D60).
+/// positions by institution and district. Memory: 12 bytes per event plus 4
+/// per list it is in, and 12 per voucher (docs/decisions.md D60, D87).
 #[derive(Default)]
 pub(super) struct EventIndex {
     entries: Vec<Entry>,
+    /// Where the high 32 bits of the events' sequence numbers change:
+    /// (first position, high bits), in position order; none while they are
+    /// 0 (the first 4 billion records).
+    seq_highs: Vec<(u32, u32)>,
     /// Positions of campaign-wide events: every filter shows them.
     everywhere: Vec<u32>,
     by_institution: HashMap<InstitutionCode, Vec<u32>>,
     by_district: HashMap<DistrictCode, Vec<u32>>,
     institutions: HashMap<InstitutionCode, DistrictCode>,
+    /// The (year, district) pairs vouchers were issued in, by
+    /// `Facts::issued` (a campaign names tens of districts: a few hundred
+    /// pairs in centuries of campaigns, at most 65,536).
+    issued: Vec<(u16, DistrictCode)>,
+    issued_places: HashMap<(u16, DistrictCode), u16>,
     /// By voucher id − 1 (ids are allocated in sequence from 1).
     vouchers: Vec<Option<Facts>>,
     last_seq: u64,
@@ -86,7 +100,10 @@ pub(super) struct EventIndex {
 
 /// One selected event with what its answer needs beside its records.
 struct Selected {
-    entry: Entry,
+    seq: u64,
+    voucher: Option<VoucherId>,
+    /// The sequence number of the redeem record of its enrollment.
+    redeem: Option<u64>,
     kind: Option<Kind>,
     /// The voucher's own district (the event's when not enrolled).
     own_district: Option<DistrictCode>,
@@ -104,6 +121,63 @@ impl EventIndex {
     fn facts(&mut self, voucher: VoucherId) -> Option<&mut Facts> {
         let index = usize::try_from(voucher.0.checked_sub(1)?).ok()?;
         self.vouchers.get_mut(index)?.as_mut()
+    }
+
+    /// The place of a (year, district) pair in `issued`, given one on first sight.
+    fn issued_place(&mut self, year: u16, district: DistrictCode) -> u16 {
+        if let Some(&place) = self.issued_places.get(&(year, district)) {
+            return place;
+        }
+        let place =
+            u16::try_from(self.issued.len()).expect("at most 65,536 (year, district) pairs");
+        self.issued.push((year, district));
+        self.issued_places.insert((year, district), place);
+        place
+    }
+
+    /// A voucher's campaign year and own district.
+    fn issued_in(&self, facts: &Facts) -> (u16, DistrictCode) {
+        self.issued[usize::from(facts.issued)]
+    }
+
+    /// The sequence number of the record of the event at `position`.
+    fn seq(&self, position: usize) -> u64 {
+        let segment = self
+            .seq_highs
+            .partition_point(|&(first, _)| first as usize <= position);
+        let high = segment
+            .checked_sub(1)
+            .map_or(0, |segment| self.seq_highs[segment].1);
+        u64::from(high) << 32 | u64::from(self.entries[position].seq_low)
+    }
+
+    /// The position of the first event of a record after `after`.
+    fn first_after(&self, after: u64) -> usize {
+        let (mut low, mut high) = (0, self.entries.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.seq(middle) <= after {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low
+    }
+
+    /// Appends an event of record `seq` (in chain order); returns its position.
+    fn push_entry(&mut self, seq: u64, voucher: u32, redeem: u32) -> u32 {
+        let position = self.position();
+        let high = (seq >> 32) as u32;
+        if self.seq_highs.last().map_or(0, |&(_, high)| high) != high {
+            self.seq_highs.push((position, high));
+        }
+        self.entries.push(Entry {
+            seq_low: seq as u32,
+            voucher,
+            redeem,
+        });
+        position
     }
 
     /// Takes one sealed record, in chain order; returns whether it made an event.
@@ -133,12 +207,13 @@ impl EventIndex {
                 if self.vouchers.len() <= index {
                     self.vouchers.resize(index + 1, None);
                 }
+                let issued = self.issued_place(*year, *district);
                 self.vouchers[index] = Some(Facts {
+                    institution: 0,
+                    redeem: 0,
+                    issued,
                     kind: *kind,
-                    district: *district,
-                    year: *year,
                     finished: false,
-                    enrollment: None,
                 });
                 self.push(seq, *voucher);
             }
@@ -152,8 +227,11 @@ impl EventIndex {
                 institution,
                 ..
             } => {
+                // The redeem's own event starts the enrollment it shows.
+                let position = self.position();
                 if let Some(facts) = self.facts(*voucher) {
-                    facts.enrollment = Some((*institution, seq));
+                    facts.institution = institution.0;
+                    facts.redeem = position + 1;
                 }
                 self.push(seq, *voucher);
             }
@@ -166,7 +244,7 @@ impl EventIndex {
             Command::Release { voucher, .. } | Command::ReleaseByOperator { voucher, .. } => {
                 self.push(seq, *voucher);
                 if let Some(facts) = self.facts(*voucher) {
-                    facts.enrollment = None;
+                    facts.leave();
                 }
             }
             Command::ExpireBatch { vouchers, .. } => {
@@ -176,24 +254,20 @@ impl EventIndex {
                         self.push(seq, voucher);
                         let facts = self.facts(voucher).expect("just found");
                         facts.finished = true;
-                        facts.enrollment = None;
+                        facts.leave();
                     }
                 }
             }
             Command::Expire { year } => {
                 if matches!(reply, Reply::Expired { expired } if *expired > 0) {
+                    let issued = &self.issued;
                     for facts in self.vouchers.iter_mut().flatten() {
-                        if facts.year == *year && !facts.finished {
+                        if issued[usize::from(facts.issued)].0 == *year && !facts.finished {
                             facts.finished = true;
-                            facts.enrollment = None;
+                            facts.leave();
                         }
                     }
-                    let position = self.position();
-                    self.entries.push(Entry {
-                        seq,
-                        redeem: 0,
-                        voucher: 0,
-                    });
+                    let position = self.push_entry(seq, 0, 0);
                     self.everywhere.push(position);
                 }
             }
@@ -216,14 +290,13 @@ impl EventIndex {
         let Some(facts) = self.facts(voucher).copied() else {
             unreachable!("an accepted change of {voucher} follows its issue")
         };
-        let position = self.position();
-        self.entries.push(Entry {
+        let position = self.push_entry(
             seq,
-            redeem: facts.enrollment.map_or(0, |(_, redeem)| redeem),
-            voucher: u32::try_from(voucher.0).expect("voucher ids fit in u32"),
-        });
+            u32::try_from(voucher.0).expect("voucher ids fit in u32"),
+            facts.redeem,
+        );
         let district = self.district_of(&facts);
-        if let Some((institution, _)) = facts.enrollment {
+        if let Some(institution) = facts.enrollment() {
             self.by_institution
                 .entry(institution)
                 .or_default()
@@ -235,9 +308,9 @@ impl EventIndex {
     /// An event's district: its institution's when enrolled, else the voucher's.
     fn district_of(&self, facts: &Facts) -> DistrictCode {
         facts
-            .enrollment
-            .and_then(|(institution, _)| self.institutions.get(&institution).copied())
-            .unwrap_or(facts.district)
+            .enrollment()
+            .and_then(|institution| self.institutions.get(&institution).copied())
+            .unwrap_or(self.issued_in(facts).1)
     }
 
     /// The district an institution was registered in.
@@ -248,12 +321,11 @@ impl EventIndex {
     /// Positions of the events `filter` shows with a sequence number above
     /// `after`, in order (a filter's list merged with the campaign-wide events).
     fn positions(&self, filter: Filter, after: u64) -> Box<dyn Iterator<Item = u32> + '_> {
-        let later = |list: &'_ [u32]| -> usize {
-            list.partition_point(|&p| self.entries[p as usize].seq <= after)
-        };
+        let later =
+            |list: &'_ [u32]| -> usize { list.partition_point(|&p| self.seq(p as usize) <= after) };
         let list = match filter {
             Filter::All => {
-                let start = self.entries.partition_point(|e| e.seq <= after);
+                let start = self.first_after(after);
                 return Box::new(start as u32..self.position());
             }
             Filter::Institution(code) => self.by_institution.get(&code),
@@ -272,25 +344,37 @@ impl EventIndex {
         }))
     }
 
-    /// An event with the facts of its voucher (fixed at issue).
-    fn selected(&self, entry: Entry) -> Selected {
-        let facts = entry
-            .voucher()
-            .and_then(|v| self.vouchers[(v.0 - 1) as usize]);
+    /// The event at `position` with the facts of its voucher (fixed at issue).
+    fn selected(&self, position: usize) -> Selected {
+        let entry = self.entries[position];
+        let voucher = (entry.voucher != 0).then(|| VoucherId(entry.voucher.into()));
+        let facts = voucher.and_then(|v| self.vouchers.get((v.0 - 1) as usize).copied().flatten());
         Selected {
-            entry,
+            seq: self.seq(position),
+            voucher,
+            redeem: entry
+                .redeem
+                .checked_sub(1)
+                .map(|redeem| self.seq(redeem as usize)),
             kind: facts.map(|f| f.kind),
-            own_district: facts.map(|f| f.district),
+            own_district: facts.map(|f| self.issued_in(&f).1),
         }
     }
 
     /// The events the record `seq` made, in order.
     fn of_record(&self, seq: u64) -> impl Iterator<Item = Selected> + '_ {
-        let start = self.entries.partition_point(|e| e.seq < seq);
-        self.entries[start..]
-            .iter()
-            .take_while(move |e| e.seq == seq)
-            .map(|&entry| self.selected(entry))
+        let start = self.first_after(seq.saturating_sub(1));
+        (start..self.entries.len())
+            .take_while(move |&position| self.seq(position) == seq)
+            .map(|position| self.selected(position))
+    }
+
+    /// The sequence number of the last event noted (0: none).
+    fn last_event_seq(&self) -> u64 {
+        self.entries
+            .len()
+            .checked_sub(1)
+            .map_or(0, |position| self.seq(position))
     }
 
     /// An enrolled event's district is its institution's.
@@ -316,20 +400,20 @@ impl EventIndex {
     fn select(&self, filter: Filter, after: u64, high: u64, limit: usize) -> Vec<Selected> {
         let mut page: Vec<Selected> = Vec::new();
         for position in self.positions(filter, after) {
-            let entry = self.entries[position as usize];
-            if entry.seq > high {
+            let seq = self.seq(position as usize);
+            if seq > high {
                 break;
             }
-            let last_seq = page.last().map(|s| s.entry.seq);
-            if page.len() >= limit && last_seq != Some(entry.seq) {
+            let last_seq = page.last().map(|s| s.seq);
+            if page.len() >= limit && last_seq != Some(seq) {
                 break;
             }
-            page.push(self.selected(entry));
+            page.push(self.selected(position as usize));
         }
         if page.len() > limit {
             // The last record did not fit: it goes on the next page, unless it is the first.
-            let last_seq = page.last().expect("not empty").entry.seq;
-            let whole = page.iter().position(|s| s.entry.seq == last_seq).unwrap();
+            let last_seq = page.last().expect("not empty").seq;
+            let whole = page.iter().position(|s| s.seq == last_seq).unwrap();
             if whole > 0 {
                 page.truncate(whole);
             }
@@ -461,6 +545,16 @@ impl Ledger {
         let started = std::time::Instant::now();
         self.events.lock().start_building();
         let mut index = EventIndex::default();
+        // Sized at once for the chain and the vouchers there are now (about
+        // an event per record): no copies and freed blocks while it grows.
+        let (records, vouchers) = (
+            self.tail.lock().seq,
+            self.next_voucher.load(Ordering::SeqCst) - 1,
+        );
+        index.entries.reserve(usize::try_from(records).unwrap_or(0));
+        index
+            .vouchers
+            .reserve(usize::try_from(vouchers).unwrap_or(0));
         let mut next = 1;
         loop {
             let (head, ticket) = {
@@ -481,13 +575,11 @@ impl Ledger {
             .wait_durable(self.assigned_ticket.load(Ordering::SeqCst))
             .map_err(|refusal| Error::Storage(refusal.message))?;
         self.index_records(&mut index, next, tail.seq)?;
-        let (count, last) = (
-            index.entries.len(),
-            index.entries.last().map_or(0, |e| e.seq),
-        );
+        let (count, last) = (index.entries.len(), index.last_event_seq());
         *self.events.lock() = index;
         drop(tail);
         self.events_notice.send_replace(last);
+        return_freed_memory();
         tracing::info!(
             events = count,
             ms = started.elapsed().as_millis() as u64,
@@ -551,10 +643,10 @@ impl Ledger {
         let selected = self.events.lock().select(filter, after, high, limit);
         let mut records: HashMap<u64, AuditRecord> = HashMap::new();
         let mut events: Vec<Event> = Vec::with_capacity(selected.len());
-        for record_events in selected.chunk_by(|a, b| a.entry.seq == b.entry.seq) {
-            let seq = record_events[0].entry.seq;
+        for record_events in selected.chunk_by(|a, b| a.seq == b.seq) {
+            let seq = record_events[0].seq;
             let mut needed: Vec<u64> = std::iter::once(seq)
-                .chain(record_events.iter().filter_map(|s| s.entry.redeem()))
+                .chain(record_events.iter().filter_map(|s| s.redeem))
                 .filter(|seq| !records.contains_key(seq))
                 .collect();
             needed.sort_unstable();
@@ -568,8 +660,7 @@ impl Ledger {
             let record = &records[&seq];
             for selected in record_events {
                 let enrollment = selected
-                    .entry
-                    .redeem()
+                    .redeem
                     .map(|redeem| enrollment_of(&records[&redeem]));
                 events.push(event_of(record, selected, enrollment));
             }
@@ -618,7 +709,7 @@ impl Ledger {
             std::thread::yield_now();
         };
         let mut read: HashMap<u64, AuditRecord> = HashMap::new();
-        for redeem in selected.iter().filter_map(|(_, s)| s.entry.redeem()) {
+        for redeem in selected.iter().filter_map(|(_, s)| s.redeem) {
             if redeem < records[0].seq && !read.contains_key(&redeem) {
                 let record = match earlier(redeem) {
                     Some(record) => record,
@@ -633,7 +724,7 @@ impl Ledger {
         };
         let mut events = Vec::with_capacity(selected.len());
         for (at, selected) in &selected {
-            let enrollment = selected.entry.redeem().map(|r| enrollment_of(record(r)));
+            let enrollment = selected.redeem.map(|r| enrollment_of(record(r)));
             events.push(event_of(&records[*at], selected, enrollment));
         }
         self.events.lock().place(&mut events);
@@ -687,7 +778,7 @@ fn event_of(
         record.time.local_rfc3339(ANSWER_UTC_OFFSET_S),
         op,
     );
-    event.voucher = selected.entry.voucher();
+    event.voucher = selected.voucher;
     if let Some((institution, class)) = enrollment {
         event.institution = Some(institution);
         event.class = Some(class);
@@ -745,8 +836,50 @@ mod tests {
     /// position and per voucher.
     #[test]
     fn the_index_costs_what_the_decisions_say() {
-        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        assert_eq!(std::mem::size_of::<Entry>(), 12);
         assert_eq!(std::mem::size_of::<u32>(), 4);
-        assert_eq!(std::mem::size_of::<Option<Facts>>(), 40);
+        assert_eq!(std::mem::size_of::<Option<Facts>>(), 12);
+    }
+
+    /// Events keep the low 32 bits of their sequence numbers: the high ones
+    /// change at the positions `seq_highs` notes, and every search across
+    /// such a change finds the same events as over full numbers.
+    #[test]
+    fn sequence_numbers_past_4_billion_are_kept_whole() {
+        let seqs = [
+            1,
+            7,
+            u64::from(u32::MAX) - 1,
+            u64::from(u32::MAX),
+            1 << 32,
+            (1 << 32) + 1,
+            (1 << 32) + 1,
+            (3 << 32) + 2,
+            (3 << 32) + 9,
+        ];
+        let mut index = EventIndex::default();
+        for (n, &seq) in seqs.iter().enumerate() {
+            assert_eq!(index.push_entry(seq, n as u32 + 1, 0), n as u32);
+        }
+        assert_eq!(index.seq_highs, vec![(4, 1), (7, 3)]);
+        for (position, &seq) in seqs.iter().enumerate() {
+            assert_eq!(index.seq(position), seq);
+        }
+        for after in seqs
+            .iter()
+            .flat_map(|&s| [s - 1, s, s + 1])
+            .chain([0, u64::MAX])
+        {
+            let expected = seqs.iter().filter(|&&seq| seq <= after).count();
+            assert_eq!(index.first_after(after), expected, "after {after}");
+            let listed: Vec<u32> = index.positions(Filter::All, after).collect();
+            assert_eq!(
+                listed,
+                (expected as u32..seqs.len() as u32).collect::<Vec<_>>()
+            );
+        }
+        let same: Vec<u64> = index.of_record((1 << 32) + 1).map(|s| s.seq).collect();
+        assert_eq!(same, vec![(1 << 32) + 1; 2]);
+        assert_eq!(index.last_event_seq(), (3 << 32) + 9);
     }
 }

@@ -306,6 +306,57 @@ pub struct PersonEntry {
     pub stored: bool,
 }
 
+/// Vouchers a person-year holds up to which they are kept inline.
+const HELD_INLINE: usize = 5;
+
+/// The vouchers a person-year holds, in the order they were added, as u32
+/// (ids are at most `VOUCHER_ID_MAX`): up to `HELD_INLINE` inline in the
+/// 24 bytes of the value, more in one exact heap block, replaced on each
+/// addition (a person-year holds a few vouchers).
+#[derive(Clone, Debug)]
+enum Held {
+    Few { len: u8, ids: [u32; HELD_INLINE] },
+    Many(Box<[u32]>),
+}
+
+impl Default for Held {
+    fn default() -> Held {
+        Held::Few {
+            len: 0,
+            ids: [0; HELD_INLINE],
+        }
+    }
+}
+
+impl Held {
+    fn ids(&self) -> &[u32] {
+        match self {
+            Held::Few { len, ids } => &ids[..usize::from(*len)],
+            Held::Many(ids) => ids,
+        }
+    }
+
+    fn push(&mut self, id: VoucherId) {
+        let id = u32::try_from(id.0).expect("voucher ids are at most VOUCHER_ID_MAX");
+        assert!(
+            !self.ids().contains(&id),
+            "a voucher is added to its holder once"
+        );
+        match self {
+            Held::Few { len, ids } if usize::from(*len) < HELD_INLINE => {
+                ids[usize::from(*len)] = id;
+                *len += 1;
+            }
+            _ => {
+                let mut grown = Vec::with_capacity(self.ids().len() + 1);
+                grown.extend_from_slice(self.ids());
+                grown.push(id);
+                *self = Held::Many(grown.into_boxed_slice());
+            }
+        }
+    }
+}
+
 /// One shard of persons: entries in insertion order, and a hash table of
 /// entry numbers. Person keys are keyed blake3 hashes, so their bytes are
 /// already uniformly spread and serve as the hash.
@@ -314,9 +365,8 @@ pub struct PersonShard {
     table: HashTable<u32>,
     entries: Vec<PersonEntry>,
     /// Each entry's vouchers (same positions as `entries`), for
-    /// `list_vouchers`: a boxed slice (16 bytes) and one exact heap block per
-    /// person-year that holds any, replaced on each issue.
-    vouchers: Vec<Box<[VoucherId]>>,
+    /// `list_vouchers`.
+    vouchers: Vec<Held>,
     /// Entries with a stored record.
     stored: usize,
 }
@@ -365,7 +415,7 @@ impl PersonShard {
             record: PersonYear::default(),
             stored: false,
         });
-        self.vouchers.push(Box::default());
+        self.vouchers.push(Held::default());
         let entries = &self.entries;
         self.table
             .insert_unique(person_hash(&key, year), handle.entry() as u32, |&e| {
@@ -381,16 +431,21 @@ impl PersonShard {
 
     /// Notes that a person-year holds a voucher (once per voucher).
     pub fn add_voucher(&mut self, handle: PersonHandle, id: VoucherId) {
-        let held = &mut self.vouchers[handle.entry()];
-        assert!(!held.contains(&id), "a voucher is added to its holder once");
-        let mut grown = Vec::with_capacity(held.len() + 1);
-        grown.extend_from_slice(held);
-        grown.push(id);
-        *held = grown.into_boxed_slice();
+        self.vouchers[handle.entry()].push(id);
     }
 
-    pub fn vouchers(&self, handle: PersonHandle) -> &[VoucherId] {
-        &self.vouchers[handle.entry()]
+    /// `add_voucher` by entry number, for start-up, which adds each shard's
+    /// vouchers at once (`ledger::recovery`).
+    pub fn add_voucher_at(&mut self, entry: usize, id: VoucherId) {
+        self.vouchers[entry].push(id);
+    }
+
+    /// The vouchers a person-year holds, in the order they were added.
+    pub fn vouchers(&self, handle: PersonHandle) -> impl Iterator<Item = VoucherId> + '_ {
+        self.vouchers[handle.entry()]
+            .ids()
+            .iter()
+            .map(|&id| VoucherId(id.into()))
     }
 }
 
@@ -570,13 +625,27 @@ mod tests {
         let handle = persons.intern(key, 2021);
         assert_eq!(persons.find(key, 2021), Some(handle));
         assert_eq!(persons.find(key, 2022), None);
-        assert!(persons.read(handle).vouchers(handle).is_empty());
-        for id in [7, 3] {
+        assert_eq!(persons.read(handle).vouchers(handle).count(), 0);
+        let ids = [7, 3, 9, 11, 12, 400, 13, u64::from(u32::MAX)];
+        for (n, id) in ids.into_iter().enumerate() {
             persons.write(handle).add_voucher(handle, VoucherId(id));
+            // Inline up to HELD_INLINE, then in a heap block: the same list.
+            let listed: Vec<u64> = persons.read(handle).vouchers(handle).map(|v| v.0).collect();
+            assert_eq!(listed, ids[..=n]);
         }
-        assert_eq!(
-            persons.read(handle).vouchers(handle),
-            &[VoucherId(7), VoucherId(3)]
-        );
+    }
+
+    /// A person-year's list costs 24 bytes beside its entry, with no heap
+    /// block up to `HELD_INLINE` vouchers.
+    #[test]
+    fn a_short_list_of_vouchers_is_kept_inline() {
+        assert_eq!(std::mem::size_of::<Held>(), 24);
+        let mut held = Held::default();
+        for id in 1..=HELD_INLINE as u64 {
+            held.push(VoucherId(id));
+        }
+        assert!(matches!(held, Held::Few { .. }));
+        held.push(VoucherId(99));
+        assert!(matches!(held, Held::Many(_)));
     }
 }

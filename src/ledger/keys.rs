@@ -7,6 +7,12 @@ pub fn voucher(id: VoucherId) -> Vec<u8> {
     id.0.to_be_bytes().to_vec()
 }
 
+/// Whether `key` is voucher `id`'s key (start-up's check of every row,
+/// without making the key).
+pub fn is_voucher(key: &[u8], id: VoucherId) -> bool {
+    key == id.0.to_be_bytes()
+}
+
 pub fn person(key: PersonKey, year: u16) -> Vec<u8> {
     let mut bytes = key.0.to_vec();
     bytes.extend_from_slice(&year.to_be_bytes());
@@ -85,3 +91,21 @@ pub const STATE_DIGEST: &[u8] = b"state_digest";
 /// `journal::APPLIED_SEQ`). Absent in a journal of layout 1 or 2, whose
 /// state was written with every record: it is then the audit head.
 pub use crate::store::journal::APPLIED_SEQ;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_voucher_key_is_told_from_any_other() {
+        for id in [1, 255, 256, u64::from(u32::MAX)] {
+            let key = voucher(VoucherId(id));
+            assert!(is_voucher(&key, VoucherId(id)));
+            assert!(!is_voucher(&key, VoucherId(id + 1)));
+            assert!(!is_voucher(&key[1..], VoucherId(id)));
+            let mut longer = key.clone();
+            longer.push(0);
+            assert!(!is_voucher(&longer, VoucherId(id)));
+        }
+    }
+}

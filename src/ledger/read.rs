@@ -121,7 +121,7 @@ impl Ledger {
         let mut held: Vec<VoucherId> = Vec::new();
         for year in years {
             if let Some(handle) = self.persons.find(holder, year) {
-                held.extend_from_slice(self.persons.read(handle).vouchers(handle));
+                held.extend(self.persons.read(handle).vouchers(handle));
             }
         }
         held.sort_unstable();

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use super::digest::StateDigest;
 use super::index::{Packed, PersonHandle, Persons};
 use super::{keys, Ledger, LedgerConfig};
@@ -22,15 +24,22 @@ use crate::limits::{
 };
 use crate::store::journal::{Journal, Table};
 
+/// The vouchers read in one person shard: (holder's entry, voucher id).
+type Holdings = Vec<(u32, u32)>;
+
 /// What one start-up thread gathers from its part of a table.
 #[derive(Default)]
 struct Tally {
     digest: StateDigest,
-    figures: HashMap<Figure, u64>,
+    figures: FxHashMap<Figure, u64>,
     /// `rules::expiry_withdrawals` summed over the vouchers read.
-    at_expiry: HashMap<Figure, u64>,
+    at_expiry: FxHashMap<Figure, u64>,
     /// Each person-year's uses, recounted from the vouchers: [shard][entry].
     uses: Vec<Vec<u8>>,
+    /// Each voucher read as (holder's entry, voucher id) in its holder's
+    /// person shard: [shard], in id order within a part, parts in order,
+    /// so the holders' lists are built once at the end (`list_holdings`).
+    held: Vec<Holdings>,
     voucher_max: u64,
     /// The holder of the last voucher read: a person's vouchers are usually
     /// issued together, so their ids (and rows) are next to each other.
@@ -47,6 +56,15 @@ impl Tally {
             counts.resize(holder.entry() + 1, 0);
         }
         counts[holder.entry()] = counts[holder.entry()].saturating_add(1);
+    }
+
+    fn hold(&mut self, holder: PersonHandle, voucher: VoucherId) {
+        if self.held.is_empty() {
+            self.held = vec![Vec::new(); INDEX_SHARDS];
+        }
+        let entry = u32::try_from(holder.entry()).expect("entries fit in 24 bits");
+        let id = u32::try_from(voucher.0).expect("voucher ids are checked against VOUCHER_ID_MAX");
+        self.held[holder.shard()].push((entry, id));
     }
 
     fn holder(&mut self, persons: &Persons, voucher: &Voucher) -> PersonHandle {
@@ -80,8 +98,37 @@ impl Tally {
                 }
             }
         }
+        if self.held.is_empty() {
+            self.held = other.held;
+        } else {
+            for (mine, theirs) in self.held.iter_mut().zip(other.held) {
+                mine.extend(theirs);
+            }
+        }
         self.voucher_max = self.voucher_max.max(other.voucher_max);
     }
+}
+
+/// Gives each person-year the list of the vouchers it holds, from
+/// `Tally::held` (per shard, in id order): each shard locked once, the
+/// shards shared out between `threads`.
+fn list_holdings(persons: &Persons, held: Vec<Holdings>, threads: usize) {
+    let mut shares: Vec<Vec<(usize, Holdings)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (shard, pairs) in held.into_iter().enumerate() {
+        shares[shard % threads].push((shard, pairs));
+    }
+    std::thread::scope(|scope| {
+        for share in shares {
+            scope.spawn(move || {
+                for (shard, pairs) in share {
+                    let mut lock = persons.all()[shard].write();
+                    for (entry, id) in pairs {
+                        lock.add_voucher_at(entry as usize, VoucherId(id.into()));
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// Reads a table in `bounds.len() + 1` key ranges at once, one thread each,
@@ -117,6 +164,25 @@ fn scan_parts(
         total.merge(tally?);
     }
     Ok(total)
+}
+
+/// A thread whose end is waited for when its handle is dropped, so a
+/// start-up that fails early never leaves a scan running on the journal.
+struct Joined<T>(Option<std::thread::JoinHandle<T>>);
+
+impl<T> Joined<T> {
+    fn join(mut self) -> T {
+        let handle = self.0.take().expect("joined once");
+        handle.join().expect("a start-up thread panicked")
+    }
+}
+
+impl<T> Drop for Joined<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.join();
+        }
+    }
 }
 
 /// How many threads read the big tables at start-up.
@@ -155,6 +221,29 @@ impl Ledger {
     ) -> Result<Ledger, Error> {
         let ledger = Ledger::empty(config, Arc::clone(&journal));
         let threads = threads();
+        let started = std::time::Instant::now();
+        let voucher_bounds = voucher_bounds(journal.as_ref(), threads)?;
+        // The texts (a row per step done: the largest table) are read back
+        // for the digest only, so they are read beside everything else:
+        // the cores stay busy through the parts of start-up that are not
+        // shared out between them.
+        let texts = {
+            let journal = Arc::clone(&journal);
+            let bounds = voucher_bounds.clone();
+            Joined(Some(std::thread::spawn(move || {
+                let tally = scan_parts(
+                    journal.as_ref(),
+                    Table::Texts,
+                    &bounds,
+                    |tally, key, value| {
+                        codec::decode_text(value, "text")?;
+                        tally.digest.add(Table::Texts.tag(), key, value);
+                        Ok(())
+                    },
+                );
+                (tally, started.elapsed())
+            })))
+        };
         // Person keys are keyed hashes: their first byte spreads them evenly.
         let person_bounds: Vec<Vec<u8>> = (1..threads)
             .map(|part| vec![(part * 256 / threads) as u8])
@@ -181,14 +270,14 @@ impl Ledger {
                 Ok(())
             },
         )?;
-        let voucher_bounds = voucher_bounds(journal.as_ref(), threads)?;
+        let persons_read = started.elapsed();
         let vouchers = scan_parts(
             journal.as_ref(),
             Table::Vouchers,
             &voucher_bounds,
             |tally, key, value| {
                 let voucher: Voucher = codec::decode(value, "voucher")?;
-                if keys::voucher(voucher.id) != key {
+                if !keys::is_voucher(key, voucher.id) {
                     return Err(Error::Corrupt(format!(
                         "voucher {} is stored under another key",
                         voucher.id
@@ -219,20 +308,11 @@ impl Ledger {
                     .of(voucher.id)
                     .write()
                     .set(voucher.id, packed);
-                ledger.persons.write(holder).add_voucher(holder, voucher.id);
+                tally.hold(holder, voucher.id);
                 Ok(())
             },
         )?;
-        let texts = scan_parts(
-            journal.as_ref(),
-            Table::Texts,
-            &voucher_bounds,
-            |tally, key, value| {
-                let _: String = codec::decode(value, "text")?;
-                tally.digest.add(Table::Texts.tag(), key, value);
-                Ok(())
-            },
-        )?;
+        let vouchers_read = started.elapsed();
         let no_uses = Vec::new();
         for (shard, lock) in ledger.persons.all().iter().enumerate() {
             let counts = vouchers.uses.get(shard).unwrap_or(&no_uses);
@@ -249,12 +329,12 @@ impl Ledger {
                 }
             }
         }
+        list_holdings(&ledger.persons, vouchers.held, threads);
         let voucher_max = vouchers.voucher_max;
         let mut digest = persons.digest;
         digest.merge(&vouchers.digest);
-        digest.merge(&texts.digest);
-        let at_expiry = vouchers.at_expiry;
-        let mut recount = vouchers.figures;
+        let at_expiry: HashMap<Figure, u64> = vouchers.at_expiry.into_iter().collect();
+        let mut recount: HashMap<Figure, u64> = vouchers.figures.into_iter().collect();
         journal.scan(Table::Institutions, &mut |key, value| {
             let institution: Institution = codec::decode(value, "institution")?;
             if keys::institution(institution.code) != key {
@@ -412,6 +492,17 @@ impl Ledger {
                 )));
             }
         }
+        let rest_read = started.elapsed();
+        let (texts, texts_read) = texts.join();
+        digest.merge(&texts?.digest);
+        tracing::info!(
+            persons_ms = persons_read.as_millis() as u64,
+            vouchers_ms = vouchers_read.as_millis() as u64,
+            rest_ms = rest_read.as_millis() as u64,
+            texts_ms = texts_read.as_millis() as u64,
+            threads,
+            "state tables read back (ms from the start: persons, then vouchers, then the rest; texts beside them)"
+        );
         let mut full_digest = digest;
         for (figure, count) in &unstored {
             full_digest.add(
@@ -438,6 +529,7 @@ impl Ledger {
         // records re-applied here included): until then nothing is noted.
         ledger.events.lock().start_building();
         ledger.apply_logged_tail(head)?;
+        super::return_freed_memory();
         Ok(ledger)
     }
 
