@@ -234,7 +234,7 @@ pub async fn run(
     };
     // Replicated mode seals the campaigns once it leads: a standby's chain
     // is the stream's, record for record.
-    let opened = match &config.replicate {
+    let mut opened = match &config.replicate {
         None => data_dir::open(&config.data, campaign, clock)?,
         Some(_) => data_dir::open_unsealed(&config.data, campaign, clock)?,
     };
@@ -302,6 +302,12 @@ pub async fn run(
         let _ = task.await;
     }
     let _ = std::fs::remove_file(config.data.join(crate::admin::backup::CONTROL_SOCKET));
+    // An events index still being built stops reading the store before it
+    // closes (exiting under a thread in RocksDB aborted the process).
+    opened.ledger.stop_events_index_build();
+    if let Some(thread) = opened.events_index.take() {
+        let _ = thread.join();
+    }
     // A clean stop writes the memtables to SST files, so the next start has
     // no write-ahead log to replay (everything was already durable in it).
     let flushed = Instant::now();

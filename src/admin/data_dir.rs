@@ -193,6 +193,9 @@ pub fn existing_store_path(data: &Path) -> Result<PathBuf, Error> {
 pub struct Opened {
     pub ledger: Arc<Ledger>,
     pub store: Arc<Store>,
+    /// The thread building the events index of a long chain (D66), if any:
+    /// joined before the store closes (`Ledger::stop_events_index_build`).
+    pub events_index: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Opens the data folder: store, secret, campaigns (the given current one plus
@@ -267,20 +270,25 @@ fn open_sealing(
         ledger.record_campaigns()?;
     }
     let ledger = Arc::new(ledger);
-    build_events_index(&ledger)?;
-    Ok(Opened { ledger, store })
+    let events_index = build_events_index(&ledger)?;
+    Ok(Opened {
+        ledger,
+        store,
+        events_index,
+    })
 }
 
 /// The events index of a short chain now; of a longer one on a thread of
-/// its own, so a large ledger listens without waiting for it (D66). A
-/// failed build leaves `events` answering `overloaded` and is logged.
-fn build_events_index(ledger: &Arc<Ledger>) -> Result<(), Error> {
+/// its own, so a large ledger listens without waiting for it (D66): that
+/// thread. A failed build leaves `events` answering `overloaded` and is
+/// logged.
+fn build_events_index(ledger: &Arc<Ledger>) -> Result<Option<std::thread::JoinHandle<()>>, Error> {
     if ledger.head().0 <= EVENTS_INDEX_BUILT_BEFORE_LISTENING_RECORDS_MAX {
         ledger.build_events_index()?;
-        return Ok(());
+        return Ok(None);
     }
     let ledger = Arc::clone(ledger);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("events-index".into())
         .spawn(move || {
             if let Err(error) = ledger.build_events_index() {
@@ -288,7 +296,7 @@ fn build_events_index(ledger: &Arc<Ledger>) -> Result<(), Error> {
             }
         })
         .map_err(|e| Error::Storage(format!("events index thread: {e}")))?;
-    Ok(())
+    Ok(Some(thread))
 }
 
 /// Writes a campaign into the meta table, synced, before any voucher uses it.

@@ -601,6 +601,11 @@ impl Ledger {
             &keys::audit(from),
             Some(&end),
             &mut |_, entry| {
+                if self.events_build_stop.load(Ordering::Relaxed) {
+                    return Err(Error::Unavailable(
+                        "the daemon is stopping: the events index was not built".into(),
+                    ));
+                }
                 let (record, _) = audit::open(entry).map_err(Error::Corrupt)?;
                 index.note(record.seq, &record.command, &record.reply);
                 read += 1;
@@ -613,6 +618,13 @@ impl Ledger {
             )));
         }
         Ok(read)
+    }
+
+    /// Makes a build of the events index still reading the chain give up
+    /// at its next record (the daemon stopping: it joins the build's thread
+    /// before it closes the store).
+    pub fn stop_events_index_build(&self) {
+        self.events_build_stop.store(true, Ordering::Relaxed);
     }
 
     /// Whether the events index is built (`events` answers from it).

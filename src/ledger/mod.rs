@@ -105,6 +105,9 @@ pub struct Ledger {
     events: Mutex<events::EventIndex>,
     /// The sequence number of the last event noted (long polls wait on it).
     events_notice: tokio::sync::watch::Sender<u64>,
+    /// Set when the daemon stops: a build of the events index still reading
+    /// the chain gives up (`stop_events_index_build`).
+    events_build_stop: std::sync::atomic::AtomicBool,
     /// Refusals remembered in the current second, per certificate and
     /// per institution (`may_remember_refusal`).
     refusal_rates: Mutex<requests::RefusalRates>,
@@ -166,6 +169,7 @@ impl Ledger {
             requests_remembered: AtomicU64::new(u64::MAX),
             events: Mutex::new(events::EventIndex::default()),
             events_notice: tokio::sync::watch::Sender::new(0),
+            events_build_stop: std::sync::atomic::AtomicBool::new(false),
             refusal_rates: Mutex::new(requests::RefusalRates::default()),
             standby: parking_lot::RwLock::new(None),
         }

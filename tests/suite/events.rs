@@ -112,6 +112,18 @@ fn the_events_index_built_while_writes_go_on_misses_and_doubles_nothing() {
     assert_eq!(every_event(&h), live, "the same events as a quiet build");
 }
 
+/// `first`'s ledger opened again over its journal without its events index
+/// (the daemon's start at scale, D66).
+fn reopened_without_events_index(first: &Harness) -> Harness {
+    let config = LedgerConfig {
+        campaigns: campaigns(),
+        secret: secret(),
+        clock: first.clock.clone(),
+    };
+    let ledger = Ledger::open_deferring_events(config, first.journal.clone()).expect("opens");
+    Harness::around(ledger, first.journal.clone(), first.clock.clone())
+}
+
 /// D66: a ledger opened without its events index (the daemon's start at
 /// scale) serves writes and reads at once, answers `events` `overloaded`
 /// until the index is built, and then shows the changes made meanwhile.
@@ -119,13 +131,7 @@ fn the_events_index_built_while_writes_go_on_misses_and_doubles_nothing() {
 fn events_answer_overloaded_until_the_index_is_built() {
     let first = Harness::new();
     let voucher = first.claimed(&id_number(1), Kind::EmploymentSkills);
-    let config = LedgerConfig {
-        campaigns: campaigns(),
-        secret: secret(),
-        clock: first.clock.clone(),
-    };
-    let ledger = Ledger::open_deferring_events(config, first.journal.clone()).expect("opens");
-    let h = Harness::around(ledger, first.journal.clone(), first.clock.clone());
+    let h = reopened_without_events_index(&first);
     assert!(!h.ledger.events_index_ready());
     assert_eq!(h.reason(Role::Training, all_events(0, 10)), "overloaded");
     h.claimed(&id_number(2), Kind::EmploymentSkills);
@@ -141,6 +147,27 @@ fn events_answer_overloaded_until_the_index_is_built() {
         4,
         "both vouchers' issue and claim: {events:?}"
     );
+}
+
+/// A build of the events index the daemon's stop asks to give up returns
+/// at once without an index (the daemon then joins its thread before the
+/// store closes: exiting under a thread still reading RocksDB aborted the
+/// process), and `events` stays `overloaded`.
+#[test]
+fn a_build_of_the_events_index_gives_up_when_the_daemon_stops() {
+    let first = Harness::new();
+    for n in 0..50 {
+        first.claimed(&id_number(n), Kind::EmploymentSkills);
+    }
+    let h = reopened_without_events_index(&first);
+    h.ledger.stop_events_index_build();
+    let stopped = h.ledger.build_events_index();
+    assert!(
+        matches!(stopped, Err(voucherd::error::Error::Unavailable(ref why)) if why.contains("stopping")),
+        "{stopped:?}"
+    );
+    assert!(!h.ledger.events_index_ready());
+    assert_eq!(h.reason(Role::Training, all_events(0, 10)), "overloaded");
 }
 
 /// Check-ins of more vouchers than a page may read records for: each needs
