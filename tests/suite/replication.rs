@@ -227,6 +227,48 @@ async fn write_until(
     failure
 }
 
+/// `write_until` on a task of its own: what it acknowledged so far, and
+/// the flag that stops it.
+struct Writer {
+    acknowledged: Arc<Mutex<Acknowledged>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Option<String>>,
+}
+
+impl Writer {
+    fn start(servers: Vec<String>, certs: &Path, first: u64, stop_on_error: bool) -> Writer {
+        let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(write_until(
+            servers,
+            certs.to_path_buf(),
+            first,
+            Arc::clone(&acknowledged),
+            Arc::clone(&stop),
+            stop_on_error,
+        ));
+        Writer {
+            acknowledged,
+            stop,
+            task,
+        }
+    }
+
+    /// Writes acknowledged so far.
+    fn count(&self) -> usize {
+        self.acknowledged.lock().unwrap().vouchers.len()
+    }
+
+    /// Stops it: every write it had acknowledged, and the failure it
+    /// stopped at before (`stop_on_error`), if any.
+    async fn finish(self) -> (Acknowledged, Option<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let failure = self.task.await.unwrap();
+        let acknowledged = std::mem::take(&mut *self.acknowledged.lock().unwrap());
+        (acknowledged, failure)
+    }
+}
+
 /// Every acknowledged issue, retried with its id on the leader behind
 /// `servers`, answers the same voucher (it is there, and once).
 async fn check_acknowledged(servers: &[String], certs: &Path, acknowledged: &Acknowledged) {
@@ -271,17 +313,8 @@ async fn kill_leader_under_writes(
     leader_metrics: Option<u16>,
 ) -> Failover {
     let servers = vec![leader.addr.to_string(), standby.addr.to_string()];
-    let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = tokio::spawn(write_until(
-        servers,
-        certs.to_owned(),
-        first,
-        Arc::clone(&acknowledged),
-        Arc::clone(&stop),
-        false,
-    ));
-    let count = || acknowledged.lock().unwrap().vouchers.len();
+    let writer = Writer::start(servers, certs, first, false);
+    let count = || writer.count();
     let started = Instant::now();
     while count() < before {
         assert!(started.elapsed() < LEAD_WAIT, "no writes acknowledged");
@@ -301,13 +334,7 @@ async fn kill_leader_under_writes(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    writer.await.unwrap();
-    let acknowledged = Arc::try_unwrap(acknowledged)
-        .ok()
-        .expect("the writer is done")
-        .into_inner()
-        .unwrap();
+    let (acknowledged, _) = writer.finish().await;
     let first_after = acknowledged
         .vouchers
         .iter()
@@ -536,17 +563,13 @@ async fn a_sigstopped_leader_is_fenced_and_steps_down_without_acknowledging() {
         return;
     }
     let (dir, cluster, certs, mut first, second) = leader_and_standby(5).await;
-    let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = tokio::spawn(write_until(
+    let writer = Writer::start(
         vec![first.addr.to_string(), second.addr.to_string()],
-        certs.clone(),
+        &certs,
         1,
-        Arc::clone(&acknowledged),
-        Arc::clone(&stop),
         false,
-    ));
-    let count = || acknowledged.lock().unwrap().vouchers.len();
+    );
+    let count = || writer.count();
     while count() < 20 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -567,13 +590,7 @@ async fn a_sigstopped_leader_is_fenced_and_steps_down_without_acknowledging() {
         "the deposed leader steps down (exit 75); log:\n{}",
         first.log()
     );
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    writer.await.unwrap();
-    let acknowledged = Arc::try_unwrap(acknowledged)
-        .ok()
-        .unwrap()
-        .into_inner()
-        .unwrap();
+    let (acknowledged, _) = writer.finish().await;
     check_acknowledged(&[second.addr.to_string()], &certs, &acknowledged).await;
     // Restarted as the unit does (exit 75 is restarted), it is a standby
     // that names the new leader and follows its writes.
@@ -592,21 +609,11 @@ async fn a_sigstopped_leader_is_fenced_and_steps_down_without_acknowledging() {
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    let later = Arc::new(Mutex::new(Acknowledged::default()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = tokio::spawn(write_until(
-        vec![second.addr.to_string()],
-        certs.clone(),
-        10_000,
-        Arc::clone(&later),
-        Arc::clone(&stop),
-        false,
-    ));
-    while later.lock().unwrap().vouchers.len() < 20 {
+    let writer = Writer::start(vec![second.addr.to_string()], &certs, 10_000, false);
+    while writer.count() < 20 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    writer.await.unwrap();
+    let (later, _) = writer.finish().await;
     let (seq, hash) = head_seq_hash(second.addr, &certs).await;
     assert!(
         first
@@ -618,7 +625,6 @@ async fn a_sigstopped_leader_is_fenced_and_steps_down_without_acknowledging() {
     second.stop().unwrap();
     verify_offline(&dir.path().join("b"), seq);
     assert_eq!(head_seq_hash(first.addr, &certs).await, (seq, hash));
-    let later = Arc::try_unwrap(later).ok().unwrap().into_inner().unwrap();
     check_acknowledged(&[first.addr.to_string()], &certs, &later).await;
     drop(cluster);
 }
@@ -644,17 +650,13 @@ async fn nats_node_kills_lose_no_acknowledged_change() {
         (vec![1, 2, 3], vec![1, 2, 3]),
     ];
     for (round, (killed_nodes, returned)) in rounds.into_iter().enumerate() {
-        let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writer = tokio::spawn(write_until(
+        let writer = Writer::start(
             servers_now(&first, &second),
-            certs.clone(),
+            &certs,
             1 + round as u64 * 10_000,
-            Arc::clone(&acknowledged),
-            Arc::clone(&stop),
             true,
-        ));
-        let count = || acknowledged.lock().unwrap().vouchers.len();
+        );
+        let count = || writer.count();
         let started = Instant::now();
         while count() < 20 {
             assert!(started.elapsed() < LEAD_WAIT, "no writes acknowledged");
@@ -672,7 +674,7 @@ async fn nats_node_kills_lose_no_acknowledged_change() {
             // lease renewal unanswered), directly or after its client's
             // fail-over wait.
             let started = Instant::now();
-            while !writer.is_finished() {
+            while !writer.task.is_finished() {
                 assert!(
                     started.elapsed() < 3 * LEAD_WAIT,
                     "the writer is still answered without a NATS majority"
@@ -685,8 +687,7 @@ async fn nats_node_kills_lose_no_acknowledged_change() {
         for &n in &returned {
             cluster.restart(n).unwrap();
         }
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let failure = writer.await.unwrap();
+        let (acknowledged, failure) = writer.finish().await;
         if majority {
             // Writes go on; or, when the lease bucket's own stream leader
             // was on the killed node, renewals went unanswered during its
@@ -707,14 +708,7 @@ async fn nats_node_kills_lose_no_acknowledged_change() {
         }
         // A daemon still retrying its publish decides within that time.
         tokio::time::sleep(Duration::from_secs(20)).await;
-        all.vouchers.extend(
-            Arc::try_unwrap(acknowledged)
-                .ok()
-                .unwrap()
-                .into_inner()
-                .unwrap()
-                .vouchers,
-        );
+        all.vouchers.extend(acknowledged.vouchers);
         // A daemon that stopped (its appends unacknowledged: exit 75) is
         // restarted as a supervisor would.
         for node in [&mut first, &mut second] {
@@ -746,18 +740,9 @@ async fn writes_resume(
     first_n: u64,
     returned: &[usize],
 ) -> Vec<(u64, VoucherId, Instant)> {
-    let resumed = Arc::new(Mutex::new(Acknowledged::default()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = tokio::spawn(write_until(
-        servers,
-        certs.to_path_buf(),
-        first_n,
-        Arc::clone(&resumed),
-        Arc::clone(&stop),
-        false,
-    ));
+    let writer = Writer::start(servers, certs, first_n, false);
     let started = Instant::now();
-    while resumed.lock().unwrap().vouchers.len() < 20 {
+    while writer.count() < 20 {
         assert!(
             started.elapsed() < 2 * LEAD_WAIT,
             "writes did not go on with two NATS nodes of three"
@@ -769,10 +754,7 @@ async fn writes_resume(
          new writer started",
         started.elapsed().as_millis()
     );
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    writer.await.unwrap();
-    let vouchers = std::mem::take(&mut resumed.lock().unwrap().vouchers);
-    vouchers
+    writer.finish().await.0.vouchers
 }
 
 fn servers_now(first: &Daemon, second: &Daemon) -> Vec<String> {
