@@ -35,7 +35,7 @@ jetstream {
   max_memory_store: 64MB
 }
 cluster {
-  name: voucherd-test
+  name: voucherd-test-$port
   listen: 127.0.0.1:$((port + 9 + n))
   routes: [ $routes ]
 }

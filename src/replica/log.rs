@@ -308,8 +308,11 @@ impl Log {
     }
 
     /// Appends a leader record after `last` (the end this node caught up
-    /// to); on success this node appends every later group.
-    pub(super) async fn claim(&self, last: u64) -> Result<Claim, String> {
+    /// to); on success this node appends every later group. A transient
+    /// failure (no majority, no answer in time) may or may not have stored
+    /// the record: the caller follows the stream again, which reads it if
+    /// it is there, and claims at the new end.
+    pub(super) async fn claim(&self, last: u64) -> Result<Claim, Failed> {
         let publish = PublishMessage::build()
             .payload(self.advertise.to_string().into_bytes().into())
             .message_id(format!("l.{last}.{}", self.advertise))
@@ -319,7 +322,7 @@ impl Log {
             .context
             .send_publish(self.leader.clone(), publish)
             .await
-            .map_err(|e| publish_error(&e, e.kind()).into_reason())?;
+            .map_err(|e| publish_error(&e, e.kind()))?;
         match sent.await {
             Ok(ack) if ack.sequence == last + 1 => {
                 let mut appending = self.appending.lock();
@@ -334,7 +337,7 @@ impl Log {
                 metrics::counter!(REPLICA_FENCED).increment(1);
                 Ok(Claim::Moved)
             }
-            Err(e) => Err(publish_error(&e, e.kind()).into_reason()),
+            Err(e) => Err(publish_error(&e, e.kind())),
         }
     }
 

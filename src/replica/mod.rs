@@ -307,7 +307,11 @@ async fn lead(
         match log.claim(next - 1).await {
             Ok(log::Claim::Claimed) => break,
             Ok(log::Claim::Moved) => continue,
-            Err(why) => {
+            Err(log::Failed::Transient(why)) => {
+                warn!(%why, "the leader record was not acknowledged; catching up and trying again");
+                tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
+            }
+            Err(log::Failed::Fatal(why)) => {
                 stop(
                     ledger,
                     store,

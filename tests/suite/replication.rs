@@ -56,8 +56,8 @@ async fn leader_and_standby(key: u8) -> (tempfile::TempDir, Cluster, PathBuf, Da
     let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
     let certs = dir.path().join("certs");
     let secret = PersonSecret([key; 32]);
-    let leader = start_node(dir.path(), "a", &cluster, &secret);
-    wait_leading(leader.addr, &certs).await;
+    let mut leader = start_node(dir.path(), "a", &cluster, &secret);
+    wait_leading(&mut leader, &certs).await;
     let standby = start_node(dir.path(), "b", &cluster, &secret);
     (dir, cluster, certs, leader, standby)
 }
@@ -149,15 +149,36 @@ async fn head_of(addr: std::net::SocketAddr, certs: &Path) -> Result<Reply, (Rea
         .map_err(|r| (r.reason, r.message))
 }
 
-/// Waits until `addr` serves (answers `audit_head` instead of `not_leader`).
-async fn wait_leading(addr: std::net::SocketAddr, certs: &Path) -> Reply {
+/// Waits until `node` serves (answers `audit_head` instead of
+/// `not_leader`); panics with its log after `LEAD_WAIT`. A node that
+/// stepped down (exit 75: a lease renewal or an append not acknowledged in
+/// time, which a loaded machine can cause) is started again, as its
+/// supervisor would (ops/voucherd.service, `Restart=on-failure`).
+async fn wait_leading(node: &mut Daemon, certs: &Path) -> Reply {
     let started = Instant::now();
     loop {
-        match head_of(addr, certs).await {
+        if let Some(status) = node.try_status() {
+            assert_eq!(
+                status.code(),
+                Some(i32::from(voucherd::replica::EXIT_STEPPED_DOWN)),
+                "{} exited with {status}; its log:\n{}",
+                node.addr,
+                node.log()
+            );
+            eprintln!(
+                "{} stepped down; started again as its supervisor would; its log:\n{}",
+                node.addr,
+                node.log()
+            );
+            node.restart().unwrap();
+        }
+        match head_of(node.addr, certs).await {
             Ok(head) => return head,
-            Err(why) if started.elapsed() > LEAD_WAIT => {
-                panic!("{addr} did not lead within {LEAD_WAIT:?}: {why:?}")
-            }
+            Err(why) if started.elapsed() > LEAD_WAIT => panic!(
+                "{} did not lead within {LEAD_WAIT:?}: {why:?}; its log:\n{}",
+                node.addr,
+                node.log()
+            ),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
@@ -305,7 +326,7 @@ struct Failover {
 /// kill -9 of the leader after `before` acknowledgements, then `after` more.
 async fn kill_leader_under_writes(
     leader: &mut Daemon,
-    standby: &Daemon,
+    standby: &mut Daemon,
     certs: &Path,
     first: u64,
     before: usize,
@@ -323,7 +344,7 @@ async fn kill_leader_under_writes(
     let leader_scrape = leader_metrics.map(scrape).unwrap_or_default();
     leader.kill().unwrap();
     let killed = Instant::now();
-    wait_leading(standby.addr, certs).await;
+    wait_leading(standby, certs).await;
     let takeover_ms = killed.elapsed().as_millis();
     let at_kill = count();
     while count() < at_kill + after {
@@ -384,8 +405,8 @@ async fn burst(
 }
 
 /// The head a serving daemon answers.
-async fn head_seq_hash(addr: std::net::SocketAddr, certs: &Path) -> (u64, String) {
-    match wait_leading(addr, certs).await {
+async fn head_seq_hash(node: &mut Daemon, certs: &Path) -> (u64, String) {
+    match wait_leading(node, certs).await {
         Reply::AuditHead { seq, hash, .. } => (seq, hash),
         other => panic!("audit_head answered {other:?}"),
     }
@@ -415,13 +436,13 @@ async fn a_standby_takes_over_after_kill_9_of_the_leader_with_every_acknowledged
     let certs = dir.path().join("certs");
     let secret = PersonSecret([7; 32]);
     let (mut first, first_metrics) = start_node_scraped(dir.path(), "a", &cluster, &secret);
-    wait_leading(first.addr, &certs).await;
+    wait_leading(&mut first, &certs).await;
     // Frames of a thousand issues at once (commit groups of hundreds of
     // records in one stream message, D111), before the standby starts: it
     // catches up through them in batches larger than it may hand its store
     // at once (`REPLICA_FOLLOW_COMMITS_MAX`).
     let burst = burst(first.addr, &certs, 100_000, 4, 1_000).await;
-    let (second, second_metrics) = start_node_scraped(dir.path(), "b", &cluster, &secret);
+    let (mut second, second_metrics) = start_node_scraped(dir.path(), "b", &cluster, &secret);
 
     // A standby refuses with the leader's address (what clients follow).
     let started = Instant::now();
@@ -438,8 +459,16 @@ async fn a_standby_takes_over_after_kill_9_of_the_leader_with_every_acknowledged
     );
     scrape_until_ok(second_metrics, |body| replica_metrics(body, 0.0, 0.0));
 
-    let failover =
-        kill_leader_under_writes(&mut first, &second, &certs, 1, 30, 30, Some(first_metrics)).await;
+    let failover = kill_leader_under_writes(
+        &mut first,
+        &mut second,
+        &certs,
+        1,
+        30,
+        30,
+        Some(first_metrics),
+    )
+    .await;
     // The new leader's figures; the killed one's, read just before, came
     // from a leader that had published.
     scrape_until_ok(second_metrics, |body| replica_metrics(body, 1.0, 0.0));
@@ -466,7 +495,7 @@ async fn a_standby_takes_over_after_kill_9_of_the_leader_with_every_acknowledged
     let mut acknowledged = failover.acknowledged;
     acknowledged.vouchers.extend(burst.vouchers);
     check_acknowledged(&[second.addr.to_string()], &certs, &acknowledged).await;
-    let (seq, hash) = head_seq_hash(second.addr, &certs).await;
+    let (seq, hash) = head_seq_hash(&mut second, &certs).await;
 
     // The new leader's chain verifies offline; the old leader, restarted,
     // catches up from the stream and leads with the very same chain.
@@ -474,7 +503,7 @@ async fn a_standby_takes_over_after_kill_9_of_the_leader_with_every_acknowledged
     verify_offline(&dir.path().join("b"), seq);
     first.restart().unwrap();
     assert_eq!(
-        head_seq_hash(first.addr, &certs).await,
+        head_seq_hash(&mut first, &certs).await,
         (seq, hash),
         "both chains agree"
     );
@@ -522,7 +551,7 @@ async fn thirty_leader_kills_each_taken_over_with_every_acknowledged_change() {
     for trial in 0..trials {
         let first = 1 + (trial as u64) * 1_000;
         let failover =
-            kill_leader_under_writes(&mut leader, &standby, &certs, first, 10, 10, None).await;
+            kill_leader_under_writes(&mut leader, &mut standby, &certs, first, 10, 10, None).await;
         eprintln!(
             "trial {trial}: takeover {} ms, first write {} ms",
             failover.takeover_ms, failover.first_write_ms
@@ -536,7 +565,7 @@ async fn thirty_leader_kills_each_taken_over_with_every_acknowledged_change() {
         names = (names.1, names.0);
     }
     check_acknowledged(&[leader.addr.to_string()], &certs, &all).await;
-    let (seq, hash) = head_seq_hash(leader.addr, &certs).await;
+    let (seq, hash) = head_seq_hash(&mut leader, &certs).await;
     let (takeover_median, takeover_max) = median_and_max(&mut takeovers);
     let (write_median, write_max) = median_and_max(&mut first_writes);
     eprintln!(
@@ -552,7 +581,7 @@ async fn thirty_leader_kills_each_taken_over_with_every_acknowledged_change() {
     leader.stop().unwrap();
     verify_offline(&dir.path().join(names.0), seq);
     standby.restart().unwrap();
-    assert_eq!(head_seq_hash(standby.addr, &certs).await, (seq, hash));
+    assert_eq!(head_seq_hash(&mut standby, &certs).await, (seq, hash));
     drop(cluster);
 }
 
@@ -562,7 +591,7 @@ async fn a_sigstopped_leader_is_fenced_and_steps_down_without_acknowledging() {
     if !nats_present() {
         return;
     }
-    let (dir, cluster, certs, mut first, second) = leader_and_standby(5).await;
+    let (dir, cluster, certs, mut first, mut second) = leader_and_standby(5).await;
     let writer = Writer::start(
         vec![first.addr.to_string(), second.addr.to_string()],
         &certs,
@@ -576,7 +605,7 @@ async fn a_sigstopped_leader_is_fenced_and_steps_down_without_acknowledging() {
     let pid = libc::pid_t::try_from(first.pid()).unwrap();
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    wait_leading(second.addr, &certs).await;
+    wait_leading(&mut second, &certs).await;
     let at_takeover = count();
     while count() < at_takeover + 20 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -614,7 +643,7 @@ async fn a_sigstopped_leader_is_fenced_and_steps_down_without_acknowledging() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (later, _) = writer.finish().await;
-    let (seq, hash) = head_seq_hash(second.addr, &certs).await;
+    let (seq, hash) = head_seq_hash(&mut second, &certs).await;
     assert!(
         first
             .log()
@@ -624,7 +653,7 @@ async fn a_sigstopped_leader_is_fenced_and_steps_down_without_acknowledging() {
     );
     second.stop().unwrap();
     verify_offline(&dir.path().join("b"), seq);
-    assert_eq!(head_seq_hash(first.addr, &certs).await, (seq, hash));
+    assert_eq!(head_seq_hash(&mut first, &certs).await, (seq, hash));
     check_acknowledged(&[first.addr.to_string()], &certs, &later).await;
     drop(cluster);
 }
@@ -783,8 +812,8 @@ async fn replicated_throughput_beside_single_node() {
         &[],
     );
     let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
-    let leader = start_node(dir.path(), "a", &cluster, &secret);
-    wait_leading(leader.addr, &certs).await;
+    let mut leader = start_node(dir.path(), "a", &cluster, &secret);
+    wait_leading(&mut leader, &certs).await;
     let (mut singles, mut replicated) = (Vec::new(), Vec::new());
     let (connections, batch) = throughput_shape();
     for round in 0..rounds {
@@ -877,8 +906,8 @@ async fn a_standby_with_another_person_key_stops_at_the_leader_record() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
     let certs = dir.path().join("certs");
-    let leader = start_node(dir.path(), "a", &cluster, &PersonSecret([1; 32]));
-    wait_leading(leader.addr, &certs).await;
+    let mut leader = start_node(dir.path(), "a", &cluster, &PersonSecret([1; 32]));
+    wait_leading(&mut leader, &certs).await;
     let mut stranger = start_node(dir.path(), "b", &cluster, &PersonSecret([2; 32]));
     let status = stranger.wait().unwrap();
     assert_eq!(status.code(), Some(75), "log:\n{}", stranger.log());
@@ -887,7 +916,7 @@ async fn a_standby_with_another_person_key_stops_at_the_leader_record() {
         "log:\n{}",
         stranger.log()
     );
-    wait_leading(leader.addr, &certs).await;
+    wait_leading(&mut leader, &certs).await;
     drop(cluster);
 }
 
@@ -1049,8 +1078,8 @@ async fn the_training_system_reads_events_from_jetstream_as_events_answers_them(
     let cluster = Cluster::start(&dir.path().join("nats")).unwrap();
     let certs = dir.path().join("certs");
     let secret = PersonSecret([7; 32]);
-    let node = start_node(dir.path(), "a", &cluster, &secret);
-    wait_leading(node.addr, &certs).await;
+    let mut node = start_node(dir.path(), "a", &cluster, &secret);
+    wait_leading(&mut node, &certs).await;
     let connect = |role| Client::connect(node.addr, &certs, role);
     let (bureau, gateway, training) = (
         connect(Role::Bureau).await.unwrap(),
@@ -1367,7 +1396,7 @@ async fn voucher_load_follows_the_leader_through_a_kill_mid_run() {
     if !nats_present() {
         return;
     }
-    let (dir, cluster, certs, mut leader, standby) = leader_and_standby(6).await;
+    let (dir, cluster, certs, mut leader, mut standby) = leader_and_standby(6).await;
     let report = dir.path().join("load.json");
     let mut load = std::process::Command::new(crate::common::daemon::tool("voucher-load"))
         .args(["--server", &format!("{},{}", leader.addr, standby.addr)])
@@ -1426,7 +1455,7 @@ async fn voucher_load_follows_the_leader_through_a_kill_mid_run() {
         resent > 0,
         "the leader died mid-run: frames were sent again"
     );
-    let (seq, _) = head_seq_hash(standby.addr, &certs).await;
+    let (seq, _) = head_seq_hash(&mut standby, &certs).await;
     standby.stop().unwrap();
     verify_offline(&dir.path().join("b"), seq);
     drop(cluster);
