@@ -20,6 +20,9 @@ pub const ROCKSDB_SST_BYTES: &str = "voucherd_rocksdb_sst_files_bytes";
 pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "voucherd_rocksdb_pending_compaction_bytes";
 pub const ROCKSDB_WRITE_STOPPED: &str = "voucherd_rocksdb_write_stopped";
 pub const ROCKSDB_DELAYED_WRITE_RATE: &str = "voucherd_rocksdb_delayed_write_rate_bytes_per_second";
+/// Label `part`: `table_readers` (SST indexes and filters held open),
+/// `memtables`, `block_cache`.
+pub const ROCKSDB_MEMORY: &str = "voucherd_rocksdb_memory_bytes";
 pub const STORAGE_FREE_BYTES: &str = "voucherd_storage_free_bytes";
 pub const STORAGE_RESERVE_BYTES: &str = "voucherd_storage_reserve_bytes";
 pub const DISTRICT_TARGET: &str = "voucherd_district_target_vouchers";
@@ -63,6 +66,7 @@ pub const ALL: &[&str] = &[
     ROCKSDB_PENDING_COMPACTION_BYTES,
     ROCKSDB_WRITE_STOPPED,
     ROCKSDB_DELAYED_WRITE_RATE,
+    ROCKSDB_MEMORY,
     STORAGE_FREE_BYTES,
     STORAGE_RESERVE_BYTES,
     DISTRICT_TARGET,

@@ -93,6 +93,12 @@ fn describe() {
         "RocksDB estimate of live data size, summed over every table's column family."
     );
     describe_gauge!(
+        ROCKSDB_MEMORY,
+        Unit::Bytes,
+        "Memory RocksDB holds, summed over every table's column family, by part: \
+         table_readers (indexes and filters of open SST files), memtables, block_cache."
+    );
+    describe_gauge!(
         ROCKSDB_SST_BYTES,
         Unit::Bytes,
         "Total size of RocksDB SST files, summed over every table's column family."
@@ -204,6 +210,13 @@ pub fn sample(ledger: &Ledger, store: &Store) {
     let summed = |name: &str| store.property_summed(name).unwrap_or(0) as f64;
     gauge!(ROCKSDB_LIVE_BYTES).set(summed("rocksdb.estimate-live-data-size"));
     gauge!(ROCKSDB_SST_BYTES).set(summed("rocksdb.total-sst-files-size"));
+    for (part, property) in [
+        ("table_readers", "rocksdb.estimate-table-readers-mem"),
+        ("memtables", "rocksdb.cur-size-all-mem-tables"),
+        ("block_cache", "rocksdb.block-cache-usage"),
+    ] {
+        gauge!(ROCKSDB_MEMORY, "part" => part).set(summed(property));
+    }
     let requests = |name: &str| store.table_property(Table::Requests, name).unwrap_or(0) as f64;
     gauge!(REQUESTS_TABLE_KEYS).set(requests("rocksdb.estimate-num-keys"));
     gauge!(REQUESTS_TABLE_SST_BYTES).set(requests("rocksdb.total-sst-files-size"));

@@ -19,20 +19,18 @@ use crate::limits::{
 const _: () = assert!(EXPIRE_BATCH_VOUCHERS_MAX <= EVENTS_PAGE_MAX as usize);
 const _: () = assert!(EXPIRE_BATCH_VOUCHERS_MAX < EVENTS_RECORDS_READ_MAX);
 
-/// One event as the index keeps it, in 12 bytes (there are many: two to
+/// One event as the index keeps it, in 8 bytes (there are many: two to
 /// six per voucher). Its record's sequence number keeps its low 32 bits here
-/// and its high ones in `EventIndex::seq_highs`; the institution of an
-/// enrollment is in its redeem record, which a page reads anyway for the
-/// class.
+/// and its high ones in `EventIndex::seq_highs`. The enrollment it shows
+/// (its redeem record: the institution and class, read with the page) is
+/// not kept per event: it is the voucher's current one from its redeem
+/// event on, else one it left by a release (`EventIndex::left`).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     seq_low: u32,
     /// The voucher's id (ids are at most `VOUCHER_ID_MAX`, u32); 0 for the
     /// bureau's `expire` of a whole campaign.
     voucher: u32,
-    /// 1 + the position of the event of the redeem record of the voucher's
-    /// enrollment at the change; 0 when not enrolled.
-    redeem: u32,
 }
 
 /// What the index needs of a voucher (12 bytes): fixed at issue, but the
@@ -42,7 +40,8 @@ struct Facts {
     /// The institution enrolled at (meaningful when `redeem` is not 0).
     institution: u32,
     /// 1 + the position of the event of the enrollment's redeem record; 0
-    /// when not enrolled.
+    /// when not enrolled. An expiry keeps it (an expired voucher changes
+    /// no more): its events up to the expiry show that enrollment.
     redeem: u32,
     /// The voucher's campaign year and own district, as their place in
     /// `EventIndex::issued`.
@@ -72,8 +71,9 @@ pub(super) enum Filter {
 }
 
 /// The events of the chain, in sequence order, and lists of their
-/// positions by institution and district. Memory: 12 bytes per event plus 4
-/// per list it is in, and 12 per voucher (docs/decisions.md D60, D87).
+/// positions by institution and district. Memory: 8 bytes per event plus 4
+/// per list it is in, 12 per voucher, and about 40 per enrollment left by a
+/// release (docs/decisions.md D60, D87, D114).
 #[derive(Default)]
 pub(super) struct EventIndex {
     entries: Vec<Entry>,
@@ -93,6 +93,10 @@ pub(super) struct EventIndex {
     issued_places: HashMap<(u16, DistrictCode), u16>,
     /// By voucher id − 1 (ids are allocated in sequence from 1).
     vouchers: Vec<Option<Facts>>,
+    /// Enrollments left by a release, by voucher id: (1 + the position of
+    /// its redeem event, the position of its release event), in order. The
+    /// events between show that enrollment.
+    left: HashMap<u32, Vec<(u32, u32)>>,
     last_seq: u64,
     /// Being built by `Ledger::build_events_index`: empty, notes nothing.
     building: bool,
@@ -166,7 +170,7 @@ impl EventIndex {
     }
 
     /// Appends an event of record `seq` (in chain order); returns its position.
-    fn push_entry(&mut self, seq: u64, voucher: u32, redeem: u32) -> u32 {
+    fn push_entry(&mut self, seq: u64, voucher: u32) -> u32 {
         let position = self.position();
         let high = (seq >> 32) as u32;
         if self.seq_highs.last().map_or(0, |&(_, high)| high) != high {
@@ -175,7 +179,6 @@ impl EventIndex {
         self.entries.push(Entry {
             seq_low: seq as u32,
             voucher,
-            redeem,
         });
         position
     }
@@ -242,9 +245,15 @@ impl EventIndex {
                 }
             }
             Command::Release { voucher, .. } | Command::ReleaseByOperator { voucher, .. } => {
+                let position = self.position();
                 self.push(seq, *voucher);
                 if let Some(facts) = self.facts(*voucher) {
+                    let redeem = facts.redeem;
                     facts.leave();
+                    if redeem != 0 {
+                        let id = u32::try_from(voucher.0).expect("voucher ids fit in u32");
+                        self.left.entry(id).or_default().push((redeem, position));
+                    }
                 }
             }
             Command::ExpireBatch { vouchers, .. } => {
@@ -252,9 +261,7 @@ impl EventIndex {
                 for &voucher in vouchers {
                     if self.facts(voucher).is_some_and(|facts| !facts.finished) {
                         self.push(seq, voucher);
-                        let facts = self.facts(voucher).expect("just found");
-                        facts.finished = true;
-                        facts.leave();
+                        self.facts(voucher).expect("just found").finished = true;
                     }
                 }
             }
@@ -262,12 +269,11 @@ impl EventIndex {
                 if matches!(reply, Reply::Expired { expired } if *expired > 0) {
                     let issued = &self.issued;
                     for facts in self.vouchers.iter_mut().flatten() {
-                        if issued[usize::from(facts.issued)].0 == *year && !facts.finished {
+                        if issued[usize::from(facts.issued)].0 == *year {
                             facts.finished = true;
-                            facts.leave();
                         }
                     }
-                    let position = self.push_entry(seq, 0, 0);
+                    let position = self.push_entry(seq, 0);
                     self.everywhere.push(position);
                 }
             }
@@ -293,7 +299,6 @@ impl EventIndex {
         let position = self.push_entry(
             seq,
             u32::try_from(voucher.0).expect("voucher ids fit in u32"),
-            facts.redeem,
         );
         let district = self.district_of(&facts);
         if let Some(institution) = facts.enrollment() {
@@ -344,16 +349,32 @@ impl EventIndex {
         }))
     }
 
+    /// 1 + the position of the redeem event of the enrollment the event
+    /// of `voucher` at `position` shows; 0 when it was not enrolled then.
+    fn enrollment_at(&self, voucher: u32, facts: Option<&Facts>, position: u32) -> u32 {
+        match facts {
+            Some(facts) if facts.redeem != 0 && position + 1 >= facts.redeem => facts.redeem,
+            _ => self
+                .left
+                .get(&voucher)
+                .and_then(|left| {
+                    left.iter()
+                        .find(|&&(redeem, release)| position + 1 >= redeem && position <= release)
+                })
+                .map_or(0, |&(redeem, _)| redeem),
+        }
+    }
+
     /// The event at `position` with the facts of its voucher (fixed at issue).
     fn selected(&self, position: usize) -> Selected {
         let entry = self.entries[position];
         let voucher = (entry.voucher != 0).then(|| VoucherId(entry.voucher.into()));
         let facts = voucher.and_then(|v| self.vouchers.get((v.0 - 1) as usize).copied().flatten());
+        let redeem = self.enrollment_at(entry.voucher, facts.as_ref(), position as u32);
         Selected {
             seq: self.seq(position),
             voucher,
-            redeem: entry
-                .redeem
+            redeem: redeem
                 .checked_sub(1)
                 .map(|redeem| self.seq(redeem as usize)),
             kind: facts.map(|f| f.kind),
@@ -848,7 +869,7 @@ mod tests {
     /// position and per voucher.
     #[test]
     fn the_index_costs_what_the_decisions_say() {
-        assert_eq!(std::mem::size_of::<Entry>(), 12);
+        assert_eq!(std::mem::size_of::<Entry>(), 8);
         assert_eq!(std::mem::size_of::<u32>(), 4);
         assert_eq!(std::mem::size_of::<Option<Facts>>(), 12);
     }
@@ -871,7 +892,7 @@ mod tests {
         ];
         let mut index = EventIndex::default();
         for (n, &seq) in seqs.iter().enumerate() {
-            assert_eq!(index.push_entry(seq, n as u32 + 1, 0), n as u32);
+            assert_eq!(index.push_entry(seq, n as u32 + 1), n as u32);
         }
         assert_eq!(index.seq_highs, vec![(4, 1), (7, 3)]);
         for (position, &seq) in seqs.iter().enumerate() {

@@ -3332,20 +3332,32 @@ fn events_table() {
                 w.ok(Role::Gateway, checkin(voucher, SITE));
                 w.ok(Role::Gateway, release(voucher, A));
                 w.ok(Role::Gateway, w.redeem(voucher, B, OP_B));
+                w.ok(Role::Gateway, release(voucher, B));
                 events_op(WORLD_RECORDS + 3, None, None)
             },
-            check(|_, reply| {
+            check(|w, reply| {
                 let (events, _) = page(reply);
-                assert_eq!(ops_of(&events), ["checkin", "release", "redeem"]);
+                assert_eq!(ops_of(&events), ["checkin", "release", "redeem", "release"]);
                 assert_eq!(events[0]["checkins"], 1);
                 assert!(events[0]["session"].as_str().unwrap().starts_with("20"));
                 assert!(events[0].get("lat").is_none(), "no position");
+                assert_eq!(
+                    events[0]["institution"], A,
+                    "a step shows the enrollment of its time, not a later one"
+                );
                 assert_eq!(events[1]["institution"], A);
                 assert_eq!(events[1]["district"], "500101");
                 assert_eq!(events[2]["institution"], B);
                 assert_eq!(
                     events[2]["district"], "500102",
                     "the institution's district"
+                );
+                assert_eq!(events[3]["institution"], B);
+                // The index is rebuilt from the chain: a reopened ledger answers the same.
+                let reopened = Harness::on(w.h.journal.clone());
+                assert_eq!(
+                    &reopened.ok(Role::Auditor, events_op(WORLD_RECORDS + 3, None, None)),
+                    reply
                 );
             }),
         ),
