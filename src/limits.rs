@@ -58,6 +58,14 @@ pub const CHECKPOINT_COMMITS_MAX: usize = 50_000;
 /// Time after which the committer starts a checkpoint when anything was
 /// committed since the last one, milliseconds (also when idle).
 pub const CHECKPOINT_INTERVAL_MS: u64 = 10_000;
+/// Commits written after the last completed checkpoint beyond which the
+/// committer waits for the checkpoint being taken before it writes more:
+/// the bound of the tail start-up re-applies after a kill -9, whatever
+/// starves the checkpoint's flush (it runs at the lowest CPU priority, and
+/// a saturated peak left 325,000 records unflushed). About 2 s of re-apply
+/// at 10 million vouchers (docs/decisions.md D115).
+pub const CHECKPOINT_TAIL_MAX: usize = 150_000;
+const _: () = assert!(CHECKPOINT_COMMITS_MAX < CHECKPOINT_TAIL_MAX);
 /// Audit records start-up re-applies before waiting for their state writes
 /// (under `COMMIT_QUEUE_DEPTH_MAX`, so the replay never finds the queue full).
 pub const RECOVERY_REPLAY_BATCH_MAX: usize = 4_096;

@@ -23,6 +23,8 @@ pub const ROCKSDB_DELAYED_WRITE_RATE: &str = "voucherd_rocksdb_delayed_write_rat
 /// Label `part`: `table_readers` (SST indexes and filters held open),
 /// `memtables`, `block_cache`.
 pub const ROCKSDB_MEMORY: &str = "voucherd_rocksdb_memory_bytes";
+pub const CHECKPOINT_TAIL: &str = "voucherd_checkpoint_tail_commits";
+pub const CHECKPOINT_WAITS: &str = "voucherd_checkpoint_waits_total";
 pub const STORAGE_FREE_BYTES: &str = "voucherd_storage_free_bytes";
 pub const STORAGE_RESERVE_BYTES: &str = "voucherd_storage_reserve_bytes";
 pub const DISTRICT_TARGET: &str = "voucherd_district_target_vouchers";
@@ -67,6 +69,8 @@ pub const ALL: &[&str] = &[
     ROCKSDB_WRITE_STOPPED,
     ROCKSDB_DELAYED_WRITE_RATE,
     ROCKSDB_MEMORY,
+    CHECKPOINT_TAIL,
+    CHECKPOINT_WAITS,
     STORAGE_FREE_BYTES,
     STORAGE_RESERVE_BYTES,
     DISTRICT_TARGET,
@@ -105,7 +109,12 @@ pub const PROCESS: &[&str] = &[
 
 /// The counters without labels: registered at 0 when the exporter starts, so
 /// a scrape shows them (and `rate()` has a first sample) before any event.
-pub const COUNTERS_UNLABELLED: &[&str] = &[FRAMES_REFUSED, CONNECTIONS_REFUSED, REQUESTS_PRUNED];
+pub const COUNTERS_UNLABELLED: &[&str] = &[
+    FRAMES_REFUSED,
+    CONNECTIONS_REFUSED,
+    REQUESTS_PRUNED,
+    CHECKPOINT_WAITS,
+];
 /// The same for replicated mode's counters, registered when it starts.
 pub const REPLICA_COUNTERS: &[&str] = &[REPLICA_LEASE_RENEW_FAILURES, REPLICA_FENCED];
 
@@ -131,6 +140,7 @@ mod tests {
                 REPLICA_LEASE_RENEW_FAILURES,
                 REPLICA_FENCED,
                 REQUESTS_PRUNED,
+                CHECKPOINT_WAITS,
             ]
             .contains(name);
             assert_eq!(name.ends_with("_total"), counter, "{name}");

@@ -93,6 +93,16 @@ fn describe() {
         "RocksDB estimate of live data size, summed over every table's column family."
     );
     describe_gauge!(
+        CHECKPOINT_TAIL,
+        "Commits written since the last completed checkpoint of the state: \
+         what a start after kill -9 re-applies (at most CHECKPOINT_TAIL_MAX and a group)."
+    );
+    describe_counter!(
+        CHECKPOINT_WAITS,
+        "Groups of commits that waited for a checkpoint before being written \
+         (the tail at its bound: the checkpoint's flush starved)."
+    );
+    describe_gauge!(
         ROCKSDB_MEMORY,
         Unit::Bytes,
         "Memory RocksDB holds, summed over every table's column family, by part: \
@@ -201,6 +211,8 @@ fn describe() {
 pub fn sample(ledger: &Ledger, store: &Store) {
     gauge!(COMMIT_QUEUE).set(store.queue_depth() as f64);
     gauge!(STORE_FAILED).set(if store.failed() { 1.0 } else { 0.0 });
+    let figures = store.committer_figures();
+    gauge!(CHECKPOINT_TAIL).set((figures.commits - figures.checkpointed_commits) as f64);
     let (seq, _, _) = ledger.head();
     gauge!(AUDIT_SEQ).set(seq as f64);
     let (vouchers, _, institutions) = ledger.sizes();

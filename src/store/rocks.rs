@@ -43,7 +43,7 @@ use rocksdb::{
 
 use crate::error::{Error, Reason, Refusal};
 use crate::limits::{
-    CHECKPOINT_COMMITS_MAX, CHECKPOINT_INTERVAL_MS, COMMIT_QUEUE_DEPTH_MAX,
+    CHECKPOINT_COMMITS_MAX, CHECKPOINT_INTERVAL_MS, CHECKPOINT_TAIL_MAX, COMMIT_QUEUE_DEPTH_MAX,
     GROUP_COMMIT_BATCHES_MAX, GROUP_LINGER_US_MAX, READ_ONLY_OPEN_ATTEMPTS_MAX,
     READ_ONLY_OPEN_RETRY_MS, REPLICA_PIPELINE_GROUPS_MAX, SPACE_CHECK_MS, STORAGE_FREE_BYTES_MIN,
 };
@@ -74,6 +74,9 @@ struct Durable {
     /// and by a backup while it flushes: a backup never holds a group's
     /// audit records without its state.
     writing: Mutex<()>,
+    /// Woken when a checkpoint completes (`CommitterFigures::checkpointed_commits`
+    /// moved), for a committer waiting with the tail at its bound.
+    checkpointed: Condvar,
 }
 
 /// Figures of the committer, for metrics and benchmarks.
@@ -84,6 +87,12 @@ pub struct CommitterFigures {
     pub sync_ns_total: u64,
     /// Checkpoints started (atomic flushes of the state with `applied_seq`).
     pub checkpoints: u64,
+    /// Commits the last completed checkpoint holds (of `commits`): the
+    /// tail a kill -9 leaves to re-apply is `commits` less this, at most
+    /// `CHECKPOINT_TAIL_MAX` and a group.
+    pub checkpointed_commits: u64,
+    /// Time the committer waited for a checkpoint (the tail at its bound).
+    pub checkpoint_wait_ns: u64,
 }
 
 pub struct Store {
@@ -277,12 +286,16 @@ impl Store {
             );
             let (wanted, checkpoints) = crossbeam_channel::bounded(1);
             let checkpointer = {
-                let (db, figures, scratch) =
-                    (Arc::clone(&db), Arc::clone(&figures), scratch_path(path));
+                let (db, durable, figures, scratch) = (
+                    Arc::clone(&db),
+                    Arc::clone(&durable),
+                    Arc::clone(&figures),
+                    scratch_path(path),
+                );
                 std::thread::Builder::new()
                     .name("checkpointer".into())
                     .spawn(move || {
-                        run_checkpointer(&db, &scratch, &checkpoints, &figures, injected)
+                        run_checkpointer(&db, &scratch, &checkpoints, &durable, &figures, injected)
                     })?
             };
             std::thread::Builder::new()
@@ -633,6 +646,12 @@ const INJECT_CRASH_IN_CHECKPOINT: &str = "VOUCHERD_INJECT_CRASH_IN_CHECKPOINT";
 /// commits instead of every `CHECKPOINT_COMMITS_MAX`, so a test reaches its
 /// checkpoints in a few requests.
 const INJECT_CHECKPOINT_EVERY: &str = "VOUCHERD_INJECT_CHECKPOINT_EVERY";
+/// Test setting (`VOUCHERD_INJECT_CHECKPOINT_TAIL=N`): the tail bound is N
+/// commits instead of `CHECKPOINT_TAIL_MAX`.
+const INJECT_CHECKPOINT_TAIL: &str = "VOUCHERD_INJECT_CHECKPOINT_TAIL";
+/// Fault injection (`VOUCHERD_INJECT_CHECKPOINT_DELAY_MS=N`): each
+/// checkpoint starts N ms late, as a flush starved of CPU would finish.
+const INJECT_CHECKPOINT_DELAY_MS: &str = "VOUCHERD_INJECT_CHECKPOINT_DELAY_MS";
 
 /// The MANIFEST a store's `CURRENT` names, and its length: RocksDB appends
 /// every flush, compaction and file deletion to it (`open_read_only`).
@@ -650,6 +669,8 @@ struct Injected {
     crash_after_log: Option<u64>,
     crash_in_checkpoint: Option<u64>,
     checkpoint_every: Option<u64>,
+    checkpoint_tail: Option<u64>,
+    checkpoint_delay_ms: Option<u64>,
 }
 
 fn injected_count(name: &str) -> Result<Option<u64>, Error> {
@@ -669,6 +690,8 @@ fn injected() -> Result<Injected, Error> {
         crash_after_log: injected_count(INJECT_CRASH_AFTER_LOG)?,
         crash_in_checkpoint: injected_count(INJECT_CRASH_IN_CHECKPOINT)?,
         checkpoint_every: injected_count(INJECT_CHECKPOINT_EVERY)?,
+        checkpoint_tail: injected_count(INJECT_CHECKPOINT_TAIL)?,
+        checkpoint_delay_ms: injected_count(INJECT_CHECKPOINT_DELAY_MS)?,
     })
 }
 
@@ -704,19 +727,27 @@ fn scratch_path(path: &Path) -> PathBuf {
 /// channel closes. Runs beside the committer: RocksDB cuts the memtables of
 /// every family between two write batches, and each state batch carries its
 /// `meta/applied_seq`, so the cut is consistent whatever the committer does.
-/// A failed checkpoint is logged: the state stays rebuildable from the log.
+/// A completed checkpoint holds at least the commits written when it
+/// started (`checkpointed_commits`, and the committer waiting on it is
+/// woken). A failed one fails the store (fail-stop): the state could no
+/// longer be written out, the tail would grow without bound, and a restart
+/// rebuilds it from the log.
 fn run_checkpointer(
     db: &DB,
     scratch: &Path,
     wanted: &Receiver<()>,
+    durable: &Durable,
     figures: &Mutex<CommitterFigures>,
     injected: Injected,
 ) {
     while wanted.recv().is_ok() {
-        let number = {
+        if let Some(delay) = injected.checkpoint_delay_ms {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        let (number, holds) = {
             let mut figures = figures.lock();
             figures.checkpoints += 1;
-            figures.checkpoints
+            (figures.checkpoints, figures.commits)
         };
         let started = Instant::now();
         if injected.crash_in_checkpoint == Some(number) {
@@ -731,17 +762,63 @@ fn run_checkpointer(
             });
         }
         match checkpoint(db, scratch) {
-            Ok(()) => tracing::debug!(
-                ms = started.elapsed().as_millis() as u64,
-                "state checkpointed"
-            ),
-            Err(error) => tracing::warn!(
-                %error,
-                "a checkpoint failed; the next start re-applies a longer tail of the audit log"
-            ),
+            Ok(()) => {
+                tracing::debug!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "state checkpointed"
+                );
+                let mut figures = figures.lock();
+                figures.checkpointed_commits = figures.checkpointed_commits.max(holds);
+                durable.checkpointed.notify_all();
+            }
+            Err(error) => {
+                tracing::error!(%error, "a checkpoint failed; the store takes no more writes");
+                durable.fail(&format!("a checkpoint of the state failed: {error}"));
+                durable.checkpointed.notify_all();
+            }
         }
     }
 }
+
+/// Waits, before a group of `group` commits is written, until the tail
+/// after the last completed checkpoint leaves room for it under `tail_max`
+/// (asking for a checkpoint meanwhile); false if the store failed instead.
+fn wait_for_tail_room(
+    durable: &Durable,
+    figures: &Mutex<CommitterFigures>,
+    checkpoints: &Sender<()>,
+    tail_max: u64,
+) -> bool {
+    let mut figures_now = figures.lock();
+    if figures_now.commits - figures_now.checkpointed_commits < tail_max {
+        return true;
+    }
+    metrics::counter!(metric_names::CHECKPOINT_WAITS).increment(1);
+    let started = Instant::now();
+    let mut warned = started;
+    while figures_now.commits - figures_now.checkpointed_commits >= tail_max {
+        if durable.state.lock().failed.is_some() {
+            return false;
+        }
+        let _ = checkpoints.try_send(());
+        durable.checkpointed.wait_for(
+            &mut figures_now,
+            Duration::from_millis(CHECKPOINT_WAIT_POLL_MS),
+        );
+        if warned.elapsed() >= Duration::from_secs(5) {
+            tracing::warn!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                "writes wait for a checkpoint of the state (the tail to re-apply at its bound)"
+            );
+            warned = Instant::now();
+        }
+    }
+    figures_now.checkpoint_wait_ns += started.elapsed().as_nanos() as u64;
+    true
+}
+
+/// How often a committer waiting for a checkpoint looks again, ms.
+const CHECKPOINT_WAIT_POLL_MS: u64 = 100;
 
 /// The one place where a group of commits became durable: its audit
 /// records are synced and its state is in the memtables. Everything that
@@ -846,6 +923,9 @@ fn run_committer(
 ) {
     let _fail_on_panic = FailOnPanic(durable);
     let interval = Duration::from_millis(CHECKPOINT_INTERVAL_MS);
+    let tail_max = injected
+        .checkpoint_tail
+        .unwrap_or(CHECKPOINT_TAIL_MAX as u64);
     let cadence = Mutex::new(Cadence {
         since: 0,
         at: Instant::now(),
@@ -875,14 +955,16 @@ fn run_committer(
                     };
                     match settled {
                         Ok(()) => {
-                            if write_and_answer(
-                                db,
-                                &group,
-                                durable,
-                                figures,
-                                injected,
-                                replica_now.as_ref(),
-                            ) {
+                            if wait_for_tail_room(durable, figures, checkpoints, tail_max)
+                                && write_and_answer(
+                                    db,
+                                    &group,
+                                    durable,
+                                    figures,
+                                    injected,
+                                    replica_now.as_ref(),
+                                )
+                            {
                                 cadence.lock().written(group.len(), checkpoints);
                             }
                         }
@@ -951,7 +1033,9 @@ fn run_committer(
                 }
                 continue;
             }
-            if write_and_answer(db, &group, durable, figures, injected, None) {
+            if wait_for_tail_room(durable, figures, checkpoints, tail_max)
+                && write_and_answer(db, &group, durable, figures, injected, None)
+            {
                 cadence.lock().written(group.len(), checkpoints);
             }
         }
@@ -1379,6 +1463,45 @@ mod tests {
         assert_eq!(
             store.get(Table::Meta, b"state_digest").unwrap().as_deref(),
             Some(&b"second"[..])
+        );
+    }
+
+    /// A checkpoint starved of CPU (each starts 300 ms late here) does not
+    /// let the tail after the last completed one grow past its bound: the
+    /// committer waits for it (without the wait, 40 quick commits would all
+    /// be in the tail).
+    #[test]
+    fn the_tail_after_the_last_checkpoint_stays_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let injected = Injected {
+            checkpoint_every: Some(4),
+            checkpoint_tail: Some(10),
+            checkpoint_delay_ms: Some(300),
+            ..Injected::default()
+        };
+        let store = Store::open_injected(dir.path(), 0, injected).unwrap();
+        let mut longest = 0;
+        for ticket in 1..=40u64 {
+            store
+                .submit(Commit {
+                    ticket,
+                    puts: vec![Put {
+                        table: Table::Vouchers,
+                        key: ticket.to_be_bytes().to_vec(),
+                        value: Some(b"v".to_vec()),
+                    }],
+                })
+                .unwrap();
+            store.wait_durable(ticket).unwrap();
+            let figures = store.committer_figures();
+            longest = longest.max(figures.commits - figures.checkpointed_commits);
+        }
+        assert!(longest <= 10, "a tail of {longest} commits");
+        let figures = store.committer_figures();
+        assert_eq!(figures.commits, 40);
+        assert!(
+            figures.checkpoint_wait_ns > 0,
+            "the committer waited for a checkpoint"
         );
     }
 
