@@ -51,9 +51,8 @@ pub const READ_ONLY_OPEN_ATTEMPTS_MAX: u32 = 50;
 /// The pause between two such opens, milliseconds.
 pub const READ_ONLY_OPEN_RETRY_MS: u64 = 20;
 /// Commits after which the committer starts a checkpoint (an atomic flush
-/// of the state tables with `meta/applied_seq`): start-up re-applies at most
-/// about this many audit records after a kill -9 (plus those of a checkpoint
-/// still being written), a few seconds at most.
+/// of the state tables with `meta/applied_seq`); start-up re-applies the
+/// audit records after the last completed one, at most `CHECKPOINT_TAIL_MAX`.
 pub const CHECKPOINT_COMMITS_MAX: usize = 50_000;
 /// Time after which the committer starts a checkpoint when anything was
 /// committed since the last one, milliseconds (also when idle).
