@@ -33,6 +33,11 @@ struct Entry {
     voucher: u32,
 }
 
+/// A voucher's id as an entry keeps it (ids are at most `VOUCHER_ID_MAX`).
+fn entry_id(voucher: VoucherId) -> u32 {
+    u32::try_from(voucher.0).expect("voucher ids fit in u32")
+}
+
 /// What the index needs of a voucher (12 bytes): fixed at issue, but the
 /// enrollment and whether it is finished.
 #[derive(Clone, Copy, Debug)]
@@ -251,8 +256,10 @@ impl EventIndex {
                     let redeem = facts.redeem;
                     facts.leave();
                     if redeem != 0 {
-                        let id = u32::try_from(voucher.0).expect("voucher ids fit in u32");
-                        self.left.entry(id).or_default().push((redeem, position));
+                        self.left
+                            .entry(entry_id(*voucher))
+                            .or_default()
+                            .push((redeem, position));
                     }
                 }
             }
@@ -296,10 +303,7 @@ impl EventIndex {
         let Some(facts) = self.facts(voucher).copied() else {
             unreachable!("an accepted change of {voucher} follows its issue")
         };
-        let position = self.push_entry(
-            seq,
-            u32::try_from(voucher.0).expect("voucher ids fit in u32"),
-        );
+        let position = self.push_entry(seq, entry_id(voucher));
         let district = self.district_of(&facts);
         if let Some(institution) = facts.enrollment() {
             self.by_institution

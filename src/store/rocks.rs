@@ -789,9 +789,10 @@ fn run_checkpointer(
     }
 }
 
-/// Waits, before a group of `group` commits is written, until the tail
-/// after the last completed checkpoint leaves room for it under `tail_max`
-/// (asking for a checkpoint meanwhile); false if the store failed instead.
+/// Waits, before a group is written, until fewer than `tail_max` commits
+/// are written after the last completed checkpoint (asking for one
+/// meanwhile), so the tail never passes `tail_max` and a group; false if
+/// the store failed instead.
 fn wait_for_tail_room(
     durable: &Durable,
     figures: &Mutex<CommitterFigures>,
