@@ -4,6 +4,7 @@
 //! start-up while the daemon serves; `events` answers from it, reading only
 //! the records it selects.
 
+use super::rising::Rising;
 use super::*;
 use crate::domain::enums::Kind;
 use crate::domain::op::{Event, OpName};
@@ -19,21 +20,7 @@ use crate::limits::{
 const _: () = assert!(EXPIRE_BATCH_VOUCHERS_MAX <= EVENTS_PAGE_MAX as usize);
 const _: () = assert!(EXPIRE_BATCH_VOUCHERS_MAX < EVENTS_RECORDS_READ_MAX);
 
-/// One event as the index keeps it, in 8 bytes (there are many: two to
-/// six per voucher). Its record's sequence number keeps its low 32 bits here
-/// and its high ones in `EventIndex::seq_highs`. The enrollment it shows
-/// (its redeem record: the institution and class, read with the page) is
-/// not kept per event: it is the voucher's current one from its redeem
-/// event on, else one it left by a release (`EventIndex::left`).
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    seq_low: u32,
-    /// The voucher's id (ids are at most `VOUCHER_ID_MAX`, u32); 0 for the
-    /// bureau's `expire` of a whole campaign.
-    voucher: u32,
-}
-
-/// A voucher's id as an entry keeps it (ids are at most `VOUCHER_ID_MAX`).
+/// A voucher's id as the index keeps it (ids are at most `VOUCHER_ID_MAX`).
 fn entry_id(voucher: VoucherId) -> u32 {
     u32::try_from(voucher.0).expect("voucher ids fit in u32")
 }
@@ -76,20 +63,23 @@ pub(super) enum Filter {
 }
 
 /// The events of the chain, in sequence order, and lists of their
-/// positions by institution and district. Memory: 8 bytes per event plus 4
+/// positions by institution and district. Memory: 6 bytes per event plus 2
 /// per list it is in, 12 per voucher, and about 40 per enrollment left by a
-/// release (docs/decisions.md D60, D87, D114).
+/// release (docs/decisions.md D60, D87, D114, D117). The enrollment an event
+/// shows (its redeem record: the institution and class, read with the page)
+/// is not kept per event: it is the voucher's current one from its redeem
+/// event on, else one it left by a release (`left`).
 #[derive(Default)]
 pub(super) struct EventIndex {
-    entries: Vec<Entry>,
-    /// Where the high 32 bits of the events' sequence numbers change:
-    /// (first position, high bits), in position order; none while they are
-    /// 0 (the first 4 billion records).
-    seq_highs: Vec<(u32, u32)>,
+    /// The sequence number of each event's record, by position.
+    seqs: Rising,
+    /// Each event's voucher id, by position; 0 for the bureau's `expire`
+    /// of a whole campaign.
+    voucher_ids: Vec<u32>,
     /// Positions of campaign-wide events: every filter shows them.
-    everywhere: Vec<u32>,
-    by_institution: HashMap<InstitutionCode, Vec<u32>>,
-    by_district: HashMap<DistrictCode, Vec<u32>>,
+    everywhere: Rising,
+    by_institution: HashMap<InstitutionCode, Rising>,
+    by_district: HashMap<DistrictCode, Rising>,
     institutions: HashMap<InstitutionCode, DistrictCode>,
     /// The (year, district) pairs vouchers were issued in, by
     /// `Facts::issued` (a campaign names tens of districts: a few hundred
@@ -151,40 +141,19 @@ impl EventIndex {
 
     /// The sequence number of the record of the event at `position`.
     fn seq(&self, position: usize) -> u64 {
-        let segment = self
-            .seq_highs
-            .partition_point(|&(first, _)| first as usize <= position);
-        let high = segment
-            .checked_sub(1)
-            .map_or(0, |segment| self.seq_highs[segment].1);
-        u64::from(high) << 32 | u64::from(self.entries[position].seq_low)
+        self.seqs.get(position)
     }
 
     /// The position of the first event of a record after `after`.
     fn first_after(&self, after: u64) -> usize {
-        let (mut low, mut high) = (0, self.entries.len());
-        while low < high {
-            let middle = low + (high - low) / 2;
-            if self.seq(middle) <= after {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
-        }
-        low
+        self.seqs.count_at_most(after)
     }
 
     /// Appends an event of record `seq` (in chain order); returns its position.
     fn push_entry(&mut self, seq: u64, voucher: u32) -> u32 {
         let position = self.position();
-        let high = (seq >> 32) as u32;
-        if self.seq_highs.last().map_or(0, |&(_, high)| high) != high {
-            self.seq_highs.push((position, high));
-        }
-        self.entries.push(Entry {
-            seq_low: seq as u32,
-            voucher,
-        });
+        self.seqs.push(seq);
+        self.voucher_ids.push(voucher);
         position
     }
 
@@ -196,7 +165,7 @@ impl EventIndex {
             self.last_seq
         );
         self.last_seq = seq;
-        let before = self.entries.len();
+        let before = self.voucher_ids.len();
         match command {
             Command::RegisterInstitution(registration) => {
                 self.institutions
@@ -281,7 +250,7 @@ impl EventIndex {
                         }
                     }
                     let position = self.push_entry(seq, 0);
-                    self.everywhere.push(position);
+                    self.everywhere.push(position.into());
                 }
             }
             Command::SetInstitutionAdmin { .. }
@@ -290,11 +259,11 @@ impl EventIndex {
             | Command::RecordCampaign { .. }
             | Command::OpenClass(_) => {}
         }
-        self.entries.len() > before
+        self.voucher_ids.len() > before
     }
 
     fn position(&self) -> u32 {
-        u32::try_from(self.entries.len()).expect("at most 2^32 events")
+        u32::try_from(self.voucher_ids.len()).expect("at most 2^32 events")
     }
 
     /// An event of one voucher, listed under its institution (when
@@ -309,9 +278,12 @@ impl EventIndex {
             self.by_institution
                 .entry(institution)
                 .or_default()
-                .push(position);
+                .push(position.into());
         }
-        self.by_district.entry(district).or_default().push(position);
+        self.by_district
+            .entry(district)
+            .or_default()
+            .push(position.into());
     }
 
     /// An event's district: its institution's when enrolled, else the voucher's.
@@ -331,7 +303,7 @@ impl EventIndex {
     /// `after`, in order (a filter's list merged with the campaign-wide events).
     fn positions(&self, filter: Filter, after: u64) -> Box<dyn Iterator<Item = u32> + '_> {
         let later =
-            |list: &'_ [u32]| -> usize { list.partition_point(|&p| self.seq(p as usize) <= after) };
+            |list: &'_ Rising| -> usize { list.partition_point(|p| self.seq(p as usize) <= after) };
         let list = match filter {
             Filter::All => {
                 let start = self.first_after(after);
@@ -340,11 +312,17 @@ impl EventIndex {
             Filter::Institution(code) => self.by_institution.get(&code),
             Filter::District(code) => self.by_district.get(&code),
         };
-        let list: &[u32] = list.map_or(&[], Vec::as_slice);
-        let mut own = list[later(list)..].iter().copied().peekable();
-        let mut all = self.everywhere[later(&self.everywhere)..]
-            .iter()
-            .copied()
+        let as_position = |p: u64| u32::try_from(p).expect("positions fit in u32");
+        let mut own = list
+            .map(|list| (list, later(list)))
+            .into_iter()
+            .flat_map(|(list, start)| list.iter_from(start))
+            .map(as_position)
+            .peekable();
+        let mut all = self
+            .everywhere
+            .iter_from(later(&self.everywhere))
+            .map(as_position)
             .peekable();
         Box::new(std::iter::from_fn(move || match (own.peek(), all.peek()) {
             (Some(&a), Some(&b)) if b < a => all.next(),
@@ -371,10 +349,10 @@ impl EventIndex {
 
     /// The event at `position` with the facts of its voucher (fixed at issue).
     fn selected(&self, position: usize) -> Selected {
-        let entry = self.entries[position];
-        let voucher = (entry.voucher != 0).then(|| VoucherId(entry.voucher.into()));
+        let id = self.voucher_ids[position];
+        let voucher = (id != 0).then(|| VoucherId(id.into()));
         let facts = voucher.and_then(|v| self.vouchers.get((v.0 - 1) as usize).copied().flatten());
-        let redeem = self.enrollment_at(entry.voucher, facts.as_ref(), position as u32);
+        let redeem = self.enrollment_at(id, facts.as_ref(), position as u32);
         Selected {
             seq: self.seq(position),
             voucher,
@@ -389,17 +367,14 @@ impl EventIndex {
     /// The events the record `seq` made, in order.
     fn of_record(&self, seq: u64) -> impl Iterator<Item = Selected> + '_ {
         let start = self.first_after(seq.saturating_sub(1));
-        (start..self.entries.len())
+        (start..self.voucher_ids.len())
             .take_while(move |&position| self.seq(position) == seq)
             .map(|position| self.selected(position))
     }
 
     /// The sequence number of the last event noted (0: none).
     fn last_event_seq(&self) -> u64 {
-        self.entries
-            .len()
-            .checked_sub(1)
-            .map_or(0, |position| self.seq(position))
+        self.seqs.last().unwrap_or(0)
     }
 
     /// An enrolled event's district is its institution's.
@@ -576,7 +551,9 @@ impl Ledger {
             self.tail.lock().seq,
             self.next_voucher.load(Ordering::SeqCst) - 1,
         );
-        index.entries.reserve(usize::try_from(records).unwrap_or(0));
+        let records = usize::try_from(records).unwrap_or(0);
+        index.seqs.reserve(records);
+        index.voucher_ids.reserve(records);
         index
             .vouchers
             .reserve(usize::try_from(vouchers).unwrap_or(0));
@@ -600,7 +577,7 @@ impl Ledger {
             .wait_durable(self.assigned_ticket.load(Ordering::SeqCst))
             .map_err(|refusal| Error::Storage(refusal.message))?;
         self.index_records(&mut index, next, tail.seq)?;
-        let (count, last) = (index.entries.len(), index.last_event_seq());
+        let (count, last) = (index.voucher_ids.len(), index.last_event_seq());
         *self.events.lock() = index;
         drop(tail);
         self.events_notice.send_replace(last);
@@ -869,18 +846,24 @@ fn event_of(
 mod tests {
     use super::*;
 
-    /// The memory docs/decisions.md D60 counts: per event, per list
-    /// position and per voucher.
+    /// The memory docs/decisions.md D60 and D117 count: per event, per
+    /// list position and per voucher.
     #[test]
     fn the_index_costs_what_the_decisions_say() {
-        assert_eq!(std::mem::size_of::<Entry>(), 8);
-        assert_eq!(std::mem::size_of::<u32>(), 4);
+        let mut index = EventIndex::default();
+        for position in 0..100_000u32 {
+            index.push_entry(u64::from(position) * 3 + 1, position + 1);
+        }
+        let event_bytes = index.voucher_ids.len() * std::mem::size_of::<u32>()
+            + index.seqs.len() * std::mem::size_of::<u16>();
+        assert_eq!(event_bytes, 600_000);
+        assert_eq!(index.seqs.last(), Some(299_998));
         assert_eq!(std::mem::size_of::<Option<Facts>>(), 12);
     }
 
-    /// Events keep the low 32 bits of their sequence numbers: the high ones
-    /// change at the positions `seq_highs` notes, and every search across
-    /// such a change finds the same events as over full numbers.
+    /// Sequence numbers are kept whole across every change of their high
+    /// bits, and every search across such a change finds the same events
+    /// as over full numbers.
     #[test]
     fn sequence_numbers_past_4_billion_are_kept_whole() {
         let seqs = [
@@ -898,7 +881,6 @@ mod tests {
         for (n, &seq) in seqs.iter().enumerate() {
             assert_eq!(index.push_entry(seq, n as u32 + 1), n as u32);
         }
-        assert_eq!(index.seq_highs, vec![(4, 1), (7, 3)]);
         for (position, &seq) in seqs.iter().enumerate() {
             assert_eq!(index.seq(position), seq);
         }

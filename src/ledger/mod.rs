@@ -20,6 +20,7 @@ mod read;
 mod recovery;
 mod replay;
 mod requests;
+mod rising;
 mod shards;
 mod standby;
 

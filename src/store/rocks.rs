@@ -236,20 +236,19 @@ pub fn options() -> Options {
 /// entry a block, so 16 KiB blocks hold a quarter of it (D116).
 const BLOCK_BYTES: usize = 16 << 10;
 
-/// One column family per table, with its options. Requests are the one
-/// table read by key while serving, mostly for ids never seen: a bloom
-/// filter answers most of those without reading a block, and its blocks
-/// stay small. The others are read by key only for an answer's details
-/// and in long scans at start-up: larger blocks (`BLOCK_BYTES`).
+/// One column family per table, with its options: `BLOCK_BYTES` blocks for
+/// all. Requests are the one table read by key while serving, mostly for
+/// ids never seen: a bloom filter answers most of those without reading a
+/// block (D116, D117). The others are read by key only for an answer's
+/// details and in long scans at start-up.
 pub fn families() -> impl Iterator<Item = ColumnFamilyDescriptor> {
     Table::ALL.iter().map(|table| {
         let mut options = Options::default();
         let mut blocks = BlockBasedOptions::default();
         if *table == Table::Requests {
             blocks.set_bloom_filter(10.0, false);
-        } else {
-            blocks.set_block_size(BLOCK_BYTES);
         }
+        blocks.set_block_size(BLOCK_BYTES);
         options.set_block_based_table_factory(&blocks);
         ColumnFamilyDescriptor::new(table.name(), options)
     })
