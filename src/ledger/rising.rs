@@ -23,8 +23,10 @@ impl Rising {
         self.lows.reserve(additional);
     }
 
+    /// The last number, without a search: its high bits are the last place's.
     pub(super) fn last(&self) -> Option<u64> {
-        self.len().checked_sub(1).map(|index| self.get(index))
+        let (&low, &(_, high)) = (self.lows.last()?, self.highs.last()?);
+        Some(high << 16 | u64::from(low))
     }
 
     /// Appends `value`, which is at least the last one.
@@ -99,9 +101,9 @@ impl Rising {
         })
     }
 
-    /// The heap bytes held (what a unit test and the decisions count).
+    /// The heap bytes held (what unit tests and the decisions count).
     #[cfg(test)]
-    fn heap_bytes(&self) -> usize {
+    pub(super) fn heap_bytes(&self) -> usize {
         self.lows.capacity() * std::mem::size_of::<u16>()
             + self.highs.capacity() * std::mem::size_of::<(u32, u64)>()
     }
