@@ -2,7 +2,7 @@
 //! and code when a redeem names one, and by handle when an enrolled voucher
 //! checks in (a packed voucher keeps its class as a 4-byte handle).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;

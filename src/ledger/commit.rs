@@ -68,6 +68,29 @@ impl Ledger {
             texts,
             others,
         } = change;
+        // What the state puts add to and take from the digest, hashed before
+        // the tail lock (a sum: the order does not matter), so the two
+        // workers' commits wait less on each other.
+        let mut added = StateDigest::default();
+        let mut removed = StateDigest::default();
+        for (put, old) in puts.iter().zip(&olds) {
+            if let Some(old) = old {
+                removed.add(put.table.tag(), &put.key, old);
+            }
+            if let Some(new) = &put.value {
+                added.add(put.table.tag(), &put.key, new);
+            }
+        }
+        let mut record = AuditRecord {
+            version: origin.record_version,
+            seq: 0,
+            time: origin.time.get(),
+            caller: origin.caller,
+            request_id: origin.request_id.to_owned(),
+            command: command.clone(),
+            reply: reply.clone(),
+            prev_hash: [0; 32],
+        };
         let mut tail = self.tail.lock();
         if self.journal.is_full() {
             return Err(Refusal::new(
@@ -96,14 +119,8 @@ impl Ledger {
         }
         let seq = tail.seq + 1;
         let mut digest = tail.digest;
-        for (put, old) in puts.iter().zip(&olds) {
-            if let Some(old) = old {
-                digest.remove(put.table.tag(), &put.key, old);
-            }
-            if let Some(new) = &put.value {
-                digest.add(put.table.tag(), &put.key, new);
-            }
-        }
+        digest.merge(&added);
+        digest.subtract(&removed);
         for (voucher, tag, text) in texts {
             let key = keys::text(voucher, tag, seq);
             let value = codec::encode(&text);
@@ -136,16 +153,9 @@ impl Ledger {
             new_figures.push((figure, new));
         }
         puts.extend(others);
-        let record = AuditRecord {
-            version: origin.record_version,
-            seq,
-            time,
-            caller: origin.caller,
-            request_id: origin.request_id.to_owned(),
-            command: command.clone(),
-            reply: reply.clone(),
-            prev_hash: tail.hash,
-        };
+        record.seq = seq;
+        record.time = time;
+        record.prev_hash = tail.hash;
         let (entry, hash) = audit::seal(&record);
         if !origin.logged {
             puts.push(Put {

@@ -61,9 +61,13 @@ impl StateDigest {
     }
 
     pub fn remove(&mut self, table: u8, key: &[u8], value: &[u8]) {
-        let term = record_hash(table, key, value);
+        self.subtract(&StateDigest(record_hash(table, key, value)));
+    }
+
+    /// Takes away another sum: the digest without the records of `other`.
+    pub fn subtract(&mut self, other: &StateDigest) {
         let mut borrow = false;
-        for (limb, sub) in self.0.iter_mut().zip(term) {
+        for (limb, sub) in self.0.iter_mut().zip(other.0) {
             let (diff, b1) = limb.overflowing_sub(sub);
             let (diff, b2) = diff.overflowing_sub(u64::from(borrow));
             *limb = diff;

@@ -2,7 +2,7 @@
 //! from what the journal holds, checking every record as it is read back, and
 //! the digest of all of them against the one stored with the last commit.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -414,16 +414,16 @@ impl Ledger {
         // each writes its row.
         let unstored: Vec<(Figure, u64)> = recount
             .iter()
-            .filter(|(figure, _)| figure.is_later_addition() && !figures.contains_key(figure))
+            .filter(|(figure, _)| figure.is_later_addition() && !figures.contains_key(*figure))
             .map(|(figure, count)| (*figure, *count))
             .collect();
         figures.extend(unstored.iter().copied());
         if figures != recount {
             let wrong = recount
                 .iter()
-                .find(|(figure, count)| figures.get(figure) != Some(count))
+                .find(|(figure, count)| figures.get(*figure) != Some(count))
                 .map(|(figure, _)| *figure)
-                .or_else(|| figures.keys().find(|f| !recount.contains_key(f)).copied());
+                .or_else(|| figures.keys().find(|f| !recount.contains_key(*f)).copied());
             return Err(Error::Corrupt(format!(
                 "stored counter {wrong:?} does not match a recount of the vouchers"
             )));

@@ -2,7 +2,7 @@
 //! `index`): a key picks one of `INDEX_SHARDS` read-write locks, so operations
 //! on different keys run in parallel and operations on one key serialise.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::hash::Hash;
 
 use parking_lot::RwLock;

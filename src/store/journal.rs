@@ -115,7 +115,8 @@ pub struct Commit {
 /// so the earlier writes of a key (the state digest and the figures are
 /// rewritten by nearly every commit) would never be seen by anyone.
 pub fn last_writes(group: &[Commit]) -> Vec<&Put> {
-    let mut seen = std::collections::HashSet::new();
+    // foldhash, seeded per process: request ids in the keys come from callers.
+    let mut seen = hashbrown::HashSet::with_capacity(group.iter().map(|c| c.puts.len()).sum());
     let mut last: Vec<&Put> = group
         .iter()
         .rev()

@@ -70,6 +70,9 @@ struct Durable {
     published: tokio::sync::watch::Sender<Durability>,
     /// Frames being applied now (their commits are about to arrive).
     applying: AtomicUsize,
+    /// Woken each time a frame ends (`frame_applied`): a committer lingering
+    /// for a group waits here, so it wakes once a frame, not once a commit.
+    frame_ended: (Mutex<()>, Condvar),
     /// Held by the committer from a group's logged write to its state write,
     /// and by a backup while it flushes: a backup never holds a group's
     /// audit records without its state.
@@ -562,11 +565,13 @@ fn mark_applied(db: &DB) -> Result<(), Error> {
 }
 
 /// `first` and what follows it: everything queued, and while frames are being
-/// applied, what they queue within `linger` (`GROUP_LINGER_US_MAX`).
+/// applied, what they queue until they end or `linger` (`GROUP_LINGER_US_MAX`)
+/// passes. It sleeps until a frame ends rather than until the next commit: a
+/// frame of 8 redeems wakes it once, not 8 times.
 fn gather(
     receiver: &Receiver<Commit>,
     first: Commit,
-    applying: &AtomicUsize,
+    durable: &Durable,
     linger: Duration,
 ) -> Vec<Commit> {
     let mut group = vec![first];
@@ -577,13 +582,24 @@ fn gather(
             continue;
         }
         let left = linger.saturating_sub(started.elapsed());
-        if applying.load(Ordering::SeqCst) == 0 || left.is_zero() {
+        if left.is_zero() {
             break;
         }
-        match receiver.recv_timeout(left) {
-            Ok(commit) => group.push(commit),
-            Err(_) => break,
+        let (lock, frame_ended) = &durable.frame_ended;
+        let mut guard = lock.lock();
+        // Checked under the lock `frame_applied` takes to notify: a frame
+        // that ends after this check finds the committer waiting.
+        if durable.applying.load(Ordering::SeqCst) == 0 {
+            // Every frame ended: what they queued is in the channel now.
+            drop(guard);
+            group.extend(
+                receiver
+                    .try_iter()
+                    .take(GROUP_COMMIT_BATCHES_MAX - group.len()),
+            );
+            break;
         }
+        frame_ended.wait_for(&mut guard, left);
     }
     group
 }
@@ -616,6 +632,14 @@ impl Durable {
         drop(state);
         self.changed.notify_all();
         self.published.send_replace(now);
+    }
+
+    /// A frame ended: its commits are queued; a lingering committer wakes.
+    fn frame_applied(&self) {
+        self.applying.fetch_sub(1, Ordering::SeqCst);
+        let (lock, frame_ended) = &self.frame_ended;
+        let _guard = lock.lock();
+        frame_ended.notify_one();
     }
 
     /// Marks the store failed (once) and tells every waiter.
@@ -1005,7 +1029,7 @@ fn run_committer(
                 }
             };
             let linger = Duration::from_micros(GROUP_LINGER_US_MAX);
-            let group = gather(receiver, first, &durable.applying, linger);
+            let group = gather(receiver, first, durable, linger);
             for commit in &group {
                 assert_eq!(
                     commit.ticket,
@@ -1094,7 +1118,7 @@ impl Journal for Store {
     }
 
     fn frame_applied(&self) {
-        self.durable.applying.fetch_sub(1, Ordering::SeqCst);
+        self.durable.frame_applied();
     }
 
     fn is_full(&self) -> bool {
@@ -1695,38 +1719,40 @@ mod tests {
     #[test]
     fn gather_takes_what_is_queued_and_waits_only_while_frames_apply() {
         let (sender, receiver) = crossbeam_channel::bounded(16);
-        let applying = AtomicUsize::new(0);
+        let durable = Durable::default();
         let linger = Duration::from_micros(GROUP_LINGER_US_MAX);
         for ticket in 2..=4 {
             sender.send(commit(ticket)).unwrap();
         }
-        let group = gather(&receiver, commit(1), &applying, linger);
+        let group = gather(&receiver, commit(1), &durable, linger);
         let tickets: Vec<u64> = group.iter().map(|c| c.ticket).collect();
         assert_eq!(tickets, [1, 2, 3, 4], "everything queued, in order");
 
-        // A frame is applying and queues its next commit a moment later (as
-        // `Ledger::apply` does, then says it is done): the committer waits for
-        // it rather than writing ticket 5 alone. A long linger, so a slow
-        // machine cannot make the test pass or fail by timing.
-        applying.store(1, Ordering::SeqCst);
+        // A frame is applying and queues its next commits a moment apart (as
+        // `Ledger::apply` does, then says it is done): the committer waits
+        // for the frame's end rather than writing ticket 5 alone. A long
+        // linger, so a slow machine cannot make the test pass or fail by timing.
+        durable.applying.store(1, Ordering::SeqCst);
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 std::thread::sleep(Duration::from_millis(5));
                 sender.send(commit(6)).unwrap();
-                applying.store(0, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+                sender.send(commit(7)).unwrap();
+                durable.frame_applied();
             });
-            let group = gather(&receiver, commit(5), &applying, Duration::from_secs(2));
+            let group = gather(&receiver, commit(5), &durable, Duration::from_secs(2));
             let tickets: Vec<u64> = group.iter().map(|c| c.ticket).collect();
             assert_eq!(
                 tickets,
-                [5, 6],
-                "the frame's second commit joined the group"
+                [5, 6, 7],
+                "the frame's later commits joined the group"
             );
         });
 
         // A frame applying but queuing nothing more: the wait ends at the linger.
-        applying.store(1, Ordering::SeqCst);
-        let group = gather(&receiver, commit(7), &applying, linger);
+        durable.applying.store(1, Ordering::SeqCst);
+        let group = gather(&receiver, commit(8), &durable, linger);
         assert_eq!(group.len(), 1);
     }
 }
