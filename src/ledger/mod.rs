@@ -389,6 +389,11 @@ impl From<Error> for Refusal {
 /// size is what the indexes hold (after recovery and after the events
 /// index is built).
 fn return_freed_memory() {
+    // SAFETY: mi_collect only returns mimalloc's free pages (the daemon's
+    // allocator, D118); it has nothing to do where glibc's malloc serves.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of glibc's own heaps.
     unsafe {
