@@ -436,3 +436,25 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SMALL_BYTES_MAX;
+
+    /// This test binary allocates through `Split` too: a block grown across
+    /// the line moves from mimalloc to glibc (and back when shrunk) with its
+    /// bytes, and each is freed by the allocator that made it.
+    #[test]
+    fn blocks_keep_their_bytes_across_the_allocators_line() {
+        let mut bytes: Vec<u8> = (0..SMALL_BYTES_MAX / 2).map(|i| i as u8).collect();
+        bytes.extend((SMALL_BYTES_MAX / 2..SMALL_BYTES_MAX * 4).map(|i| i as u8));
+        assert!(bytes.capacity() > SMALL_BYTES_MAX);
+        assert!(bytes.iter().enumerate().all(|(i, b)| *b == i as u8));
+        bytes.truncate(100);
+        bytes.shrink_to_fit();
+        assert!(bytes.capacity() <= SMALL_BYTES_MAX);
+        assert!(bytes.iter().enumerate().all(|(i, b)| *b == i as u8));
+        let zeroed = vec![0u64; SMALL_BYTES_MAX];
+        assert!(zeroed.iter().all(|&word| word == 0));
+    }
+}
