@@ -39,9 +39,10 @@ impl Ledger {
     /// changes when a commit is handed to the journal, before it is written,
     /// so under the voucher's shard read lock (no change of this voucher can
     /// be handed over meanwhile) it waits until every commit handed over so
-    /// far is durable, then reads memory and rows of one state. The wait is
-    /// one group commit at most, during which writers of this voucher shard
-    /// (1/256 of the vouchers) wait too; `get_voucher` runs off the async
+    /// far is durable and its state written (`wait_written`), then reads
+    /// memory and rows of one state. The wait is one group commit at most,
+    /// during which writers of this voucher shard (1/256 of the vouchers)
+    /// wait too; `get_voucher` runs off the async
     /// workers for it (`Op::is_point`).
     fn get_voucher(&self, id: VoucherId) -> Result<Reply, Refusal> {
         let shard = self.vouchers.of(id).read();
@@ -52,7 +53,7 @@ impl Ledger {
             ));
         };
         self.journal
-            .wait_durable(self.assigned_ticket.load(Ordering::SeqCst))?;
+            .wait_written(self.assigned_ticket.load(Ordering::SeqCst))?;
         let voucher = packed.unpack(id, self.persons.key(packed.holder()), &self.districts);
         let mut latest = self.latest_texts(id)?;
         drop(shard);

@@ -565,7 +565,7 @@ impl Ledger {
                 next += 1;
             }
             self.journal
-                .wait_durable(self.assigned_ticket.load(Ordering::SeqCst))
+                .wait_written(self.assigned_ticket.load(Ordering::SeqCst))
                 .map_err(|refusal| Error::Storage(refusal.message))?;
         }
         if next != head + 1 {

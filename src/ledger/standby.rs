@@ -62,9 +62,10 @@ impl Ledger {
         meta::person_key_check(&self.secret)
     }
 
-    /// Blocks until every commit handed to the journal so far is durable.
+    /// Blocks until every commit handed to the journal so far is durable,
+    /// its state written too.
     pub fn wait_all_durable(&self) -> Result<(), Refusal> {
         self.journal
-            .wait_durable(self.assigned_ticket.load(Ordering::SeqCst))
+            .wait_written(self.assigned_ticket.load(Ordering::SeqCst))
     }
 }

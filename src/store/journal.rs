@@ -3,7 +3,8 @@
 //! Contract: commits are submitted in ticket order (1, 2, 3, …) and take
 //! effect in that order; `wait_durable(t)` returns once the logged part
 //! (`Table::is_logged`: audit records, remembered answers) of every commit up to
-//! `t` survives a crash. The state tables may lag on disk: a crash keeps them
+//! `t` survives a crash; `wait_written(t)` returns once their state is
+//! readable too (it is written just after). The state tables may lag on disk: a crash keeps them
 //! as of a checkpoint (`meta/applied_seq`), and start-up re-applies the audit
 //! records after it. `submit` never blocks: a full queue is `overloaded`.
 //! `MemoryJournal` keeps tables in memory for tests and replay.
@@ -156,13 +157,20 @@ pub trait Journal: Send + Sync {
     fn frame_applied(&self) {}
     /// Blocks until every commit up to `ticket` is durable.
     fn wait_durable(&self, ticket: u64) -> Result<(), Refusal>;
+    /// Blocks until every commit up to `ticket` is durable and its state
+    /// readable by `get` and the scans: the state part of a group is written
+    /// just after its answers go out (D119). Reads of the state tables wait
+    /// here; answers wait in `wait_durable`.
+    fn wait_written(&self, ticket: u64) -> Result<(), Refusal> {
+        self.wait_durable(ticket)
+    }
     /// Where async callers can await durability without holding a thread
     /// (then call `wait_durable`, which returns at once). `None` when
     /// `wait_durable` never waits long (the in-memory journal).
     fn durability(&self) -> Option<tokio::sync::watch::Receiver<Durability>> {
         None
     }
-    /// Reads a key as of the last durable commit.
+    /// Reads a key as of the last written commit (`wait_written`).
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
     /// Calls `visit` for every (key, value) of a table, in key order.
     fn scan(&self, table: Table, visit: &mut Visit) -> Result<(), Error> {

@@ -4,10 +4,10 @@
 //! channel (full: `overloaded`) to one committer thread, which gathers what is
 //! queued and writes the group in two parts: the logged tables (audit records,
 //! remembered answers: `Table::is_logged`) as one WriteBatch with the WAL
-//! synced, the only wait for the disk; then the state tables as one
-//! WriteBatch without the WAL, carrying `meta/applied_seq`, the last audit
-//! sequence they reflect. Only then does the durable ticket move forward
-//! (`group_durable`, the one place where a group became durable). The state
+//! synced, the only wait for the disk. Then the durable ticket moves forward
+//! and the answers go out (`write_and_answer`), and the state tables follow
+//! as one WriteBatch without the WAL, carrying `meta/applied_seq`, the last
+//! audit sequence they reflect, before the next group (`wait_written`). The state
 //! tables reach the disk by checkpoints: an atomic flush of every column
 //! family (`set_atomic_flush`) every `CHECKPOINT_COMMITS_MAX` commits or
 //! `CHECKPOINT_INTERVAL_MS`, so the state on disk is always one consistent
@@ -57,7 +57,10 @@ type ReplicaSlot = Arc<parking_lot::RwLock<Option<Arc<dyn Replica>>>>;
 /// How far commits have become durable, and whether the store failed.
 #[derive(Default)]
 struct DurableState {
+    /// Every commit up to this ticket is durable (its logged part synced).
     ticket: u64,
+    /// Every commit up to this ticket has its state in the memtables too.
+    written: u64,
     failed: Option<String>,
 }
 
@@ -66,6 +69,8 @@ struct Durable {
     state: Mutex<DurableState>,
     /// Wakes threads in `wait_durable`.
     changed: Condvar,
+    /// Wakes threads in `wait_written`.
+    state_written: Condvar,
     /// The same news for async waiters (`Journal::durability`).
     published: tokio::sync::watch::Sender<Durability>,
     /// Frames being applied now (their commits are about to arrive).
@@ -239,6 +244,10 @@ pub fn options() -> Options {
 /// entry a block, so 16 KiB blocks hold a quarter of it (D116).
 const BLOCK_BYTES: usize = 16 << 10;
 
+/// Share of a `requests` memtable's size given to its whole-key bloom
+/// filter (RocksDB's advice: 0.1 or less).
+const REQUESTS_MEMTABLE_BLOOM_RATIO: f64 = 0.1;
+
 /// One column family per table, with its options: `BLOCK_BYTES` blocks for
 /// all. Requests are the one table read by key while serving, mostly for
 /// ids never seen: a bloom filter answers most of those without reading a
@@ -250,6 +259,11 @@ pub fn families() -> impl Iterator<Item = ColumnFamilyDescriptor> {
         let mut blocks = BlockBasedOptions::default();
         if *table == Table::Requests {
             blocks.set_bloom_filter(10.0, false);
+            // The memtables' own filter: a lookup of a new id skips the
+            // skiplist walks of the active and immutable memtables (7% of
+            // the daemon's CPU at its closed-loop limit without it, D119).
+            options.set_memtable_prefix_bloom_ratio(REQUESTS_MEMTABLE_BLOOM_RATIO);
+            options.set_memtable_whole_key_filtering(true);
         }
         blocks.set_block_size(BLOCK_BYTES);
         options.set_block_based_table_factory(&blocks);
@@ -631,6 +645,7 @@ impl Durable {
         };
         drop(state);
         self.changed.notify_all();
+        self.state_written.notify_all();
         self.published.send_replace(now);
     }
 
@@ -703,6 +718,8 @@ struct Injected {
     checkpoint_every: Option<u64>,
     checkpoint_tail: Option<u64>,
     checkpoint_delay_ms: Option<u64>,
+    /// Unit tests only: each group's state part is written this late.
+    state_write_delay_ms: Option<u64>,
 }
 
 fn injected_count(name: &str) -> Result<Option<u64>, Error> {
@@ -724,6 +741,7 @@ fn injected() -> Result<Injected, Error> {
         checkpoint_every: injected_count(INJECT_CHECKPOINT_EVERY)?,
         checkpoint_tail: injected_count(INJECT_CHECKPOINT_TAIL)?,
         checkpoint_delay_ms: injected_count(INJECT_CHECKPOINT_DELAY_MS)?,
+        state_write_delay_ms: None,
     })
 }
 
@@ -853,10 +871,48 @@ fn wait_for_tail_room(
 /// How often a committer waiting for a checkpoint looks again, ms.
 const CHECKPOINT_WAIT_POLL_MS: u64 = 100;
 
-/// The one place where a group of commits became durable: its audit
-/// records are synced and its state is in the memtables. Everything that
-/// must follow durability (answers; later, publishing the records) hangs here.
-fn group_durable(
+/// Writes a group's logged tables (audit records, remembered answers) in
+/// one synced batch; the nanoseconds it took. Err: the store must fail (the
+/// message says why).
+fn write_logged(
+    db: &DB,
+    logged: &[&Put],
+    group_len: usize,
+    figures: &Mutex<CommitterFigures>,
+    injected: Injected,
+) -> Result<u64, String> {
+    if logged.is_empty() {
+        return Ok(0);
+    }
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    let started = Instant::now();
+    let written = db.write_opt(write_batch(db, logged), &sync);
+    let elapsed = started.elapsed();
+    metrics::histogram!(metric_names::FSYNC_SECONDS).record(elapsed.as_secs_f64());
+    metrics::histogram!(metric_names::COMMIT_GROUP).record(group_len as f64);
+    if let Err(error) = written {
+        tracing::error!(%error, "a synced write failed; the store takes no more writes");
+        return Err(error.into_string());
+    }
+    let writes = figures.lock().writes;
+    if injected.sync_failure_after == Some(writes) {
+        tracing::error!(
+            "injected sync failure ({INJECT_SYNC_FAILURE_AFTER}); the store takes no more writes"
+        );
+        return Err("injected sync failure".into());
+    }
+    if injected.crash_after_log == Some(writes + 1) {
+        tracing::error!("injected crash after a synced log write ({INJECT_CRASH_AFTER_LOG})");
+        std::process::abort();
+    }
+    Ok(elapsed.as_nanos() as u64)
+}
+
+/// A group's state is in the memtables too: the figures move (a
+/// checkpoint started from now on holds it) and readers of the state
+/// tables waiting in `wait_written` go on.
+fn group_written(
     durable: &Durable,
     figures: &Mutex<CommitterFigures>,
     group: &[Commit],
@@ -870,57 +926,8 @@ fn group_durable(
         figures.commits += group.len() as u64;
         figures.sync_ns_total += sync_ns;
     }
-    durable.update(|state| state.ticket = last_ticket);
-}
-
-/// Writes one group: the logged tables synced, then the state without the
-/// WAL; the nanoseconds of its synced write (`group_durable` follows). Err:
-/// the store must fail (the message says why).
-fn write_group(
-    db: &DB,
-    group: &[Commit],
-    durable: &Durable,
-    figures: &Mutex<CommitterFigures>,
-    injected: Injected,
-) -> Result<u64, String> {
-    let mut sync = WriteOptions::default();
-    sync.set_sync(true);
-    let mut unlogged = WriteOptions::default();
-    unlogged.disable_wal(true);
-    let writes = journal::last_writes(group);
-    let (logged, state): (Vec<&Put>, Vec<&Put>) =
-        writes.into_iter().partition(|put| put.table.is_logged());
-    let _writing = durable.writing.lock();
-    let mut sync_ns = 0;
-    if !logged.is_empty() {
-        let started = Instant::now();
-        let written = db.write_opt(write_batch(db, &logged), &sync);
-        let elapsed = started.elapsed();
-        sync_ns = elapsed.as_nanos() as u64;
-        metrics::histogram!(metric_names::FSYNC_SECONDS).record(elapsed.as_secs_f64());
-        metrics::histogram!(metric_names::COMMIT_GROUP).record(group.len() as f64);
-        if let Err(error) = written {
-            tracing::error!(%error, "a synced write failed; the store takes no more writes");
-            return Err(error.into_string());
-        }
-        let writes = figures.lock().writes;
-        if injected.sync_failure_after == Some(writes) {
-            tracing::error!("injected sync failure ({INJECT_SYNC_FAILURE_AFTER}); the store takes no more writes");
-            return Err("injected sync failure".into());
-        }
-        if injected.crash_after_log == Some(writes + 1) {
-            tracing::error!("injected crash after a synced log write ({INJECT_CRASH_AFTER_LOG})");
-            std::process::abort();
-        }
-    }
-    if !state.is_empty() {
-        if let Err(error) = db.write_opt(write_batch(db, &state), &unlogged) {
-            tracing::error!(%error, "a state write failed; the store takes no more writes");
-            return Err(error.into_string());
-        }
-    }
-    drop(_writing);
-    Ok(sync_ns)
+    durable.state.lock().written = last_ticket;
+    durable.state_written.notify_all();
 }
 
 /// When the state was last checkpointed and how many commits were written
@@ -1085,6 +1092,12 @@ fn replication_failed(durable: &Durable, why: &str) {
 
 /// Writes a group and releases its answers, if the replica (when there is
 /// one) still lets this node answer; false when the store failed instead.
+///
+/// The answers go out once the logged part is synced (D119): they rest on
+/// the audit records alone, as recovery does. The state part follows
+/// without the WAL, before the next group; readers of the state tables wait
+/// for it (`wait_written`). Both parts are written under `writing`, so a
+/// backup never holds a group's audit records without its state.
 fn write_and_answer(
     db: &DB,
     group: &[Commit],
@@ -1093,7 +1106,11 @@ fn write_and_answer(
     injected: Injected,
     replica: Option<&Arc<dyn Replica>>,
 ) -> bool {
-    let sync_ns = match write_group(db, group, durable, figures, injected) {
+    let writes = journal::last_writes(group);
+    let (logged, state): (Vec<&Put>, Vec<&Put>) =
+        writes.into_iter().partition(|put| put.table.is_logged());
+    let _writing = durable.writing.lock();
+    let sync_ns = match write_logged(db, &logged, group.len(), figures, injected) {
         Ok(sync_ns) => sync_ns,
         Err(why) => {
             durable.fail(&why);
@@ -1105,10 +1122,24 @@ fn write_and_answer(
         durable.fail(&format!("replication failed: {why}"));
         return false;
     }
-    let logged = group
-        .iter()
-        .any(|commit| commit.puts.iter().any(|put| put.table.is_logged()));
-    group_durable(durable, figures, group, sync_ns, logged);
+    // The one place where a group becomes durable: everything that must
+    // follow durability (answers, publishing the records) hangs here.
+    let last_ticket = group.last().map_or(0, |commit| commit.ticket);
+    durable.update(|state| state.ticket = last_ticket);
+    if let Some(delay) = injected.state_write_delay_ms {
+        std::thread::sleep(Duration::from_millis(delay));
+    }
+    if !state.is_empty() {
+        let mut unlogged = WriteOptions::default();
+        unlogged.disable_wal(true);
+        if let Err(error) = db.write_opt(write_batch(db, &state), &unlogged) {
+            tracing::error!(%error, "a state write failed; the store takes no more writes");
+            durable.fail(&format!("a state write failed: {error}"));
+            return false;
+        }
+    }
+    drop(_writing);
+    group_written(durable, figures, group, sync_ns, !logged.is_empty());
     true
 }
 
@@ -1179,6 +1210,22 @@ impl Journal for Store {
                 ));
             }
             self.durable.changed.wait(&mut state);
+        }
+    }
+
+    fn wait_written(&self, ticket: u64) -> Result<(), Refusal> {
+        let mut state = self.durable.state.lock();
+        loop {
+            if state.written >= ticket {
+                return Ok(());
+            }
+            if let Some(why) = &state.failed {
+                return Err(Refusal::new(
+                    Reason::StorageUnavailable,
+                    format!("the store failed ({why}); the daemon stops"),
+                ));
+            }
+            self.durable.state_written.wait(&mut state);
         }
     }
 
@@ -1491,12 +1538,57 @@ mod tests {
                 failed: false
             }
         );
-        // Already durable: the blocking wait returns at once.
-        store.wait_durable(2).unwrap();
+        // Already durable and written: the blocking wait returns at once.
+        store.wait_written(2).unwrap();
         assert_eq!(
             store.get(Table::Meta, b"state_digest").unwrap().as_deref(),
             Some(&b"second"[..])
         );
+    }
+
+    /// Answers wait for the synced log alone; the state part follows, and a
+    /// reader of the state tables waits for it (D119).
+    #[test]
+    fn answers_wait_for_the_log_and_readers_of_the_state_for_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let injected = Injected {
+            state_write_delay_ms: Some(300),
+            ..Injected::default()
+        };
+        let store = Store::open_injected(dir.path(), 0, injected).unwrap();
+        store
+            .submit(Commit {
+                ticket: 1,
+                puts: vec![
+                    Put {
+                        table: Table::Audit,
+                        key: 1u64.to_be_bytes().to_vec(),
+                        value: Some(b"record".to_vec()),
+                    },
+                    Put {
+                        table: Table::Texts,
+                        key: b"text".to_vec(),
+                        value: Some(b"redeemed".to_vec()),
+                    },
+                ],
+            })
+            .unwrap();
+        store.wait_durable(1).unwrap();
+        assert!(store
+            .get(Table::Audit, &1u64.to_be_bytes())
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            store.durable.state.lock().written,
+            0,
+            "durable before its state is written"
+        );
+        store.wait_written(1).unwrap();
+        assert_eq!(
+            store.get(Table::Texts, b"text").unwrap().as_deref(),
+            Some(&b"redeemed"[..])
+        );
+        assert_eq!(store.committer_figures().commits, 1);
     }
 
     /// A checkpoint starved of CPU (each starts 300 ms late here) does not
@@ -1525,7 +1617,7 @@ mod tests {
                     }],
                 })
                 .unwrap();
-            store.wait_durable(ticket).unwrap();
+            store.wait_written(ticket).unwrap();
             let figures = store.committer_figures();
             longest = longest.max(figures.commits - figures.checkpointed_commits);
         }
@@ -1563,7 +1655,7 @@ mod tests {
                 ],
             })
             .unwrap();
-        store.wait_durable(1).unwrap();
+        store.wait_written(1).unwrap();
         let in_memtables = |table: Table| {
             [
                 "rocksdb.num-entries-active-mem-table",
@@ -1628,7 +1720,7 @@ mod tests {
                         },
                     ];
                     store.submit(Commit { ticket, puts }).unwrap();
-                    store.wait_durable(ticket).unwrap();
+                    store.wait_written(ticket).unwrap();
                     // A checkpoint every 2 commits, some 50 ms apart: a
                     // busy daemon's worst, yet room for an open between two
                     // (flat out, every open raced one and none could finish).
