@@ -193,6 +193,7 @@ pub fn measure_shape(
         assert_eq!(shape.len(), 1, "a redeem writes one audit record");
     }
     let db = DB::open_cf_descriptors(&store::rocks::options(), dir, store::rocks::families())?;
+    store::rocks::idle_background_threads();
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
     let mut unlogged = WriteOptions::default();

@@ -224,19 +224,50 @@ pub fn options() -> Options {
     // once, and every WAL sync (so every acknowledgement) queues behind it:
     // 37 ms at the first flush of a peak here, against 0.5 ms normally.
     options.set_bytes_per_sync(SST_BYTES_PER_SYNC);
-    // Flushes and compactions run at the lowest CPU priority (nice 19), so
-    // they take what the committer and the network leave: a flush is a core
-    // for 100 to 270 ms, and at normal priority the answers of that second
-    // waited for it. A flush starved for long would fill the memtables and
-    // stall writes; saturated runs showed no stall (docs/performance.md).
-    // Their I/O keeps its class: an idle I/O class could starve under a
-    // steady stream of syncs until writes stop.
-    if let Ok(mut env) = rocksdb::Env::new() {
-        env.lower_thread_pool_cpu_priority();
-        env.lower_high_priority_thread_pool_cpu_priority();
-        options.set_env(&env);
-    }
+    // Flushes and compactions run in the idle scheduling class: see
+    // `idle_background_threads`, called once the database is open.
     options
+}
+
+/// Puts RocksDB's background threads (flushes and compactions, named
+/// `rocksdb:low` and `rocksdb:high`, a pool shared by every database of the
+/// process and started when one opens) in the `SCHED_IDLE` class; returns
+/// how many it found. They take what the committer and the network leave:
+/// a flush is a core for 100 to 270 ms, and at normal priority the answers
+/// of that second waited for it. At nice 19 (RocksDB's own "low" priority,
+/// this store's choice until D120) a flush that got the CPU ran its whole
+/// time slice before a woken worker, and the answers' p99.9 showed it; an
+/// idle-class thread gives way at once. RocksDB is never asked to change
+/// their priority, so it never sets it back. A flush starved for long
+/// would fill the memtables and stall writes, which frees the CPU for it;
+/// the tail bound (D115) holds either way. Their I/O keeps its class: an
+/// idle I/O class could starve under a steady stream of syncs.
+pub fn idle_background_threads() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut idle = 0;
+    for task in tasks.flatten() {
+        let named = std::fs::read_to_string(task.path().join("comm"))
+            .is_ok_and(|name| name.starts_with("rocksdb:"));
+        let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+        let (true, Some(tid)) = (named, tid) else {
+            continue;
+        };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param; a thread that ended
+        // meanwhile makes the call fail (ESRCH), which is only logged.
+        if unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) } == 0 {
+            idle += 1;
+        } else {
+            tracing::warn!(
+                tid,
+                error = %std::io::Error::last_os_error(),
+                "a RocksDB background thread stays at normal priority"
+            );
+        }
+    }
+    idle
 }
 
 /// Bytes of a data block of the tables that grow with the ledger (RocksDB's
@@ -285,6 +316,7 @@ impl Store {
     fn open_injected(path: &Path, free_bytes_min: u64, injected: Injected) -> Result<Store, Error> {
         let db = DB::open_cf_descriptors(&options(), path, families())
             .map_err(|error| open_error(path, &error))?;
+        idle_background_threads();
         mark_applied(&db)?;
         let db = Arc::new(db);
         let space = Arc::new(Space {
@@ -1544,6 +1576,45 @@ mod tests {
             store.get(Table::Meta, b"state_digest").unwrap().as_deref(),
             Some(&b"second"[..])
         );
+    }
+
+    /// RocksDB's flushes and compactions run in the idle scheduling class,
+    /// and stay there once they have run (RocksDB never resets it).
+    #[test]
+    fn background_threads_are_idle_class_before_and_after_a_flush() {
+        let policies = || -> Vec<i32> {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .flatten()
+                .filter(|task| {
+                    std::fs::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|name| name.starts_with("rocksdb:"))
+                })
+                .filter_map(|task| task.file_name().to_str()?.parse::<libc::pid_t>().ok())
+                // SAFETY: a plain query of a thread's policy.
+                .map(|tid| unsafe { libc::sched_getscheduler(tid) })
+                .filter(|policy| *policy >= 0)
+                .collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = policies();
+        assert!(!before.is_empty(), "RocksDB's background threads run");
+        assert!(before.iter().all(|p| *p == libc::SCHED_IDLE), "{before:?}");
+        store
+            .submit(Commit {
+                ticket: 1,
+                puts: vec![Put {
+                    table: Table::Vouchers,
+                    key: b"v".to_vec(),
+                    value: Some(b"1".to_vec()),
+                }],
+            })
+            .unwrap();
+        store.wait_written(1).unwrap();
+        store.flush().unwrap();
+        let after = policies();
+        assert!(after.iter().all(|p| *p == libc::SCHED_IDLE), "{after:?}");
     }
 
     /// Answers wait for the synced log alone; the state part follows, and a
