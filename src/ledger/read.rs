@@ -42,8 +42,8 @@ impl Ledger {
     /// far is durable and its state written (`wait_written`), then reads
     /// memory and rows of one state. The wait is one group commit at most,
     /// during which writers of this voucher shard (1/256 of the vouchers)
-    /// wait too; `get_voucher` runs off the async
-    /// workers for it (`Op::is_point`).
+    /// wait too; `get_voucher` runs off the async workers for it
+    /// (`Op::is_point`).
     fn get_voucher(&self, id: VoucherId) -> Result<Reply, Refusal> {
         let shard = self.vouchers.of(id).read();
         let Some(packed) = shard.get(id).copied() else {

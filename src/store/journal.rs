@@ -4,9 +4,9 @@
 //! effect in that order; `wait_durable(t)` returns once the logged part
 //! (`Table::is_logged`: audit records, remembered answers) of every commit up to
 //! `t` survives a crash; `wait_written(t)` returns once their state is
-//! readable too (it is written just after). The state tables may lag on disk: a crash keeps them
-//! as of a checkpoint (`meta/applied_seq`), and start-up re-applies the audit
-//! records after it. `submit` never blocks: a full queue is `overloaded`.
+//! readable too (it is written just after). The state tables may lag on
+//! disk: a crash keeps them as of a checkpoint (`meta/applied_seq`), and
+//! start-up re-applies the audit records after it. `submit` never blocks: a full queue is `overloaded`.
 //! `MemoryJournal` keeps tables in memory for tests and replay.
 
 use std::collections::BTreeMap;

@@ -7,10 +7,10 @@
 //! synced, the only wait for the disk. Then the durable ticket moves forward
 //! and the answers go out (`write_and_answer`), and the state tables follow
 //! as one WriteBatch without the WAL, carrying `meta/applied_seq`, the last
-//! audit sequence they reflect, before the next group (`wait_written`). The state
-//! tables reach the disk by checkpoints: an atomic flush of every column
-//! family (`set_atomic_flush`) every `CHECKPOINT_COMMITS_MAX` commits or
-//! `CHECKPOINT_INTERVAL_MS`, so the state on disk is always one consistent
+//! audit sequence they reflect, before the next group (`wait_written`).
+//! The state tables reach the disk by checkpoints: an atomic flush of every
+//! column family (`set_atomic_flush`) every `CHECKPOINT_COMMITS_MAX` commits
+//! or `CHECKPOINT_INTERVAL_MS`, so the state on disk is always one consistent
 //! cut with its `applied_seq`; start-up re-applies the audit records after it.
 //! If a write fails, the store stops taking writes (fail-stop): memory may be
 //! ahead of disk, so the daemon must restart and recover from what is on disk.
