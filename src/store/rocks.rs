@@ -1623,7 +1623,7 @@ mod tests {
     fn answers_wait_for_the_log_and_readers_of_the_state_for_the_state() {
         let dir = tempfile::tempdir().unwrap();
         let injected = Injected {
-            state_write_delay_ms: Some(300),
+            state_write_delay_ms: Some(1_000),
             ..Injected::default()
         };
         let store = Store::open_injected(dir.path(), 0, injected).unwrap();
