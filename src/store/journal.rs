@@ -6,7 +6,8 @@
 //! `t` survives a crash; `wait_written(t)` returns once their state is
 //! readable too (it is written just after). The state tables may lag on
 //! disk: a crash keeps them as of a checkpoint (`meta/applied_seq`), and
-//! start-up re-applies the audit records after it. `submit` never blocks: a full queue is `overloaded`.
+//! start-up re-applies the audit records after it. `submit` never blocks: a
+//! full queue is `overloaded`.
 //! `MemoryJournal` keeps tables in memory for tests and replay.
 
 use std::collections::BTreeMap;

@@ -243,17 +243,8 @@ pub fn options() -> Options {
 /// the tail bound (D115) holds either way. Their I/O keeps its class: an
 /// idle I/O class could starve under a steady stream of syncs.
 pub fn idle_background_threads() -> usize {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
     let mut idle = 0;
-    for task in tasks.flatten() {
-        let named = std::fs::read_to_string(task.path().join("comm"))
-            .is_ok_and(|name| name.starts_with("rocksdb:"));
-        let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
-        let (true, Some(tid)) = (named, tid) else {
-            continue;
-        };
+    for tid in background_threads() {
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: `param` is a valid sched_param; a thread that ended
         // meanwhile makes the call fail (ESRCH), which is only logged.
@@ -268,6 +259,21 @@ pub fn idle_background_threads() -> usize {
         }
     }
     idle
+}
+
+/// The thread ids of RocksDB's background threads in this process.
+fn background_threads() -> Vec<libc::pid_t> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("rocksdb:"))
+        })
+        .filter_map(|task| task.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// Bytes of a data block of the tables that grow with the ledger (RocksDB's
@@ -679,6 +685,25 @@ impl Durable {
         self.changed.notify_all();
         self.state_written.notify_all();
         self.published.send_replace(now);
+    }
+
+    /// Blocks on `condvar` until `reached` holds; Err: why the store failed
+    /// first (`reached` is checked first: what it waits for may be done).
+    fn wait(
+        &self,
+        condvar: &Condvar,
+        reached: impl Fn(&DurableState) -> bool,
+    ) -> Result<(), String> {
+        let mut state = self.state.lock();
+        loop {
+            if reached(&state) {
+                return Ok(());
+            }
+            if let Some(why) = &state.failed {
+                return Err(why.clone());
+            }
+            condvar.wait(&mut state);
+        }
     }
 
     /// A frame ended: its commits are queued; a lingering committer wakes.
@@ -1225,40 +1250,30 @@ impl Journal for Store {
     }
 
     fn wait_durable(&self, ticket: u64) -> Result<(), Refusal> {
-        let mut state = self.durable.state.lock();
-        loop {
-            if state.ticket >= ticket {
-                return Ok(());
-            }
-            if let Some(why) = &state.failed {
+        self.durable
+            .wait(&self.durable.changed, |state| state.ticket >= ticket)
+            .map_err(|why| {
                 // The commit was handed to the store before it failed: it may
                 // be on disk (and replay at restart) or not. Nobody knows.
-                return Err(Refusal::new(
+                Refusal::new(
                     Reason::OutcomeUnknown,
                     format!(
                         "the store failed after this change was handed to it ({why}); the daemon \
                          stops: retry the same id once it is back to get the real outcome"
                     ),
-                ));
-            }
-            self.durable.changed.wait(&mut state);
-        }
+                )
+            })
     }
 
     fn wait_written(&self, ticket: u64) -> Result<(), Refusal> {
-        let mut state = self.durable.state.lock();
-        loop {
-            if state.written >= ticket {
-                return Ok(());
-            }
-            if let Some(why) = &state.failed {
-                return Err(Refusal::new(
+        self.durable
+            .wait(&self.durable.state_written, |state| state.written >= ticket)
+            .map_err(|why| {
+                Refusal::new(
                     Reason::StorageUnavailable,
                     format!("the store failed ({why}); the daemon stops"),
-                ));
-            }
-            self.durable.state_written.wait(&mut state);
-        }
+                )
+            })
     }
 
     fn durability(&self) -> Option<tokio::sync::watch::Receiver<Durability>> {
@@ -1583,14 +1598,8 @@ mod tests {
     #[test]
     fn background_threads_are_idle_class_before_and_after_a_flush() {
         let policies = || -> Vec<i32> {
-            std::fs::read_dir("/proc/self/task")
-                .unwrap()
-                .flatten()
-                .filter(|task| {
-                    std::fs::read_to_string(task.path().join("comm"))
-                        .is_ok_and(|name| name.starts_with("rocksdb:"))
-                })
-                .filter_map(|task| task.file_name().to_str()?.parse::<libc::pid_t>().ok())
+            background_threads()
+                .into_iter()
                 // SAFETY: a plain query of a thread's policy.
                 .map(|tid| unsafe { libc::sched_getscheduler(tid) })
                 .filter(|policy| *policy >= 0)
