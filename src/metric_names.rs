@@ -10,6 +10,12 @@ pub const CONNECTIONS: &str = "voucherd_connections";
 pub const CONNECTIONS_REFUSED: &str = "voucherd_connections_refused_total";
 pub const COMMIT_GROUP: &str = "voucherd_commit_group_commits";
 pub const FSYNC_SECONDS: &str = "voucherd_fsync_duration_seconds";
+/// A group's first change submitted to the committer until its answers are
+/// released: the queue, the gathering and the synced write.
+pub const COMMIT_WAIT_SECONDS: &str = "voucherd_commit_wait_seconds";
+/// Label `stage`: `apply` (a frame's operations decided), `durable` (then
+/// until the task answering it sees them durable).
+pub const FRAME_STAGE_SECONDS: &str = "voucherd_frame_stage_seconds";
 pub const COMMIT_QUEUE: &str = "voucherd_commit_queue_depth";
 pub const STORE_FAILED: &str = "voucherd_store_failed";
 pub const AUDIT_SEQ: &str = "voucherd_audit_sequence";
@@ -58,6 +64,8 @@ pub const ALL: &[&str] = &[
     CONNECTIONS_REFUSED,
     COMMIT_GROUP,
     FSYNC_SECONDS,
+    COMMIT_WAIT_SECONDS,
+    FRAME_STAGE_SECONDS,
     COMMIT_QUEUE,
     STORE_FAILED,
     AUDIT_SEQ,

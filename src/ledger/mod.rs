@@ -384,15 +384,24 @@ impl From<Error> for Refusal {
     }
 }
 
+/// The allocator's own hand-back of free memory, when the binary's
+/// allocator has one (`set_memory_returner`; voucherd's mimalloc, D118).
+static MEMORY_RETURNER: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what `return_freed_memory` calls besides glibc's `malloc_trim`:
+/// the binary that chose the global allocator knows how it returns memory.
+/// The first call wins.
+pub fn set_memory_returner(returner: fn()) {
+    let _ = MEMORY_RETURNER.set(returner);
+}
+
 /// Hands the memory a start-up step freed (the blocks of vectors that grew,
 /// rows decoded, the holders' pairs) back to the system, so the resident
 /// size is what the indexes hold (after recovery and after the events
 /// index is built).
 fn return_freed_memory() {
-    // SAFETY: mi_collect only returns mimalloc's free pages (the daemon's
-    // allocator, D118); it has nothing to do where glibc's malloc serves.
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
+    if let Some(returner) = MEMORY_RETURNER.get() {
+        returner();
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of glibc's own heaps.

@@ -781,12 +781,17 @@ async fn run_batch(
             Err(error) => panic!("a batch panicked: {error}"),
         }
     };
+    let applied = Instant::now();
+    metrics::histogram!(metric_names::FRAME_STAGE_SECONDS, "stage" => "apply")
+        .record((applied - started).as_secs_f64());
     // The wait for durability holds no thread: the committer's news wakes it.
     if let Some(mut durability) = shared.ledger.durability() {
         let ticket = pending.ticket();
         // An error means the journal is gone; `finish` then answers for it.
         let _ = durability.wait_for(|now| now.settles(ticket)).await;
     }
+    metrics::histogram!(metric_names::FRAME_STAGE_SECONDS, "stage" => "durable")
+        .record(applied.elapsed().as_secs_f64());
     let answers = shared.ledger.finish(pending);
     record_batch(&requests, &answers, started.elapsed());
     answers

@@ -106,7 +106,7 @@ pub struct CommitterFigures {
 pub struct Store {
     db: Arc<DB>,
     path: PathBuf,
-    sender: Option<Sender<Commit>>,
+    sender: Option<Sender<Queued>>,
     durable: Arc<Durable>,
     figures: Arc<Mutex<CommitterFigures>>,
     committer: Option<JoinHandle<()>>,
@@ -282,8 +282,11 @@ fn background_threads() -> Vec<libc::pid_t> {
 const BLOCK_BYTES: usize = 16 << 10;
 
 /// Share of a `requests` memtable's size given to its whole-key bloom
-/// filter (RocksDB's advice: 0.1 or less).
-const REQUESTS_MEMTABLE_BLOOM_RATIO: f64 = 0.1;
+/// filter (RocksDB's advice: 0.1 or less). A checkpoint every
+/// `CHECKPOINT_COMMITS_MAX` commits flushes the memtable long before its
+/// 64 MiB fill: 2% (1.3 MiB) is still over 70 bits a key at
+/// `CHECKPOINT_TAIL_MAX` keys, where 10% held 6.4 MiB for each memtable.
+const REQUESTS_MEMTABLE_BLOOM_RATIO: f64 = 0.02;
 
 /// One column family per table, with its options: `BLOCK_BYTES` blocks for
 /// all. Requests are the one table read by key while serving, mostly for
@@ -616,12 +619,15 @@ fn mark_applied(db: &DB) -> Result<(), Error> {
     Ok(())
 }
 
+/// A commit in the committer's queue, with when it was submitted.
+type Queued = (Instant, Commit);
+
 /// `first` and what follows it: everything queued, and while frames are being
 /// applied, what they queue until they end or `linger` (`GROUP_LINGER_US_MAX`)
 /// passes. It sleeps until a frame ends rather than until the next commit: a
 /// frame of 8 redeems wakes it once, not 8 times.
 fn gather(
-    receiver: &Receiver<Commit>,
+    receiver: &Receiver<Queued>,
     first: Commit,
     durable: &Durable,
     linger: Duration,
@@ -629,7 +635,7 @@ fn gather(
     let mut group = vec![first];
     let started = Instant::now();
     while group.len() < GROUP_COMMIT_BATCHES_MAX {
-        if let Ok(commit) = receiver.try_recv() {
+        if let Ok((_, commit)) = receiver.try_recv() {
             group.push(commit);
             continue;
         }
@@ -647,6 +653,7 @@ fn gather(
             group.extend(
                 receiver
                     .try_iter()
+                    .map(|(_, commit)| commit)
                     .take(GROUP_COMMIT_BATCHES_MAX - group.len()),
             );
             break;
@@ -1011,7 +1018,7 @@ impl Cadence {
 
 fn run_committer(
     db: &DB,
-    receiver: &Receiver<Commit>,
+    receiver: &Receiver<Queued>,
     durable: &Durable,
     figures: &Mutex<CommitterFigures>,
     replica: &ReplicaSlot,
@@ -1033,7 +1040,7 @@ fn run_committer(
     // Replicated mode: groups sent to the replica go to the writer, which
     // settles them in order, then writes and answers each; a token per
     // group sent and not yet settled (`REPLICA_PIPELINE_GROUPS_MAX`).
-    let (sent, unsettled) = crossbeam_channel::unbounded::<Vec<Commit>>();
+    let (sent, unsettled) = crossbeam_channel::unbounded::<(Instant, Vec<Commit>)>();
     let (token_back, tokens) = crossbeam_channel::bounded(REPLICA_PIPELINE_GROUPS_MAX);
     for _ in 0..REPLICA_PIPELINE_GROUPS_MAX {
         token_back.send(()).expect("room for every token");
@@ -1043,7 +1050,7 @@ fn run_committer(
             .name("replica-writer".into())
             .spawn_scoped(scope, || {
                 let _fail_on_panic = FailOnPanic(durable);
-                for group in unsettled.iter() {
+                for (queued_at, group) in unsettled.iter() {
                     let replica_now = replica.read().clone();
                     let settled = match &replica_now {
                         _ if durable.state.lock().failed.is_some() => Err(None),
@@ -1056,6 +1063,7 @@ fn run_committer(
                                 && write_and_answer(
                                     db,
                                     &group,
+                                    queued_at,
                                     durable,
                                     figures,
                                     injected,
@@ -1078,8 +1086,8 @@ fn run_committer(
         let mut last_ticket = 0;
         loop {
             let wait = interval.saturating_sub(cadence.lock().at.elapsed());
-            let first = match receiver.recv_timeout(wait) {
-                Ok(first) => first,
+            let (queued_at, first) = match receiver.recv_timeout(wait) {
+                Ok(queued) => queued,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     let mut cadence = cadence.lock();
@@ -1121,7 +1129,7 @@ fn run_committer(
                 }
                 match replica.send(&group) {
                     Ok(()) => sent
-                        .send(group)
+                        .send((queued_at, group))
                         .expect("the writer runs while the committer does"),
                     Err(why) => {
                         let _ = token_back.try_send(());
@@ -1131,7 +1139,7 @@ fn run_committer(
                 continue;
             }
             if wait_for_tail_room(durable, figures, checkpoints, tail_max)
-                && write_and_answer(db, &group, durable, figures, injected, None)
+                && write_and_answer(db, &group, queued_at, durable, figures, injected, None)
             {
                 cadence.lock().written(group.len(), checkpoints);
             }
@@ -1158,6 +1166,7 @@ fn replication_failed(durable: &Durable, why: &str) {
 fn write_and_answer(
     db: &DB,
     group: &[Commit],
+    queued_at: Instant,
     durable: &Durable,
     figures: &Mutex<CommitterFigures>,
     injected: Injected,
@@ -1183,6 +1192,8 @@ fn write_and_answer(
     // follow durability (answers, publishing the records) hangs here.
     let last_ticket = group.last().map_or(0, |commit| commit.ticket);
     durable.update(|state| state.ticket = last_ticket);
+    metrics::histogram!(metric_names::COMMIT_WAIT_SECONDS)
+        .record(queued_at.elapsed().as_secs_f64());
     if let Some(delay) = injected.state_write_delay_ms {
         std::thread::sleep(Duration::from_millis(delay));
     }
@@ -1237,7 +1248,7 @@ impl Journal for Store {
                 ),
             ));
         }
-        match sender.try_send(commit) {
+        match sender.try_send((Instant::now(), commit)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(Refusal::new(
                 Reason::Overloaded,
@@ -1894,7 +1905,7 @@ mod tests {
         let durable = Durable::default();
         let linger = Duration::from_micros(GROUP_LINGER_US_MAX);
         for ticket in 2..=4 {
-            sender.send(commit(ticket)).unwrap();
+            sender.send((Instant::now(), commit(ticket))).unwrap();
         }
         let group = gather(&receiver, commit(1), &durable, linger);
         let tickets: Vec<u64> = group.iter().map(|c| c.ticket).collect();
@@ -1908,9 +1919,9 @@ mod tests {
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 std::thread::sleep(Duration::from_millis(5));
-                sender.send(commit(6)).unwrap();
+                sender.send((Instant::now(), commit(6))).unwrap();
                 std::thread::sleep(Duration::from_millis(5));
-                sender.send(commit(7)).unwrap();
+                sender.send((Instant::now(), commit(7))).unwrap();
                 durable.frame_applied();
             });
             let group = gather(&receiver, commit(5), &durable, Duration::from_secs(2));

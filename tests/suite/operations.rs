@@ -176,6 +176,29 @@ fn a_scrape_after_known_operations_shows_their_counts_and_the_bureau_figures() {
             "{histogram} missing:\n{body}"
         );
     }
+    // Every frame answered went through both stages, and every group that
+    // released answers was timed from its first change's submission; the
+    // latency buckets resolve the milliseconds under a 5 ms target.
+    let apply = sample(
+        &body,
+        "voucherd_frame_stage_seconds_count",
+        &[("stage", "apply")],
+    );
+    let durable = sample(
+        &body,
+        "voucherd_frame_stage_seconds_count",
+        &[("stage", "durable")],
+    );
+    assert!(apply.unwrap_or(0.0) >= 2.0, "{body}");
+    assert_eq!(apply, durable, "{body}");
+    let groups = sample(&body, "voucherd_commit_wait_seconds_count", &[]).unwrap_or(0.0);
+    assert!(groups >= 1.0, "{body}");
+    let within = |le: &str| sample(&body, "voucherd_commit_wait_seconds_bucket", &[("le", le)]);
+    assert!(
+        within("0.0015").is_some() && within("0.003").is_some(),
+        "{body}"
+    );
+    assert_eq!(within("+Inf"), Some(groups));
     assert!(
         body.contains("# TYPE voucherd_operations_total counter"),
         "{body}"
