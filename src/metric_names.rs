@@ -11,7 +11,8 @@ pub const CONNECTIONS_REFUSED: &str = "voucherd_connections_refused_total";
 pub const COMMIT_GROUP: &str = "voucherd_commit_group_commits";
 pub const FSYNC_SECONDS: &str = "voucherd_fsync_duration_seconds";
 /// A group's first change submitted to the committer until its answers are
-/// released: the queue, the gathering and the synced write.
+/// released: the queue, the gathering, a wait for checkpoint room, the
+/// replica (replicated mode) and the synced write.
 pub const COMMIT_WAIT_SECONDS: &str = "voucherd_commit_wait_seconds";
 /// Label `stage`: `apply` (a frame's operations decided), `durable` (then
 /// until the task answering it sees them durable).

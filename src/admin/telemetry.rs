@@ -84,7 +84,7 @@ fn describe() {
         COMMIT_WAIT_SECONDS,
         Unit::Seconds,
         "A group's first change submitted to the committer until its answers are released \
-         (queue, gathering, synced write)."
+         (queue, gathering, checkpoint room, the replica in replicated mode, synced write)."
     );
     describe_histogram!(
         FRAME_STAGE_SECONDS,

@@ -398,7 +398,7 @@ pub fn set_memory_returner(returner: fn()) {
 /// Hands the memory a start-up step freed (the blocks of vectors that grew,
 /// rows decoded, the holders' pairs) back to the system, so the resident
 /// size is what the indexes hold (after recovery and after the events
-/// index is built).
+/// index is built): the binary's returner if one is set, then glibc's trim.
 fn return_freed_memory() {
     if let Some(returner) = MEMORY_RETURNER.get() {
         returner();

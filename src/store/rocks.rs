@@ -285,7 +285,7 @@ const BLOCK_BYTES: usize = 16 << 10;
 /// filter (RocksDB's advice: 0.1 or less). A checkpoint every
 /// `CHECKPOINT_COMMITS_MAX` commits flushes the memtable long before its
 /// 64 MiB fill: 2% (1.3 MiB) is still over 70 bits a key at
-/// `CHECKPOINT_TAIL_MAX` keys, where 10% held 6.4 MiB for each memtable.
+/// `CHECKPOINT_TAIL_MAX` keys (one a commit).
 const REQUESTS_MEMTABLE_BLOOM_RATIO: f64 = 0.02;
 
 /// One column family per table, with its options: `BLOCK_BYTES` blocks for
@@ -1191,9 +1191,10 @@ fn write_and_answer(
     // The one place where a group becomes durable: everything that must
     // follow durability (answers, publishing the records) hangs here.
     let last_ticket = group.last().map_or(0, |commit| commit.ticket);
-    durable.update(|state| state.ticket = last_ticket);
+    // Counted before the answers go out: a scrape after an answer holds its group.
     metrics::histogram!(metric_names::COMMIT_WAIT_SECONDS)
         .record(queued_at.elapsed().as_secs_f64());
+    durable.update(|state| state.ticket = last_ticket);
     if let Some(delay) = injected.state_write_delay_ms {
         std::thread::sleep(Duration::from_millis(delay));
     }

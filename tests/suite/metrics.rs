@@ -99,7 +99,7 @@ fn sizes_grow_after_writes_and_counters_exist_from_the_start() {
             }
         }
         // Set after the sizes in the same pass of the sampler: a scrape
-        // between the two saw the sizes without it.
+        // between the two can see the sizes without it.
         sample(body, "voucherd_rocksdb_pending_compaction_bytes", &[])
             .map(|_| ())
             .ok_or_else(|| "no pending compaction bytes yet".to_owned())
